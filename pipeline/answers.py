@@ -1,0 +1,144 @@
+"""What User.com answered, and what each answer means (SPEC §4 and §10); pure.
+
+>>> classify_lookup(Reply(404)).unwrap() is None
+True
+>>> classify_lookup(Reply(503)).failure().kind
+'retryable'
+>>> classify_lookup(Reply(200, {"id": 1})).unwrap()
+{'id': 1}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from returns.result import Failure, Result, Success
+
+from pipeline import errors
+from pipeline.errors import PipelineError
+from pipeline.types import JSON, JSONObject, thaw
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer: status, its JSON body when it had one, and Retry-After in seconds."""
+
+    status: int
+    body: JSON = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unreachable:
+    """No answer at all: the request timed out or the connection failed."""
+
+    reason: Literal["timeout", "connection"]
+    detail: str = ""
+
+
+Answer = Reply | Unreachable
+
+
+def _said(body: JSON) -> str:
+    """User.com's own short message, when its body carries one."""
+    if isinstance(body, Mapping):
+        for key in ("detail", "message", "error", "errors"):
+            if body.get(key) is not None:
+                said = body[key]
+                text = said if isinstance(said, str) else json.dumps(thaw(said))
+                return f": {text[:200]}"
+    return ""
+
+
+def answer_error(answer: Answer, doing: str) -> PipelineError:
+    """The failure an unusable answer stands for; `doing` names the call for the message."""
+    if isinstance(answer, Unreachable):
+        return PipelineError(
+            f"User.com could not be reached while {doing} ({answer.reason}"
+            f"{': ' + answer.detail[:200] if answer.detail else ''}); retry later",
+            "retryable",
+            500,
+        )
+    status, said = answer.status, _said(answer.body)
+    if status in (401, 403):
+        return PipelineError(
+            f"User.com refused the API key while {doing} ({status}{said}); "
+            "check apiKey and appSubdomain in the destination config",
+            "auth",
+            status,
+        )
+    if status == 429:
+        return PipelineError(
+            f"User.com is throttling requests while {doing} (429{said}); retry later",
+            "throttled",
+            429,
+            answer.retry_after,
+        )
+    if status >= 500:
+        return PipelineError(
+            f"User.com failed while {doing} ({status}{said}); retry later", "retryable", status
+        )
+    if 400 <= status < 500:
+        return errors.aborted(f"User.com rejected the request while {doing} ({status}{said})")
+    return errors.aborted(
+        f"User.com gave an answer that was not understood while {doing} ({status}{said})"
+    )
+
+
+def _object(answer: Answer) -> JSONObject | None:
+    if isinstance(answer, Reply) and isinstance(answer.body, Mapping):
+        return answer.body
+    return None
+
+
+def classify_lookup(
+    answer: Answer, doing: str = "looking up the user"
+) -> Result[JSONObject | None, PipelineError]:
+    """200 with an object: found; 404: not found (None); anything else: a failure."""
+    if isinstance(answer, Reply) and answer.status == 404:
+        return Success(None)
+    found = _object(answer)
+    if isinstance(answer, Reply) and answer.status == 200 and found is not None:
+        return Success(found)
+    return Failure(answer_error(answer, doing))
+
+
+def classify_phone_search(answer: Answer) -> Result[JSONObject | None, PipelineError]:
+    """The phone search answers a list: exactly one user, else an error (SPEC §4)."""
+    return classify_lookup(answer, "searching users by phone").bind(_single_result)
+
+
+def _single_result(listing: JSONObject | None) -> Result[JSONObject | None, PipelineError]:
+    if listing is None:
+        return Success(None)
+    results = listing.get("results")
+    if not isinstance(results, tuple):
+        return Failure(
+            errors.aborted(
+                "User.com answered the phone search without a results list; it was not understood"
+            )
+        )
+    if not results:
+        return Failure(errors.not_found("No user found for a given lookup field"))
+    if len(results) > 1:
+        return Failure(errors.not_found("Multiple users obtained for a given lookup field"))
+    user = results[0]
+    if not isinstance(user, Mapping):
+        return Failure(errors.aborted("User.com answered the phone search with a non-object user"))
+    return Success(user)
+
+
+def classify_write(answer: Answer, doing: str) -> Result[JSONObject, PipelineError]:
+    """A write succeeded only with a 2xx JSON object holding an `id` (SPEC §8)."""
+    written = _object(answer)
+    if (
+        isinstance(answer, Reply)
+        and 200 <= answer.status < 300
+        and written is not None
+        and written.get("id") is not None
+    ):
+        return Success(written)
+    return Failure(answer_error(answer, doing))

@@ -1,0 +1,190 @@
+"""Drop-in rudder-transformer envelopes (SPEC §11) around the flows and the runner.
+
+No mapping logic lives here: `prepare` is the pure pipeline, the runner does the calls, and
+these functions only shape what goes in and comes out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from returns.result import Failure, Result, Success
+
+from pipeline.config import Config, parse_config
+from pipeline.errors import PipelineError
+from pipeline.flows import event_flow
+from pipeline.normalize import normalize
+from pipeline.requests import headers
+from pipeline.runner import Target, arun_flow, run_flow
+from pipeline.steps import Final, Step
+from pipeline.types import thaw
+
+log = logging.getLogger("pipeline")
+
+Feature = Literal["processor", "router"]
+TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """An event ready to run: its parsed config and the first step of its flow."""
+
+    config: Config
+    step: Step
+
+
+def _part(item: object, key: str) -> object:
+    return item.get(key) if isinstance(item, Mapping) else None
+
+
+def prepare(item: object) -> Result[Job, PipelineError]:
+    """Pure: a processor input item -> the Job, or the first failure (SPEC §3 order)."""
+    destination = _part(item, "destination")
+    return normalize(_part(item, "message")).bind(
+        lambda event: parse_config(_part(destination, "Config")).bind(
+            lambda cfg: event_flow(cfg, event).map(lambda step: Job(cfg, step))
+        )
+    )
+
+
+def rest_request(cfg: Config, final: Final) -> dict[str, Any]:
+    """The REST request envelope of the final request (SPEC §11)."""
+    request = final.request
+    return {
+        "version": "1",
+        "type": "REST",
+        "method": request.method,
+        "endpoint": request.url(cfg.base_url),
+        "headers": headers(cfg.api_key),
+        "params": {},
+        "body": {
+            "JSON": thaw(request.body) if request.body is not None else {},
+            "JSON_ARRAY": {},
+            "XML": {},
+            "FORM": {},
+        },
+        "files": {},
+        "userId": "",
+    }
+
+
+def stat_tags(error: PipelineError, feature: Feature) -> dict[str, str]:
+    return {
+        **error.stat_tags(),
+        "destType": "USER",
+        "module": "destination",
+        "implementation": "native",
+        "feature": feature,
+    }
+
+
+def _log_warnings(final: Final) -> None:
+    for warning in final.warnings:
+        log.warning("usercom: %s", warning)
+
+
+def _processor_item(
+    item: object, outcome: Result[tuple[Config, Final], PipelineError]
+) -> dict[str, Any]:
+    match outcome:
+        case Success((cfg, final)):
+            _log_warnings(final)
+            response: dict[str, Any] = {"output": rest_request(cfg, final), "statusCode": 200}
+        case Failure(error):
+            response = {
+                "error": error.message,
+                "statusCode": error.status,
+                "statTags": stat_tags(error, "processor"),
+            }
+    if isinstance(item, Mapping) and "metadata" in item:
+        response["metadata"] = item["metadata"]
+    return response
+
+
+def _router_item(
+    item: object, outcome: Result[tuple[Config, Final], PipelineError]
+) -> dict[str, Any]:
+    response: dict[str, Any] = {}
+    if isinstance(item, Mapping) and "metadata" in item:
+        response["metadata"] = [item["metadata"]]
+    response["batched"] = False
+    match outcome:
+        case Success((cfg, final)):
+            _log_warnings(final)
+            request = rest_request(cfg, final)
+            del request["userId"]
+            response = {"batchedRequest": request, **response, "statusCode": 200}
+        case Failure(error):
+            response["statusCode"] = error.status
+            response["error"] = error.message
+            response["statTags"] = stat_tags(error, "router")
+    response["destination"] = _part(item, "destination")
+    return response
+
+
+def run_item(item: object, client: httpx.Client) -> Result[tuple[Config, Final], PipelineError]:
+    """Prepare one item and drive its flow through the client."""
+    return prepare(item).bind(
+        lambda job: run_flow(Success(job.step), client, Target.of(job.config)).map(
+            lambda final: (job.config, final)
+        )
+    )
+
+
+async def arun_item(
+    item: object, client: httpx.AsyncClient
+) -> Result[tuple[Config, Final], PipelineError]:
+    prepared = prepare(item)
+    match prepared:
+        case Success(job):
+            final = await arun_flow(Success(job.step), client, Target.of(job.config))
+            return final.map(lambda f: (job.config, f))
+    return Failure(prepared.failure())
+
+
+def _client(transport: httpx.BaseTransport | None) -> httpx.Client:
+    return httpx.Client(transport=transport, timeout=TIMEOUT)
+
+
+def _aclient(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=transport, timeout=TIMEOUT)
+
+
+def process(
+    item: Mapping[str, Any], *, transport: httpx.BaseTransport | None = None
+) -> dict[str, Any]:
+    """One processor input item -> one processor response item (lookups already done)."""
+    with _client(transport) as client:
+        return _processor_item(item, run_item(item, client))
+
+
+def process_router(
+    items: Iterable[Mapping[str, Any]], *, transport: httpx.BaseTransport | None = None
+) -> list[dict[str, Any]]:
+    """Router input items -> one router response item each, in input order."""
+    batch = list(items)
+    if not batch:
+        return []
+    with _client(transport) as client:
+        return [_router_item(item, run_item(item, client)) for item in batch]
+
+
+async def aprocess(
+    item: Mapping[str, Any], *, transport: httpx.AsyncBaseTransport | None = None
+) -> dict[str, Any]:
+    async with _aclient(transport) as client:
+        return _processor_item(item, await arun_item(item, client))
+
+
+async def aprocess_router(
+    items: Iterable[Mapping[str, Any]], *, transport: httpx.AsyncBaseTransport | None = None
+) -> list[dict[str, Any]]:
+    batch = list(items)
+    if not batch:
+        return []
+    async with _aclient(transport) as client:
+        return [_router_item(item, await arun_item(item, client)) for item in batch]

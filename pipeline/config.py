@@ -1,0 +1,159 @@
+"""The destination config (SPEC §1), parsed once into a frozen `Config`.
+
+>>> cfg = parse_config({"apiKey": "k" * 64, "appSubdomain": "https://ACME.user.com/"}).unwrap()
+>>> cfg.subdomain, cfg.base_url
+('acme', 'https://acme.user.com/api/public')
+>>> cfg
+Config(subdomain='acme', api_key='kkkk…(64 chars)', user_attributes=(), user_events=(), \
+company_attributes=())
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from returns.result import Failure, Result, Success
+
+from pipeline import errors
+from pipeline.errors import PipelineError
+
+Renames = tuple[tuple[str, str], ...]
+
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_KEY = re.compile(r"[\x21-\x7e]+")
+
+
+def mask(secret: str) -> str:
+    """How a key is shown to people: a hint of its start and its length, never all of it.
+
+    >>> mask("abcdefgh12345678")
+    'abcd…(16 chars)'
+    """
+    return f"{secret[:4]}…({len(secret)} chars)" if len(secret) >= 12 else "…"
+
+
+@dataclass(frozen=True, slots=True)
+class EventRule:
+    """One `userEvents` entry: a RudderStack event renamed, with its property renames."""
+
+    rs_event_name: str
+    user_event_name: str
+    properties: Renames
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    subdomain: str
+    api_key: str = field(repr=False)
+    user_attributes: Renames = ()
+    user_events: tuple[EventRule, ...] = ()
+    company_attributes: Renames = ()
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.subdomain}.user.com/api/public"
+
+    def __repr__(self) -> str:
+        return (
+            f"Config(subdomain={self.subdomain!r}, api_key={mask(self.api_key)!r}, "
+            f"user_attributes={self.user_attributes!r}, user_events={self.user_events!r}, "
+            f"company_attributes={self.company_attributes!r})"
+        )
+
+
+def normalize_subdomain(raw: str) -> str | None:
+    """The bare DNS label for friendly forms, or None when it could point elsewhere.
+
+    >>> [normalize_subdomain(s) for s in (" acme ", "acme.user.com", "http://a-1.user.com/")]
+    ['acme', 'acme', 'a-1']
+    >>> [normalize_subdomain(s) for s in ("a.b", "evil.com/x", "a@b", "acme.user.com.evil")]
+    [None, None, None, None]
+    """
+    text = raw.strip().lower()
+    for scheme in ("https://", "http://"):
+        text = text.removeprefix(scheme)
+    text = text.removesuffix("/").removesuffix(".user.com")
+    return text if _LABEL.fullmatch(text) else None
+
+
+def _renames(raw: object) -> Renames:
+    """`{from, to}` entries: blank `from` ignored, the last entry for a `from` wins."""
+    chosen: dict[str, str] = {}
+    for entry in raw if isinstance(raw, list | tuple) else ():
+        if not isinstance(entry, Mapping):
+            continue
+        source, target = entry.get("from"), entry.get("to")
+        if isinstance(source, str) and source.strip() and isinstance(target, str) and target:
+            chosen.pop(source, None)
+            chosen[source] = target
+    return tuple(chosen.items())
+
+
+def _event_rules(raw: object) -> tuple[EventRule, ...]:
+    rules = []
+    for entry in raw if isinstance(raw, list | tuple) else ():
+        if not isinstance(entry, Mapping):
+            continue
+        source, target = entry.get("rsEventName"), entry.get("userEventName")
+        if isinstance(source, str) and source.strip():
+            name = target if isinstance(target, str) and target.strip() else source
+            rules.append(EventRule(source, name, _renames(entry.get("eventProperties"))))
+    return tuple(rules)
+
+
+def _list_error(raw: Mapping[str, object]) -> PipelineError | None:
+    for key in ("userAttributesMapping", "userEvents", "companyAttributesMapping"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, list | tuple):
+            return errors.configuration(
+                f"{key} must be a list of mapping entries; got {type(value).__name__}. "
+                "Fix the destination config."
+            )
+    return None
+
+
+def parse_config(raw: object) -> Result[Config, PipelineError]:
+    """destination.Config -> Config, or the configuration error a user can act on."""
+    if not isinstance(raw, Mapping):
+        return Failure(errors.configuration("Destination config is missing: expected an object"))
+    key, sub = raw.get("apiKey"), raw.get("appSubdomain")
+    if not isinstance(key, str) or not key.strip():
+        return Failure(
+            errors.configuration(
+                "API Key is required: set apiKey to your User.com public REST API key "
+                "(Settings > App settings > Advanced > Public REST API keys)"
+            )
+        )
+    if not _KEY.fullmatch(key.strip()):
+        return Failure(
+            errors.configuration("API Key is malformed: it must be printable ASCII with no spaces")
+        )
+    if not isinstance(sub, str) or not sub.strip():
+        return Failure(
+            errors.configuration(
+                "App Subdomain is required: set appSubdomain to the part before .user.com "
+                "(e.g. acme for acme.user.com)"
+            )
+        )
+    subdomain = normalize_subdomain(sub)
+    if subdomain is None:
+        return Failure(
+            errors.configuration(
+                f"App Subdomain {sub.strip()[:80]!r} is not a valid User.com subdomain: "
+                "use the single name before .user.com (letters, digits, hyphens)"
+            )
+        )
+    list_error = _list_error(raw)
+    if list_error is not None:
+        return Failure(list_error)
+    return Success(
+        Config(
+            subdomain=subdomain,
+            api_key=key.strip(),
+            user_attributes=_renames(raw.get("userAttributesMapping")),
+            user_events=_event_rules(raw.get("userEvents")),
+            company_attributes=_renames(raw.get("companyAttributesMapping")),
+        )
+    )

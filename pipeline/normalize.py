@@ -1,0 +1,41 @@
+"""Untrusted message -> `Event`: the only stage that looks at raw shapes (SPEC §3).
+
+>>> normalize({"type": "Identify", "userId": "u1"}).unwrap().type
+'identify'
+>>> normalize({"type": "screen"}).failure().message
+'Event type screen is not supported'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from returns.result import Failure, Result, Success
+
+from pipeline import errors
+from pipeline.errors import PipelineError
+from pipeline.types import EMPTY, JSONObject, freeze_object
+
+EventType = Literal["identify", "track", "page", "group"]
+SUPPORTED: tuple[EventType, ...] = ("identify", "track", "page", "group")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A supported RudderStack message, frozen; `message` keeps every field as sent."""
+
+    type: EventType
+    message: JSONObject
+
+
+def normalize(raw: object) -> Result[Event, PipelineError]:
+    message = freeze_object(raw) if isinstance(raw, Mapping) else EMPTY
+    kind = message.get("type")
+    if not isinstance(kind, str) or not kind:
+        return Failure(errors.instrumentation("Event type is required"))
+    lowered = kind.lower()
+    if lowered not in SUPPORTED:
+        return Failure(errors.instrumentation(f"Event type {lowered} is not supported"))
+    return Success(Event(lowered, message))

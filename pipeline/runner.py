@@ -1,0 +1,107 @@
+"""The effect runner: the only module that talks to User.com (through an httpx client).
+
+It drives a flow: sends each Call's request, turns the response into an `Answer`, feeds it to
+the Call, and stops at the Final request or a Failure. Timeouts and connection errors become
+`Unreachable` answers, which the flow classifies like any other answer (SPEC §4, §10).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import httpx
+from returns.result import Failure, Result, Success
+
+from pipeline.answers import Answer, Reply, Unreachable
+from pipeline.config import Config, mask
+from pipeline.errors import PipelineError
+from pipeline.requests import Request, headers
+from pipeline.steps import Call, Final, Step
+from pipeline.types import JSON, freeze, thaw
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where requests go: the API base URL and the key that signs them."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+
+    @classmethod
+    def of(cls, cfg: Config, base_url: str | None = None) -> Target:
+        return cls(base_url or cfg.base_url, cfg.api_key)
+
+    def __repr__(self) -> str:
+        return f"Target(base_url={self.base_url!r}, api_key={mask(self.api_key)!r})"
+
+
+def to_httpx(target: Target, request: Request) -> httpx.Request:
+    body = None if request.body is None else json.dumps(thaw(request.body)).encode()
+    return httpx.Request(
+        request.method, request.url(target.base_url), headers=headers(target.api_key), content=body
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+def to_answer(response: httpx.Response) -> Reply:
+    try:
+        body: JSON = freeze(json.loads(response.content)) if response.content else None
+    except ValueError:
+        body = None
+    return Reply(response.status_code, body, _retry_after(response))
+
+
+def _unreachable(error: httpx.TransportError) -> Unreachable:
+    if isinstance(error, httpx.TimeoutException):
+        return Unreachable("timeout", type(error).__name__)
+    return Unreachable("connection", type(error).__name__)
+
+
+def send(client: httpx.Client, target: Target, request: Request) -> Answer:
+    try:
+        response = client.send(to_httpx(target, request))
+    except httpx.TransportError as error:
+        return _unreachable(error)
+    return to_answer(response)
+
+
+async def asend(client: httpx.AsyncClient, target: Target, request: Request) -> Answer:
+    try:
+        response = await client.send(to_httpx(target, request))
+    except httpx.TransportError as error:
+        return _unreachable(error)
+    return to_answer(response)
+
+
+def run_flow(
+    flow: Result[Step, PipelineError], client: httpx.Client, target: Target
+) -> Result[Final, PipelineError]:
+    """Send every Call of the flow in turn; the Final request is returned, not sent."""
+    while True:
+        match flow:
+            case Success(Call() as call):
+                flow = call.then(send(client, target, call.request))
+            case Success(Final() as final):
+                return Success(final)
+            case Failure(error):
+                return Failure(error)
+
+
+async def arun_flow(
+    flow: Result[Step, PipelineError], client: httpx.AsyncClient, target: Target
+) -> Result[Final, PipelineError]:
+    while True:
+        match flow:
+            case Success(Call() as call):
+                flow = call.then(await asend(client, target, call.request))
+            case Success(Final() as final):
+                return Success(final)
+            case Failure(error):
+                return Failure(error)

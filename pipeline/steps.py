@@ -1,0 +1,41 @@
+"""A flow is data: `Call`s that say what to do with each answer, ending in a `Final` request.
+
+The effect runner sends a Call's request, hands the answer to `then`, and repeats until it
+gets a Final (the request to deliver) or a Failure. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+from returns.result import Result
+
+from pipeline.answers import Answer
+from pipeline.errors import PipelineError
+from pipeline.requests import Request
+
+# What a Call hopes to get back; lets `plan` invent a representative answer for each branch.
+Expect = Literal["user", "user_list", "company", "company_write"]
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """The request that completes the event, and the warnings met while building it."""
+
+    request: Request
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request whose answer decides the next step."""
+
+    request: Request
+    purpose: str
+    expect: Expect
+    then: Callable[[Answer], Result[Step, PipelineError]] = field(repr=False, compare=False)
+
+
+Step: TypeAlias = Call | Final

@@ -1,0 +1,79 @@
+"""Frozen JSON values: untrusted input is frozen once at the edge and thawed only for output.
+
+>>> frozen = freeze({"a": [1, {"b": None}]})
+>>> frozen["a"]
+(1, mappingproxy({'b': None}))
+>>> thaw(frozen)
+{'a': [1, {'b': None}]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+JSON: TypeAlias = "bool | int | float | str | tuple[JSON, ...] | Mapping[str, JSON] | None"
+JSONObject: TypeAlias = Mapping[str, JSON]
+
+EMPTY: JSONObject = MappingProxyType({})
+
+
+def freeze(value: object) -> JSON:
+    """Deep-copy a parsed-JSON-like value into read-only mappings and tuples.
+
+    Anything that JSON cannot hold (sets, objects, NaN) becomes its string form, so later
+    stages only ever see JSON shapes.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return freeze_object(value)
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return str(value)
+
+
+def freeze_object(value: Mapping[object, object]) -> JSONObject:
+    """`freeze` for a mapping, typed as the read-only object it returns."""
+    return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
+
+
+def thaw(value: JSON) -> Any:
+    """Plain dicts and lists again, for JSON output."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+def as_object(value: JSON) -> JSONObject | None:
+    """The value when it is a JSON object, else None."""
+    return value if isinstance(value, Mapping) else None
+
+
+def is_present(value: JSON) -> bool:
+    """SPEC §2: present means not null/missing and not the empty string; 0, false, [] count."""
+    return value is not None and value != ""
+
+
+def as_text(value: JSON) -> str:
+    """How an identifier reads when placed in a URL, the way a JavaScript caller would print it.
+
+    >>> as_text(12), as_text(1.0), as_text(True), as_text("a b")
+    ('12', '1', 'true', 'a b')
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(thaw(value), separators=(",", ":"), ensure_ascii=False)
