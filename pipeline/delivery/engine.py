@@ -1,0 +1,177 @@
+"""The delivery engine: sends events for real, one lane per user, with retries and a rate limit.
+
+Events of one user run in input order in their lane; lanes run concurrently (at most
+`concurrency` at once). The reader is held back when `buffer` events are waiting, so memory
+stays flat on any input size. Only retryable failures (SPEC §10) are retried, with
+exponential backoff and jitter, never sooner than User.com's Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import httpx
+from aiolimiter import AsyncLimiter
+from returns.result import Failure, Result, Success
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from pipeline.answers import Answer, Reply, answer_error
+from pipeline.config import Config
+from pipeline.delivery.identity import IdentityCache
+from pipeline.delivery.incoming import Incoming
+from pipeline.delivery.outcome import Outcome, Status, Summary
+from pipeline.delivery.strategy import delivery_flow
+from pipeline.errors import PipelineError
+from pipeline.normalize import normalize
+from pipeline.requests import Request
+from pipeline.runner import Target, asend
+from pipeline.steps import Call, Final
+
+Attempt = Result[Final, PipelineError]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOptions:
+    concurrency: int = 8
+    rate: float | None = None  # requests per second over the whole run
+    max_attempts: int = 6
+    max_seconds: float = 120.0  # per event, retries included
+    backoff_initial: float = 0.2
+    backoff_max: float = 10.0
+    buffer: int = 0  # events read ahead; 0 means 4 x concurrency
+    base_url: str | None = None  # another origin (the sandbox); outcomes keep real URLs
+
+
+def _retryable(result: Attempt) -> bool:
+    return isinstance(result, Failure) and result.failure().retryable
+
+
+def _last_result(state: RetryCallState) -> Attempt:
+    outcome = state.outcome
+    if outcome is None or outcome.failed:
+        return Failure(PipelineError("the delivery attempt did not finish", "retryable", 500))
+    result: Attempt = outcome.result()
+    return result
+
+
+class _Run:
+    """The mutable state of one run: cache, counters, lanes. Created per `deliver` call."""
+
+    def __init__(self, cfg: Config, client: httpx.AsyncClient, options: DeliveryOptions) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.options = options
+        origin = options.base_url.rstrip("/") + "/api/public" if options.base_url else None
+        self.target = Target.of(cfg, origin)
+        self.limiter = AsyncLimiter(options.rate, 1.0) if options.rate else None
+        self.cache = IdentityCache()
+        self.summary = Summary()
+        self.backoff = wait_exponential_jitter(
+            initial=options.backoff_initial, max=options.backoff_max
+        )
+
+    async def send(self, request: Request, log: list[str]) -> Answer:
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        answer = await asend(self.client, self.target, request)
+        self.summary.api_calls += 1
+        got = answer.status if isinstance(answer, Reply) else answer.reason
+        log.append(f"{request.method} {request.url(self.cfg.base_url)} -> {got}")
+        self.cache.learn(request, answer)
+        return answer
+
+    async def attempt(self, incoming: Incoming, log: list[str]) -> Attempt:
+        flow = normalize(incoming.message).bind(lambda event: delivery_flow(self.cfg, event))
+        while True:
+            match flow:
+                case Success(Call() as call):
+                    cached = self.cache.answer(call.request)
+                    flow = call.then(cached or await self.send(call.request, log))
+                case Success(Final() as final):
+                    answer = await self.send(final.request, log)
+                    if isinstance(answer, Reply) and 200 <= answer.status < 300:
+                        return Success(final)
+                    return Failure(answer_error(answer, "delivering the event"))
+                case Failure(error):
+                    return Failure(error)
+
+    def wait(self, state: RetryCallState) -> float:
+        result = _last_result(state)
+        after = result.failure().retry_after if isinstance(result, Failure) else None
+        return min(max(self.backoff(state), after or 0.0), self.options.max_seconds)
+
+    async def deliver_one(self, incoming: Incoming) -> Outcome:
+        if incoming.problem is not None:
+            return Outcome(incoming.key, "rejected", 0, (), incoming.problem)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.options.max_attempts)
+            | stop_after_delay(self.options.max_seconds),
+            wait=self.wait,
+            retry=retry_if_result(_retryable),
+            retry_error_callback=_last_result,
+        )
+        log: list[str] = []
+        result: Attempt = await retrying(self.attempt, incoming, log)
+        attempts = int(retrying.statistics.get("attempt_number", 1))
+        match result:
+            case Success(final):
+                return Outcome(
+                    incoming.key, "delivered", attempts, tuple(log), None, final.warnings
+                )
+            case Failure(error):
+                status: Status = "failed" if error.retryable else "rejected"
+                return Outcome(incoming.key, status, attempts, tuple(log), error.message)
+        return Outcome(incoming.key, "rejected", attempts, tuple(log), "no result")
+
+
+async def deliver(
+    items: Iterable[Incoming],
+    cfg: Config,
+    client: httpx.AsyncClient,
+    options: DeliveryOptions = DeliveryOptions(),
+    on_outcome: Callable[[Incoming, Outcome], None] = lambda _i, _o: None,
+) -> Summary:
+    """Deliver every event; `on_outcome` hears of each as it finishes (any order across users)."""
+    run = _Run(cfg, client, options)
+    started = time.monotonic()
+    lanes: dict[str, deque[Incoming]] = {}
+    running: set[asyncio.Task[None]] = set()
+    slots = asyncio.Semaphore(max(1, options.concurrency))
+    room = asyncio.Semaphore(options.buffer or 4 * max(1, options.concurrency))
+
+    async def drive(lane: str) -> None:
+        async with slots:
+            queue = lanes[lane]
+            while queue:
+                incoming = queue[0]
+                outcome = await run.deliver_one(incoming)
+                queue.popleft()
+                run.summary.add(outcome)
+                on_outcome(incoming, outcome)
+                room.release()
+            del lanes[lane]
+
+    for incoming in items:
+        await room.acquire()
+        if incoming.lane in lanes:
+            lanes[incoming.lane].append(incoming)
+            continue
+        lanes[incoming.lane] = deque([incoming])
+        task = asyncio.create_task(drive(incoming.lane))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    while running:
+        await asyncio.gather(*list(running))
+    run.summary.seconds = time.monotonic() - started
+    return run.summary
