@@ -55,7 +55,8 @@ def mix() -> list[dict[str, Any]]:
              "context": {"page": {"url": f"https://x.io/{i}", "path": f"/{i}"}}}
             for i in range(2)
         ],
-        {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "Acme", "industry": "IT"}},
+        {"type": "group", "userId": "u1", "groupId": "g1",
+         "traits": {"name": "Acme", "industry": "IT"}},
     ]  # fmt: skip
     return [
         {"message": m, "destination": {"Config": CONFIG}, "metadata": {"i": i}}

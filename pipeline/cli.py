@@ -19,6 +19,7 @@ from rich.table import Table
 
 from pipeline.config import Config, parse_config
 from pipeline.delivery import DeliveryOptions, Incoming, Outcome, Summary, deliver, read_jsonl
+from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.strategy import delivery_flow
 from pipeline.ledger import Ledger
 from pipeline.normalize import normalize
@@ -163,7 +164,7 @@ def send_events(
         if dry:
             summary = dry_run(cfg, items, on_outcome)
         else:
-            summary = asyncio.run(_deliver(items, cfg, options, base_url, on_outcome))
+            summary = run_loop(_deliver(items, cfg, options, base_url, on_outcome))
     if ledger is not None:
         ledger.close()
     summary.counts["skipped"] = skipped
@@ -178,15 +179,10 @@ async def _deliver(
     base_url: str | None,
     on_outcome: Any,
 ) -> Summary:
-    limits = httpx.Limits(
-        max_connections=max(8, options.concurrency * 2), max_keepalive_connections=None
+    run_options = DeliveryOptions(
+        concurrency=options.concurrency, rate=options.rate, base_url=base_url
     )
-    timeout = httpx.Timeout(30.0, connect=10.0)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        run_options = DeliveryOptions(
-            concurrency=options.concurrency, rate=options.rate, base_url=base_url
-        )
-        return await deliver(items, cfg, client, run_options, on_outcome)
+    return await deliver(items, cfg, run_options, on_outcome)
 
 
 @app.command()
@@ -339,3 +335,7 @@ def failed(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -36,27 +36,27 @@ def _user_events(n: int) -> list[dict[str, Any]]:
             },
         }
     ]
-    for i in range(6):
-        events.append(
-            {
-                "type": "track",
-                "messageId": f"{user}-track-{i}",
-                "userId": user,
-                "event": ["Product Viewed", "Order Completed"][i % 2],
-                "properties": {"sku": f"SKU-{i}", "price": 10 + i, "position": i},
-                "timestamp": stamp + i,
-            }
-        )
-    for i in range(2):
-        events.append(
-            {
-                "type": "page",
-                "messageId": f"{user}-page-{i}",
-                "userId": user,
-                "timestamp": f"2024-05-01T10:{n % 60:02d}:{i:02d}Z",
-                "context": {"page": {"url": f"https://shop.example.com/p/{i}", "path": f"/p/{i}"}},
-            }
-        )
+    events.extend(
+        {
+            "type": "track",
+            "messageId": f"{user}-track-{i}",
+            "userId": user,
+            "event": ["Product Viewed", "Order Completed"][i % 2],
+            "properties": {"sku": f"SKU-{i}", "price": 10 + i, "position": i},
+            "timestamp": stamp + i,
+        }
+        for i in range(6)
+    )
+    events.extend(
+        {
+            "type": "page",
+            "messageId": f"{user}-page-{i}",
+            "userId": user,
+            "timestamp": f"2024-05-01T10:{n % 60:02d}:{i:02d}Z",
+            "context": {"page": {"url": f"https://shop.example.com/p/{i}", "path": f"/p/{i}"}},
+        }
+        for i in range(2)
+    )
     if n % 5 == 0:
         events.append(
             {

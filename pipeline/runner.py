@@ -58,7 +58,7 @@ def to_answer(response: httpx.Response) -> Reply:
     return Reply(response.status_code, body, _retry_after(response))
 
 
-def _unreachable(error: httpx.TransportError) -> Unreachable:
+def _unreachable(error: httpx.RequestError) -> Unreachable:
     if isinstance(error, httpx.TimeoutException):
         return Unreachable("timeout", type(error).__name__)
     return Unreachable("connection", type(error).__name__)
@@ -67,7 +67,7 @@ def _unreachable(error: httpx.TransportError) -> Unreachable:
 def send(client: httpx.Client, target: Target, request: Request) -> Answer:
     try:
         response = client.send(to_httpx(target, request))
-    except httpx.TransportError as error:
+    except httpx.RequestError as error:
         return _unreachable(error)
     return to_answer(response)
 
@@ -75,7 +75,7 @@ def send(client: httpx.Client, target: Target, request: Request) -> Answer:
 async def asend(client: httpx.AsyncClient, target: Target, request: Request) -> Answer:
     try:
         response = await client.send(to_httpx(target, request))
-    except httpx.TransportError as error:
+    except httpx.RequestError as error:
         return _unreachable(error)
     return to_answer(response)
 

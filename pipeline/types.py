@@ -38,7 +38,7 @@ def freeze(value: object) -> JSON:
     return str(value)
 
 
-def freeze_object(value: Mapping[object, object]) -> JSONObject:
+def freeze_object(value: Mapping[Any, object]) -> JSONObject:
     """`freeze` for a mapping, typed as the read-only object it returns."""
     return MappingProxyType({str(k): freeze(v) for k, v in value.items()})
 

@@ -1,0 +1,152 @@
+"""Injected failures: latency, a token-bucket rate limit, forced statuses, random 429/5xx, drops.
+
+A *drop* starts a response that declares a ``Content-Length`` and then ends the ASGI call
+without sending the body. uvicorn logs "ASGI callable returned without completing response" and
+closes the socket, so an HTTP client sees a transport error (httpx: ``RemoteProtocolError``)
+while the server keeps serving. Under Starlette's ``TestClient`` a drop shows as an empty body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from pipeline.sandbox.options import SandboxOptions
+
+DETAILS: Mapping[int, str] = MappingProxyType(
+    {
+        401: "Invalid token.",
+        403: "You do not have permission to perform this action.",
+        404: "Not found.",
+        429: "Request was throttled.",
+        500: "Internal server error.",
+        502: "Bad gateway.",
+        503: "Service unavailable.",
+    }
+)
+SERVER_ERRORS = (500, 502, 503)
+DECLARED_LENGTH = b"64"
+
+
+class DroppedConnection(Response):
+    """A response that promises a body and never sends it: the server closes the connection."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", DECLARED_LENGTH)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+def status_response(status: int, retry_after: int = 1) -> Response:
+    """A DRF-style ``{"detail": ...}`` answer for any status (401 and 429 with their headers).
+
+    >>> status_response(429).headers["retry-after"]
+    '1'
+    """
+    if status in (204, 304):
+        return Response(status_code=status)
+    headers = {"WWW-Authenticate": "Token"} if status == 401 else {}
+    if status == 429:
+        headers["Retry-After"] = str(retry_after)
+    detail = DETAILS.get(status, f"Forced status {status}.")
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``rate`` tokens a second, at most ``capacity`` saved; each request takes one.
+
+    >>> clock = iter([0.0, 0.0, 0.5]).__next__
+    >>> bucket = TokenBucket(rate=1.0, capacity=1.0, monotonic=clock)
+    >>> bucket.take(), bucket.take()
+    (0.0, 0.5)
+    """
+
+    rate: float
+    capacity: float
+    monotonic: Callable[[], float] = time.monotonic
+    tokens: float = field(init=False)
+    stamp: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.capacity
+        self.stamp = self.monotonic()
+
+    def take(self) -> float:
+        """Take a token: 0.0 when granted, else the seconds until one is available."""
+        now = self.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass(slots=True)
+class Faults:
+    """The failure plan of one app, drawing every chance from the app's single random source."""
+
+    options: SandboxOptions
+    rng: random.Random
+    bucket: TokenBucket | None = None
+
+    @classmethod
+    def build(cls, options: SandboxOptions, rng: random.Random) -> Faults:
+        """Faults for these options, with a token bucket when a rate limit is set."""
+        rps = options.rate_limit_rps
+        bucket = None if rps is None else TokenBucket(rate=rps, capacity=max(1.0, rps))
+        return cls(options, rng, bucket)
+
+    async def delay(self) -> None:
+        """Sleep for the configured latency."""
+        if self.options.latency_ms > 0:
+            await asyncio.sleep(self.options.latency_ms / 1000)
+
+    def before_handler(self, route_name: str | None, paths: tuple[str, ...]) -> Response | None:
+        """Rate limit, then forced status, then random throttle / 5xx / drop; None = go on."""
+        wait = self.bucket.take() if self.bucket is not None else 0.0
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            detail = f"Request was throttled. Expected available in {seconds} seconds."
+            headers = {"Retry-After": str(seconds)}
+            return JSONResponse({"detail": detail}, status_code=429, headers=headers)
+        forced = self.forced_status(route_name, paths)
+        if forced is not None:
+            return status_response(forced)
+        if self._chance(self.options.throttle_rate):
+            return status_response(429)
+        if self._chance(self.options.error_rate):
+            return status_response(self.rng.choice(SERVER_ERRORS))
+        if self._chance(self.options.drop_rate):
+            return DroppedConnection()
+        return None
+
+    def lose_response(self, method: str) -> bool:
+        """Whether to drop the connection after a write was performed."""
+        return method != "GET" and self._chance(self.options.lost_response_rate)
+
+    def forced_status(self, route_name: str | None, paths: tuple[str, ...]) -> int | None:
+        """The status forced by route name, else by the longest matching path prefix."""
+        forced = self.options.forced_status
+        if route_name is not None and route_name in forced:
+            return forced[route_name]
+        prefixes = [
+            key
+            for key in forced
+            if key.startswith("/") and any(path.startswith(key) for path in paths)
+        ]
+        return forced[max(prefixes, key=len)] if prefixes else None
+
+    def _chance(self, rate: float) -> bool:
+        return rate > 0 and self.rng.random() < rate
