@@ -74,11 +74,16 @@ def _user_events(n: int) -> list[dict[str, Any]]:
     return events
 
 
-def standard_mix(users: int) -> Iterator[dict[str, Any]]:
-    """The mix for `users` users (numbered from 1), interleaved round by round."""
-    per_user = [_user_events(n) for n in range(1, users + 1)]
-    longest = max((len(events) for events in per_user), default=0)
-    for round_ in range(longest):
-        for events in per_user:
-            if round_ < len(events):
-                yield events[round_]
+def standard_mix(users: int, block: int = 1000) -> Iterator[dict[str, Any]]:
+    """The mix for `users` users (numbered from 1), interleaved round by round.
+
+    Users are interleaved within blocks of `block` users, so a mix of any size is generated
+    in bounded memory.
+    """
+    for first in range(1, users + 1, block):
+        per_user = [_user_events(n) for n in range(first, min(first + block, users + 1))]
+        longest = max(len(events) for events in per_user)
+        for round_ in range(longest):
+            for events in per_user:
+                if round_ < len(events):
+                    yield events[round_]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from toolz import merge
+
 from pipeline import paths
 from pipeline.config import Renames
 from pipeline.mapping import Payload
@@ -30,7 +32,7 @@ def overlay_fields(traits: JSONObject, renames: Renames, standard: frozenset[str
             mapped[target] = value
             used.add(source)
     remaining = {k: v for k, v in traits.items() if k not in used and k not in standard}
-    return MappingProxyType({**mapped, **remaining})
+    return MappingProxyType(merge(mapped, remaining))
 
 
 def overlay(
@@ -45,4 +47,4 @@ def merged_traits(message: JSONObject) -> JSONObject:
     objects = [layer for layer in layers if isinstance(layer, Mapping)]
     if not objects:
         return EMPTY
-    return MappingProxyType({k: v for layer in objects for k, v in layer.items()})
+    return MappingProxyType(merge(*objects))

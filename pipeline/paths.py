@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from toolz import get_in
+
 from pipeline.types import JSON, JSONObject, is_present
 
 Path = tuple[str, ...]
@@ -74,13 +76,13 @@ TRAITS = paths("traits", "context.traits")
 
 
 def get_path(message: JSONObject, path: Path) -> JSON:
-    """The value at one dotted path, or None when any step is missing or not an object."""
-    node: JSON = message
-    for step in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(step)
-    return node
+    """The value at one dotted path, or None when any step is missing or not an object.
+
+    >>> get_path({"a": {"b": 1}}, ("a", "b")), get_path({"a": "text"}, ("a", "b"))
+    (1, None)
+    """
+    value: JSON = get_in(path, message)  # a str step into a tuple or str is a TypeError: None
+    return value
 
 
 def read(message: JSONObject, path_list: PathList) -> JSON:
