@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from pipeline import paths
-from pipeline.types import as_text, freeze_object
+from pipeline.types import JSONObject, as_text, is_present
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +29,12 @@ def incoming(position: int, message: object, line: str = "") -> Incoming:
     """Key: messageId, else the input position. Lane: the user (userId list, else email)."""
     if not isinstance(message, Mapping):
         return Incoming(f"#{position}", f"#{position}", None, "line is not a JSON object", line)
-    frozen = freeze_object(message)
-    message_id = frozen.get("messageId")
-    key = as_text(message_id) if message_id not in (None, "") else f"#{position}"
-    who = paths.read(frozen, paths.USER_ID) or paths.read(frozen, paths.EMAIL)
+    # Read-only use of the parsed line: the flow freezes it later, once.
+    view = cast(JSONObject, message)
+    message_id = view.get("messageId")
+    key = as_text(message_id) if is_present(message_id) else f"#{position}"
+    who = paths.read(view, paths.USER_ID)
+    who = who if who is not None else paths.read(view, paths.EMAIL)
     lane = f"user:{as_text(who)}" if who is not None else f"#{position}"
     return Incoming(key, lane, message, None, line)
 
