@@ -139,9 +139,11 @@ def parse_config(raw: object) -> Result[Config, PipelineError]:
         )
     subdomain = normalize_subdomain(sub)
     if subdomain is None:
+        # Echo what was given, but never the key, even when it was pasted in by mistake.
+        shown = sub.strip().replace(key.strip(), "<apiKey>")[:80]
         return Failure(
             errors.configuration(
-                f"App Subdomain {sub.strip()[:80]!r} is not a valid User.com subdomain: "
+                f"App Subdomain {shown!r} is not a valid User.com subdomain: "
                 "use the single name before .user.com (letters, digits, hyphens)"
             )
         )
