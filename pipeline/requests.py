@@ -25,6 +25,17 @@ def clean_body(fields: Mapping[str, JSON]) -> JSONObject:
     return MappingProxyType({k: v for k, v in fields.items() if v is not None})
 
 
+def _segment(identifier: str) -> str:
+    """One path segment. `.` and `..` are encoded too, or URL normalisation would drop them.
+
+    >>> _segment("a/b"), _segment(".."), _segment("a.b")
+    ('a%2Fb', '%2E%2E', 'a.b')
+    """
+    if identifier in (".", ".."):
+        return identifier.replace(".", "%2E")
+    return quote(identifier, safe="")
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One User.com call. Path segments stay raw until `url` encodes each as one segment."""
@@ -35,7 +46,7 @@ class Request:
     body: JSONObject | None = None
 
     def url(self, base: str) -> str:
-        segments = "".join(f"/{quote(s, safe='')}" for s in self.path)
+        segments = "".join(f"/{_segment(s)}" for s in self.path)
         query = f"?{urlencode(self.query, quote_via=quote, safe='')}" if self.query else ""
         return f"{base}{segments}/{query}"
 

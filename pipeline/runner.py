@@ -8,7 +8,7 @@ the Call, and stops at the Final request or a Failure. Timeouts and connection e
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 from returns.result import Failure, Result, Success
@@ -80,6 +80,13 @@ async def asend(client: httpx.AsyncClient, target: Target, request: Request) -> 
     return to_answer(response)
 
 
+def scrub(error: PipelineError, target: Target) -> PipelineError:
+    """User.com may echo the key back in its answer: never let it reach a message."""
+    if target.api_key not in error.message:
+        return error
+    return replace(error, message=error.message.replace(target.api_key, mask(target.api_key)))
+
+
 def run_flow(
     flow: Result[Step, PipelineError], client: httpx.Client, target: Target
 ) -> Result[Final, PipelineError]:
@@ -91,7 +98,7 @@ def run_flow(
             case Success(Final() as final):
                 return Success(final)
             case Failure(error):
-                return Failure(error)
+                return Failure(scrub(error, target))
 
 
 async def arun_flow(
@@ -104,4 +111,4 @@ async def arun_flow(
             case Success(Final() as final):
                 return Success(final)
             case Failure(error):
-                return Failure(error)
+                return Failure(scrub(error, target))

@@ -39,7 +39,7 @@ from pipeline.delivery.strategy import delivery_flow
 from pipeline.errors import PipelineError
 from pipeline.normalize import normalize
 from pipeline.requests import Request
-from pipeline.runner import Target, asend
+from pipeline.runner import Target, asend, scrub
 from pipeline.steps import Call, Final
 from pipeline.types import as_text, freeze_object
 
@@ -129,9 +129,9 @@ class _Run:
                     answer = await self.send(client, final.request, log)
                     if isinstance(answer, Reply) and 200 <= answer.status < 300:
                         return Success(final)
-                    return Failure(answer_error(answer, "delivering the event"))
+                    return Failure(scrub(answer_error(answer, "delivering the event"), self.target))
                 case Failure(error):
-                    return Failure(error)
+                    return Failure(scrub(error, self.target))
 
     def wait(self, state: RetryCallState) -> float:
         """Exponential backoff with jitter, never sooner than Retry-After, capped."""
