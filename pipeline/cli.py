@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -75,6 +76,13 @@ def open_out(target: Path | None) -> Iterator[IO[str] | None]:
             yield handle
 
 
+def open_ledger(path: Path) -> Ledger:
+    try:
+        return Ledger(path)
+    except sqlite3.Error as error:
+        raise UsageError(f"cannot use ledger {path}: {error}") from error
+
+
 def count_lines(source: str) -> int | None:
     """The total for the progress bar, when the input is a file we can read twice."""
     if source == "-":
@@ -127,8 +135,12 @@ def send_events(
     out: Path | None,
     dry: bool,
 ) -> Summary:
+    if events != "-" and not Path(events).is_file():
+        raise UsageError(f"cannot read events {events}: no such file")
+    if out is not None and str(out) != "-" and not out.parent.is_dir():
+        raise UsageError(f"cannot write outcomes to {out}: no such folder {out.parent}")
     total = count_lines(events)
-    ledger = Ledger(ledger_path) if ledger_path else None
+    ledger = open_ledger(ledger_path) if ledger_path else None
     skipped = 0
     progress = Progress(
         TextColumn("[bold]sending" if not dry else "[bold]planning"),
@@ -327,10 +339,14 @@ def failed(
     if not ledger.exists():
         err.print(f"[red]error:[/red] no ledger at {ledger}")
         raise typer.Exit(2)
-    with Ledger(ledger) as book, open_out(out or Path("-")) as sink:
-        for line in book.failed_lines():
-            if sink is not None:
-                sink.write(line + "\n")
+    try:
+        with open_ledger(ledger) as book, open_out(out or Path("-")) as sink:
+            for line in book.failed_lines():
+                if sink is not None:
+                    sink.write(line + "\n")
+    except (UsageError, sqlite3.Error, OSError) as problem:
+        err.print(f"[red]error:[/red] cannot export from {ledger}: {problem}")
+        raise typer.Exit(2) from problem
 
 
 def main() -> None:

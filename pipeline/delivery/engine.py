@@ -26,7 +26,8 @@ from tenacity import (
     retry_if_result,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from pipeline import paths
@@ -92,9 +93,9 @@ class _Run:
         # Group events of different users may name one company: one writer per company at a
         # time, or two lanes could both find it missing and both create it.
         self.company_locks: dict[str, asyncio.Lock] = {}
-        self.backoff = wait_exponential_jitter(
-            initial=options.backoff_initial, max=options.backoff_max
-        )
+        self.backoff = wait_exponential(
+            multiplier=options.backoff_initial, max=options.backoff_max
+        ) + wait_random(0, options.backoff_initial)
 
     async def send(self, client: httpx.AsyncClient, request: Request, log: list[str]) -> Answer:
         if self.limiter is not None:
