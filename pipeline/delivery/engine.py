@@ -40,7 +40,7 @@ from pipeline.delivery.strategy import delivery_flow
 from pipeline.errors import PipelineError
 from pipeline.normalize import normalize
 from pipeline.requests import Request
-from pipeline.runner import Target, asend, scrub
+from pipeline.runner import Target, asend_direct, scrub
 from pipeline.steps import Call, Final
 from pipeline.types import as_text, freeze_object
 
@@ -97,10 +97,12 @@ class _Run:
             multiplier=options.backoff_initial, max=options.backoff_max
         ) + wait_random(0, options.backoff_initial)
 
-    async def send(self, client: httpx.AsyncClient, request: Request, log: list[str]) -> Answer:
+    async def send(
+        self, client: httpx.AsyncBaseTransport, request: Request, log: list[str]
+    ) -> Answer:
         if self.limiter is not None:
             await self.limiter.acquire()
-        answer = await asend(client, self.target, request)
+        answer = await asend_direct(client, self.target, request)
         self.summary.api_calls += 1
         got = answer.status if isinstance(answer, Reply) else answer.reason
         log.append(f"{request.method} {request.url(self.cfg.base_url)} -> {got}")
@@ -108,7 +110,7 @@ class _Run:
         return answer
 
     async def attempt(
-        self, client: httpx.AsyncClient, incoming: Incoming, log: list[str]
+        self, client: httpx.AsyncBaseTransport, incoming: Incoming, log: list[str]
     ) -> Attempt:
         company = _company_of(incoming)
         if company is None:
@@ -118,7 +120,7 @@ class _Run:
             return await self.attempt_flow(client, incoming, log)
 
     async def attempt_flow(
-        self, client: httpx.AsyncClient, incoming: Incoming, log: list[str]
+        self, client: httpx.AsyncBaseTransport, incoming: Incoming, log: list[str]
     ) -> Attempt:
         flow = normalize(incoming.message).bind(lambda event: delivery_flow(self.cfg, event))
         while True:
@@ -145,7 +147,7 @@ class _Run:
         jittered = self.options.backoff_initial * (1 + random.random())
         return min(max(jittered, after or 0.0), self.options.max_seconds)
 
-    async def deliver_one(self, client: httpx.AsyncClient, incoming: Incoming) -> Outcome:
+    async def deliver_one(self, client: httpx.AsyncBaseTransport, incoming: Incoming) -> Outcome:
         if incoming.problem is not None:
             return Outcome(incoming.key, "rejected", 0, (), incoming.problem)
         log: list[str] = []
@@ -173,16 +175,11 @@ class _Run:
         return Outcome(incoming.key, "rejected", attempts, tuple(log), "no result")
 
 
-def _client(transport: httpx.AsyncBaseTransport | None, tls: ssl.SSLContext) -> httpx.AsyncClient:
-    # One small client per lane slot: httpcore scans its whole pool on every request, so
-    # many small pools cost far less than one large one. They share one TLS context, which
-    # takes ~20 ms to build.
-    return httpx.AsyncClient(
-        transport=transport,
-        verify=tls,
-        limits=httpx.Limits(max_connections=2),
-        timeout=httpx.Timeout(30.0, connect=10.0),
-    )
+def _slot(tls: ssl.SSLContext) -> httpx.AsyncBaseTransport:
+    # One small pool per lane slot: httpcore scans its whole pool on every request, so many
+    # small pools cost far less than one large one. They share one TLS context, which takes
+    # ~20 ms to build.
+    return httpx.AsyncHTTPTransport(verify=tls, limits=httpx.Limits(max_connections=2))
 
 
 async def deliver(
@@ -201,9 +198,12 @@ async def deliver(
     lanes: dict[str, deque[Incoming]] = {}
     running: set[asyncio.Task[None]] = set()
     width = max(1, options.concurrency)
-    free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-    tls = ssl.create_default_context(cafile=certifi.where())
-    clients = [_client(transport, tls) for _ in range(width)]
+    free: asyncio.Queue[httpx.AsyncBaseTransport] = asyncio.Queue()
+    owned: list[httpx.AsyncBaseTransport] = []
+    if transport is None:
+        tls = ssl.create_default_context(cafile=certifi.where())
+        owned = [_slot(tls) for _ in range(width)]
+    clients = owned or [transport for _ in range(width) if transport is not None]
     for client in clients:
         free.put_nowait(client)
     room = asyncio.Semaphore(options.buffer or 4 * width)
@@ -236,7 +236,7 @@ async def deliver(
         while running:
             await asyncio.gather(*list(running))
     finally:
-        for client in clients:
+        for client in owned:
             await client.aclose()
     run.summary.seconds = time.monotonic() - started
     return run.summary
