@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import calendar
 import math
 import re
 from collections.abc import Callable
@@ -27,6 +26,8 @@ _STATUS = {"v": 1, "visitor": 1, "u": 2, "user": 2}
 _NUMBER = re.compile(r"\d+(\.\d+)?")
 # Epoch values this large are milliseconds (SPEC §12.14): 10^11 s is the year 5138.
 _MILLIS_FROM = 10**11
+_MAX_DIGITS = 4000  # Python refuses to parse longer integers; no date needs them
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _coded(table: dict[str, int], field: str, value: JSON) -> Converted:
@@ -58,8 +59,18 @@ def _from_iso(text: str) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    # timegm of the UTC tuple drops the microseconds: whole seconds, rounded down.
-    return calendar.timegm(moment.utctimetuple())
+    # Subtracting aware datetimes never leaves the calendar (0001-01-01T00:30+01:00 is a
+    # valid instant before year 1 in UTC); days and seconds drop the microseconds: floor.
+    since = moment - _EPOCH
+    return since.days * 86_400 + since.seconds
+
+
+def _from_digits(text: str) -> int | None:
+    """A digit string, fraction allowed: its whole part is its floor (it has no sign)."""
+    whole = text.partition(".")[0]
+    if len(whole) > _MAX_DIGITS:
+        return None
+    return _from_number(int(whole))
 
 
 def epoch_seconds(value: JSON) -> Converted:
@@ -68,12 +79,9 @@ def epoch_seconds(value: JSON) -> Converted:
         seconds = _from_number(value)
     elif isinstance(value, str):
         text = value.strip()
-        if _NUMBER.fullmatch(text):
-            seconds = _from_number(int(text) if text.isdigit() else float(text))
-        else:
-            seconds = _from_iso(text)
+        seconds = _from_digits(text) if _NUMBER.fullmatch(text) else _from_iso(text)
     if seconds is None:
-        return None, f'Invalid timestamp "{as_text(value)}": left out'
+        return None, f'Invalid timestamp "{as_text(value)[:80]}": left out'
     return seconds, None
 
 

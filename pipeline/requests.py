@@ -33,7 +33,8 @@ def _segment(identifier: str) -> str:
     """
     if identifier in (".", ".."):
         return identifier.replace(".", "%2E")
-    return quote(identifier, safe="")
+    # surrogatepass: a lone surrogate is valid JSON text; it is sent, not a crash.
+    return quote(identifier, safe="", errors="surrogatepass")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,11 @@ class Request:
 
     def url(self, base: str) -> str:
         segments = "".join(f"/{_segment(s)}" for s in self.path)
-        query = f"?{urlencode(self.query, quote_via=quote, safe='')}" if self.query else ""
+        query = (
+            f"?{urlencode(self.query, quote_via=quote, safe='', errors='surrogatepass')}"
+            if self.query
+            else ""
+        )
         return f"{base}{segments}/{query}"
 
     def readable_path(self) -> str:

@@ -50,9 +50,13 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def to_answer(response: httpx.Response) -> Reply:
+def to_answer(response: httpx.Response, secret: str = "") -> Reply:
+    """The answer as the flow sees it; `secret` (the key) is blanked wherever it was echoed."""
+    content = response.content
+    if secret and secret.encode() in content:
+        content = content.replace(secret.encode(), b"<apiKey>")
     try:
-        body: JSON = freeze(json.loads(response.content)) if response.content else None
+        body: JSON = freeze(json.loads(content)) if content else None
     except ValueError:
         body = None
     return Reply(response.status_code, body, _retry_after(response))
@@ -69,7 +73,7 @@ def send(client: httpx.Client, target: Target, request: Request) -> Answer:
         response = client.send(to_httpx(target, request))
     except httpx.RequestError as error:
         return _unreachable(error)
-    return to_answer(response)
+    return to_answer(response, target.api_key)
 
 
 TIMEOUTS = httpx.Timeout(30.0, connect=10.0).as_dict()
@@ -93,7 +97,7 @@ async def asend_direct(
             await response.aclose()
     except httpx.RequestError as error:
         return _unreachable(error)
-    return to_answer(response)
+    return to_answer(response, target.api_key)
 
 
 async def asend(client: httpx.AsyncClient, target: Target, request: Request) -> Answer:
@@ -101,7 +105,7 @@ async def asend(client: httpx.AsyncClient, target: Target, request: Request) -> 
         response = await client.send(to_httpx(target, request))
     except httpx.RequestError as error:
         return _unreachable(error)
-    return to_answer(response)
+    return to_answer(response, target.api_key)
 
 
 def scrub(error: PipelineError, target: Target) -> PipelineError:

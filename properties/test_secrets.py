@@ -1,0 +1,151 @@
+"""SPEC §9: the API key appears in no log line, error message or repr; in outputs only in the
+request headers and the router envelope's echo of the input `destination`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from returns.result import Failure, Success
+
+import pipeline
+from pipeline.config import normalize_subdomain
+from properties import fakes
+from properties.strategies import any_items, api_keys, configs, events, items
+
+# caplog is reset by hand in each example.
+_CAPLOG = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# Keys that are not valid (spaces, non-ASCII) must not be echoed in their error either.
+secrets = st.one_of(
+    api_keys,
+    st.builds(lambda a, b: f"{a} {b}", api_keys, api_keys),
+    st.builds(lambda a: f"{a}é€", api_keys),
+    st.builds(lambda a: f"  {a}\n", api_keys),
+)
+
+
+@st.composite
+def keyed_items(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    key = draw(secrets)
+    item = draw(
+        st.one_of(
+            items(config=configs(api_key=st.just(key))),
+            items(
+                message=events(with_lookup_options=False, with_user_id=True),
+                config=configs(api_key=st.just(key)),
+            ),
+            any_items().map(lambda raw: _with_key(raw, key)),
+        )
+    )
+    if draw(st.integers(0, 4)) == 0:  # the key pasted into the subdomain field by mistake
+        pasted = draw(st.sampled_from(["{}", "{}.user.com", "https://{}/", " {} ", "x{}"]))
+        subdomain = pasted.format(key.strip())
+        # A key that is itself a DNS label would *be* the subdomain: nothing could hide it.
+        assume(normalize_subdomain(subdomain) is None)
+        item["destination"]["Config"]["appSubdomain"] = subdomain
+    return item, key.strip()
+
+
+def _with_key(raw: Any, key: str) -> dict[str, Any]:
+    if isinstance(raw, dict) and isinstance(raw.get("destination"), dict):
+        config = raw["destination"].get("Config")
+        if isinstance(config, dict):
+            config["apiKey"] = key
+            return raw
+    return {"message": raw, "destination": {"Config": {"apiKey": key, "appSubdomain": "x"}}}
+
+
+def _without_key_in_input(item: dict[str, Any]) -> dict[str, Any]:
+    """The item less the fields where the key is put on purpose."""
+    stripped = copy.deepcopy(item)
+    stripped["destination"]["Config"].pop("apiKey", None)
+    stripped["destination"]["Config"].pop("appSubdomain", None)
+    return stripped
+
+
+def _outside_headers(result: dict[str, Any]) -> str:
+    """A processor/router response item as JSON, less what may hold the key (SPEC §9)."""
+    shown = copy.deepcopy(result)
+    shown.pop("destination", None)
+    for key in ("output", "batchedRequest"):
+        if key in shown:
+            shown[key].pop("headers")
+    return json.dumps(shown, ensure_ascii=False)
+
+
+def _logged(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+
+
+def _assert_secret_kept(
+    item: dict[str, Any],
+    key: str,
+    recorder: fakes.Recorder,
+    caplog: pytest.LogCaptureFixture,
+    needle: str | None = None,
+) -> None:
+    """`needle` (default: the whole key) is in nothing shown but the request headers."""
+    shown: list[str] = []
+    prepared = pipeline.prepare(item)
+    shown.append(repr(prepared))
+    match prepared:
+        case Success(job):
+            shown += [repr(job.config), str(job.config), repr(pipeline.Target.of(job.config))]
+            shown.append(repr(job.step))
+        case Failure(error):
+            shown += [error.message, repr(error), str(error)]
+    planned = pipeline.plan(item)
+    shown += [repr(planned), str(planned)]
+    processed = pipeline.process(item, transport=recorder.transport)
+    shown.append(_outside_headers(processed))
+    if "output" in processed:
+        assert processed["output"]["headers"]["Authorization"] == f"Token {key}"
+    routed = pipeline.process_router([item], transport=recorder.transport)
+    shown += [_outside_headers(r) for r in routed]
+    assert routed[0]["destination"] == item["destination"]  # the echo SPEC §11 allows
+    shown.append(_logged(caplog))
+    for text in shown:
+        assert (needle or key) not in text, text
+
+
+@_CAPLOG
+@given(case=keyed_items(), answers=fakes.answer_scripts)
+def test_the_api_key_is_in_no_message_repr_or_log(
+    case: tuple[dict[str, Any], str],
+    answers: tuple[fakes.AnswerSpec, ...],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    item, key = case
+    assume(key not in json.dumps(_without_key_in_input(item), ensure_ascii=False))
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        _assert_secret_kept(item, key, fakes.scripted(answers), caplog)
+
+
+@_CAPLOG
+@given(
+    item=items(
+        message=events(with_lookup_options=False, with_user_id=True),
+        config=configs(api_key=api_keys),
+    ),
+    status=st.sampled_from([400, 401, 403, 409, 429, 500, 502]),
+    preamble=st.integers(min_value=0, max_value=240).map(lambda n: "x" * n),
+)
+def test_the_api_key_stays_out_even_when_user_com_repeats_it(
+    item: dict[str, Any], status: int, preamble: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SPEC §10: failure messages say what User.com answered, "and never include the key" —
+    also when the answer (a proxy's, a misconfigured gateway's) quotes the Authorization
+    header back, whole or cut short."""
+    key = item["destination"]["Config"]["apiKey"].strip()
+    assume(key[:8] not in json.dumps(_without_key_in_input(item), ensure_ascii=False))
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        # Any 8 leading characters of the key count as the key (a mask shows 4 at most).
+        _assert_secret_kept(item, key, fakes.echoing(status, preamble), caplog, needle=key[:8])
