@@ -76,7 +76,8 @@ def _from_digits(text: str) -> int | None:
 def epoch_seconds(value: JSON) -> Converted:
     seconds: int | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = _from_number(value)
+        finite = isinstance(value, int) or math.isfinite(value)
+        seconds = _from_number(value) if finite else None
     elif isinstance(value, str):
         text = value.strip()
         seconds = _from_digits(text) if _NUMBER.fullmatch(text) else _from_iso(text)
