@@ -7,7 +7,8 @@ these functions only shape what goes in and comes out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.flows import event_flow
 from pipeline.normalize import normalize
 from pipeline.requests import headers
-from pipeline.runner import Target, arun_flow, run_flow
+from pipeline.runner import AsyncVia, Target, Via, arun_flow, run_flow
 from pipeline.steps import Final, Step
 from pipeline.types import thaw
 
@@ -126,7 +127,7 @@ def _router_item(
     return response
 
 
-def run_item(item: object, client: httpx.Client) -> Result[tuple[Config, Final], PipelineError]:
+def run_item(item: object, client: Via) -> Result[tuple[Config, Final], PipelineError]:
     """Prepare one item and drive its flow through the client."""
     return prepare(item).bind(
         lambda job: run_flow(Success(job.step), client, Target.of(job.config)).map(
@@ -135,9 +136,7 @@ def run_item(item: object, client: httpx.Client) -> Result[tuple[Config, Final],
     )
 
 
-async def arun_item(
-    item: object, client: httpx.AsyncClient
-) -> Result[tuple[Config, Final], PipelineError]:
+async def arun_item(item: object, client: AsyncVia) -> Result[tuple[Config, Final], PipelineError]:
     prepared = prepare(item)
     match prepared:
         case Success(job):
@@ -146,20 +145,31 @@ async def arun_item(
     return Failure(prepared.failure())
 
 
-def _client(transport: httpx.BaseTransport | None) -> httpx.Client:
-    return httpx.Client(transport=transport, timeout=TIMEOUT)
+@contextmanager
+def _via(transport: httpx.BaseTransport | None) -> Iterator[Via]:
+    """The given transport as it is (a test's MockTransport), else a real HTTPS client."""
+    if transport is not None:
+        yield transport
+        return
+    with httpx.Client(timeout=TIMEOUT) as client:
+        yield client
 
 
-def _aclient(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=transport, timeout=TIMEOUT)
+@asynccontextmanager
+async def _avia(transport: httpx.AsyncBaseTransport | None) -> AsyncIterator[AsyncVia]:
+    if transport is not None:
+        yield transport
+        return
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        yield client
 
 
 def process(
     item: Mapping[str, Any], *, transport: httpx.BaseTransport | None = None
 ) -> dict[str, Any]:
     """One processor input item -> one processor response item (lookups already done)."""
-    with _client(transport) as client:
-        return _processor_item(item, run_item(item, client))
+    with _via(transport) as via:
+        return _processor_item(item, run_item(item, via))
 
 
 def process_router(
@@ -169,15 +179,15 @@ def process_router(
     batch = list(items)
     if not batch:
         return []
-    with _client(transport) as client:
-        return [_router_item(item, run_item(item, client)) for item in batch]
+    with _via(transport) as via:
+        return [_router_item(item, run_item(item, via)) for item in batch]
 
 
 async def aprocess(
     item: Mapping[str, Any], *, transport: httpx.AsyncBaseTransport | None = None
 ) -> dict[str, Any]:
-    async with _aclient(transport) as client:
-        return _processor_item(item, await arun_item(item, client))
+    async with _avia(transport) as via:
+        return _processor_item(item, await arun_item(item, via))
 
 
 async def aprocess_router(
@@ -186,5 +196,5 @@ async def aprocess_router(
     batch = list(items)
     if not batch:
         return []
-    async with _aclient(transport) as client:
-        return [_router_item(item, await arun_item(item, client)) for item in batch]
+    async with _avia(transport) as via:
+        return [_router_item(item, await arun_item(item, via)) for item in batch]

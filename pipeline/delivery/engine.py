@@ -40,7 +40,7 @@ from pipeline.delivery.strategy import delivery_flow
 from pipeline.errors import PipelineError
 from pipeline.normalize import normalize
 from pipeline.requests import Request
-from pipeline.runner import Target, asend_direct, scrub
+from pipeline.runner import Target, asend, scrub
 from pipeline.steps import Call, Final
 from pipeline.types import as_text, freeze_object
 
@@ -102,7 +102,7 @@ class _Run:
     ) -> Answer:
         if self.limiter is not None:
             await self.limiter.acquire()
-        answer = await asend_direct(client, self.target, request)
+        answer = await asend(client, self.target, request)
         self.summary.api_calls += 1
         got = answer.status if isinstance(answer, Reply) else answer.reason
         log.append(f"{request.method} {request.url(self.cfg.base_url)} -> {got}")
