@@ -26,7 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.normalize import normalize
 from pipeline.requests import Request
 from pipeline.steps import Call, Expect, Final, Step
-from pipeline.types import EMPTY, JSON, freeze_object
+from pipeline.types import EMPTY, freeze_object
 
 _USER = freeze_object(
     {"id": "<user.id>", "user_key": "<user.user_key>", "custom_id": "<user.custom_id>"}
@@ -63,16 +63,8 @@ class Plan:
 
 
 def _show(request: Request) -> str:
-    body = "" if request.body is None else f" {_plain(request.body)}"
+    body = "" if request.body is None else f" {thaw(request.body)}"
     return f"{request.method} {request.readable_path()}{body}"
-
-
-def _plain(value: JSON) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _describe(step: Result[Step, PipelineError], depth: int) -> list[str]:
