@@ -26,7 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.normalize import normalize
 from pipeline.requests import Request
 from pipeline.steps import Call, Expect, Final, Step
-from pipeline.types import EMPTY, freeze_object
+from pipeline.types import EMPTY, freeze_object, thaw
 
 _USER = freeze_object(
     {"id": "<user.id>", "user_key": "<user.user_key>", "custom_id": "<user.custom_id>"}
