@@ -19,7 +19,7 @@ from returns.result import Failure, Result, Success
 
 from pipeline import errors
 from pipeline.errors import PipelineError
-from pipeline.types import JSON, JSONObject, thaw
+from pipeline.types import JSON, JSONObject, is_present, thaw
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +138,7 @@ def classify_write(answer: Answer, doing: str) -> Result[JSONObject, PipelineErr
         isinstance(answer, Reply)
         and 200 <= answer.status < 300
         and written is not None
-        and written.get("id") is not None
+        and is_present(written.get("id"))
     ):
         return Success(written)
     return Failure(answer_error(answer, doing))

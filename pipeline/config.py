@@ -71,6 +71,8 @@ def normalize_subdomain(raw: str) -> str | None:
     >>> [normalize_subdomain(s) for s in ("a.b", "evil.com/x", "a@b", "acme.user.com.evil")]
     [None, None, None, None]
     """
+    if not raw.isascii():  # lower() would turn e.g. the Kelvin sign into an ASCII "k"
+        return None
     text = raw.strip().lower()
     for scheme in ("https://", "http://"):
         text = text.removeprefix(scheme)
@@ -140,10 +142,10 @@ def parse_config(raw: object) -> Result[Config, PipelineError]:
     subdomain = normalize_subdomain(sub)
     if subdomain is None:
         # Echo what was given, but never the key, even when it was pasted in by mistake.
-        shown = sub.strip().replace(key.strip(), "<apiKey>")[:80]
+        shown = "" if key.strip() in sub else f" {sub.strip()[:80]!r}"
         return Failure(
             errors.configuration(
-                f"App Subdomain {shown!r} is not a valid User.com subdomain: "
+                f"App Subdomain{shown} is not a valid User.com subdomain: "
                 "use the single name before .user.com (letters, digits, hyphens)"
             )
         )

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Literal
 
 from pipeline.types import JSON, as_text
@@ -21,8 +22,8 @@ from pipeline.types import JSON, as_text
 Converted = tuple[JSON, str | None]
 Convert = Literal["identity", "gender_code", "status_code", "epoch_seconds"]
 
-_GENDER = {"u": 1, "unknown": 1, "m": 2, "male": 2, "f": 3, "female": 3}
-_STATUS = {"v": 1, "visitor": 1, "u": 2, "user": 2}
+_GENDER = MappingProxyType({"u": 1, "unknown": 1, "m": 2, "male": 2, "f": 3, "female": 3})
+_STATUS = MappingProxyType({"v": 1, "visitor": 1, "u": 2, "user": 2})
 _NUMBER = re.compile(r"\d+(\.\d+)?")
 # Epoch values this large are milliseconds (SPEC §12.14): 10^11 s is the year 5138.
 _MILLIS_FROM = 10**11
@@ -30,7 +31,7 @@ _MAX_DIGITS = 4000  # Python refuses to parse longer integers; no date needs the
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _coded(table: dict[str, int], field: str, value: JSON) -> Converted:
+def _coded(table: Mapping[str, int], field: str, value: JSON) -> Converted:
     code = table.get(value.strip().lower()) if isinstance(value, str) else None
     if code is None:
         allowed = "/".join(table)
@@ -90,9 +91,11 @@ def identity(value: JSON) -> Converted:
     return value, None
 
 
-CONVERTERS: dict[Convert, Callable[[JSON], Converted]] = {
-    "identity": identity,
-    "gender_code": gender_code,
-    "status_code": status_code,
-    "epoch_seconds": epoch_seconds,
-}
+CONVERTERS: Mapping[Convert, Callable[[JSON], Converted]] = MappingProxyType(
+    {
+        "identity": identity,
+        "gender_code": gender_code,
+        "status_code": status_code,
+        "epoch_seconds": epoch_seconds,
+    }
+)

@@ -13,22 +13,26 @@ The kinds, and what each means for the caller::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 Kind = Literal[
     "instrumentation", "configuration", "not_found", "auth", "aborted", "throttled", "retryable"
 ]
 
-_TAGS: dict[Kind, tuple[str, str]] = {
-    "instrumentation": ("dataValidation", "instrumentation"),
-    "configuration": ("dataValidation", "configuration"),
-    "not_found": ("network", "aborted"),
-    "auth": ("network", "aborted"),
-    "aborted": ("network", "aborted"),
-    "throttled": ("network", "throttled"),
-    "retryable": ("network", "retryable"),
-}
+_TAGS: Mapping[Kind, tuple[str, str]] = MappingProxyType(
+    {
+        "instrumentation": ("dataValidation", "instrumentation"),
+        "configuration": ("dataValidation", "configuration"),
+        "not_found": ("network", "aborted"),
+        "auth": ("network", "aborted"),
+        "aborted": ("network", "aborted"),
+        "throttled": ("network", "throttled"),
+        "retryable": ("network", "retryable"),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

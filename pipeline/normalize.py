@@ -31,7 +31,10 @@ class Event:
 
 
 def normalize(raw: object) -> Result[Event, PipelineError]:
-    message = freeze_object(raw) if isinstance(raw, Mapping) else EMPTY
+    try:
+        message = freeze_object(raw) if isinstance(raw, Mapping) else EMPTY
+    except RecursionError:
+        return Failure(errors.instrumentation("Event is nested too deeply to be read"))
     kind = message.get("type")
     if not isinstance(kind, str) or not kind:
         return Failure(errors.instrumentation("Event type is required"))

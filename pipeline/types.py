@@ -19,6 +19,7 @@ JSON: TypeAlias = "bool | int | float | str | tuple[JSON, ...] | Mapping[str, JS
 JSONObject: TypeAlias = Mapping[str, JSON]
 
 EMPTY: JSONObject = MappingProxyType({})
+_MAX_BITS = 13_000  # about 3,900 decimal digits, under Python's 4,300-digit print limit
 
 
 def freeze(value: object) -> JSON:
@@ -27,6 +28,8 @@ def freeze(value: object) -> JSON:
     Anything that JSON cannot hold (sets, objects, NaN) becomes its string form, so later
     stages only ever see JSON shapes.
     """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_BITS:
+        return None  # beyond what str() and json.dumps can print: no JSON can carry it
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):

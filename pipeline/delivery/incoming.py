@@ -47,7 +47,7 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[Incoming]:
             continue
         try:
             message = json.loads(text)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             yield Incoming(f"#{position}", f"#{position}", None, f"line is not JSON: {error}", text)
             continue
         yield incoming(position, message, text)
