@@ -8,6 +8,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -31,8 +32,12 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Deliver RudderStack-format events to User.com (or to a local sandbox of it).",
 )
-err = Console(stderr=True)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def stderr() -> Console:
+    """Progress, errors and (with `--out -`) the summary go to stderr, keeping stdout clean."""
+    return Console(stderr=True)
 
 
 class UsageError(Exception):
@@ -141,6 +146,24 @@ def send_events(
         raise UsageError(f"cannot write outcomes to {out}: no such folder {out.parent}")
     total = count_lines(events)
     ledger = open_ledger(ledger_path) if ledger_path else None
+    with contextlib.closing(ledger) if ledger is not None else contextlib.nullcontext():
+        summary, skipped = _send_with(events, cfg, total, ledger, base_url, options, out, dry)
+    summary.counts["skipped"] = skipped
+    summary.events += skipped
+    return summary
+
+
+def _send_with(
+    events: str,
+    cfg: Config,
+    total: int | None,
+    ledger: Ledger | None,
+    base_url: str | None,
+    options: DeliveryOptions,
+    out: Path | None,
+    dry: bool,
+) -> tuple[Summary, int]:
+    """Stream the events through delivery (or planning), recording each outcome as it comes."""
     skipped = 0
     progress = Progress(
         TextColumn("[bold]sending" if not dry else "[bold]planning"),
@@ -148,7 +171,7 @@ def send_events(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
-        console=err,
+        console=stderr(),
         transient=False,
     )
     with open_events(events) as source, open_out(out) as sink, progress:
@@ -176,25 +199,8 @@ def send_events(
         if dry:
             summary = dry_run(cfg, items, on_outcome)
         else:
-            summary = run_loop(_deliver(items, cfg, options, base_url, on_outcome))
-    if ledger is not None:
-        ledger.close()
-    summary.counts["skipped"] = skipped
-    summary.events += skipped
-    return summary
-
-
-async def _deliver(
-    items: Iterable[Incoming],
-    cfg: Config,
-    options: DeliveryOptions,
-    base_url: str | None,
-    on_outcome: Any,
-) -> Summary:
-    run_options = DeliveryOptions(
-        concurrency=options.concurrency, rate=options.rate, base_url=base_url
-    )
-    return await deliver(items, cfg, run_options, on_outcome)
+            summary = run_loop(deliver(items, cfg, replace(options, base_url=base_url), on_outcome))
+    return summary, skipped
 
 
 @app.command()
@@ -232,9 +238,9 @@ def send(
             dry=dry_run,
         )
     except UsageError as problem:
-        err.print(f"[red]error:[/red] {problem}")
+        stderr().print(f"[red]error:[/red] {problem}")
         raise typer.Exit(2) from problem
-    console = err if out is not None and str(out) == "-" else Console()
+    console = stderr() if out is not None and str(out) == "-" else Console()
     console.print(summary_table(summary, "usercom send" + (" (dry run)" if dry_run else "")))
     raise typer.Exit(0 if summary.all_delivered else 1)
 
@@ -322,7 +328,7 @@ def demo(
             )
             state = httpx.get(f"{url}/__sandbox__/state").json()
     except UsageError as problem:
-        err.print(f"[red]error:[/red] {problem}")
+        stderr().print(f"[red]error:[/red] {problem}")
         raise typer.Exit(2) from problem
     console.print(summary_table(summary, "usercom demo"))
     for table in state_tables(state):
@@ -337,7 +343,7 @@ def failed(
 ) -> None:
     """Export the failed events of a ledger as JSONL, ready to send again."""
     if not ledger.exists():
-        err.print(f"[red]error:[/red] no ledger at {ledger}")
+        stderr().print(f"[red]error:[/red] no ledger at {ledger}")
         raise typer.Exit(2)
     try:
         with open_ledger(ledger) as book, open_out(out or Path("-")) as sink:
@@ -345,7 +351,7 @@ def failed(
                 if sink is not None:
                     sink.write(line + "\n")
     except (UsageError, sqlite3.Error, OSError) as problem:
-        err.print(f"[red]error:[/red] cannot export from {ledger}: {problem}")
+        stderr().print(f"[red]error:[/red] cannot export from {ledger}: {problem}")
         raise typer.Exit(2) from problem
 
 
