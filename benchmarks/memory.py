@@ -17,9 +17,9 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from pipeline.mix import standard_mix
+from pipeline.testing.mix import standard_mix
 
-CONFIG = Path(__file__).resolve().parent.parent / "examples" / "config.json"
+CONFIG = Path(__file__).resolve().parent.parent / "pipeline" / "examples" / "config.json"
 
 
 def main() -> None:

@@ -17,14 +17,14 @@ from typing import Any
 import httpx
 from _sandbox import sandbox_process
 
-from pipeline.config import parse_config
+from pipeline.core.config import parse_config
 from pipeline.delivery import DeliveryOptions, deliver, read_jsonl
 from pipeline.delivery.loop import run as run_loop
-from pipeline.mix import standard_mix
+from pipeline.testing.mix import standard_mix
 
 LATENCY_MS = 20.0
 CONCURRENCY = 32
-CONFIG = json.loads((Path(__file__).parent.parent / "examples" / "config.json").read_text())
+CONFIG = json.loads((Path(__file__).parent.parent / "pipeline" / "examples" / "config.json").read_text())
 
 
 def order_kept(state: dict[str, Any]) -> bool:

@@ -6,18 +6,18 @@ stages `normalize`, `parse_config`, `resolve_lookup`, `event_flow`.
 Effects: `run_flow` / `arun_flow` drive a flow through an httpx client.
 """
 
-from pipeline.answers import Answer, Reply, Unreachable
 from pipeline.compat import Job, aprocess, aprocess_router, prepare, process, process_router
-from pipeline.config import Config, parse_config
-from pipeline.errors import PipelineError
-from pipeline.flows import event_flow
-from pipeline.lookup import Lookup, resolve_lookup
-from pipeline.normalize import Event, normalize
-from pipeline.plan import Plan, plan
-from pipeline.requests import Request
+from pipeline.core.answers import Answer, Reply, Unreachable
+from pipeline.core.calls import Request
+from pipeline.core.config import Config, parse_config
+from pipeline.core.errors import PipelineError
+from pipeline.core.flows import event_flow
+from pipeline.core.lookup import Lookup, resolve_lookup
+from pipeline.core.normalize import Event, normalize
+from pipeline.core.plan import Plan, plan
+from pipeline.core.steps import Call, Final, Step
+from pipeline.core.types import freeze, thaw
 from pipeline.runner import Target, arun_flow, run_flow
-from pipeline.steps import Call, Final, Step
-from pipeline.types import freeze, thaw
 
 __all__ = [
     "Answer",

@@ -15,14 +15,14 @@ from typing import Any, Literal
 import httpx
 from returns.result import Failure, Result, Success
 
-from pipeline.config import Config, parse_config
-from pipeline.errors import PipelineError
-from pipeline.flows import event_flow
-from pipeline.normalize import normalize
-from pipeline.requests import headers
+from pipeline.core.calls import headers
+from pipeline.core.config import Config, parse_config
+from pipeline.core.errors import PipelineError
+from pipeline.core.flows import event_flow
+from pipeline.core.normalize import normalize
+from pipeline.core.steps import Final, Step
+from pipeline.core.types import thaw
 from pipeline.runner import AsyncVia, Target, Via, arun_flow, run_flow
-from pipeline.steps import Final, Step
-from pipeline.types import thaw
 
 log = logging.getLogger("pipeline")
 

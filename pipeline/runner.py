@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 import httpx
 from returns.result import Failure, Result, Success
 
-from pipeline.answers import Answer, Reply, Unreachable
-from pipeline.config import Config, mask
-from pipeline.errors import PipelineError
-from pipeline.requests import Request, headers
-from pipeline.steps import Call, Final, Step
-from pipeline.types import JSON, freeze, thaw
+from pipeline.core.answers import Answer, Reply, Unreachable
+from pipeline.core.calls import Request, headers
+from pipeline.core.config import Config, mask
+from pipeline.core.errors import PipelineError
+from pipeline.core.steps import Call, Final, Step
+from pipeline.core.types import JSON, freeze, thaw
 
 
 @dataclass(frozen=True, slots=True)

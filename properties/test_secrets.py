@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 import pipeline
-from pipeline.config import normalize_subdomain
+from pipeline.core.config import normalize_subdomain
 from properties import fakes
 from properties.strategies import any_items, api_keys, configs, events, items
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pipeline
-from pipeline.convert import epoch_seconds
+from pipeline.core.convert import epoch_seconds
 from properties import fakes, oracle
 from properties.strategies import configs, iso_timestamps, json_values, timestamps, unruly_numbers
 

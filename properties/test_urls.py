@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 import pipeline
-from pipeline.config import normalize_subdomain
-from pipeline.requests import Request
+from pipeline.core.calls import Request
+from pipeline.core.config import normalize_subdomain
 from properties import fakes
 from properties.strategies import (
     api_keys,

@@ -21,13 +21,13 @@ from typing import Any
 
 import httpx
 
-from pipeline.config import Config, parse_config
+from pipeline.core.config import Config, parse_config
 from pipeline.delivery import DeliveryOptions, Incoming, Outcome, Summary, deliver, read_jsonl
 from pipeline.delivery.loop import run as run_loop
-from pipeline.mix import standard_mix
+from pipeline.testing.mix import standard_mix
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
+EXAMPLES = REPO / "pipeline" / "examples"
 API_KEY = "e2e-SECRET-key-7f3a9c1b5d2e4f6a8b0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d"
 SUBDOMAIN = "acme"
 REAL_API = f"https://{SUBDOMAIN}.user.com/api/public/"

@@ -22,9 +22,9 @@ PACKAGE = Path(pipeline.__file__).resolve().parent
 EFFECT_MODULES: tuple[str, ...] = (
     "runner.py",  # the effect runner: the only place that sends requests
     "compat.py",  # builds httpx clients and hands them to the runner
-    "cli.py",  # the `usercom` command
+    "cli/*",  # the `usercom` command
     "delivery/*",  # the delivery engine (retries, rate limits, clocks)
-    "ledger.py",  # the SQLite run ledger
+    "testing/*",  # test helpers
     "sandbox/*",  # the local User.com simulator
 )
 

@@ -22,8 +22,8 @@ from e2e_helpers import (
 )
 
 from pipeline.delivery import DeliveryOptions, Incoming, Outcome, deliver, read_jsonl
+from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.loop import run as run_loop
-from pipeline.ledger import Ledger
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
 

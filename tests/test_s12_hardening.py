@@ -19,7 +19,7 @@ from helpers import (
     track,
 )
 
-from pipeline.config import normalize_subdomain
+from pipeline.core.config import normalize_subdomain
 
 SHORT_KEY_TRACK_ERROR = (
     "No user found with given lookup field, Track event cannot be completed if there is no "

@@ -30,19 +30,19 @@ from tenacity import (
     wait_random,
 )
 
-from pipeline import paths
-from pipeline.answers import Answer, Reply, answer_error
-from pipeline.config import Config
+from pipeline.core import paths
+from pipeline.core.answers import Answer, Reply, answer_error
+from pipeline.core.calls import Request
+from pipeline.core.config import Config
+from pipeline.core.errors import PipelineError
+from pipeline.core.normalize import normalize
+from pipeline.core.steps import Call, Final
+from pipeline.core.types import as_text, freeze_object
 from pipeline.delivery.identity import IdentityCache
 from pipeline.delivery.incoming import Incoming
 from pipeline.delivery.outcome import Outcome, Status, Summary
 from pipeline.delivery.strategy import delivery_flow
-from pipeline.errors import PipelineError
-from pipeline.normalize import normalize
-from pipeline.requests import Request
 from pipeline.runner import Target, asend, scrub
-from pipeline.steps import Call, Final
-from pipeline.types import as_text, freeze_object
 
 Attempt = Result[Final, PipelineError]
 

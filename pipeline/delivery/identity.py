@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pipeline.answers import Answer, Reply
+from pipeline.core.answers import Answer, Reply
+from pipeline.core.calls import Request
+from pipeline.core.types import JSON, JSONObject, as_text, is_present
 from pipeline.delivery.strategy import UPSERT_PATH
-from pipeline.requests import Request
-from pipeline.types import JSON, JSONObject, as_text, is_present
 
 CacheKey = tuple[str, str]
 

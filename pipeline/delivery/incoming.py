@@ -7,8 +7,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
 
-from pipeline import paths
-from pipeline.types import JSONObject, as_text, is_present
+from pipeline.core import paths
+from pipeline.core.types import JSONObject, as_text, is_present
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from returns.result import Result
 
-from pipeline.config import Config
-from pipeline.errors import PipelineError
-from pipeline.flows import event_flow, identify_payload
-from pipeline.lookup import resolve_lookup
-from pipeline.normalize import Event
-from pipeline.requests import Request, clean_body
-from pipeline.steps import Final, Step
+from pipeline.core.calls import Request, clean_body
+from pipeline.core.config import Config
+from pipeline.core.errors import PipelineError
+from pipeline.core.flows import event_flow, identify_payload
+from pipeline.core.lookup import resolve_lookup
+from pipeline.core.normalize import Event
+from pipeline.core.steps import Final, Step
 
 UPSERT_PATH = ("users", "update_or_create")
 

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Literal
 from urllib.parse import quote, urlencode
 
-from pipeline.types import JSON, JSONObject, thaw
+from pipeline.core.types import JSON, JSONObject, thaw
 
 Method = Literal["GET", "POST", "PUT"]
 

@@ -1,6 +1,6 @@
 """The standard field tables of SPEC §5 and §8 as data, and the one interpreter that reads them.
 
->>> from pipeline.types import freeze_object
+>>> from pipeline.core.types import freeze_object
 >>> msg = freeze_object({"userId": 7, "traits": {"gender": "F", "firstName": "Ada"}})
 >>> apply_table(IDENTIFY, msg).unwrap().fields["gender"]
 3
@@ -14,11 +14,11 @@ from types import MappingProxyType
 
 from returns.result import Failure, Result, Success
 
-from pipeline import errors, paths
-from pipeline.convert import CONVERTERS, Convert
-from pipeline.errors import PipelineError
-from pipeline.paths import PathList
-from pipeline.types import EMPTY, JSON, JSONObject
+from pipeline.core import errors, paths
+from pipeline.core.convert import CONVERTERS, Convert
+from pipeline.core.errors import PipelineError
+from pipeline.core.paths import PathList
+from pipeline.core.types import EMPTY, JSON, JSONObject
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Which User.com user an event is about, and the request that finds it (SPEC §4); pure.
 
->>> from pipeline.types import freeze_object
+>>> from pipeline.core.types import freeze_object
 >>> resolve_lookup(freeze_object({"userId": "u/1"})).unwrap()
 Lookup(by='userId', value='u/1', request=<Request GET /users-by-id/u/1/>)
 """
@@ -13,11 +13,11 @@ from typing import Literal
 
 from returns.result import Failure, Result, Success
 
-from pipeline import errors, paths
-from pipeline.answers import Answer, classify_lookup, classify_phone_search
-from pipeline.errors import PipelineError
-from pipeline.requests import Request
-from pipeline.types import JSON, JSONObject, as_text, is_present
+from pipeline.core import errors, paths
+from pipeline.core.answers import Answer, classify_lookup, classify_phone_search
+from pipeline.core.calls import Request
+from pipeline.core.errors import PipelineError
+from pipeline.core.types import JSON, JSONObject, as_text, is_present
 
 LookupBy = Literal["userKey", "email", "phone", "userId"]
 

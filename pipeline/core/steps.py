@@ -12,9 +12,9 @@ from typing import Literal, TypeAlias
 
 from returns.result import Result
 
-from pipeline.answers import Answer
-from pipeline.errors import PipelineError
-from pipeline.requests import Request
+from pipeline.core.answers import Answer
+from pipeline.core.calls import Request
+from pipeline.core.errors import PipelineError
 
 # What a Call hopes to get back; lets `plan` invent a representative answer for each branch.
 Expect = Literal["user", "user_list", "company", "company_write"]

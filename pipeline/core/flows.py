@@ -3,8 +3,8 @@
 Order of checks (SPEC §3): the event's own required fields, the lookup choice, the payload;
 only then does a flow hold a request.
 
->>> from pipeline.config import parse_config
->>> from pipeline.normalize import normalize
+>>> from pipeline.core.config import parse_config
+>>> from pipeline.core.normalize import normalize
 >>> cfg = parse_config({"apiKey": "k", "appSubdomain": "acme"}).unwrap()
 >>> step = event_flow(cfg, normalize({"type": "identify", "userId": "u1"}).unwrap()).unwrap()
 >>> step.request
@@ -19,12 +19,13 @@ from types import MappingProxyType
 
 from returns.result import Failure, Result, Success
 
-from pipeline import errors, paths
-from pipeline.answers import Answer, classify_lookup, classify_write
-from pipeline.config import Config, EventRule
-from pipeline.errors import PipelineError
-from pipeline.lookup import Lookup, resolve_lookup
-from pipeline.mapping import (
+from pipeline.core import errors, paths
+from pipeline.core.answers import Answer, classify_lookup, classify_write
+from pipeline.core.calls import Method, Request, clean_body
+from pipeline.core.config import Config, EventRule
+from pipeline.core.errors import PipelineError
+from pipeline.core.lookup import Lookup, resolve_lookup
+from pipeline.core.mapping import (
     COMPANY,
     COMPANY_SOURCE_KEYS,
     IDENTIFY,
@@ -33,11 +34,10 @@ from pipeline.mapping import (
     Payload,
     apply_table,
 )
-from pipeline.normalize import Event, EventType
-from pipeline.overlay import merged_traits, overlay, overlay_fields
-from pipeline.requests import Method, Request, clean_body
-from pipeline.steps import Call, Expect, Final, Step
-from pipeline.types import JSON, JSONObject, as_text, is_present
+from pipeline.core.normalize import Event, EventType
+from pipeline.core.overlay import merged_traits, overlay, overlay_fields
+from pipeline.core.steps import Call, Expect, Final, Step
+from pipeline.core.types import JSON, JSONObject, as_text, is_present
 
 TRACK_NOT_FOUND = (
     "No user found with given lookup field, Track event cannot be completed if there is no "

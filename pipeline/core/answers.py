@@ -17,9 +17,9 @@ from typing import Literal
 
 from returns.result import Failure, Result, Success
 
-from pipeline import errors
-from pipeline.errors import PipelineError
-from pipeline.types import JSON, JSONObject, is_present, thaw
+from pipeline.core import errors
+from pipeline.core.errors import PipelineError
+from pipeline.core.types import JSON, JSONObject, is_present, thaw
 
 
 @dataclass(frozen=True, slots=True)

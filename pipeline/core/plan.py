@@ -20,13 +20,13 @@ from typing import Any
 
 from returns.result import Failure, Result, Success
 
-from pipeline.answers import Reply
 from pipeline.compat import prepare
-from pipeline.errors import PipelineError
-from pipeline.normalize import normalize
-from pipeline.requests import Request
-from pipeline.steps import Call, Expect, Final, Step
-from pipeline.types import EMPTY, freeze_object, thaw
+from pipeline.core.answers import Reply
+from pipeline.core.calls import Request
+from pipeline.core.errors import PipelineError
+from pipeline.core.normalize import normalize
+from pipeline.core.steps import Call, Expect, Final, Step
+from pipeline.core.types import EMPTY, freeze_object, thaw
 
 _USER = freeze_object(
     {"id": "<user.id>", "user_key": "<user.user_key>", "custom_id": "<user.custom_id>"}

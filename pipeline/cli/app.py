@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.config import Config, parse_config
+from pipeline.core.config import Config, parse_config
+from pipeline.core.normalize import normalize
 from pipeline.delivery import DeliveryOptions, Incoming, Outcome, Summary, deliver, read_jsonl
+from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.strategy import delivery_flow
-from pipeline.ledger import Ledger
-from pipeline.normalize import normalize
 from pipeline.sandbox import SandboxOptions, run, serve_in_thread
 
 app = typer.Typer(

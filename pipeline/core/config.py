@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from returns.result import Failure, Result, Success
 
-from pipeline import errors
-from pipeline.errors import PipelineError
+from pipeline.core import errors
+from pipeline.core.errors import PipelineError
 
 Renames = tuple[tuple[str, str], ...]
 

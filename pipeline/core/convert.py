@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Literal
 
-from pipeline.types import JSON, as_text
+from pipeline.core.types import JSON, as_text
 
 Converted = tuple[JSON, str | None]
 Convert = Literal["identity", "gender_code", "status_code", "epoch_seconds"]

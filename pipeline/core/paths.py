@@ -1,6 +1,6 @@
 """The named path lists of SPEC §2, as data, and the one function that reads them.
 
->>> from pipeline.types import freeze
+>>> from pipeline.core.types import freeze
 >>> msg = freeze({"traits": {"email": ""}, "context": {"traits": {"email": "a@b.co"}}})
 >>> read(msg, EMAIL)
 'a@b.co'
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from toolz import get_in
 
-from pipeline.types import JSON, JSONObject, is_present
+from pipeline.core.types import JSON, JSONObject, is_present
 
 Path = tuple[str, ...]
 PathList = tuple[Path, ...]

@@ -1,6 +1,6 @@
 """Custom maps and remaining traits laid over a standard payload (SPEC §5.2, §8.2).
 
->>> from pipeline.types import freeze_object
+>>> from pipeline.core.types import freeze_object
 >>> traits = freeze_object({"plan": "pro", "age": 0, "email": "a@b.co"})
 >>> dict(overlay_fields(traits, (("plan", "tier"),), frozenset({"email"})))
 {'tier': 'pro', 'age': 0}
@@ -13,10 +13,10 @@ from types import MappingProxyType
 
 from toolz import merge
 
-from pipeline import paths
-from pipeline.config import Renames
-from pipeline.mapping import Payload
-from pipeline.types import EMPTY, JSON, JSONObject, is_present
+from pipeline.core import paths
+from pipeline.core.config import Renames
+from pipeline.core.mapping import Payload
+from pipeline.core.types import EMPTY, JSON, JSONObject, is_present
 
 
 def overlay_fields(traits: JSONObject, renames: Renames, standard: frozenset[str]) -> JSONObject:

@@ -14,9 +14,9 @@ from typing import Literal
 
 from returns.result import Failure, Result, Success
 
-from pipeline import errors
-from pipeline.errors import PipelineError
-from pipeline.types import EMPTY, JSONObject, freeze_object
+from pipeline.core import errors
+from pipeline.core.errors import PipelineError
+from pipeline.core.types import EMPTY, JSONObject, freeze_object
 
 EventType = Literal["identify", "track", "page", "group"]
 SUPPORTED: tuple[EventType, ...] = ("identify", "track", "page", "group")

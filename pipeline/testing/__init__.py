@@ -1,0 +1,1 @@
+"""Tools for testing pipelines that use usercom-pipeline."""
