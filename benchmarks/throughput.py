@@ -24,7 +24,9 @@ from pipeline.testing.mix import standard_mix
 
 LATENCY_MS = 20.0
 CONCURRENCY = 32
-CONFIG = json.loads((Path(__file__).parent.parent / "pipeline" / "examples" / "config.json").read_text())
+CONFIG = json.loads(
+    (Path(__file__).parent.parent / "pipeline" / "examples" / "config.json").read_text()
+)
 
 
 def order_kept(state: dict[str, Any]) -> bool:
@@ -48,7 +50,7 @@ def main() -> None:
     lines = [json.dumps(event) for event in standard_mix(users)]
     with sandbox_process("--latency-ms", str(LATENCY_MS)) as url:
         options = DeliveryOptions(concurrency=CONCURRENCY, base_url=url)
-        summary = run_loop(deliver(read_jsonl(lines), cfg, options))
+        summary = run_loop(deliver(read_jsonl(lines, cfg), cfg, options))
         state = httpx.get(f"{url}/__sandbox__/state").json()
     rate = summary.events / summary.seconds
     ceiling = CONCURRENCY / (LATENCY_MS / 1000) / summary.calls_per_event

@@ -1,17 +1,18 @@
 """usercom-pipeline: RudderStack events to User.com, through pure stages and one effect runner.
 
 Drop-in (SPEC §11): `process`, `process_router`, `aprocess`, `aprocess_router`.
-Pure, no network: `plan` (what an event will do), `prepare` (the flow of an item), and the
-stages `normalize`, `parse_config`, `resolve_lookup`, `event_flow`.
-Effects: `run_flow` / `arun_flow` drive a flow through an httpx client.
+Pure, no network: `plan` (what an event will do), `prepare` (the Job of an item: its flow),
+and the stages `normalize`, `parse_config`, `resolve_lookup`, `event_flow`.
+Effects: `run_flow` / `arun_flow` drive a flow through an httpx client or transport.
 """
 
-from pipeline.compat import Job, aprocess, aprocess_router, prepare, process, process_router
+from pipeline.compat import aprocess, aprocess_router, process, process_router
 from pipeline.core.answers import Answer, Reply, Unreachable
 from pipeline.core.calls import Request
+from pipeline.core.compose import Job, prepare
 from pipeline.core.config import Config, parse_config
 from pipeline.core.errors import PipelineError
-from pipeline.core.flows import event_flow
+from pipeline.core.flows import DELIVERY, REFERENCE, Strategy, event_flow
 from pipeline.core.lookup import Lookup, resolve_lookup
 from pipeline.core.normalize import Event, normalize
 from pipeline.core.plan import Plan, plan
@@ -23,15 +24,18 @@ __all__ = [
     "Answer",
     "Call",
     "Config",
+    "DELIVERY",
     "Event",
     "Final",
     "Job",
     "Lookup",
     "PipelineError",
     "Plan",
+    "REFERENCE",
     "Reply",
     "Request",
     "Step",
+    "Strategy",
     "Target",
     "Unreachable",
     "aprocess",

@@ -1,7 +1,7 @@
 """Drop-in rudder-transformer envelopes (SPEC §11) around the flows and the runner.
 
-No mapping logic lives here: `prepare` is the pure pipeline, the runner does the calls, and
-these functions only shape what goes in and comes out.
+No mapping logic lives here: `prepare` (pipeline.core.compose) is the pure pipeline, the
+runner does the calls, and these functions only shape what goes in and comes out.
 """
 
 from __future__ import annotations
@@ -9,18 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 from returns.result import Failure, Result, Success
 
 from pipeline.core.calls import headers
-from pipeline.core.config import Config, parse_config
+from pipeline.core.compose import prepare
+from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
-from pipeline.core.flows import event_flow
-from pipeline.core.normalize import normalize
-from pipeline.core.steps import Final, Step
+from pipeline.core.steps import Final
 from pipeline.core.types import thaw
 from pipeline.runner import AsyncVia, Target, Via, arun_flow, run_flow
 
@@ -28,28 +26,6 @@ log = logging.getLogger("pipeline")
 
 Feature = Literal["processor", "router"]
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """An event ready to run: its parsed config and the first step of its flow."""
-
-    config: Config
-    step: Step
-
-
-def _part(item: object, key: str) -> object:
-    return item.get(key) if isinstance(item, Mapping) else None
-
-
-def prepare(item: object) -> Result[Job, PipelineError]:
-    """Pure: a processor input item -> the Job, or the first failure (SPEC §3 order)."""
-    destination = _part(item, "destination")
-    return normalize(_part(item, "message")).bind(
-        lambda event: parse_config(_part(destination, "Config")).bind(
-            lambda cfg: event_flow(cfg, event).map(lambda step: Job(cfg, step))
-        )
-    )
 
 
 def rest_request(cfg: Config, final: Final) -> dict[str, Any]:
@@ -123,24 +99,24 @@ def _router_item(
             response["statusCode"] = error.status
             response["error"] = error.message
             response["statTags"] = stat_tags(error, "router")
-    response["destination"] = _part(item, "destination")
+    response["destination"] = item.get("destination") if isinstance(item, Mapping) else None
     return response
 
 
-def run_item(item: object, client: Via) -> Result[tuple[Config, Final], PipelineError]:
-    """Prepare one item and drive its flow through the client."""
+def run_item(item: object, via: Via) -> Result[tuple[Config, Final], PipelineError]:
+    """Prepare one item and drive its flow through the client or transport."""
     return prepare(item).bind(
-        lambda job: run_flow(Success(job.step), client, Target.of(job.config)).map(
+        lambda job: run_flow(Success(job.step), via, Target.of(job.config)).map(
             lambda final: (job.config, final)
         )
     )
 
 
-async def arun_item(item: object, client: AsyncVia) -> Result[tuple[Config, Final], PipelineError]:
+async def arun_item(item: object, via: AsyncVia) -> Result[tuple[Config, Final], PipelineError]:
     prepared = prepare(item)
     match prepared:
         case Success(job):
-            final = await arun_flow(Success(job.step), client, Target.of(job.config))
+            final = await arun_flow(Success(job.step), via, Target.of(job.config))
             return final.map(lambda f: (job.config, f))
     return Failure(prepared.failure())
 

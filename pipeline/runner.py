@@ -1,13 +1,17 @@
-"""The effect runner: the only module that talks to User.com (through an httpx client).
+"""The effect runner: the one flow driver, and the httpx edge that talks to User.com.
 
-It drives a flow: sends each Call's request, turns the response into an `Answer`, feeds it to
-the Call, and stops at the Final request or a Failure. Timeouts and connection errors become
-`Unreachable` answers, which the flow classifies like any other answer (SPEC §4, §10).
+A flow is data (`Call`s ending in a `Final`). `conversation` walks it as httpx's
+`auth_flow` does: it yields each request and receives its answer. `drive` and `adrive` pump
+that one generator with a send function, sync or async; the drop-in API passes a plain send
+through httpx, the delivery engine its own (identity cache, rate limit, request log). Timeouts
+and connection errors become `Unreachable` answers, which flows classify like any other
+answer (SPEC §4, §10).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field, replace
 
 import httpx
@@ -19,6 +23,10 @@ from pipeline.core.config import Config, mask
 from pipeline.core.errors import PipelineError
 from pipeline.core.steps import Call, Final, Step
 from pipeline.core.types import JSON, freeze, thaw
+
+Flow = Result[Step, PipelineError]
+Finished = Result[Final, PipelineError]
+Conversation = Generator[Request, Answer, Finished]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +44,51 @@ class Target:
         return f"Target(base_url={self.base_url!r}, api_key={mask(self.api_key)!r})"
 
 
+def conversation(flow: Flow) -> Conversation:
+    """Yield each Call's request, feed its answer to the Call; return the Final or a Failure."""
+    while True:
+        match flow:
+            case Success(Call() as step):
+                flow = step.then((yield step.request))
+            case Success(Final() as final):
+                return Success(final)
+            case Failure(error):
+                return Failure(error)
+
+
+def drive(flow: Flow, send: Callable[[Request], Answer]) -> Finished:
+    """Run every Call of the flow through `send`; the Final request is returned, not sent."""
+    talk = conversation(flow)
+    try:
+        request = next(talk)
+        while True:
+            request = talk.send(send(request))
+    except StopIteration as done:
+        finished: Finished = done.value
+        return finished
+
+
+async def adrive(flow: Flow, send: Callable[[Request], Awaitable[Answer]]) -> Finished:
+    talk = conversation(flow)
+    try:
+        request = next(talk)
+        while True:
+            request = talk.send(await send(request))
+    except StopIteration as done:
+        finished: Finished = done.value
+        return finished
+
+
+# --- the httpx edge --------------------------------------------------------------------------
+
+
 def to_httpx(target: Target, request: Request) -> httpx.Request:
     body = None if request.body is None else json.dumps(thaw(request.body)).encode()
-    return httpx.Request(
+    outgoing = httpx.Request(
         request.method, request.url(target.base_url), headers=headers(target.api_key), content=body
     )
+    outgoing.extensions["timeout"] = TIMEOUTS
+    return outgoing
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -48,6 +96,11 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(response.headers.get("retry-after", "")))
     except ValueError:
         return None
+
+
+# Shorter "keys" are not secrets worth blanking, and blanking them would garble real text
+# (a key "a" would eat every "a" of a message or of a user's data). Real keys are 64 chars.
+SECRET_MIN = 8
 
 
 def to_answer(response: httpx.Response, secret: str = "") -> Reply:
@@ -83,7 +136,6 @@ def send(via: Via, target: Target, request: Request) -> Answer:
         if isinstance(via, httpx.Client):
             response = via.send(outgoing)
         else:
-            outgoing.extensions["timeout"] = TIMEOUTS
             response = via.handle_request(outgoing)
             try:
                 response.read()
@@ -100,7 +152,6 @@ async def asend(via: AsyncVia, target: Target, request: Request) -> Answer:
         if isinstance(via, httpx.AsyncClient):
             response = await via.send(outgoing)
         else:
-            outgoing.extensions["timeout"] = TIMEOUTS
             response = await via.handle_async_request(outgoing)
             try:
                 await response.aread()
@@ -111,11 +162,6 @@ async def asend(via: AsyncVia, target: Target, request: Request) -> Answer:
     return to_answer(response, target.api_key)
 
 
-# Shorter "keys" are not secrets worth blanking, and blanking them would garble real text
-# (a key "a" would eat every "a" of a message or of a user's data). Real keys are 64 chars.
-SECRET_MIN = 8
-
-
 def scrub(error: PipelineError, target: Target) -> PipelineError:
     """User.com may echo the key back in its answer: never let it reach a message."""
     if len(target.api_key) < SECRET_MIN or target.api_key not in error.message:
@@ -123,28 +169,16 @@ def scrub(error: PipelineError, target: Target) -> PipelineError:
     return replace(error, message=error.message.replace(target.api_key, mask(target.api_key)))
 
 
-def run_flow(
-    flow: Result[Step, PipelineError], via: Via, target: Target
-) -> Result[Final, PipelineError]:
-    """Send every Call of the flow in turn; the Final request is returned, not sent."""
-    while True:
-        match flow:
-            case Success(Call() as call):
-                flow = call.then(send(via, target, call.request))
-            case Success(Final() as final):
-                return Success(final)
-            case Failure(error):
-                return Failure(scrub(error, target))
+def run_flow(flow: Flow, via: Via, target: Target) -> Finished:
+    """Drive a flow through an httpx client or transport (the drop-in API)."""
+    return drive(flow, lambda request: send(via, target, request)).alt(
+        lambda error: scrub(error, target)
+    )
 
 
-async def arun_flow(
-    flow: Result[Step, PipelineError], via: AsyncVia, target: Target
-) -> Result[Final, PipelineError]:
-    while True:
-        match flow:
-            case Success(Call() as call):
-                flow = call.then(await asend(via, target, call.request))
-            case Success(Final() as final):
-                return Success(final)
-            case Failure(error):
-                return Failure(scrub(error, target))
+async def arun_flow(flow: Flow, via: AsyncVia, target: Target) -> Finished:
+    async def asend_to(request: Request) -> Answer:
+        return await asend(via, target, request)
+
+    finished = await adrive(flow, asend_to)
+    return finished.alt(lambda error: scrub(error, target))

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 import pipeline
-from pipeline.core.calls import Request
+from pipeline.core.calls import Request, call
 from pipeline.core.config import normalize_subdomain
+from pipeline.core.endpoints import CATALOGUE, Endpoint, EndpointName
 from properties import fakes
 from properties.strategies import (
     api_keys,
@@ -30,14 +31,9 @@ from properties.strategies import (
 
 DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
-path_shapes = st.sampled_from(
-    [
-        ("users-by-id", None),
-        ("companies-by-id", None),
-        ("users", None),
-        ("companies", None),
-        ("companies", None, "add_member"),
-    ]
+# Every catalogue endpoint whose path holds its subject.
+path_endpoints = st.sampled_from(
+    [e for e in CATALOGUE.values() if e.query is None and e.needs_subject]
 )
 
 
@@ -45,12 +41,14 @@ def _segments(url: httpx.URL) -> list[str]:
     return url.raw_path.decode("ascii").partition("?")[0].split("/")
 
 
-@given(dns_labels, identifiers, path_shapes)
+@given(dns_labels, identifiers, path_endpoints)
 def test_an_identifier_stays_one_path_segment(
-    label: str, identifier: str, shape: tuple[str | None, ...]
+    label: str, identifier: str, endpoint: Endpoint
 ) -> None:
-    path = tuple(identifier if part is None else part for part in shape)
-    url = httpx.URL(Request("GET", path).url(f"https://{label}.user.com/api/public"))
+    request = Request(endpoint, identifier)
+    path = request.path
+    assert identifier in path
+    url = httpx.URL(request.url(f"https://{label}.user.com/api/public"))
     assert url.scheme == "https"
     assert url.host == f"{label}.user.com"
     segments = _segments(url)
@@ -60,9 +58,11 @@ def test_an_identifier_stays_one_path_segment(
     assert [unquote(s) for s in segments[3:-1]] == list(path)
 
 
-@given(dns_labels, st.sampled_from(["email", "phone_number", "key"]), identifiers)
-def test_a_query_value_round_trips(label: str, key: str, value: str) -> None:
-    request = Request("GET", ("users", "search"), ((key, value),))
+@given(dns_labels, st.sampled_from(["user_by_email", "user_by_phone", "user_by_key"]), identifiers)
+def test_a_query_value_round_trips(label: str, name: EndpointName, value: str) -> None:
+    request = call(name, value)
+    key = CATALOGUE[name].query
+    assert key is not None
     url = httpx.URL(request.url(f"https://{label}.user.com/api/public"))
     assert url.host == f"{label}.user.com"
     assert url.path == "/api/public/users/search/"

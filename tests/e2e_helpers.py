@@ -112,7 +112,9 @@ def deliver_lines(
     def hear(incoming: Incoming, outcome: Outcome) -> None:
         heard.append((incoming, outcome))
 
-    summary = run_loop(deliver(read_jsonl(lines), cfg or config(), run_options, hear))
+    summary = run_loop(
+        deliver(read_jsonl(lines, cfg or config()), cfg or config(), run_options, hear)
+    )
     return Delivered(summary, heard)
 
 

@@ -130,7 +130,7 @@ def test_failed_events_are_exported_and_retried_on_a_rerun(tmp_path: Path) -> No
             backoff_max=options.backoff_max,
             base_url=url,
         )
-        summary = run_loop(deliver(read_jsonl(lines), config(), opts, record))
+        summary = run_loop(deliver(read_jsonl(lines, config()), config(), opts, record))
         assert sandbox_state(url)["events"] == []
     assert summary.counts == {"delivered": 3, "failed": 6}
 

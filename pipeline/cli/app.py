@@ -20,11 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.core.config import Config, parse_config
-from pipeline.core.normalize import normalize
 from pipeline.delivery import DeliveryOptions, Incoming, Outcome, Summary, deliver, read_jsonl
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.loop import run as run_loop
-from pipeline.delivery.strategy import delivery_flow
 from pipeline.sandbox import SandboxOptions, run, serve_in_thread
 
 app = typer.Typer(
@@ -100,15 +98,13 @@ def dry_run(cfg: Config, items: Iterable[Incoming], on_outcome: Any) -> Summary:
     """Plan every event with no request at all (the pure pipeline only)."""
     summary = Summary()
     for item in items:
-        if item.problem is not None:
-            outcome = Outcome(item.key, "rejected", 0, (), item.problem)
-        else:
-            planned = normalize(item.message).bind(lambda e: delivery_flow(cfg, e))
-            match planned:
-                case Success(_):
-                    outcome = Outcome(item.key, "planned")
-                case Failure(problem):
-                    outcome = Outcome(item.key, "rejected", 0, (), problem.message)
+        match item.job:
+            case Success(_):
+                outcome = Outcome(item.key, "planned")
+            case Failure(problem):
+                outcome = Outcome(item.key, "rejected", 0, (), problem.message)
+            case _:
+                outcome = Outcome(item.key, "rejected", 0, (), item.problem)
         summary.add(outcome)
         on_outcome(item, outcome)
     return summary
@@ -195,7 +191,7 @@ def _send_with(
             if outcome.status in ("rejected", "failed"):
                 progress.update(task, status=f"[red]{outcome.status}: {outcome.key}")
 
-        items = unfinished(read_jsonl(source))
+        items = unfinished(read_jsonl(source, cfg))
         if dry:
             summary = dry_run(cfg, items, on_outcome)
         else:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from returns.result import Failure, Result, Success
 
-from pipeline.core import errors
+from pipeline.core import errors, messages
 from pipeline.core.errors import PipelineError
 from pipeline.core.types import JSON, JSONObject, is_present, thaw
 
@@ -56,30 +56,26 @@ def _said(body: JSON) -> str:
 def answer_error(answer: Answer, doing: str) -> PipelineError:
     """The failure an unusable answer stands for; `doing` names the call for the message."""
     if isinstance(answer, Unreachable):
-        return PipelineError(
+        return errors.retryable(
             f"User.com could not be reached while {doing} ({answer.reason}"
-            f"{': ' + answer.detail[:200] if answer.detail else ''}); retry later",
-            "retryable",
-            500,
+            f"{': ' + answer.detail[:200] if answer.detail else ''}); retry later"
         )
     status, said = answer.status, _said(answer.body)
     if status in (401, 403):
-        return PipelineError(
+        return errors.auth(
             f"User.com refused the API key while {doing} ({status}{said}); "
             "check apiKey and appSubdomain in the destination config",
-            "auth",
-            status,
+            401 if status == 401 else 403,
         )
     if status == 429:
-        return PipelineError(
+        return errors.throttled(
             f"User.com is throttling requests while {doing} (429{said}); retry later",
-            "throttled",
-            429,
             answer.retry_after,
         )
     if status >= 500:
-        return PipelineError(
-            f"User.com failed while {doing} ({status}{said}); retry later", "retryable", status
+        return errors.retryable(
+            f"User.com failed while {doing} ({status}{said}); retry later",
+            status if status <= 599 else None,
         )
     if 400 <= status < 500:
         return errors.aborted(f"User.com rejected the request while {doing} ({status}{said})")
@@ -122,9 +118,9 @@ def _single_result(listing: JSONObject | None) -> Result[JSONObject | None, Pipe
             )
         )
     if not results:
-        return Failure(errors.not_found("No user found for a given lookup field"))
+        return Failure(errors.not_found(messages.NO_USER_FOR_LOOKUP))
     if len(results) > 1:
-        return Failure(errors.not_found("Multiple users obtained for a given lookup field"))
+        return Failure(errors.not_found(messages.SEVERAL_USERS_FOR_LOOKUP))
     user = results[0]
     if not isinstance(user, Mapping):
         return Failure(errors.aborted("User.com answered the phone search with a non-object user"))

@@ -1,9 +1,12 @@
 """Requests to User.com as values, and how they render to URLs, headers and bodies (SPEC §9).
 
->>> req = Request("GET", ("users", "search"), (("email", "a+b@x.io"),))
+A request names its endpoint (pipeline.core.endpoints) and its subject; method, path and
+query follow from the catalogue. Identifiers stay raw until `url` encodes each as one segment.
+
+>>> req = call("user_by_email", "a+b@x.io")
 >>> req.url("https://acme.user.com/api/public")
 'https://acme.user.com/api/public/users/search/?email=a%2Bb%40x.io'
->>> Request("GET", ("users-by-id", "a/b")).url("https://acme.user.com/api/public")
+>>> call("user_by_id", "a/b").url("https://acme.user.com/api/public")
 'https://acme.user.com/api/public/users-by-id/a%2Fb/'
 """
 
@@ -12,12 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
 from urllib.parse import quote, urlencode
 
+from pipeline.core.endpoints import CATALOGUE, SUBJECT, Endpoint, EndpointName, Method
 from pipeline.core.types import JSON, JSONObject, thaw
-
-Method = Literal["GET", "POST", "PUT"]
 
 
 def clean_body(fields: Mapping[str, JSON]) -> JSONObject:
@@ -39,12 +40,33 @@ def _segment(identifier: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One User.com call. Path segments stay raw until `url` encodes each as one segment."""
+    """One User.com call: which endpoint, about what, with which body."""
 
-    method: Method
-    path: tuple[str, ...]
-    query: tuple[tuple[str, str], ...] = ()
+    endpoint: Endpoint
+    subject: str | None = None
     body: JSONObject | None = None
+
+    def __post_init__(self) -> None:
+        if self.endpoint.needs_subject != (self.subject is not None):
+            raise ValueError(f"{self.endpoint.name}: subject is {self.subject!r}")
+
+    @property
+    def name(self) -> EndpointName:
+        return self.endpoint.name
+
+    @property
+    def method(self) -> Method:
+        return self.endpoint.method
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        subject = self.subject or ""
+        return tuple(subject if part == SUBJECT else part for part in self.endpoint.path)
+
+    @property
+    def query(self) -> tuple[tuple[str, str], ...]:
+        key = self.endpoint.query
+        return ((key, self.subject or ""),) if key is not None else ()
 
     def url(self, base: str) -> str:
         segments = "".join(f"/{_segment(s)}" for s in self.path)
@@ -63,6 +85,11 @@ class Request:
     def __repr__(self) -> str:
         body = "" if self.body is None else f" {thaw(self.body)!r}"
         return f"<Request {self.method} {self.readable_path()}{body}>"
+
+
+def call(name: EndpointName, subject: str | None = None, body: JSONObject | None = None) -> Request:
+    """The request to the named endpoint about `subject`."""
+    return Request(CATALOGUE[name], subject, body)
 
 
 def headers(api_key: str) -> dict[str, str]:

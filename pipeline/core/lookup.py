@@ -2,20 +2,22 @@
 
 >>> from pipeline.core.types import freeze_object
 >>> resolve_lookup(freeze_object({"userId": "u/1"})).unwrap()
-Lookup(by='userId', value='u/1', request=<Request GET /users-by-id/u/1/>)
+Lookup(by='userId', value='u/1')
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from returns.result import Failure, Result, Success
 
-from pipeline.core import errors, paths
+from pipeline.core import errors, messages, paths
 from pipeline.core.answers import Answer, classify_lookup, classify_phone_search
-from pipeline.core.calls import Request
+from pipeline.core.calls import Request, call
+from pipeline.core.endpoints import EndpointName
 from pipeline.core.errors import PipelineError
 from pipeline.core.types import JSON, JSONObject, as_text, is_present
 
@@ -25,11 +27,26 @@ LookupBy = Literal["userKey", "email", "phone", "userId"]
 INTEGRATION_NAMES = ("user", "USER", "User", "User.com", "user.com", "USER.com")
 
 
+_ENDPOINTS: Mapping[LookupBy, EndpointName] = MappingProxyType(
+    {
+        "userKey": "user_by_key",
+        "email": "user_by_email",
+        "phone": "user_by_phone",
+        "userId": "user_by_id",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Lookup:
+    """How to find the user: by what, and the value to look for."""
+
     by: LookupBy
     value: str
-    request: Request
+
+    @property
+    def request(self) -> Request:
+        return call(_ENDPOINTS[self.by], self.value)
 
     def classify(self, answer: Answer) -> Result[JSONObject | None, PipelineError]:
         """The found user, None when there is none, or the failure the answer means."""
@@ -38,14 +55,8 @@ class Lookup:
         return classify_lookup(answer)
 
 
-def search(by: LookupBy, query_key: str, value: JSON) -> Lookup:
-    text = as_text(value)
-    return Lookup(by, text, Request("GET", ("users", "search"), ((query_key, text),)))
-
-
-def by_user_id(value: JSON) -> Lookup:
-    text = as_text(value)
-    return Lookup("userId", text, Request("GET", ("users-by-id", text)))
+def lookup(by: LookupBy, value: JSON) -> Lookup:
+    return Lookup(by, as_text(value))
 
 
 def user_key(message: JSONObject) -> JSON:
@@ -76,29 +87,27 @@ def _by_field(message: JSONObject, field: JSON) -> Result[Lookup, PipelineError]
     if chosen.lower() == "email":
         email = paths.read(message, paths.EMAIL)
         if email is None:
-            return Failure(errors.instrumentation("Lookup field : email value is not present"))
-        return Success(search("email", "email", email))
+            return Failure(errors.instrumentation(messages.LOOKUP_EMAIL_ABSENT))
+        return Success(lookup("email", email))
     if chosen.lower() == "phone":
         phone = paths.read(message, paths.PHONE)
         if phone is None:
-            return Failure(errors.instrumentation("Lookup field : phone value is not present"))
-        return Success(search("phone", "phone_number", phone))
-    return Failure(
-        errors.instrumentation(f"Lookup field : {chosen} is not supported for this destination")
-    )
+            return Failure(errors.instrumentation(messages.LOOKUP_PHONE_ABSENT))
+        return Success(lookup("phone", phone))
+    return Failure(errors.instrumentation(messages.lookup_not_supported(chosen)))
 
 
 def resolve_lookup(message: JSONObject) -> Result[Lookup, PipelineError]:
     """SPEC §4 precedence: userKey, integrations lookup field, userId, then email."""
     key = user_key(message)
     if key is not None:
-        return Success(search("userKey", "key", key))
+        return Success(lookup("userKey", key))
     field = lookup_field(message)
     if is_present(field):
         return _by_field(message, field)
     if is_present(message.get("userId")):
-        return Success(by_user_id(paths.read(message, paths.USER_ID)))
+        return Success(lookup("userId", paths.read(message, paths.USER_ID)))
     email = paths.read(message, paths.EMAIL)
     if email is not None:
-        return Success(search("email", "email", email))
-    return Failure(errors.instrumentation("Default lookup field : email value is empty"))
+        return Success(lookup("email", email))
+    return Failure(errors.instrumentation(messages.DEFAULT_LOOKUP_EMPTY))

@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from returns.result import Failure, Result, Success
 
-from pipeline.core import errors, paths
+from pipeline.core import errors, messages, paths
 from pipeline.core.convert import CONVERTERS, Convert
 from pipeline.core.errors import PipelineError
 from pipeline.core.paths import PathList
@@ -45,7 +45,7 @@ class Payload:
 
 
 IDENTIFY: tuple[FieldRule, ...] = (
-    FieldRule("custom_id", paths.USER_ID, required=errors.MISSING_USER_ID),
+    FieldRule("custom_id", paths.USER_ID, required=messages.MISSING_USER_ID),
     FieldRule("email", paths.EMAIL),
     FieldRule("phone_number", paths.PHONE),
     FieldRule("first_name", paths.FIRST_NAME),
@@ -73,7 +73,7 @@ IDENTIFY_SOURCE_KEYS = frozenset(
 
 # `name` comes from the group traits object itself (§12.17), so it is not a path rule here.
 COMPANY: tuple[FieldRule, ...] = (
-    FieldRule("user_custom_id", paths.USER_ID, required=errors.MISSING_USER_ID),
+    FieldRule("user_custom_id", paths.USER_ID, required=messages.MISSING_USER_ID),
     FieldRule("custom_id", paths.GROUP_ID),
     FieldRule("email", paths.EMAIL),
     FieldRule("address", paths.ADDRESS),

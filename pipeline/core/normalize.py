@@ -14,7 +14,7 @@ from typing import Literal
 
 from returns.result import Failure, Result, Success
 
-from pipeline.core import errors
+from pipeline.core import errors, messages
 from pipeline.core.errors import PipelineError
 from pipeline.core.types import EMPTY, JSONObject, freeze_object
 
@@ -34,11 +34,11 @@ def normalize(raw: object) -> Result[Event, PipelineError]:
     try:
         message = freeze_object(raw) if isinstance(raw, Mapping) else EMPTY
     except RecursionError:
-        return Failure(errors.instrumentation("Event is nested too deeply to be read"))
+        return Failure(errors.instrumentation(messages.EVENT_TOO_DEEP))
     kind = message.get("type")
     if not isinstance(kind, str) or not kind:
-        return Failure(errors.instrumentation("Event type is required"))
+        return Failure(errors.instrumentation(messages.EVENT_TYPE_REQUIRED))
     lowered = kind.lower()
     if lowered not in SUPPORTED:
-        return Failure(errors.instrumentation(f"Event type {lowered} is not supported"))
+        return Failure(errors.instrumentation(messages.type_not_supported(lowered)))
     return Success(Event(lowered, message))

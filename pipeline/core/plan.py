@@ -20,13 +20,13 @@ from typing import Any
 
 from returns.result import Failure, Result, Success
 
-from pipeline.compat import prepare
 from pipeline.core.answers import Reply
 from pipeline.core.calls import Request
+from pipeline.core.compose import prepare
 from pipeline.core.errors import PipelineError
-from pipeline.core.normalize import normalize
+from pipeline.core.flows import REFERENCE, Strategy
 from pipeline.core.steps import Call, Expect, Final, Step
-from pipeline.core.types import EMPTY, freeze_object, thaw
+from pipeline.core.types import freeze_object, thaw
 
 _USER = freeze_object(
     {"id": "<user.id>", "user_key": "<user.user_key>", "custom_id": "<user.custom_id>"}
@@ -85,11 +85,11 @@ def _describe(step: Result[Step, PipelineError], depth: int) -> list[str]:
     return []
 
 
-def plan(item: Mapping[str, Any]) -> Plan | PipelineError:
+def plan(item: Mapping[str, Any], strategy: Strategy = REFERENCE) -> Plan | PipelineError:
     """The plan of a processor input item, or the error it fails with before any request."""
-    prepared = prepare(item)
+    prepared = prepare(item, strategy)
     match prepared:
         case Success(job):
-            kind = normalize(item.get("message", EMPTY)).map(lambda e: e.type).value_or("?")
-            return Plan(kind, job.config.base_url, tuple(_describe(Success(job.step), 1)))
+            lines = tuple(_describe(Success(job.step), 1))
+            return Plan(job.event.type, job.config.base_url, lines)
     return prepared.failure()

@@ -30,19 +30,17 @@ from tenacity import (
     wait_random,
 )
 
-from pipeline.core import paths
+from pipeline.core import errors
 from pipeline.core.answers import Answer, Reply, answer_error
 from pipeline.core.calls import Request
+from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
-from pipeline.core.normalize import normalize
-from pipeline.core.steps import Call, Final
-from pipeline.core.types import as_text, freeze_object
+from pipeline.core.steps import Final
 from pipeline.delivery.identity import IdentityCache
 from pipeline.delivery.incoming import Incoming
 from pipeline.delivery.outcome import Outcome, Status, Summary
-from pipeline.delivery.strategy import delivery_flow
-from pipeline.runner import Target, asend, scrub
+from pipeline.runner import Target, adrive, asend, scrub
 
 Attempt = Result[Final, PipelineError]
 
@@ -66,17 +64,9 @@ def _retryable(result: Attempt) -> bool:
 def _last_result(state: RetryCallState) -> Attempt:
     outcome = state.outcome
     if outcome is None or outcome.failed:
-        return Failure(PipelineError("the delivery attempt did not finish", "retryable", 500))
+        return Failure(errors.retryable("the delivery attempt did not finish"))
     result: Attempt = outcome.result()
     return result
-
-
-def _company_of(incoming: Incoming) -> str | None:
-    message = incoming.message
-    if message is None or str(message.get("type", "")).lower() != "group":
-        return None
-    group_id = paths.read(freeze_object(message), paths.GROUP_ID)
-    return as_text(group_id) if group_id is not None else None
 
 
 class _Run:
@@ -98,11 +88,12 @@ class _Run:
         ) + wait_random(0, options.backoff_initial)
 
     async def send(
-        self, client: httpx.AsyncBaseTransport, request: Request, log: list[str]
+        self, transport: httpx.AsyncBaseTransport, request: Request, log: list[str]
     ) -> Answer:
+        """Send one request: through the rate limit, counted, logged, and learned from."""
         if self.limiter is not None:
             await self.limiter.acquire()
-        answer = await asend(client, self.target, request)
+        answer = await asend(transport, self.target, request)
         self.summary.api_calls += 1
         got = answer.status if isinstance(answer, Reply) else answer.reason
         log.append(f"{request.method} {request.url(self.cfg.base_url)} -> {got}")
@@ -110,31 +101,33 @@ class _Run:
         return answer
 
     async def attempt(
-        self, client: httpx.AsyncBaseTransport, incoming: Incoming, log: list[str]
+        self, transport: httpx.AsyncBaseTransport, job: Job, log: list[str]
     ) -> Attempt:
-        company = _company_of(incoming)
-        if company is None:
-            return await self.attempt_flow(client, incoming, log)
-        lock = self.company_locks.setdefault(company, asyncio.Lock())
+        if job.company is None:
+            return await self.attempt_flow(transport, job, log)
+        lock = self.company_locks.setdefault(job.company, asyncio.Lock())
         async with lock:
-            return await self.attempt_flow(client, incoming, log)
+            return await self.attempt_flow(transport, job, log)
 
     async def attempt_flow(
-        self, client: httpx.AsyncBaseTransport, incoming: Incoming, log: list[str]
+        self, transport: httpx.AsyncBaseTransport, job: Job, log: list[str]
     ) -> Attempt:
-        flow = normalize(incoming.message).bind(lambda event: delivery_flow(self.cfg, event))
-        while True:
-            match flow:
-                case Success(Call() as call):
-                    cached = self.cache.answer(call.request)
-                    flow = call.then(cached or await self.send(client, call.request, log))
-                case Success(Final() as final):
-                    answer = await self.send(client, final.request, log)
-                    if isinstance(answer, Reply) and 200 <= answer.status < 300:
-                        return Success(final)
-                    return Failure(scrub(answer_error(answer, "delivering the event"), self.target))
-                case Failure(error):
-                    return Failure(scrub(error, self.target))
+        """Drive the flow (the cache answers what it can), then send the final request."""
+
+        async def ask(request: Request) -> Answer:
+            cached = self.cache.answer(request)
+            return cached or await self.send(transport, request, log)
+
+        finished = await adrive(Success(job.step), ask)
+        match finished:
+            case Success(final):
+                answer = await self.send(transport, final.request, log)
+                if isinstance(answer, Reply) and 200 <= answer.status < 300:
+                    return Success(final)
+                return Failure(scrub(answer_error(answer, "delivering the event"), self.target))
+            case Failure(error):
+                return Failure(scrub(error, self.target))
+        return finished
 
     def wait(self, state: RetryCallState) -> float:
         """Exponential backoff with jitter, never sooner than Retry-After, capped."""
@@ -147,11 +140,19 @@ class _Run:
         jittered = self.options.backoff_initial * (1 + random.random())
         return min(max(jittered, after or 0.0), self.options.max_seconds)
 
-    async def deliver_one(self, client: httpx.AsyncBaseTransport, incoming: Incoming) -> Outcome:
-        if incoming.problem is not None:
-            return Outcome(incoming.key, "rejected", 0, (), incoming.problem)
+    async def deliver_one(self, transport: httpx.AsyncBaseTransport, incoming: Incoming) -> Outcome:
+        match incoming.job:
+            case None:
+                return Outcome(incoming.key, "rejected", 0, (), incoming.problem)
+            case Failure(problem):
+                return Outcome(incoming.key, "rejected", 0, (), problem.message)
+            case Success(job):
+                return await self.deliver_job(transport, incoming.key, job)
+        return Outcome(incoming.key, "rejected", 0, (), "not understood")
+
+    async def deliver_job(self, transport: httpx.AsyncBaseTransport, key: str, job: Job) -> Outcome:
         log: list[str] = []
-        result, attempts = await self.attempt(client, incoming, log), 1
+        result, attempts = await self.attempt(transport, job, log), 1
         if _retryable(result) and self.options.max_attempts > 1:
             # Most events succeed at once; tenacity takes over only when a retry is due.
             await asyncio.sleep(self.first_wait(result))
@@ -162,17 +163,15 @@ class _Run:
                 retry=retry_if_result(_retryable),
                 retry_error_callback=_last_result,
             )
-            result = await retrying(self.attempt, client, incoming, log)
+            result = await retrying(self.attempt, transport, job, log)
             attempts += int(retrying.statistics.get("attempt_number", 1))
         match result:
             case Success(final):
-                return Outcome(
-                    incoming.key, "delivered", attempts, tuple(log), None, final.warnings
-                )
+                return Outcome(key, "delivered", attempts, tuple(log), None, final.warnings)
             case Failure(error):
                 status: Status = "failed" if error.retryable else "rejected"
-                return Outcome(incoming.key, status, attempts, tuple(log), error.message)
-        return Outcome(incoming.key, "rejected", attempts, tuple(log), "no result")
+                return Outcome(key, status, attempts, tuple(log), error.message)
+        return Outcome(key, "rejected", attempts, tuple(log), "no result")
 
 
 def _slot(tls: ssl.SSLContext) -> httpx.AsyncBaseTransport:
@@ -203,25 +202,25 @@ async def deliver(
     if transport is None:
         tls = ssl.create_default_context(cafile=certifi.where())
         owned = [_slot(tls) for _ in range(width)]
-    clients = owned or [transport for _ in range(width) if transport is not None]
-    for client in clients:
-        free.put_nowait(client)
+    slots = owned or [transport for _ in range(width) if transport is not None]
+    for slot in slots:
+        free.put_nowait(slot)
     room = asyncio.Semaphore(options.buffer or 4 * width)
 
-    async def drive(lane: str) -> None:
-        client = await free.get()
+    async def run_lane(lane: str) -> None:
+        slot = await free.get()
         try:
             queue = lanes[lane]
             while queue:
                 incoming = queue[0]
-                outcome = await run.deliver_one(client, incoming)
+                outcome = await run.deliver_one(slot, incoming)
                 queue.popleft()
                 run.summary.add(outcome)
                 on_outcome(incoming, outcome)
                 room.release()
             del lanes[lane]
         finally:
-            free.put_nowait(client)
+            free.put_nowait(slot)
 
     try:
         for incoming in items:
@@ -230,13 +229,13 @@ async def deliver(
                 lanes[incoming.lane].append(incoming)
                 continue
             lanes[incoming.lane] = deque([incoming])
-            task = asyncio.create_task(drive(incoming.lane))
+            task = asyncio.create_task(run_lane(incoming.lane))
             running.add(task)
             task.add_done_callback(running.discard)
         while running:
             await asyncio.gather(*list(running))
     finally:
-        for client in owned:
-            await client.aclose()
+        for slot in owned:
+            await slot.aclose()
     run.summary.seconds = time.monotonic() - started
     return run.summary

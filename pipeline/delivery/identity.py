@@ -1,37 +1,41 @@
 """A run-scoped identity cache: lookups it can answer are never sent.
 
 It learns users from lookup answers and from user writes, and companies from company
-writes. It keeps only users it fully knows (an `id` and a `user_key`), so every flow gets
-what it needs from a cached answer; an update_or_create answer of the real API holds only
-`{created, id}` and so is not cached.
+lookups and writes, by the endpoint each request names. It keeps only users it fully knows
+(an `id` and a user key), so every flow gets what it needs from a cached answer; an
+update_or_create answer of the real API holds only `{created, id}` and so is not cached.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from pipeline.core.answers import Answer, Reply
 from pipeline.core.calls import Request
+from pipeline.core.endpoints import EndpointName
 from pipeline.core.types import JSON, JSONObject, as_text, is_present
-from pipeline.delivery.strategy import UPSERT_PATH
 
+# What a cached entry is known by: ("custom_id" | "user_key" | "email" | "company", value).
 CacheKey = tuple[str, str]
+
+# The lookups the cache answers, and what their subject is.
+_LOOKUPS: Mapping[EndpointName, str] = MappingProxyType(
+    {
+        "user_by_id": "custom_id",
+        "user_by_key": "user_key",
+        "user_by_email": "email",
+        "company_by_id": "company",
+    }
+)
+_USER_WRITES: frozenset[EndpointName] = frozenset({"create_user", "update_user", "upsert_user"})
+_COMPANY_WRITES: frozenset[EndpointName] = frozenset({"create_company", "update_company"})
 
 
 def _lookup_key(request: Request) -> CacheKey | None:
-    if request.method != "GET":
-        return None
-    match request.path, request.query:
-        case ("users-by-id", custom_id), ():
-            return ("custom_id", custom_id)
-        case ("users", "search"), (("key", key),):
-            return ("user_key", key)
-        case ("users", "search"), (("email", email),):
-            return ("email", email)
-        case ("companies-by-id", company), ():
-            return ("company", company)
-    return None
+    kind = _LOOKUPS.get(request.name)
+    return (kind, request.subject) if kind is not None and request.subject is not None else None
 
 
 def _body_object(answer: Answer) -> JSONObject | None:
@@ -46,6 +50,11 @@ def _text(value: JSON) -> str | None:
     return as_text(value) if is_present(value) else None
 
 
+def _user_key(user: JSONObject) -> JSON:
+    key = user.get("user_key")
+    return key if key is not None else user.get("key")
+
+
 @dataclass(slots=True)
 class IdentityCache:
     entries: dict[CacheKey, JSONObject] = field(default_factory=dict)
@@ -56,11 +65,11 @@ class IdentityCache:
         return Reply(200, known) if known is not None else None
 
     def _remember_user(self, user: JSONObject, *extra: CacheKey) -> None:
-        if not (is_present(user.get("id")) and is_present(user.get("user_key"))):
+        if not (is_present(user.get("id")) and is_present(_user_key(user))):
             return
         keys = [
             ("custom_id", _text(user.get("custom_id"))),
-            ("user_key", _text(user.get("user_key"))),
+            ("user_key", _text(_user_key(user))),
         ]
         for kind, value in [*keys, *extra]:
             if value is not None:
@@ -69,20 +78,21 @@ class IdentityCache:
     def learn(self, request: Request, answer: Answer) -> None:
         """Remember what a lookup or a write answered, when it names a user or company."""
         found = _body_object(answer)
-        if found is None or (
-            isinstance(answer, Reply) and answer.status != 200 and request.method == "GET"
-        ):
+        if found is None:
             return
         key = _lookup_key(request)
-        if key is not None and key[0] == "company":
-            self.entries[key] = found
-        elif key is not None:
-            self._remember_user(found, key)
-        elif request.path[:1] == ("companies",) and len(request.path) <= 2:
+        if key is not None:
+            if isinstance(answer, Reply) and answer.status != 200:
+                return
+            if key[0] == "company":
+                self.entries[key] = found
+            else:
+                self._remember_user(found, key)
+        elif request.name in _COMPANY_WRITES:
             company = _text(found.get("custom_id"))
             if company is not None:
                 self.entries[("company", company)] = found
-        elif request.path[:1] == ("users",) or request.path == UPSERT_PATH:
+        elif request.name in _USER_WRITES:
             body = request.body or {}
             merged = {**found}
             for name in ("custom_id", "email"):

@@ -1,0 +1,56 @@
+"""track (SPEC §6): the event payload, the user lookup, then `POST /events/`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+
+from returns.result import Failure, Result
+
+from pipeline.core import errors, messages, paths
+from pipeline.core.config import Config, EventRule
+from pipeline.core.errors import PipelineError
+from pipeline.core.flows.common import StepResult, final, lookup_call, require, with_id
+from pipeline.core.lookup import Lookup
+from pipeline.core.mapping import TRACK_TIMESTAMP, Payload, apply_table
+from pipeline.core.overlay import overlay_fields
+from pipeline.core.types import JSON, JSONObject
+
+
+def event_rule(cfg: Config, name: JSON) -> EventRule | None:
+    """The userEvents rule for this event name: only when exactly one matches (SPEC §6)."""
+    matches = [rule for rule in cfg.user_events if rule.rs_event_name == name]
+    return matches[0] if len(matches) == 1 else None
+
+
+def track_payload(cfg: Config, message: JSONObject) -> Result[Payload, PipelineError]:
+    name = message.get("event")
+    rule = event_rule(cfg, name)
+    properties = message.get("properties")
+    fields: dict[str, JSON] = {"name": rule.user_event_name if rule else name}
+    if isinstance(properties, Mapping):
+        fields["data"] = (
+            overlay_fields(properties, rule.properties, frozenset()) if rule else properties
+        )
+    return (
+        require(message, paths.USER_ID, messages.MISSING_USER_ID)
+        .bind(lambda _: apply_table((TRACK_TIMESTAMP,), message))
+        .map(lambda stamp: stamp.merged(fields))
+    )
+
+
+def _write(payload: Payload, user: JSONObject | None) -> StepResult:
+    if user is None:
+        return Failure(errors.not_found(messages.TRACK_NOT_FOUND))
+    return with_id(user, "user").map(
+        lambda _: final("event", payload.merged({"user_id": user.get("id")}))
+    )
+
+
+def check_track(message: JSONObject) -> Result[JSON, PipelineError]:
+    """The event's own required field, checked before the lookup choice (SPEC §3)."""
+    return require(message, (("event",),), messages.EVENT_REQUIRED)
+
+
+def track(cfg: Config, message: JSONObject, lookup: Lookup) -> StepResult:
+    return track_payload(cfg, message).map(lambda p: lookup_call(lookup, partial(_write, p)))
