@@ -21,17 +21,17 @@ from pipeline.core.types import freeze, thaw
 from pipeline.runner import Target, arun_flow, run_flow
 
 __all__ = [
+    "DELIVERY",
+    "REFERENCE",
     "Answer",
     "Call",
     "Config",
-    "DELIVERY",
     "Event",
     "Final",
     "Job",
     "Lookup",
     "PipelineError",
     "Plan",
-    "REFERENCE",
     "Reply",
     "Request",
     "Step",
