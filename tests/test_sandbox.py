@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from starlette.exceptions import StarletteDeprecationWarning
 
 from pipeline.sandbox import SandboxOptions, create_app, sandbox_state, serve_in_thread
+from pipeline.sandbox.options import ForcedStatus, parse_forced
 
 with warnings.catch_warnings():  # starlette warns that its TestClient will move to httpx2
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -521,6 +522,124 @@ def test_state_endpoint_shows_everything_and_counts_requests() -> None:
         assert state["users"] == [client.get(f"{API}/users/{user['id']}/").json()]
         assert state["events"] == []
         assert sandbox_state(app).request_count == 5
+
+
+# forced statuses for a method or for the first N requests ([METHOD ]ROUTE=STATUS[xN])
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            "POST /users/update_or_create/=503x180",
+            ForcedStatus("/users/update_or_create/", 503, method="POST", times=180),
+        ),
+        ("users-by-id=401", ForcedStatus("users-by-id", 401)),
+        ("GET /users-by-id/=500x3", ForcedStatus("/users-by-id/", 500, method="GET", times=3)),
+        ("  post   /events/=429X2 ", ForcedStatus("/events/", 429, method="POST", times=2)),
+        ("/=301", ForcedStatus("/", 301)),
+        ("events-create=504x1", ForcedStatus("events-create", 504, times=1)),
+    ],
+)
+def test_parse_forced(spec: str, expected: ForcedStatus) -> None:
+    assert parse_forced(spec) == expected
+    assert parse_forced(str(expected)) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", r"expected \[METHOD \]ROUTE=STATUS\[xN\]"),
+        ("users-by-id", r"expected \[METHOD \]ROUTE=STATUS"),
+        ("=503", r"expected \[METHOD \]ROUTE=STATUS"),
+        ("POST /events/ extra=503", r"expected \[METHOD \]ROUTE=STATUS"),
+        ("/events/=", "the status must be 3 digits"),
+        ("/events/=50", "the status must be 3 digits"),
+        ("/events/=abc", "the status must be 3 digits"),
+        ("/events/=503x", "the status must be 3 digits"),
+        ("/events/=503x-1", "the status must be 3 digits"),
+        ("/events/=503*2", "the status must be 3 digits"),
+        ("/events/=199", "must be 200..599, got 199"),
+        ("/events/=600", "must be 200..599, got 600"),
+        ("/events/=503x0", "count must be at least 1, got 0"),
+        ("users-by-idd=500", "unknown route 'users-by-idd'"),
+        ("events=500", "or a path prefix starting with '/'"),
+        ("FETCH /events/=500", "unknown HTTP method 'FETCH'"),
+        ("POST users-by-id=500", "users-by-id only answers GET"),
+        ("/users/search/?key=a=404", "must not have a query"),
+    ],
+)
+def test_parse_forced_refuses_bad_specs(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as refused:
+        parse_forced(spec)
+    assert str(refused.value).startswith(f"bad --force {spec!r}: ")
+
+
+def test_forced_for_the_first_n_requests_then_normal_handling() -> None:
+    options = SandboxOptions(
+        api_key=TOKEN,
+        forced=(parse_forced("POST /users/=503x2"), parse_forced("POST /users/=429x1")),
+    )
+    with sandbox(options) as client:
+        codes = [
+            client.post(f"{API}/users/", json={"custom_id": "a"}).status_code for _ in range(4)
+        ]
+        assert codes == [503, 503, 429, 201]
+        assert [user["custom_id"] for user in state_of(client)["users"]] == ["a"]
+    with sandbox(options) as fresh:  # counts belong to one app, not to the options
+        assert fresh.post(f"{API}/users/", json={}).status_code == 503
+
+
+def test_forced_for_one_method_only() -> None:
+    options = SandboxOptions(api_key=TOKEN, forced=(parse_forced("GET /users-by-id/=500x3"),))
+    with sandbox(options) as client:
+        create_user(client, custom_id="bob")
+        assert client.put(f"{API}/users-by-id/bob/", json={"first_name": "B"}).status_code == 200
+        assert [client.get(f"{API}/users-by-id/bob/").status_code for _ in range(4)] == [
+            500,
+            500,
+            500,
+            200,
+        ]
+
+
+def test_forced_by_route_name_and_before_the_permanent_map() -> None:
+    options = SandboxOptions(
+        api_key=TOKEN,
+        forced=(parse_forced("users-by-id=401x1"),),
+        forced_status={"/users-by-id/": 504},
+    )
+    with sandbox(options) as client:
+        refused = client.get(f"{API}/users-by-id/x/")
+        assert refused.status_code == 401
+        assert refused.json() == {"detail": "Invalid token."}
+        timed_out = client.get(f"{API}/users-by-id/x/")
+        assert timed_out.status_code == 504
+        assert timed_out.json() == {"detail": "Gateway timeout."}
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_forced_3xx_has_a_location(status: int) -> None:
+    options = SandboxOptions(api_key=TOKEN, forced=(parse_forced(f"/users/search/={status}"),))
+    with sandbox(options) as client:
+        moved = client.get(f"{API}/users/search/?key=x")
+        assert moved.status_code == status
+        assert moved.headers["location"] == f"{API}/users/search/?key=x"
+        assert moved.json() == {"detail": f"Forced status {status}."}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"latency_ms": float("nan")},
+        {"latency_ms": float("inf")},
+        {"rate_limit_rps": float("inf")},
+        {"error_rate": float("nan")},
+    ],
+)
+def test_options_refuse_non_finite_numbers(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        SandboxOptions(**bad)
 
 
 # over real loopback sockets

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import sqlite3
+import os
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import replace
+import tempfile
+from collections.abc import Iterator
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -16,18 +16,34 @@ import httpx
 import typer
 from returns.result import Failure, Success
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipeline.cli import checks
+from pipeline.cli.checks import UsageError
+from pipeline.cli.sending import (
+    EXIT_FAULT,
+    EXIT_USAGE,
+    Tally,
+    exit_status,
+    final_words,
+    run_send,
+    summary_table,
+)
 from pipeline.core.config import Config, parse_config
-from pipeline.delivery import DeliveryOptions, Incoming, Outcome, Summary, deliver, read_jsonl
-from pipeline.delivery.ledger import Ledger
+from pipeline.delivery import DeliveryOptions, Outcome, Summary
+from pipeline.delivery.faults import RESUME, check_app
+from pipeline.delivery.incoming import LineReader, read_jsonl
+from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
+from pipeline.delivery.ledger import Status as LedgerStatus
 from pipeline.delivery.loop import run as run_loop
-from pipeline.sandbox import SandboxOptions, run, serve_in_thread
+from pipeline.sandbox import ListenError, SandboxOptions, parse_forced, run, serve_in_thread
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    # Plain click help: no <bool> or {events} placeholders, paragraphs re-wrapped.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Deliver RudderStack-format events to User.com (or to a local sandbox of it).",
 )
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -35,11 +51,26 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def stderr() -> Console:
     """Progress, errors and (with `--out -`) the summary go to stderr, keeping stdout clean."""
-    return Console(stderr=True)
+    # soft_wrap: one problem stays one line in a CI log, however narrow the "terminal".
+    return Console(stderr=True, soft_wrap=True)
 
 
-class UsageError(Exception):
-    """A problem with the command line or the config: exit status 2."""
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"usercom {package_version('usercom-pipeline')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Deliver RudderStack-format events to User.com (or to a local sandbox of it)."""
 
 
 def load_config(path: Path) -> Config:
@@ -50,22 +81,12 @@ def load_config(path: Path) -> Config:
     config = raw.get("Config", raw) if isinstance(raw, dict) else raw
     match parse_config(config):
         case Success(Config() as cfg):
+            for note in cfg.ignored:
+                stderr().print(f"warning: config {path}: {note}", highlight=False)
             return cfg
         case Failure(problem):
             raise UsageError(f"config {path}: {problem.message}")
     raise UsageError(f"config {path}: not understood")
-
-
-@contextlib.contextmanager
-def open_events(source: str) -> Iterator[IO[str]]:
-    if source == "-":
-        yield sys.stdin
-        return
-    path = Path(source)
-    if not path.is_file():
-        raise UsageError(f"cannot read events {source}: no such file")
-    with path.open(encoding="utf-8") as handle:
-        yield handle
 
 
 @contextlib.contextmanager
@@ -79,207 +100,227 @@ def open_out(target: Path | None) -> Iterator[IO[str] | None]:
             yield handle
 
 
-def open_ledger(path: Path) -> Ledger:
-    try:
-        return Ledger(path)
-    except sqlite3.Error as error:
-        raise UsageError(f"cannot use ledger {path}: {error}") from error
-
-
-def count_lines(source: str) -> int | None:
-    """The total for the progress bar, when the input is a file we can read twice."""
-    if source == "-":
-        return None
-    with Path(source).open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
-
-
-def dry_run(cfg: Config, items: Iterable[Incoming], on_outcome: Any) -> Summary:
-    """Plan every event with no request at all (the pure pipeline only)."""
+def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
+    """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
     summary = Summary()
-    for item in items:
+    for item in read_jsonl(LineReader(source), cfg):
         match item.job:
             case Success(_):
-                outcome = Outcome(item.key, "planned")
+                outcome = Outcome(item.key, "planned", position=item.position)
             case Failure(problem):
-                outcome = Outcome(item.key, "rejected", 0, (), problem.message)
+                outcome = Outcome(
+                    item.key, "rejected", 0, (), problem.message, position=item.position
+                )
             case _:
-                outcome = Outcome(item.key, "rejected", 0, (), item.problem)
+                outcome = Outcome(item.key, "rejected", 0, (), item.problem, position=item.position)
         summary.add(outcome)
-        on_outcome(item, outcome)
+        if sink is not None:
+            sink.write(json.dumps(outcome.as_json()) + "\n")
     return summary
 
 
-def summary_table(summary: Summary, title: str) -> Table:
-    table = Table(title=title)
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for status in ("delivered", "planned", "rejected", "failed", "skipped"):
-        if status in summary.counts or status in ("delivered", "rejected", "failed"):
-            table.add_row(status, str(summary.counts.get(status, 0)))
-    table.add_row("events", str(summary.events))
-    table.add_row("API calls", str(summary.api_calls))
-    table.add_row("API calls per event", f"{summary.calls_per_event:.2f}")
-    table.add_row("time", f"{summary.seconds:.2f} s")
-    if summary.seconds:
-        table.add_row("events per second", f"{summary.events / summary.seconds:.0f}")
-    return table
+@contextlib.contextmanager
+def open_source(events: str) -> Iterator[IO[bytes]]:
+    if events == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = Path(events).open("rb")  # noqa: SIM115 - closed below; open errors are usage errors
+    except OSError as error:
+        raise UsageError(f"cannot read events {events}: {error.strerror}") from error
+    with handle:
+        yield handle
 
 
-def send_events(
-    events: str,
-    cfg: Config,
-    *,
-    base_url: str | None,
-    ledger_path: Path | None,
-    options: DeliveryOptions,
-    out: Path | None,
-    dry: bool,
-) -> Summary:
-    if events != "-" and not Path(events).is_file():
-        raise UsageError(f"cannot read events {events}: no such file")
-    if out is not None and str(out) != "-" and not out.parent.is_dir():
-        raise UsageError(f"cannot write outcomes to {out}: no such folder {out.parent}")
-    total = count_lines(events)
-    ledger = open_ledger(ledger_path) if ledger_path else None
-    with contextlib.closing(ledger) if ledger is not None else contextlib.nullcontext():
-        summary, skipped = _send_with(events, cfg, total, ledger, base_url, options, out, dry)
-    summary.counts["skipped"] = skipped
-    summary.events += skipped
-    return summary
+@contextlib.contextmanager
+def writer_ledger(path: Path | None, cfg: Config) -> Iterator[Ledger]:
+    """The ledger asked for, or a scratch one for this run only (so that duplicates are one
+    event and memory stays flat without --ledger too); deleted when the run ends."""
+    if path is None:
+        with tempfile.TemporaryDirectory(prefix="usercom-") as scratch:
+            book = Ledger.open_writer(Path(scratch) / "run.sqlite", cfg.subdomain)
+            with contextlib.closing(book):
+                yield book
+        return
+    try:
+        book = Ledger.open_writer(path, cfg.subdomain)
+    except LedgerError as error:
+        raise UsageError(str(error)) from error
+    with contextlib.closing(book):
+        yield book
 
 
-def _send_with(
-    events: str,
-    cfg: Config,
-    total: int | None,
-    ledger: Ledger | None,
-    base_url: str | None,
-    options: DeliveryOptions,
-    out: Path | None,
-    dry: bool,
-) -> tuple[Summary, int]:
-    """Stream the events through delivery (or planning), recording each outcome as it comes."""
-    skipped = 0
-    progress = Progress(
-        TextColumn("[bold]sending" if not dry else "[bold]planning"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=stderr(),
-        transient=False,
-    )
-    with open_events(events) as source, open_out(out) as sink, progress:
-        task = progress.add_task("events", total=total, status="")
-
-        def unfinished(items: Iterable[Incoming]) -> Iterator[Incoming]:
-            nonlocal skipped
-            for item in items:
-                if ledger is not None and ledger.finished(item.key):
-                    skipped += 1
-                    progress.advance(task)
-                    continue
-                yield item
-
-        def on_outcome(item: Incoming, outcome: Outcome) -> None:
-            if ledger is not None and outcome.status != "planned":
-                ledger.record(outcome, item.line)
-            if sink is not None:
-                sink.write(json.dumps(outcome.as_json()) + "\n")
-            progress.advance(task)
-            if outcome.status in ("rejected", "failed"):
-                progress.update(task, status=f"[red]{outcome.status}: {outcome.key}")
-
-        items = unfinished(read_jsonl(source, cfg))
-        if dry:
-            summary = dry_run(cfg, items, on_outcome)
-        else:
-            summary = run_loop(deliver(items, cfg, replace(options, base_url=base_url), on_outcome))
-    return summary, skipped
+def count_events(events: str) -> int | None:
+    """The total for the progress bar, when the input is a plain file we can read twice."""
+    if events == "-":
+        return None
+    with Path(events).open("rb") as handle:
+        if handle.peek(2)[:2] == b"\x1f\x8b":
+            return None
+        return sum(1 for line in handle if line.strip())
 
 
 @app.command()
 def send(
-    events: Annotated[str, typer.Argument(help="JSONL file of RudderStack events, or - for stdin")],
-    config: Annotated[Path, typer.Option(help="destination config JSON (SPEC §1 keys)")],
+    events: Annotated[
+        str,
+        typer.Argument(
+            metavar="EVENTS",
+            help="JSONL file of RudderStack events (gzip too), or - for stdin",
+        ),
+    ],
+    config: Annotated[
+        Path,
+        typer.Option(
+            metavar="FILE",
+            help="destination config JSON: apiKey, appSubdomain, mappings",
+        ),
+    ],
     base_url: Annotated[
         str | None,
-        typer.Option(help="send to another origin (e.g. the sandbox); URLs in outcomes stay real"),
+        typer.Option(
+            metavar="ORIGIN",
+            help="send to another origin (e.g. the sandbox); URLs in outcomes stay real",
+        ),
     ] = None,
     ledger: Annotated[
-        Path | None, typer.Option(help="SQLite ledger: resume a run, skip finished events")
+        Path | None,
+        typer.Option(metavar="FILE", help="SQLite ledger: resume a run, skip finished events"),
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="users delivered at once")] = 8,
-    rate: Annotated[float | None, typer.Option(min=0.1, help="max requests per second")] = None,
+    concurrency: Annotated[
+        int, typer.Option(metavar="N", help="users delivered at once (1-1024)")
+    ] = 8,
+    rate: Annotated[float | None, typer.Option(metavar="R", help="max requests per second")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="write one outcome per event as JSONL (- for stdout)")
+        Path | None,
+        typer.Option(metavar="FILE", help="write one outcome per event as JSONL (- for stdout)"),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only; make no request")] = False,
+    retry_rejected: Annotated[
+        bool, typer.Option("--retry-rejected", help="attempt events rejected earlier again")
+    ] = False,
 ) -> None:
     """Send a JSONL file of events to User.com.
 
-    Exit status: 0 when every event was delivered, 1 when some were rejected or failed,
-    2 for usage or config errors.
+    Exit status: 0 every event delivered (now or earlier); 1 some rejected, nothing left to
+    retry; 2 usage, config or input error; 3 the run stopped on a fault of the key, the URL or
+    the network; 4 some failed, held or pending (re-run with the same --ledger); 130/143
+    interrupted.
     """
+    err = stderr()
     try:
+        source_name = checks.events_source(events)
         cfg = load_config(config)
-        summary = send_events(
-            events,
-            cfg,
-            base_url=base_url,
-            ledger_path=ledger,
-            options=DeliveryOptions(concurrency=concurrency, rate=rate),
-            out=out,
-            dry=dry_run,
+        origin = checks.origin(base_url) if base_url is not None else None
+        options = DeliveryOptions(
+            concurrency=checks.concurrency(concurrency),
+            rate=checks.rate(rate),
+            base_url=origin,
         )
+        out_path = checks.out_path(out, source_name)
+        ledger_path = checks.ledger_path(ledger)
+        total = count_events(source_name)
+        with (
+            open_source(source_name) as source,
+            open_out(out_path) as sink,
+        ):
+            if dry_run:
+                summary = dry_run_summary(cfg, source, sink)
+                tally = Tally()
+                has_ledger = False
+            else:
+                with writer_ledger(ledger_path, cfg) as book:
+                    summary, tally = run_send(
+                        source,
+                        cfg,
+                        ledger=book,
+                        options=options,
+                        sink=sink,
+                        err=err,
+                        total=total,
+                        retry_rejected=retry_rejected,
+                    )
+                    has_ledger = ledger_path is not None
     except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}")
-        raise typer.Exit(2) from problem
-    console = stderr() if out is not None and str(out) == "-" else Console()
-    console.print(summary_table(summary, "usercom send" + (" (dry run)" if dry_run else "")))
-    raise typer.Exit(0 if summary.all_delivered else 1)
+        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from problem
+    console = err if out is not None and str(out) == "-" else Console()
+    if summary.events or summary.skipped or summary.fault is None:
+        title = "usercom send" + (" (dry run)" if dry_run else "")
+        console.print(summary_table(summary, title))
+    for words in final_words(summary, tally, has_ledger):
+        err.print(words, highlight=False)
+    raise typer.Exit(0 if dry_run and not summary.rejected else exit_status(summary, tally))
+
+
+dry_run_summary = dry_run
+
+
+def _announce(url: str) -> None:
+    print(f"sandbox listening on {url}", flush=True)
 
 
 @app.command()
 def sandbox(
-    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0 picks a free one)")] = 8000,
-    latency_ms: Annotated[float, typer.Option(min=0)] = 0,
-    error_rate: Annotated[
-        float, typer.Option(min=0, max=1, help="share of requests answered 5xx")
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="port on 127.0.0.1 (0 picks a free one)")
+    ] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(metavar="KEY", help="the only API key accepted (default: any key)")
+    ] = None,
+    force: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SPEC",
+            help="force a status: '[METHOD ]ROUTE=STATUS[xN]', e.g. 'POST /events/=503x10' "
+            "(repeatable)",
+        ),
+    ] = None,
+    latency_ms: Annotated[
+        float, typer.Option(metavar="MS", min=0, help="delay before each answer")
     ] = 0,
-    throttle_rate: Annotated[float, typer.Option(min=0, max=1, help="share answered 429")] = 0,
+    error_rate: Annotated[
+        float, typer.Option(metavar="SHARE", min=0, max=1, help="share of requests answered 5xx")
+    ] = 0,
+    throttle_rate: Annotated[
+        float, typer.Option(metavar="SHARE", min=0, max=1, help="share answered 429")
+    ] = 0,
     drop_rate: Annotated[
-        float, typer.Option(min=0, max=1, help="share of connections dropped")
+        float, typer.Option(metavar="SHARE", min=0, max=1, help="share of connections dropped")
     ] = 0,
     lost_response_rate: Annotated[
-        float, typer.Option(min=0, max=1, help="share of writes done whose answer is lost")
+        float,
+        typer.Option(
+            metavar="SHARE", min=0, max=1, help="share of writes done whose answer is lost"
+        ),
     ] = 0,
     rate_limit: Annotated[
-        float | None, typer.Option(min=0.1, help="token bucket, requests/s")
+        float | None, typer.Option(metavar="RPS", min=0.1, help="token bucket, requests/s")
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="seed of the sandbox's random choices")
+    ] = 0,
 ) -> None:
     """Serve the local User.com sandbox until stopped (state at /__sandbox__/state)."""
-    options = SandboxOptions(
-        latency_ms=latency_ms,
-        error_rate=error_rate,
-        throttle_rate=throttle_rate,
-        drop_rate=drop_rate,
-        lost_response_rate=lost_response_rate,
-        rate_limit_rps=rate_limit,
-        seed=seed,
-    )
-    if port == 0:
-        with serve_in_thread(options, 0) as url:
-            typer.echo(f"sandbox listening on {url}", err=False)
-            sys.stdout.flush()
-            with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    asyncio.run(asyncio.sleep(3600))
-        return
-    typer.echo(f"sandbox listening on http://127.0.0.1:{port}")
-    run(options, port)
+    err = stderr()
+    try:
+        checks.port(port)
+        options = SandboxOptions(
+            api_key=api_key,
+            forced=tuple(parse_forced(spec) for spec in force or ()),
+            latency_ms=latency_ms,
+            error_rate=error_rate,
+            throttle_rate=throttle_rate,
+            drop_rate=drop_rate,
+            lost_response_rate=lost_response_rate,
+            rate_limit_rps=rate_limit,
+            seed=seed,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            run(options, port, log_level="warning", on_listening=_announce)
+    except (UsageError, ValueError, ListenError) as problem:
+        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from problem
 
 
 def state_tables(state: dict[str, Any]) -> list[Table]:
@@ -304,24 +345,28 @@ def state_tables(state: dict[str, Any]) -> list[Table]:
 
 @app.command()
 def demo(
-    events: Annotated[Path, typer.Option(help="events to send")] = EXAMPLES / "events.jsonl",
-    config: Annotated[Path, typer.Option(help="destination config")] = EXAMPLES / "config.json",
+    events: Annotated[Path, typer.Option(metavar="FILE", help="events to send")] = EXAMPLES
+    / "events.jsonl",
+    config: Annotated[Path, typer.Option(metavar="FILE", help="destination config")] = EXAMPLES
+    / "config.json",
 ) -> None:
     """Start the sandbox, send the example events to it, and show what it now holds."""
     console = Console()
     try:
         cfg = load_config(config)
-        with serve_in_thread(SandboxOptions()) as url:
+        with serve_in_thread(SandboxOptions(api_key=cfg.api_key)) as url:
             console.print(f"[bold]sandbox[/bold] on {url}; sending {events} as {cfg.base_url}")
-            summary = send_events(
-                str(events),
-                cfg,
-                base_url=url,
-                ledger_path=None,
-                options=DeliveryOptions(concurrency=8),
-                out=None,
-                dry=False,
-            )
+            with open_source(str(events)) as source:
+                summary, tally = run_send(
+                    source,
+                    cfg,
+                    ledger=None,
+                    options=DeliveryOptions(concurrency=8, base_url=url),
+                    sink=None,
+                    err=stderr(),
+                    total=count_events(str(events)),
+                    retry_rejected=False,
+                )
             state = httpx.get(f"{url}/__sandbox__/state").json()
     except UsageError as problem:
         stderr().print(f"[red]error:[/red] {problem}")
@@ -329,30 +374,115 @@ def demo(
     console.print(summary_table(summary, "usercom demo"))
     for table in state_tables(state):
         console.print(table)
-    raise typer.Exit(0 if summary.all_delivered else 1)
+    for words in final_words(summary, tally, has_ledger=False):
+        stderr().print(words, highlight=False)
+    raise typer.Exit(exit_status(summary, tally))
+
+
+@app.command()
+def check(
+    config: Annotated[
+        Path, typer.Option(metavar="FILE", help="destination config JSON: apiKey, appSubdomain")
+    ],
+    base_url: Annotated[
+        str | None, typer.Option(metavar="ORIGIN", help="check another origin (e.g. the sandbox)")
+    ] = None,
+) -> None:
+    """Check the config and make one authenticated read to prove the key and the app.
+
+    Exit status: 0 ok; 2 bad config or options; 3 key refused or app unreachable.
+    """
+    err = stderr()
+    try:
+        cfg = load_config(config)
+        origin = checks.origin(base_url) if base_url is not None else None
+    except UsageError as problem:
+        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from problem
+    fault = run_loop(check_app(cfg, origin))
+    if fault is not None:
+        err.print(f"[red]error:[/red] {fault.removesuffix('; ' + RESUME)}", highlight=False)
+        raise typer.Exit(EXIT_FAULT)
+    typer.echo(f"ok: User.com app {cfg.subdomain} answered at {origin or cfg.base_url}")
+
+
+def reader_ledger(path: Path) -> Ledger:
+    try:
+        return Ledger.open_reader(path)
+    except LedgerError as error:
+        raise UsageError(str(error)) from error
 
 
 @app.command()
 def failed(
-    ledger: Annotated[Path, typer.Argument(help="the ledger of a run")],
-    out: Annotated[Path | None, typer.Option(help="where to write them (default stdout)")] = None,
+    ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger of a run")],
+    rejected: Annotated[
+        bool, typer.Option("--rejected", help="print the rejected events instead")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="where to write them (default stdout)")
+    ] = None,
 ) -> None:
-    """Export the failed events of a ledger as JSONL, ready to send again."""
-    if not ledger.exists():
-        stderr().print(f"[red]error:[/red] no ledger at {ledger}")
-        raise typer.Exit(2)
+    """Print the unfinished (failed, held, pending) events of a ledger as JSONL, in order."""
     try:
-        with open_ledger(ledger) as book, open_out(out or Path("-")) as sink:
-            for line in book.failed_lines():
-                if sink is not None:
-                    sink.write(line + "\n")
-    except (UsageError, sqlite3.Error, OSError) as problem:
-        stderr().print(f"[red]error:[/red] cannot export from {ledger}: {problem}")
-        raise typer.Exit(2) from problem
+        book = reader_ledger(ledger)
+        with contextlib.closing(book), open_binary_out(out) as sink:
+            statuses: tuple[LedgerStatus, ...] = ("rejected",) if rejected else UNFINISHED
+            for line in book.lines(statuses):
+                sink.write(line + b"\n")
+    except UsageError as problem:
+        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from problem
+    except BrokenPipeError:
+        return
+
+
+@app.command()
+def requeue(
+    ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger")],
+    keys: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="KEY...", help="keys to requeue (default: all failed and held)"),
+    ] = None,
+    rejected: Annotated[
+        bool, typer.Option("--rejected", help="requeue rejected events too")
+    ] = False,
+) -> None:
+    """Make events pending again, so the next run (or the service) tries them."""
+    try:
+        cfg_app = reader_ledger(ledger)
+        app_name = cfg_app.app
+        cfg_app.close()
+        with contextlib.closing(Ledger.open_writer(ledger, app_name)) as book:
+            changed = book.requeue(keys or None, rejected=rejected)
+    except (UsageError, LedgerError) as problem:
+        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from problem
+    typer.echo(f"{changed} events are pending again")
+
+
+@contextlib.contextmanager
+def open_binary_out(target: Path | None) -> Iterator[IO[bytes]]:
+    if target is None or str(target) == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    try:
+        handle = target.open("wb")
+    except OSError as error:
+        raise UsageError(f"cannot write {target}: {error.strerror}") from error
+    with handle:
+        yield handle
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        # The reader (`| head`) left: say nothing, and keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ class Config:
     user_attributes: Renames = ()
     user_events: tuple[EventRule, ...] = ()
     company_attributes: Renames = ()
+    # Mapping entries that were skipped, and why: worth a warning to whoever wrote them.
+    ignored: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def base_url(self) -> str:
@@ -80,28 +82,38 @@ def normalize_subdomain(raw: str) -> str | None:
     return text if _LABEL.fullmatch(text) else None
 
 
-def _renames(raw: object) -> Renames:
+def _renames(raw: object, where: str, ignored: list[str]) -> Renames:
     """`{from, to}` entries: blank `from` ignored, the last entry for a `from` wins."""
     chosen: dict[str, str] = {}
-    for entry in raw if isinstance(raw, list | tuple) else ():
+    for number, entry in enumerate(raw if isinstance(raw, list | tuple) else (), start=1):
         if not isinstance(entry, Mapping):
+            ignored.append(f"{where} entry {number} is ignored: it is not an object")
             continue
         source, target = entry.get("from"), entry.get("to")
-        if isinstance(source, str) and source.strip() and isinstance(target, str) and target:
+        if not (isinstance(source, str) and source.strip()):
+            ignored.append(f"{where} entry {number} is ignored: its 'from' is empty")
+        elif not (isinstance(target, str) and target):
+            ignored.append(f"{where} entry {number} ({source!r}) is ignored: its 'to' is empty")
+        else:
             chosen.pop(source, None)
             chosen[source] = target
     return tuple(chosen.items())
 
 
-def _event_rules(raw: object) -> tuple[EventRule, ...]:
+def _event_rules(raw: object, ignored: list[str]) -> tuple[EventRule, ...]:
     rules = []
-    for entry in raw if isinstance(raw, list | tuple) else ():
+    for number, entry in enumerate(raw if isinstance(raw, list | tuple) else (), start=1):
+        where = f"userEvents entry {number}"
         if not isinstance(entry, Mapping):
+            ignored.append(f"{where} is ignored: it is not an object")
             continue
         source, target = entry.get("rsEventName"), entry.get("userEventName")
         if isinstance(source, str) and source.strip():
             name = target if isinstance(target, str) and target.strip() else source
-            rules.append(EventRule(source, name, _renames(entry.get("eventProperties"))))
+            renames = _renames(entry.get("eventProperties"), f"{where} eventProperties", ignored)
+            rules.append(EventRule(source, name, renames))
+        else:
+            ignored.append(f"{where} is ignored: its 'rsEventName' is empty")
     return tuple(rules)
 
 
@@ -121,6 +133,14 @@ def parse_config(raw: object) -> Result[Config, PipelineError]:
     if not isinstance(raw, Mapping):
         return Failure(errors.configuration("Destination config is missing: expected an object"))
     key, sub = raw.get("apiKey"), raw.get("appSubdomain")
+    for name, value in (("apiKey", key), ("appSubdomain", sub)):
+        if value is not None and not isinstance(value, str):
+            return Failure(
+                errors.configuration(
+                    f"{name} must be a string (in quotes); got {type(value).__name__}. "
+                    "Fix the destination config."
+                )
+            )
     if not isinstance(key, str) or not key.strip():
         return Failure(
             errors.configuration(
@@ -152,12 +172,18 @@ def parse_config(raw: object) -> Result[Config, PipelineError]:
     list_error = _list_error(raw)
     if list_error is not None:
         return Failure(list_error)
+    ignored: list[str] = []
     return Success(
         Config(
             subdomain=subdomain,
             api_key=key.strip(),
-            user_attributes=_renames(raw.get("userAttributesMapping")),
-            user_events=_event_rules(raw.get("userEvents")),
-            company_attributes=_renames(raw.get("companyAttributesMapping")),
+            user_attributes=_renames(
+                raw.get("userAttributesMapping"), "userAttributesMapping", ignored
+            ),
+            user_events=_event_rules(raw.get("userEvents"), ignored),
+            company_attributes=_renames(
+                raw.get("companyAttributesMapping"), "companyAttributesMapping", ignored
+            ),
+            ignored=tuple(ignored),
         )
     )

@@ -3,7 +3,9 @@
 Events of one user run in input order in their lane; lanes run concurrently (at most
 `concurrency` at once). The reader is held back when `buffer` events are waiting, so memory
 stays flat on any input size. Only retryable failures (SPEC §10) are retried, with
-exponential backoff and jitter, never sooner than User.com's Retry-After.
+exponential backoff and jitter, never sooner than User.com's Retry-After. An event that ends
+`failed` holds the later events of its user (DELIVERY §2). A run-level fault (DELIVERY §3) or
+a stop request ends the run: no new attempt starts, and unattempted events stay `pending`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import certifi
 import httpx
@@ -37,6 +39,7 @@ from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.steps import Final
+from pipeline.delivery.faults import RunFault, probe, run_fault
 from pipeline.delivery.identity import IdentityCache
 from pipeline.delivery.incoming import Incoming
 from pipeline.delivery.outcome import Outcome, Status, Summary
@@ -55,6 +58,24 @@ class DeliveryOptions:
     backoff_max: float = 10.0
     buffer: int = 0  # events read ahead; 0 means 4 x concurrency
     base_url: str | None = None  # another origin (the sandbox); outcomes keep real URLs
+    probe: bool = True  # start with `usercom check`'s authenticated read
+
+
+@dataclass(slots=True)
+class Control:
+    """How a caller stops a run from outside (a signal handler): no new attempt starts."""
+
+    reason: str | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.stopping.set()
+
+
+class Stopped(Exception):
+    """The run is stopping: this attempt does not start."""
 
 
 def _retryable(result: Attempt) -> bool:
@@ -72,8 +93,11 @@ def _last_result(state: RetryCallState) -> Attempt:
 class _Run:
     """The mutable state of one run: cache, counters, lanes. Created per `deliver` call."""
 
-    def __init__(self, cfg: Config, options: DeliveryOptions) -> None:
+    def __init__(self, cfg: Config, options: DeliveryOptions, control: Control) -> None:
         self.cfg = cfg
+        self.control = control
+        # Lanes with a failed or held event in this run, and the key that holds them.
+        self.blocked: dict[str, str] = {}
         self.options = options
         origin = options.base_url.rstrip("/") + "/api/public" if options.base_url else None
         self.target = Target.of(cfg, origin)
@@ -96,13 +120,21 @@ class _Run:
         answer = await asend(transport, self.target, request)
         self.summary.api_calls += 1
         got = answer.status if isinstance(answer, Reply) else answer.reason
+        self.summary.calls[f"{request.name} {got}"] += 1
         log.append(f"{request.method} {request.url(self.cfg.base_url)} -> {got}")
+        fault = run_fault(request, answer, self.target)
+        if fault is not None:
+            self.summary.fault = self.summary.fault or fault
+            self.control.stop(fault)
+            raise RunFault(fault)
         self.cache.learn(request, answer)
         return answer
 
     async def attempt(
         self, transport: httpx.AsyncBaseTransport, job: Job, log: list[str]
     ) -> Attempt:
+        if self.control.reason is not None:
+            raise Stopped
         if job.company is None:
             return await self.attempt_flow(transport, job, log)
         lock = self.company_locks.setdefault(job.company, asyncio.Lock())
@@ -140,38 +172,66 @@ class _Run:
         jittered = self.options.backoff_initial * (1 + random.random())
         return min(max(jittered, after or 0.0), self.options.max_seconds)
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait before a retry, but no longer than until the run is told to stop."""
+        try:
+            await asyncio.wait_for(self.control.stopping.wait(), seconds)
+        except TimeoutError:
+            return
+
     async def deliver_one(self, transport: httpx.AsyncBaseTransport, incoming: Incoming) -> Outcome:
+        """The event's outcome; `held` when an earlier event of its user did not finish."""
+        key, position = incoming.key, incoming.position
+        if self.control.reason is not None:
+            return Outcome(key, "pending", position=position)
         match incoming.job:
             case None:
-                return Outcome(incoming.key, "rejected", 0, (), incoming.problem)
+                return Outcome(key, "rejected", 0, (), incoming.problem, position=position)
             case Failure(problem):
-                return Outcome(incoming.key, "rejected", 0, (), problem.message)
-            case Success(job):
-                return await self.deliver_job(transport, incoming.key, job)
-        return Outcome(incoming.key, "rejected", 0, (), "not understood")
+                return Outcome(key, "rejected", 0, (), problem.message, position=position)
+            case Success(Job() as job):
+                blocker = self.blocked.get(incoming.lane)
+                if blocker is not None:
+                    held = f"held: an earlier event of this user ({blocker}) did not finish"
+                    return Outcome(key, "held", 0, (), held, position=position)
+                outcome = await self.deliver_job(transport, key, position, job)
+                if outcome.status in ("failed", "pending"):
+                    self.blocked[incoming.lane] = key
+                return outcome
+        return Outcome(key, "rejected", 0, (), "not understood", position=position)
 
-    async def deliver_job(self, transport: httpx.AsyncBaseTransport, key: str, job: Job) -> Outcome:
+    async def deliver_job(
+        self, transport: httpx.AsyncBaseTransport, key: str, position: int, job: Job
+    ) -> Outcome:
         log: list[str] = []
-        result, attempts = await self.attempt(transport, job, log), 1
-        if _retryable(result) and self.options.max_attempts > 1:
-            # Most events succeed at once; tenacity takes over only when a retry is due.
-            await asyncio.sleep(self.first_wait(result))
-            retrying = AsyncRetrying(
-                stop=stop_after_attempt(self.options.max_attempts - 1)
-                | stop_after_delay(self.options.max_seconds),
-                wait=self.wait,
-                retry=retry_if_result(_retryable),
-                retry_error_callback=_last_result,
-            )
-            result = await retrying(self.attempt, transport, job, log)
-            attempts += int(retrying.statistics.get("attempt_number", 1))
+        attempts = 1
+        try:
+            result = await self.attempt(transport, job, log)
+            if _retryable(result) and self.options.max_attempts > 1:
+                # Most events succeed at once; tenacity takes over only when a retry is due.
+                await self.sleep(self.first_wait(result))
+                retrying = AsyncRetrying(
+                    stop=stop_after_attempt(self.options.max_attempts - 1)
+                    | stop_after_delay(self.options.max_seconds),
+                    wait=self.wait,
+                    sleep=self.sleep,
+                    retry=retry_if_result(_retryable),
+                    retry_error_callback=_last_result,
+                )
+                result = await retrying(self.attempt, transport, job, log)
+                attempts += int(retrying.statistics.get("attempt_number", 1))
+        except (RunFault, Stopped):
+            # Not this event's fault: it stays pending, to be tried when the run resumes.
+            return Outcome(key, "pending", attempts, tuple(log), None, position=position)
         match result:
             case Success(final):
-                return Outcome(key, "delivered", attempts, tuple(log), None, final.warnings)
+                return Outcome(
+                    key, "delivered", attempts, tuple(log), None, final.warnings, position
+                )
             case Failure(error):
                 status: Status = "failed" if error.retryable else "rejected"
-                return Outcome(key, status, attempts, tuple(log), error.message)
-        return Outcome(key, "rejected", attempts, tuple(log), "no result")
+                return Outcome(key, status, attempts, tuple(log), error.message, position=position)
+        return Outcome(key, "rejected", attempts, tuple(log), "no result", position=position)
 
 
 def _slot(tls: ssl.SSLContext) -> httpx.AsyncBaseTransport:
@@ -187,12 +247,14 @@ async def deliver(
     options: DeliveryOptions = DeliveryOptions(),
     on_outcome: Callable[[Incoming, Outcome], None] = lambda _i, _o: None,
     transport: httpx.AsyncBaseTransport | None = None,
+    control: Control | None = None,
 ) -> Summary:
     """Deliver every event; `on_outcome` hears of each as it finishes (any order across users).
 
-    `transport` replaces real HTTPS (tests pass `httpx.MockTransport`).
+    `transport` replaces real HTTPS (tests pass `httpx.MockTransport`); `control` lets the
+    caller stop the run (a signal). A run-level fault stops it too: `Summary.fault` says why.
     """
-    run = _Run(cfg, options)
+    run = _Run(cfg, options, control or Control())
     started = time.monotonic()
     lanes: dict[str, deque[Incoming]] = {}
     running: set[asyncio.Task[None]] = set()
@@ -223,7 +285,14 @@ async def deliver(
             free.put_nowait(slot)
 
     try:
+        if options.probe:
+            fault = await probe(run.target, slots[0])
+            if fault is not None:
+                run.summary.fault = fault
+                return run.summary
         for incoming in items:
+            if run.control.reason is not None:
+                break
             await room.acquire()
             if incoming.lane in lanes:
                 lanes[incoming.lane].append(incoming)

@@ -1,14 +1,22 @@
-"""Input events, read lazily from JSONL so memory stays flat however long the file is.
+"""Input events: read lazily (gzip, BOM, CRLF tolerated), keyed, normalized once at the edge.
 
-Each event is normalized and composed once, here at the edge (with delivery's write
-strategy); its lane, its company and every retry use that one Job.
+Keys (DELIVERY §4): the app plus `messageId`, else the app plus the SHA-256 of the event's
+canonical JSON (keys sorted, no insignificant whitespace, UTF-8), else (an unreadable line) of
+its raw bytes. Keys never depend on line numbers, so exporting, editing and replaying a file
+never collides with what a ledger already holds. Each event is normalized and composed once
+(with delivery's write strategy); its lane, its company and every retry use that one Job.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import IO, cast
 
 from returns.result import Result, Success
 
@@ -16,20 +24,24 @@ from pipeline.core.compose import Job, prepare_message
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.flows import DELIVERY
-from pipeline.core.types import as_text, is_present
+
+GZIP_MAGIC = b"\x1f\x8b"
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """One input event: its ledger key, its original line, and its Job or the failure.
+    """One input event: its key, position, original line and content hash, and its Job.
 
     `problem` says why a line could not be read at all; such events are rejected, never sent.
     """
 
     key: str
+    position: int
     job: Result[Job, PipelineError] | None
+    content_hash: str
+    line: bytes
     problem: str | None = None
-    line: str = ""
 
     @property
     def lane(self) -> str:
@@ -47,32 +59,103 @@ class Incoming:
         return None
 
 
-def incoming(cfg: Config, position: int, message: object, line: str = "") -> Incoming:
-    """Key: messageId, else the input position."""
+def canonical(message: object) -> bytes:
+    return json.dumps(
+        message, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+    ).encode("utf-8", errors="surrogatepass")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _message_id(message: Mapping[str, object]) -> str | None:
+    value = message.get("messageId")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
+def incoming(cfg: Config, position: int, line: bytes) -> Incoming:
+    """One line of input (without its line ending) as an Incoming event of app `cfg`."""
+    app = cfg.subdomain
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        digest = _sha256(line)
+        return Incoming(
+            f"{app}:sha256:{digest}",
+            position,
+            None,
+            digest,
+            line,
+            f"line is not UTF-8 text (byte {error.start})",
+        )
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        digest = _sha256(line)
+        return Incoming(
+            f"{app}:sha256:{digest}",
+            position,
+            None,
+            digest,
+            line,
+            f"line is not JSON: {str(error)[:200]}",
+        )
     if not isinstance(message, Mapping):
-        return Incoming(f"#{position}", None, "line is not a JSON object", line)
-    job = prepare_message(cfg, message, DELIVERY)
-    message_id = message.get("messageId")
-    key = (
-        as_text(message_id)
-        if isinstance(message_id, str | int | float) and is_present(message_id)
-        else f"#{position}"
-    )
-    return Incoming(key, job, None, line)
+        digest = _sha256(line)
+        return Incoming(
+            f"{app}:sha256:{digest}", position, None, digest, line, "line is not a JSON object"
+        )
+    try:
+        digest = _sha256(canonical(message))
+    except (ValueError, RecursionError):
+        digest = _sha256(line)
+    message_id = _message_id(message)
+    key = f"{app}:{message_id}" if message_id is not None else f"{app}:sha256:{digest}"
+    return Incoming(key, position, prepare_message(cfg, message, DELIVERY), digest, line)
 
 
-def read_jsonl(lines: Iterable[str], cfg: Config) -> Iterator[Incoming]:
-    """Blank lines are skipped; a line that is not JSON becomes an Incoming with a problem."""
-    for position, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
+def open_stream(raw: IO[bytes]) -> IO[bytes]:
+    """The stream itself, or its decompressed content when it starts with gzip's magic."""
+    if isinstance(raw, io.BufferedReader) and raw.peek(2)[:2] == GZIP_MAGIC:
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+    return raw
+
+
+class LineReader:
+    """Non-blank lines of a byte stream, without line endings and without a leading BOM.
+
+    A stream that breaks off (a truncated gzip file) ends the lines; `broken` says why.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.broken: str | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        first = True
         try:
-            message = json.loads(text)
-        except (ValueError, RecursionError) as error:
-            yield Incoming(f"#{position}", None, f"line is not JSON: {error}", text)
+            for line in open_stream(self.raw):
+                if first:
+                    first = False
+                    line = line.removeprefix(BOM)
+                stripped = line.rstrip(b"\r\n")
+                if stripped.strip():
+                    yield stripped
+        except (OSError, EOFError, zlib.error) as error:
+            self.broken = f"the input could not be read to its end ({error})"
+
+
+def read_jsonl(lines: Iterable[bytes] | Iterable[str], cfg: Config) -> Iterator[Incoming]:
+    """Incoming events of `lines` (bytes or text), positions counted from 1."""
+    position = 0
+    for line in lines:
+        data = line.encode("utf-8", errors="surrogatepass") if isinstance(line, str) else line
+        data = data.rstrip(b"\r\n")
+        if not data.strip():
             continue
-        yield incoming(cfg, position, message, text)
-
-
-__all__ = ["Incoming", "incoming", "read_jsonl"]
+        position += 1
+        yield incoming(cfg, position, data)

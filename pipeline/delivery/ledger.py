@@ -1,43 +1,223 @@
-"""The run ledger: one SQLite row per event, so a re-run skips what already finished.
+"""The ledger (DELIVERY §2, §4): one SQLite row per event key, and the queue of unfinished events.
 
-Rows are committed as each outcome arrives (WAL journal), so a run killed at any moment
-leaves a ledger that a re-run can trust: at worst an event whose write happened just before
-the kill is sent again (delivery is at least once). Delivered and rejected events are
-skipped on a re-run; failed ones (retries exhausted) are tried again, and can be exported
-as JSONL to replay elsewhere. Requests are stored as the outcomes show them: the API key is
-never in them.
+Each event is stored `pending` with its original line as it is read (`enqueue`); its outcome
+replaces the status as it arrives (`record`). The line is kept for every status, so `usercom
+failed` exports unfinished or rejected events byte for byte, in `position` order.
+
+Safety:
+
+- **One writer per ledger**: `Ledger.open_writer` takes an exclusive, non-blocking `flock` on a
+  sidecar file `<ledger>.lock` that holds the writer's pid. The kernel releases it when the
+  process dies, so a killed run never leaves a stale lock. A second writer gets `LedgerBusy`.
+- **Readers take no lock**: `Ledger.open_reader` opens the file read-only (SQLite URI
+  `mode=ro`); the WAL journal lets it read while a writer commits.
+- **A file that is not a ledger of ours is never altered**: before anything writes to it (or
+  creates the lock sidecar next to it), the file is inspected read-only: the SQLite header, then
+  a `meta` table with `kind = 'usercom-ledger'`. A WAL-mode SQLite file with no `-wal` beside it
+  is inspected with `immutable=1`, so not even SQLite's `-shm`/`-wal` sidecars appear.
+- **A new ledger is created atomically**: its schema and `meta` rows are one transaction in
+  rollback-journal mode (a crash leaves an empty file, which counts as new), then the file is
+  switched to WAL.
+- **Batching**: `enqueue` runs once per input event, so enqueues share a transaction committed
+  every `BATCH` rows and whenever `record`, `requeue`, `flush` or `close` runs. `record` commits at
+  once, together with any enqueue before it, so an outcome is never on disk without its event.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import heapq
 import json
+import os
 import sqlite3
-from collections.abc import Iterator
+import stat
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Final, Literal, cast
 
-from pipeline.delivery.outcome import Outcome
+__all__ = [
+    "FINISHED",
+    "STATUSES",
+    "UNFINISHED",
+    "Ledger",
+    "LedgerBusy",
+    "LedgerError",
+    "Row",
+    "Status",
+]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    key TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    requests TEXT NOT NULL,
-    error TEXT,
-    line TEXT
+Status = Literal["pending", "delivered", "rejected", "failed", "held"]
+STATUSES: Final[tuple[Status, ...]] = ("pending", "delivered", "rejected", "failed", "held")
+UNFINISHED: Final[tuple[Status, ...]] = ("pending", "failed", "held")
+FINISHED: Final[tuple[Status, ...]] = ("delivered", "rejected")
+
+KIND: Final = "usercom-ledger"
+VERSION: Final = "2"
+BATCH: Final = 1000  # enqueues per committed transaction
+PAGE: Final = 500  # rows per query when iterating in position order
+_KEYS_PER_STATEMENT: Final = 500
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_OLD_COLUMNS: Final = frozenset({"key", "status", "attempts", "requests", "error", "line"})
+_COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
+_COLUMNS_BY_POSITION: Final = f"position, {_COLUMNS}"
+
+_SCHEMA: Final = (
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE events (
+        key TEXT PRIMARY KEY,
+        position INTEGER NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        line BLOB NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        requests TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        warnings TEXT NOT NULL DEFAULT '[]',
+        updated REAL
+    )""",
+    "CREATE INDEX events_status_position ON events (status, position)",
 )
+
+_ENQUEUE: Final = """
+INSERT INTO events (key, position, status, hash, line, updated)
+VALUES (?, ?, 'pending', ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    position = excluded.position,
+    status = 'pending',
+    hash = excluded.hash,
+    line = excluded.line,
+    attempts = 0,
+    requests = '[]',
+    error = NULL,
+    warnings = '[]',
+    updated = excluded.updated
 """
-FINISHED = ("delivered", "rejected")
+
+
+class LedgerError(Exception):
+    """One-line, user-facing reason (exit 2): not a ledger of ours, another app's ledger,
+    folder missing, cannot open."""
+
+
+class LedgerBusy(LedgerError):
+    """Another writer holds the lock; `pid` is its process id when the lock file names it."""
+
+    def __init__(self, pid: int | None) -> None:
+        holder = f"pid {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"ledger in use by {holder}: wait for it to finish or use another --ledger"
+        )
+        self.pid = pid
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One event as the ledger holds it."""
+
+    key: str
+    position: int
+    status: Status
+    content_hash: str
+    line: bytes
+    attempts: int
+    requests: tuple[str, ...]
+    error: str | None
+    warnings: tuple[str, ...]
 
 
 class Ledger:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+    """A ledger file, opened by `open_writer` (one per file, locked) or `open_reader`."""
+
+    def __init__(self, path: Path, app: str, db: sqlite3.Connection, lock_fd: int | None) -> None:
+        """Use `open_writer` or `open_reader`."""
+        self._path = path
+        self._app = app
+        self._db = db
+        self._lock_fd = lock_fd
+        self._guard = threading.RLock()
+        self._batched = 0
+        self._next = 1
+        self._closed = False
+        if lock_fd is not None:
+            (top,) = db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
+            self._next = int(top) + 1
+
+    # -- opening and closing ------------------------------------------------------------------
+
+    @classmethod
+    def open_writer(cls, path: Path, app: str) -> Ledger:
+        """Open (or create) the ledger of `app` at `path` for writing, holding its lock.
+
+        Raises LedgerBusy when another writer holds it, LedgerError when the folder is missing,
+        the file is not a ledger of ours (it is left untouched), or belongs to another app.
+        """
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise LedgerError(f"ledger folder {path.parent} does not exist: create it first")
+        _check_app(path, _inspect(path), app)  # before the lock file appears beside it
+        lock_fd = _lock(path)
+        try:
+            db = _open_locked(path, app)
+            try:
+                return cls(path, app, db, lock_fd)
+            except BaseException:
+                db.close()
+                raise
+        except BaseException:
+            _unlock(lock_fd)
+            raise
+
+    @classmethod
+    def open_reader(cls, path: Path) -> Ledger:
+        """Open an existing ledger read-only, with no lock (works while a writer runs)."""
+        path = Path(path)
+        app = _inspect(path)
+        if app is None:
+            what = "is empty" if path.exists() else "does not exist"
+            raise LedgerError(f"no ledger at {path}: the file {what}")
+        try:
+            db = sqlite3.connect(
+                _uri(path, "mode=ro"), uri=True, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as problem:
+            raise LedgerError(f"cannot read ledger {path}: {problem}") from problem
+        return cls(path, app, db, None)
+
+    @property
+    def app(self) -> str:
+        """The app this ledger belongs to (its `meta` row)."""
+        return self._app
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def writable(self) -> bool:
+        return self._lock_fd is not None
+
+    def close(self) -> None:
+        """Commit what is batched, close the database and release the lock (idempotent)."""
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._lock_fd is not None:
+                    self._commit()
+            finally:
+                self._db.close()
+                if self._lock_fd is not None:
+                    _unlock(self._lock_fd)
+                    self._lock_fd = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -50,34 +230,383 @@ class Ledger:
     ) -> None:
         self.close()
 
-    def close(self) -> None:
-        self._db.close()
+    # -- reading --------------------------------------------------------------------------------
 
-    def finished(self, key: str) -> bool:
-        row = self._db.execute("SELECT status FROM events WHERE key = ?", (key,)).fetchone()
-        return row is not None and row[0] in FINISHED
+    def get(self, key: str) -> Row | None:
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE key = ?", (key,)
+            ).fetchone()
+        return None if found is None else _row(found)
 
-    def record(self, outcome: Outcome, line: str) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO events (key, status, attempts, requests, error, line) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                outcome.key,
-                outcome.status,
-                outcome.attempts,
-                json.dumps(list(outcome.requests)),
-                outcome.error,
-                line if outcome.status != "delivered" else None,
-            ),
-        )
+    def unfinished(self) -> Iterator[Row]:
+        """The pending, failed and held events, in position order.
+
+        Read in pages: a row changed after its page was read is yielded as it was; a row that
+        moves to the back of the queue (enqueued again) after this call is not yielded again;
+        no row is yielded twice. Safe to write to the ledger while iterating.
+        """
+        for found in self._ordered(UNFINISHED, _COLUMNS_BY_POSITION):
+            yield _row(found[1:])
+
+    def lines(self, statuses: Sequence[Status]) -> Iterator[bytes]:
+        """The original lines of the events in `statuses`, byte for byte, in position order."""
+        for _, line in self._ordered(_statuses(statuses), "position, line"):
+            yield bytes(line)
 
     def counts(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT status, COUNT(*) FROM events GROUP BY status")
-        return dict(rows)
+        """Events per status, every status present (0 when none)."""
+        with self._guard:
+            found = self._db.execute("SELECT status, count(*) FROM events GROUP BY status")
+            result: dict[str, int] = dict.fromkeys(STATUSES, 0)
+            for status, count in found:
+                result[str(status)] = int(count)
+        return result
 
-    def failed_lines(self) -> Iterator[str]:
-        """The input lines of failed events, in key order, ready to replay."""
-        rows = self._db.execute("SELECT line FROM events WHERE status = 'failed' ORDER BY key")
-        for (line,) in rows:
-            if line:
-                yield line
+    # -- writing --------------------------------------------------------------------------------
+
+    def enqueue(self, key: str, content_hash: str, line: bytes) -> int:
+        """Store an event as pending at the back of the queue; return its position.
+
+        A key already present gets the new hash and line, attempts 0, no error, no requests or
+        warnings, and a new position at the back. Batched: see `flush`.
+        """
+        with self._guard:
+            self._require_writer()
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            position = self._next
+            self._db.execute(_ENQUEUE, (key, position, content_hash, bytes(line), time.time()))
+            self._next += 1
+            self._batched += 1
+            if self._batched >= BATCH:
+                self._commit()
+            return position
+
+    def record(
+        self,
+        key: str,
+        status: Status,
+        attempts: int,
+        requests: Sequence[str],
+        error: str | None,
+        warnings: Sequence[str],
+    ) -> None:
+        """File an event's outcome and commit it (with every enqueue before it) at once.
+
+        The line and position stay. Raises KeyError for a key that was never enqueued.
+        """
+        _statuses((status,))
+        with self._guard:
+            self._require_writer()
+            changed = self._db.execute(
+                "UPDATE events SET status = ?, attempts = ?, requests = ?, error = ?, "
+                "warnings = ?, updated = ? WHERE key = ?",
+                (
+                    status,
+                    attempts,
+                    json.dumps(list(requests)),
+                    error,
+                    json.dumps(list(warnings)),
+                    time.time(),
+                    key,
+                ),
+            ).rowcount
+            self._commit()
+        if changed == 0:
+            raise KeyError(key)
+
+    def requeue(self, keys: Sequence[str] | None, *, rejected: bool) -> int:
+        """Make events pending again, in place (positions unchanged); return how many changed.
+
+        keys None: every failed and held event, and rejected ones too when `rejected`.
+        With keys: exactly those keys that are not pending, whatever their status
+        (`rejected` is then ignored); unknown keys are ignored. Attempts, requests, error and
+        warnings stay as history until the next outcome replaces them.
+        """
+        with self._guard:
+            self._require_writer()
+            self._commit()
+            now = time.time()
+            changed = 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if keys is None:
+                    chosen: tuple[Status, ...] = ("failed", "held")
+                    if rejected:
+                        chosen += ("rejected",)
+                    marks = ", ".join("?" * len(chosen))
+                    changed = self._db.execute(
+                        "UPDATE events SET status = 'pending', updated = ? "
+                        f"WHERE status IN ({marks})",
+                        (now, *chosen),
+                    ).rowcount
+                else:
+                    unique = list(dict.fromkeys(keys))
+                    for start in range(0, len(unique), _KEYS_PER_STATEMENT):
+                        chunk = unique[start : start + _KEYS_PER_STATEMENT]
+                        marks = ", ".join("?" * len(chunk))
+                        changed += self._db.execute(
+                            "UPDATE events SET status = 'pending', updated = ? "
+                            f"WHERE status != 'pending' AND key IN ({marks})",
+                            (now, *chunk),
+                        ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            return changed
+
+    def flush(self) -> None:
+        """Commit the batched enqueues."""
+        with self._guard:
+            self._require_writer()
+            self._commit()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _require_writer(self) -> None:
+        if self._lock_fd is None:
+            raise LedgerError(f"ledger {self._path} is open read-only")
+
+    def _commit(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        self._batched = 0
+
+    def _ordered(self, statuses: Sequence[Status], columns: str) -> Iterator[tuple[Any, ...]]:
+        """Rows of `statuses` (first column: position) in position order, up to the current
+        back of the queue; one index range per status, merged."""
+        with self._guard:
+            (top,) = self._db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
+        streams = [self._stream(status, columns, int(top)) for status in dict.fromkeys(statuses)]
+        last = 0
+        for found in heapq.merge(*streams, key=itemgetter(0)):
+            if found[0] > last:  # a row whose status changed meanwhile may come up twice
+                last = found[0]
+                yield found
+
+    def _stream(self, status: Status, columns: str, top: int) -> Iterator[tuple[Any, ...]]:
+        after = 0
+        while True:
+            with self._guard:
+                page = self._db.execute(
+                    f"SELECT {columns} FROM events WHERE status = ? AND position > ? "
+                    "AND position <= ? ORDER BY position LIMIT ?",
+                    (status, after, top, PAGE),
+                ).fetchall()
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = int(page[-1][0])
+
+
+def _row(found: Sequence[Any]) -> Row:
+    key, position, status, content_hash, line, attempts, requests, error, warnings = found
+    return Row(
+        key=str(key),
+        position=int(position),
+        status=cast(Status, status),
+        content_hash=str(content_hash),
+        line=bytes(line),
+        attempts=int(attempts),
+        requests=tuple(str(r) for r in json.loads(requests)),
+        error=None if error is None else str(error),
+        warnings=tuple(str(w) for w in json.loads(warnings)),
+    )
+
+
+def _statuses(statuses: Sequence[str]) -> tuple[Status, ...]:
+    unknown = [s for s in statuses if s not in STATUSES]
+    if unknown:
+        raise ValueError(f"unknown status {unknown[0]!r}: expected one of {', '.join(STATUSES)}")
+    return tuple(cast(Status, s) for s in statuses)
+
+
+def _uri(path: Path, query: str) -> str:
+    return f"{path.absolute().as_uri()}?{query}"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+
+def _check_app(path: Path, found: str | None, app: str) -> None:
+    if found is not None and found != app:
+        raise LedgerError(f"ledger {path} belongs to app {found}, not {app}: use another --ledger")
+
+
+def _inspect(path: Path) -> str | None:
+    """The app of the ledger at `path`; None when there is no file or it is empty (a new
+    ledger). Anything else raises LedgerError. Reads only: nothing is written, not even
+    SQLite's sidecar files when they are absent (a WAL file with no -wal is opened immutable).
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as problem:
+        raise LedgerError(f"cannot open ledger {path}: {problem.strerror}") from problem
+    if stat.S_ISDIR(info.st_mode):
+        raise LedgerError(f"{path} is a folder, not a ledger: use another --ledger")
+    if not stat.S_ISREG(info.st_mode):
+        raise LedgerError(f"{path} is not a regular file, not a ledger: use another --ledger")
+    if info.st_size == 0:
+        return None
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(100)
+    except OSError as problem:
+        raise LedgerError(f"cannot read ledger {path}: {problem.strerror}") from problem
+    if not header.startswith(_SQLITE_MAGIC):
+        raise LedgerError(
+            f"{path} is not a ledger (not an SQLite file): left untouched; use another --ledger"
+        )
+    wal = len(header) > 18 and header[18] == 2
+    immutable = wal and not Path(f"{path}-wal").exists()
+    query = "mode=ro&immutable=1" if immutable else "mode=ro"
+    try:
+        db = sqlite3.connect(_uri(path, query), uri=True)
+        try:
+            return _marker(db, path)
+        finally:
+            db.close()
+    except sqlite3.Error as problem:
+        raise LedgerError(f"cannot read ledger {path}: {problem}") from problem
+
+
+def _marker(db: sqlite3.Connection, path: Path) -> str:
+    """The app named by a ledger's `meta` table; LedgerError if it is not a ledger of ours."""
+    foreign = LedgerError(
+        f"{path} is not a usercom ledger (an SQLite file of something else): left untouched; "
+        "use another --ledger"
+    )
+    tables = {str(name) for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    if "meta" not in tables:
+        if "events" in tables:
+            columns = {str(c[1]) for c in db.execute("PRAGMA table_info(events)")}
+            if columns >= _OLD_COLUMNS:
+                raise LedgerError(
+                    f"{path} is a ledger of an older usercom (format 1), which cannot be "
+                    "resumed: use a new --ledger"
+                )
+        raise foreign
+    try:
+        meta = {str(n): str(v) for n, v in db.execute("SELECT name, value FROM meta")}
+    except sqlite3.Error:
+        raise foreign from None
+    if meta.get("kind") != KIND:
+        raise foreign
+    if meta.get("version") != VERSION:
+        raise LedgerError(
+            f"{path} is a usercom ledger of format {meta.get('version')}, this usercom "
+            f"reads format {VERSION}: use another --ledger"
+        )
+    app = meta.get("app")
+    if not app:
+        raise LedgerError(f"{path} is a usercom ledger with no app: use another --ledger")
+    return app
+
+
+def _open_locked(path: Path, app: str) -> sqlite3.Connection:
+    """The writer's connection, once the lock is held: the file inspected again (no other
+    writer can change it now), created when new, switched to WAL."""
+    found = _inspect(path)
+    _check_app(path, found, app)
+    try:
+        db = _connect(path)
+    except sqlite3.Error as problem:
+        raise LedgerError(f"cannot open ledger {path}: {problem}") from problem
+    try:
+        _prepare(db, path, app, new=found is None)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _prepare(db: sqlite3.Connection, path: Path, app: str, *, new: bool) -> None:
+    try:
+        if new:
+            _create(db, path, app)
+        mode = str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        db.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as problem:
+        raise LedgerError(f"cannot open ledger {path}: {problem}") from problem
+    if mode.lower() != "wal":
+        raise LedgerError(f"cannot use ledger {path}: its folder does not support WAL")
+
+
+def _create(db: sqlite3.Connection, path: Path, app: str) -> None:
+    """The schema and meta rows of a new ledger, in one transaction (rollback journal), so
+    a crash leaves an empty file, which the next writer takes as new."""
+    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise LedgerError(f"{path} changed while it was opened: use another --ledger")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA:
+            db.execute(statement)
+        db.executemany(
+            "INSERT INTO meta (name, value) VALUES (?, ?)",
+            [("kind", KIND), ("version", VERSION), ("app", app)],
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _lock(path: Path) -> int:
+    """Take the writer lock of `path` (an flock on `<path>.lock`) and write our pid in it."""
+    lock_path = Path(f"{path}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as problem:
+        raise LedgerError(f"cannot lock ledger {path}: {problem.strerror}") from problem
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as problem:
+        if problem.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            os.close(fd)
+            raise LedgerError(f"cannot lock ledger {path}: {problem.strerror}") from problem
+        try:
+            raise LedgerBusy(_holder(fd)) from None
+        finally:
+            os.close(fd)
+    try:
+        mine = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, mine, 0)  # then truncate: a reader never sees an empty file mid-write
+        os.ftruncate(fd, len(mine))
+    except OSError as problem:
+        _unlock(fd)
+        raise LedgerError(f"cannot lock ledger {path}: {problem.strerror}") from problem
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+    os.close(fd)  # releases the flock
+
+
+def _holder(fd: int) -> int | None:
+    """The pid written in a lock file by its holder. The holder writes it just after taking
+    the lock, and a stale pid of a dead holder may still be there: retry briefly."""
+    for _ in range(40):
+        first = os.pread(fd, 64, 0).split(b"\n", 1)[0].strip()
+        if first.isdigit() and int(first) > 0 and _alive(int(first)):
+            return int(first)
+        time.sleep(0.005)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,11 +1,14 @@
-"""What happened to each event, and the run's totals."""
+"""What happened to each event (DELIVERY §2), and the run's totals."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["delivered", "rejected", "failed", "planned", "skipped"]
+Status = Literal["delivered", "rejected", "failed", "held", "pending", "planned"]
+FINAL: tuple[Status, ...] = ("delivered", "rejected")
+UNFINISHED: tuple[Status, ...] = ("failed", "held", "pending")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,11 +21,13 @@ class Outcome:
     requests: tuple[str, ...] = ()
     error: str | None = None
     warnings: tuple[str, ...] = ()
+    position: int = 0
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "key": self.key,
             "status": self.status,
+            "position": self.position,
             "attempts": self.attempts,
             "requests": list(self.requests),
         }
@@ -37,20 +42,40 @@ class Outcome:
 class Summary:
     """Running totals of a delivery run (owned by one run, never shared)."""
 
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)  # finished earlier, by status
+    changed: int = 0  # finished earlier, but edited since: attempted again
     api_calls: int = 0
-    events: int = 0
+    calls: Counter[str] = field(default_factory=Counter)  # "endpoint status" -> count
+    errors: Counter[str] = field(default_factory=Counter)
+    warnings: int = 0
+    events: int = 0  # events with an outcome in this run
+    sent: int = 0  # of those, events this run made requests for
     seconds: float = 0.0
+    fault: str | None = None
+    broken_input: str | None = None
 
     def add(self, outcome: Outcome) -> None:
-        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        self.counts[outcome.status] += 1
         self.events += 1
+        self.warnings += len(outcome.warnings)
+        if outcome.attempts:
+            self.sent += 1
+        if outcome.error is not None and outcome.status in ("rejected", "failed"):
+            self.errors[outcome.error] += 1
 
     @property
     def calls_per_event(self) -> float:
-        sent = self.events - self.counts.get("skipped", 0)
-        return self.api_calls / sent if sent else 0.0
+        return self.api_calls / self.sent if self.sent else 0.0
+
+    @property
+    def unfinished(self) -> int:
+        return sum(self.counts[s] for s in UNFINISHED)
+
+    @property
+    def rejected(self) -> int:
+        return self.counts["rejected"] + self.skipped["rejected"]
 
     @property
     def all_delivered(self) -> bool:
-        return not (self.counts.get("rejected") or self.counts.get("failed"))
+        return not self.rejected and not self.unfinished

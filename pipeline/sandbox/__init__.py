@@ -2,18 +2,23 @@
 
 ``create_app(options)`` gives a Starlette app; ``serve_in_thread(options)`` serves one on a
 loopback port for tests; ``SandboxOptions`` injects latency, throttling, 5xx and dropped
-connections. ``GET /__sandbox__/state`` shows everything stored.
+connections, and ``ForcedStatus`` rules (``parse_forced("POST /events/=503x3")``) force statuses.
+``GET /__sandbox__/state`` shows everything stored. ``python -m pipeline.sandbox --help`` serves
+one standalone.
 """
 
 from pipeline.sandbox.app import create_app, sandbox_state
-from pipeline.sandbox.options import SandboxOptions
-from pipeline.sandbox.server import run, serve_in_thread
+from pipeline.sandbox.options import ForcedStatus, SandboxOptions, parse_forced
+from pipeline.sandbox.server import ListenError, run, serve_in_thread
 from pipeline.sandbox.state import SandboxState
 
 __all__ = [
+    "ForcedStatus",
+    "ListenError",
     "SandboxOptions",
     "SandboxState",
     "create_app",
+    "parse_forced",
     "run",
     "sandbox_state",
     "serve_in_thread",

@@ -101,11 +101,14 @@ class PublicApi:
         match = resolve(request.method, api_path if api_path.endswith("/") else api_path + "/")
         await self.faults.delay()
         route_name = match.route.name if match is not None and match.route is not None else None
-        early = self.faults.before_handler(route_name, (api_path, full_path))
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        here = full_path + (f"?{query}" if query else "")
+        early = self.faults.before_handler(
+            request.method, route_name, (api_path, full_path), location=here
+        )
         if early is not None:
             return early
         if not full_path.endswith("/"):
-            query = request.scope.get("query_string", b"").decode("latin-1")
             return RedirectResponse(full_path + "/" + (f"?{query}" if query else ""), 301)
         if not self._authorized(request):
             return status_response(401)

@@ -30,6 +30,7 @@ DETAILS: Mapping[int, str] = MappingProxyType(
         500: "Internal server error.",
         502: "Bad gateway.",
         503: "Service unavailable.",
+        504: "Gateway timeout.",
     }
 )
 SERVER_ERRORS = (500, 502, 503)
@@ -47,17 +48,23 @@ class DroppedConnection(Response):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
 
 
-def status_response(status: int, retry_after: int = 1) -> Response:
-    """A DRF-style ``{"detail": ...}`` answer for any status (401 and 429 with their headers).
+def status_response(status: int, retry_after: int = 1, location: str = "/") -> Response:
+    """A DRF-style ``{"detail": ...}`` answer for any status (401, 429 and 3xx with their headers).
+
+    A 3xx other than 304 carries ``Location: location``.
 
     >>> status_response(429).headers["retry-after"]
     '1'
+    >>> status_response(302, location="/api/public/events/").headers["location"]
+    '/api/public/events/'
     """
     if status in (204, 304):
         return Response(status_code=status)
     headers = {"WWW-Authenticate": "Token"} if status == 401 else {}
     if status == 429:
         headers["Retry-After"] = str(retry_after)
+    if 300 <= status <= 399:
+        headers["Location"] = location
     detail = DETAILS.get(status, f"Forced status {status}.")
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
@@ -100,30 +107,38 @@ class Faults:
     options: SandboxOptions
     rng: random.Random
     bucket: TokenBucket | None = None
+    forced_left: list[int | None] = field(default_factory=list)
+    """Requests each rule of ``options.forced`` may still force (``None``: unlimited)."""
 
     @classmethod
     def build(cls, options: SandboxOptions, rng: random.Random) -> Faults:
         """Faults for these options, with a token bucket when a rate limit is set."""
         rps = options.rate_limit_rps
         bucket = None if rps is None else TokenBucket(rate=rps, capacity=max(1.0, rps))
-        return cls(options, rng, bucket)
+        return cls(options, rng, bucket, [rule.times for rule in options.forced])
 
     async def delay(self) -> None:
         """Sleep for the configured latency."""
         if self.options.latency_ms > 0:
             await asyncio.sleep(self.options.latency_ms / 1000)
 
-    def before_handler(self, route_name: str | None, paths: tuple[str, ...]) -> Response | None:
-        """Rate limit, then forced status, then random throttle / 5xx / drop; None = go on."""
+    def before_handler(
+        self, method: str, route_name: str | None, paths: tuple[str, ...], location: str = "/"
+    ) -> Response | None:
+        """Rate limit, then forced status, then random throttle / 5xx / drop; None = go on.
+
+        ``paths`` are the request's path (API-relative first); a forced 3xx points at
+        ``location``.
+        """
         wait = self.bucket.take() if self.bucket is not None else 0.0
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             detail = f"Request was throttled. Expected available in {seconds} seconds."
             headers = {"Retry-After": str(seconds)}
             return JSONResponse({"detail": detail}, status_code=429, headers=headers)
-        forced = self.forced_status(route_name, paths)
+        forced = self.take_forced(method, route_name, paths)
         if forced is not None:
-            return status_response(forced)
+            return status_response(forced, location=location)
         if self._chance(self.options.throttle_rate):
             return status_response(429)
         if self._chance(self.options.error_rate):
@@ -135,6 +150,22 @@ class Faults:
     def lose_response(self, method: str) -> bool:
         """Whether to drop the connection after a write was performed."""
         return method != "GET" and self._chance(self.options.lost_response_rate)
+
+    def take_forced(
+        self, method: str, route_name: str | None, paths: tuple[str, ...]
+    ) -> int | None:
+        """The status forced on this request, counting it against a limited rule.
+
+        The first rule of ``options.forced`` that matches and has requests left wins; else
+        ``options.forced_status`` decides.
+        """
+        for index, rule in enumerate(self.options.forced):
+            left = self.forced_left[index]
+            if (left is None or left > 0) and rule.matches(method, route_name, paths):
+                if left is not None:
+                    self.forced_left[index] = left - 1
+                return rule.status
+        return self.forced_status(route_name, paths)
 
     def forced_status(self, route_name: str | None, paths: tuple[str, ...]) -> int | None:
         """The status forced by route name, else by the longest matching path prefix."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 
 import uvicorn
@@ -14,6 +15,8 @@ from pipeline.sandbox.app import create_app
 from pipeline.sandbox.options import SandboxOptions
 
 HOST = "127.0.0.1"
+MAX_PORT = 65535
+BACKLOG = 2048
 STARTUP_TIMEOUT_S = 10.0
 SHUTDOWN_TIMEOUT_S = 10.0
 
@@ -61,12 +64,73 @@ def _wait_until_started(server: uvicorn.Server, thread: threading.Thread) -> Non
         time.sleep(0.01)
 
 
+class ListenError(OSError):
+    """The sandbox could not listen on the address asked for (in use, not allowed, bad port)."""
+
+
+def listening_socket(host: str = HOST, port: int = 0) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening; ``ListenError`` says why not.
+
+    >>> with closing(listening_socket()) as sock:
+    ...     sock.getsockname()[1] > 0
+    True
+    """
+    if not 0 <= port <= MAX_PORT:
+        raise ListenError(f"port must be 0..{MAX_PORT} (0 picks a free one), got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: see serve_in_thread.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            message = f"port {port} on {host} is in use: pick another port, or 0 for a free one"
+        else:
+            message = f"cannot listen on {host}:{port}: {error.strerror or error}"
+        problem = ListenError(message)
+        problem.errno = error.errno
+        raise problem from error
+    return sock
+
+
 def run(
     options: SandboxOptions | None = None,
     port: int = 8000,
     *,
     host: str = HOST,
     log_level: str = "info",
+    on_listening: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve a fresh sandbox in the foreground until interrupted (Ctrl+C)."""
-    uvicorn.run(create_app(options), host=host, port=port, log_level=log_level, lifespan="off")
+    """Serve a fresh sandbox in the foreground until interrupted (Ctrl+C).
+
+    The socket is bound first (``ListenError`` when it cannot be), then ``on_listening`` gets
+    the base URL (with the real port when ``port`` is 0) once the server accepts connections.
+    On SIGINT or SIGTERM the server shuts down gracefully, then the signal is raised again
+    (uvicorn's way), so the default SIGINT handler raises ``KeyboardInterrupt`` here.
+    """
+    app = create_app(options)
+    with closing(listening_socket(host, port)) as sock:
+        bound_port = sock.getsockname()[1]
+        netloc = f"[{host}]" if ":" in host else host
+        url = f"http://{netloc}:{bound_port}"
+        config = uvicorn.Config(app, log_level=log_level, lifespan="off")
+        _AnnouncingServer(config, url, on_listening).run(sockets=[sock])
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that calls ``on_listening(url)`` once it serves its sockets."""
+
+    def __init__(
+        self, config: uvicorn.Config, url: str, on_listening: Callable[[str], None] | None
+    ) -> None:
+        super().__init__(config)
+        self._url = url
+        self._on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if not self.should_exit and self._on_listening is not None:
+            self._on_listening(self._url)

@@ -1,0 +1,223 @@
+"""Checks of `usercom send`'s options, done before anything is read or sent (DELIVERY §4).
+
+Each function returns the normalized value or raises ``UsageError`` whose message is the one
+line to print (exit 2): it names the option, the problem and the fix, and quotes what was given.
+Only the standard library is used, so the checks run without the `cli` extra.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+MAX_CONCURRENCY = 1024
+MAX_PORT = 65535
+ORIGIN_LIKE = "https://host[:port]"
+STDIO = "-"
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+class UsageError(Exception):
+    """A bad command-line value: ``str(error)`` is the one line to print before exiting 2."""
+
+
+def origin(raw: str) -> str:
+    """``--base-url``: an http(s) origin (host and optional port, no path), without a final ``/``.
+
+    >>> origin("HTTP://Sandbox:8000/"), origin("http://[::1]:8000")
+    ('http://sandbox:8000', 'http://[::1]:8000')
+    >>> origin("http://127.0.0.1:8000/api/public")
+    Traceback (most recent call last):
+    ...
+    pipeline.cli.checks.UsageError: --base-url must be an origin like https://host[:port], with no path (/api/public is added for you): got 'http://127.0.0.1:8000/api/public'
+    """  # noqa: E501
+
+    def refuse(problem: str) -> UsageError:
+        return UsageError(
+            f"--base-url must be an origin like {ORIGIN_LIKE}, {problem}: got {raw!r}"
+        )
+
+    if not raw or any(char.isspace() or not char.isprintable() for char in raw):
+        raise refuse("with no spaces or control characters")
+    scheme, separator, rest = raw.partition("://")
+    if not separator:
+        raise refuse("starting with http:// or https://")
+    scheme = scheme.lower()
+    if scheme not in ("http", "https"):
+        raise refuse("with the scheme http or https")
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    after = rest[len(netloc) :]
+    if "@" in netloc:
+        raise refuse("with no user name or password (the API key comes from the config)")
+    host, port = _host_and_port(netloc, refuse)
+    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= MAX_PORT):
+        raise refuse(f"with a port from 1 to {MAX_PORT}")
+    path = re.split(r"[?#]", after, maxsplit=1)[0]
+    if path not in ("", "/"):
+        raise refuse("with no path (/api/public is added for you)")
+    if "?" in after:
+        raise refuse("with no query")
+    if "#" in after:
+        raise refuse("with no fragment")
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _host_and_port(netloc: str, refuse: Callable[[str], UsageError]) -> tuple[str, str | None]:
+    """The (lower-cased, IPv6 bracketed) host and the port text of a ``host[:port]``."""
+    if not netloc:
+        raise refuse("with a host")
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0:
+            raise refuse("with the IPv6 address closed by ']', like http://[::1]:8000")
+        try:
+            address = ipaddress.IPv6Address(netloc[1:end])
+        except ValueError:
+            raise refuse("with a valid IPv6 address in brackets, like http://[::1]:8000") from None
+        tail = netloc[end + 1 :]
+        if tail and not tail.startswith(":"):
+            raise refuse("with only ':port' after the IPv6 address")
+        return f"[{address.compressed}]", (tail[1:] if tail else None)
+    host, colon, port = netloc.partition(":")
+    if ":" in port:
+        raise refuse("with an IPv6 address in brackets, like http://[::1]:8000")
+    if not _valid_host(host):
+        raise refuse("with a valid host name")
+    return host.lower(), (port if colon else None)
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return False
+    labels = ascii_host.removesuffix(".").split(".")
+    return 0 < len(ascii_host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
+def rate(raw: float | None) -> float | None:
+    """``--rate``: requests per second, a finite number > 0 (``None``: adaptive, no cap).
+
+    >>> rate(2.5), rate(None)
+    (2.5, None)
+    >>> rate(float("inf"))
+    Traceback (most recent call last):
+    ...
+    pipeline.cli.checks.UsageError: --rate must be a finite number of requests per second > 0, like 10: got inf
+    """  # noqa: E501
+    if raw is None:
+        return None
+    if not (math.isfinite(raw) and raw > 0):
+        raise UsageError(
+            f"--rate must be a finite number of requests per second > 0, like 10: got {raw!r}"
+        )
+    return float(raw)
+
+
+def concurrency(raw: int) -> int:
+    """``--concurrency``: users delivered at once, an integer 1..1024.
+
+    >>> concurrency(8)
+    8
+    """
+    if isinstance(raw, bool) or not 1 <= raw <= MAX_CONCURRENCY:
+        raise UsageError(
+            f"--concurrency must be an integer from 1 to {MAX_CONCURRENCY}: got {raw!r}"
+        )
+    return raw
+
+
+def out_path(out: Path | None, events: str) -> Path | None:
+    """``--out``: ``-`` (stdout), or a file that is not the input and whose folder is writable.
+
+    >>> out_path(Path("-"), "events.jsonl"), out_path(None, "-")
+    (PosixPath('-'), None)
+    """
+    if out is None or str(out) == STDIO:
+        return out
+    if out.is_dir():
+        raise UsageError(f"--out is a folder: give a file path, like {out / 'outcomes.jsonl'}")
+    if events != STDIO and _same_file(out, Path(events)):
+        raise UsageError(
+            f"--out is the input file {events!r}: writing it would destroy the events; "
+            "choose another path"
+        )
+    folder = _existing_folder("--out", out)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--out's folder is not writable: {str(folder)!r}")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise UsageError(f"--out exists and is not writable: {str(out)!r}")
+    return out
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        if one.exists() and other.exists():
+            return os.path.samefile(one, other)
+        return one.resolve() == other.resolve()
+    except OSError:
+        return False
+
+
+def ledger_path(path: Path | None) -> Path | None:
+    """``--ledger``: a file path (existing or not) whose folder exists.
+
+    >>> ledger_path(None) is None
+    True
+    """
+    if path is None:
+        return None
+    if path.is_dir():
+        raise UsageError(f"--ledger is a folder: give a file path, like {path / 'send.ledger'}")
+    _existing_folder("--ledger", path)
+    return path
+
+
+def _existing_folder(option: str, path: Path) -> Path:
+    """The folder ``path`` would be created in; ``UsageError`` when it is not a folder."""
+    folder = Path(os.path.abspath(path)).parent
+    if folder.is_dir():
+        return folder
+    if folder.exists():
+        raise UsageError(f"{option}'s folder is a file, not a folder: {str(folder)!r}")
+    raise UsageError(f"{option}'s folder does not exist: {str(folder)!r} (create it first)")
+
+
+def events_source(raw: str) -> str:
+    """EVENTS: ``-`` (stdin) or an existing, readable regular file.
+
+    >>> events_source("-")
+    '-'
+    """
+    if raw == STDIO:
+        return raw
+    path = Path(raw)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(
+            f"EVENTS file not found: {raw!r} (give a JSONL file, or - for stdin)"
+        ) from None
+    except OSError as error:
+        raise UsageError(f"EVENTS cannot be read: {raw!r}: {error.strerror or error}") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"EVENTS is a folder, not a file: {raw!r} (give a JSONL file)")
+    if not stat.S_ISREG(mode):
+        raise UsageError(
+            f"EVENTS is not a regular file: {raw!r} (for a pipe or a stream, give - and use stdin)"
+        )
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"EVENTS is not readable: {raw!r}")
+    return raw
+
+
+def port(raw: int) -> int:
+    """A TCP port to listen on: 0 (any free one) to 65535."""
+    if not 0 <= raw <= 65535:
+        raise UsageError(f"--port must be from 0 to 65535 (0 picks a free one): got {raw}")
+    return raw

@@ -1,0 +1,264 @@
+"""`usercom send`: the queue (the ledger's unfinished events, then the input), the run, the
+progress, the signals, the summary and the exit status (DELIVERY §2-§4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import IO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.core.config import Config
+from pipeline.delivery.engine import Control, DeliveryOptions, deliver
+from pipeline.delivery.incoming import Incoming, LineReader, incoming
+from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.loop import run as run_loop
+from pipeline.delivery.outcome import Outcome, Summary
+
+PROGRESS_EVERY_S = 10.0
+
+# Exit statuses (DELIVERY §4).
+EXIT_DELIVERED, EXIT_REJECTED, EXIT_USAGE, EXIT_FAULT, EXIT_UNFINISHED = 0, 1, 2, 3, 4
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the run has read and filed, for progress lines and the final words."""
+
+    read: int = 0
+    last_position: int = 0
+    unsent: list[int] = field(default_factory=list)  # positions left pending (no ledger)
+    signal: signal.Signals | None = None
+
+
+def queue(
+    source: IO[bytes],
+    cfg: Config,
+    ledger: Ledger | None,
+    summary: Summary,
+    tally: Tally,
+    retry_rejected: bool,
+) -> Iterator[Incoming]:
+    """The ledger's unfinished events in position order, then the input's new or changed ones."""
+    if ledger is not None:
+        for queued in list(ledger.unfinished()):
+            event = replace(incoming(cfg, queued.position, queued.line), key=queued.key)
+            tally.read += 1
+            yield event
+    reader = LineReader(source)
+    position = 0
+    for line in reader:
+        position += 1
+        event = incoming(cfg, position, line)
+        if ledger is not None:
+            row = ledger.get(event.key)
+            if row is not None:
+                same = row.content_hash == event.content_hash
+                if row.status in ("delivered", "rejected"):
+                    if same and not (retry_rejected and row.status == "rejected"):
+                        summary.skipped[row.status] += 1
+                        continue
+                    summary.changed += int(not same)
+                else:
+                    continue  # unfinished: queued above, or read twice in this file
+            event = replace(event, position=ledger.enqueue(event.key, event.content_hash, line))
+        tally.read += 1
+        tally.last_position = event.position
+        yield event
+    if reader.broken is not None:
+        summary.broken_input = reader.broken
+
+
+def progress_every() -> float:
+    """Seconds between progress lines when stderr is not a terminal (env override for logs)."""
+    try:
+        seconds = float(os.environ.get("USERCOM_PROGRESS_SECONDS", PROGRESS_EVERY_S))
+    except ValueError:
+        return PROGRESS_EVERY_S
+    return seconds if math.isfinite(seconds) and seconds > 0 else PROGRESS_EVERY_S
+
+
+def exit_status(summary: Summary, tally: Tally) -> int:
+    if tally.signal is not None:
+        return EXIT_SIGNAL.get(tally.signal, 130)
+    if summary.fault is not None:
+        return EXIT_FAULT
+    if summary.unfinished:
+        return EXIT_UNFINISHED
+    if summary.rejected or summary.broken_input:
+        return EXIT_REJECTED
+    return EXIT_DELIVERED
+
+
+def progress_line(summary: Summary, started: float) -> str:
+    seconds = max(time.monotonic() - started, 1e-9)
+    c = summary.counts
+    return (
+        f"usercom send: {summary.events} done ({summary.events / seconds:.0f}/s): "
+        f"delivered {c['delivered']}, rejected {c['rejected']}, failed {c['failed']}, "
+        f"held {c['held']}"
+    )
+
+
+def run_send(
+    source: IO[bytes],
+    cfg: Config,
+    *,
+    ledger: Ledger | None,
+    options: DeliveryOptions,
+    sink: IO[str] | None,
+    err: Console,
+    total: int | None,
+    retry_rejected: bool,
+) -> tuple[Summary, Tally]:
+    """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM."""
+    tally = Tally()
+    summary_box: list[Summary] = []
+    pre = Summary()
+    live = err.is_terminal
+    progress = Progress(
+        TextColumn("[bold]sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err,
+        transient=False,
+        disable=not live,
+    )
+    counts = Summary()
+
+    def on_outcome(item: Incoming, outcome: Outcome) -> None:
+        if ledger is not None and outcome.status != "planned":
+            ledger.record(
+                outcome.key,
+                outcome.status,
+                outcome.attempts,
+                outcome.requests,
+                outcome.error,
+                outcome.warnings,
+            )
+        if outcome.status == "pending":
+            tally.unsent.append(outcome.position)
+        if sink is not None:
+            sink.write(json.dumps(outcome.as_json()) + "\n")
+        counts.add(outcome)
+        progress.advance(task)
+        if outcome.status in ("rejected", "failed"):
+            progress.update(task, status=f"[red]{outcome.status}: {outcome.key}")
+
+    async def main() -> Summary:
+        control = Control()
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if tally.signal is not None:  # a second signal: leave at once
+                err.show_cursor(True)
+                sys.stderr.write("\nusercom send: stopped at once\n")
+                raise SystemExit(EXIT_SIGNAL.get(sig, 130))
+            tally.signal = sig
+            control.stop(f"interrupted ({sig.name})")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal, sig)
+
+        async def ticker() -> None:
+            while True:
+                await asyncio.sleep(progress_every())
+                err.print(progress_line(counts, started), highlight=False)
+
+        ticking = None if live else asyncio.create_task(ticker())
+        try:
+            return await deliver(
+                queue(source, cfg, ledger, pre, tally, retry_rejected),
+                cfg,
+                options,
+                on_outcome,
+                control=control,
+            )
+        finally:
+            if ticking is not None:
+                ticking.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    with progress:
+        task = progress.add_task("events", total=total, status="")
+        try:
+            summary_box.append(run_loop(main()))
+        finally:
+            if sink is not None:
+                with contextlib.suppress(OSError):
+                    sink.flush()
+            if ledger is not None:
+                ledger.flush()
+    summary = summary_box[0]
+    summary.skipped, summary.changed, summary.broken_input = (
+        pre.skipped,
+        pre.changed,
+        pre.broken_input,
+    )
+    return summary, tally
+
+
+def summary_table(summary: Summary, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for status in ("delivered", "rejected", "failed", "held", "pending", "planned"):
+        if summary.counts[status] or status in ("delivered", "rejected", "failed"):
+            table.add_row(status, str(summary.counts[status]))
+    for status, count in sorted(summary.skipped.items()):
+        table.add_row(f"skipped ({status} earlier)", str(count))
+    if summary.changed:
+        table.add_row("changed since last run (sent again)", str(summary.changed))
+    table.add_row("warnings", str(summary.warnings))
+    table.add_row("events sent this run", str(summary.sent))
+    table.add_row("API calls", str(summary.api_calls))
+    table.add_row("API calls per event sent", f"{summary.calls_per_event:.2f}")
+    for call, count in sorted(summary.calls.items()):
+        table.add_row(f"  {call}", str(count))
+    table.add_row("time", f"{summary.seconds:.2f} s")
+    if summary.seconds and summary.sent:
+        table.add_row("events sent per second", f"{summary.sent / summary.seconds:.0f}")
+    for error, count in summary.errors.most_common(3):
+        table.add_row(f"error (x{count})", error[:120])
+    return table
+
+
+def final_words(summary: Summary, tally: Tally, has_ledger: bool) -> list[str]:
+    """What the operator needs to hear after the table: why it stopped and how to resume."""
+    words: list[str] = []
+    if summary.broken_input:
+        words.append(f"warning: {summary.broken_input}")
+    if summary.fault is not None:
+        words.append(f"error: {summary.fault}")
+    if tally.signal is not None:
+        words.append(
+            "interrupted: re-run with the same --ledger to resume"
+            if has_ledger
+            else "interrupted: use --ledger next time to resume; see below what was not sent"
+        )
+    if not has_ledger and (summary.fault is not None or tally.signal is not None):
+        unsent = ", ".join(str(p) for p in sorted(tally.unsent)[:50])
+        more = "…" if len(tally.unsent) > 50 else ""
+        words.append(
+            f"not sent: positions {unsent or 'none'}{more}, and every event after position "
+            f"{tally.last_position} (not read)"
+        )
+    return words

@@ -1,0 +1,95 @@
+"""Run-level faults (DELIVERY §1, §3): answers that concern every event, not the one sent.
+
+A refused key, a wrong URL or an unreachable host stops the run; no event is filed as
+finished because of them. What counts is decided here, purely, from the request's endpoint
+and the answer; `probe` is the one authenticated read every run starts with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from pipeline.core.answers import Answer, Reply, Unreachable
+from pipeline.core.calls import Request, call
+from pipeline.core.config import Config
+from pipeline.runner import Target, asend
+
+# A custom id no real user has: the probe expects "not found" (or, rarely, a user).
+PROBE_SUBJECT = "usercom-pipeline-probe"
+RESUME = "nothing was filed as finished; re-run with the same --ledger when fixed"
+
+
+class RunFault(Exception):
+    """The run must stop: the message names the cause and the fix."""
+
+
+def _origin(target: Target) -> str:
+    return target.base_url.removesuffix("/api/public")
+
+
+def run_fault(request: Request, answer: Answer, target: Target) -> str | None:
+    """The run-level fault an answer shows, if it shows one (DELIVERY §3)."""
+    if not isinstance(answer, Reply):
+        return None
+    status = answer.status
+    if status in (401, 403):
+        return (
+            f"User.com refused the API key ({status}) at {_origin(target)}: check apiKey "
+            f"(and appSubdomain); {RESUME}"
+        )
+    if 300 <= status < 400:
+        return (
+            f"{_origin(target)} answered a redirect ({status}) to {request.method} "
+            f"{request.readable_path()}: the URL is wrong, check --base-url and appSubdomain; "
+            f"{RESUME}"
+        )
+    if status == 404 and request.endpoint.collection:
+        return (
+            f"{_origin(target)} has no {request.method} {request.readable_path()} (404), which "
+            f"every User.com app has: the URL is wrong, check --base-url and appSubdomain; "
+            f"{RESUME}"
+        )
+    return None
+
+
+def probe_fault(answer: Answer, target: Target) -> str | None:
+    """Whether the probe got an answer from User.com: a JSON object, found or not found."""
+    origin = _origin(target)
+    match answer:
+        case Unreachable(reason=reason, detail=detail):
+            return (
+                f"User.com could not be reached at {origin} ({reason}: {detail}): check "
+                f"--base-url, appSubdomain and the network; {RESUME}"
+            )
+        case Reply(status=status) if status in (401, 403) or 300 <= status < 400:
+            request = call("user_by_id", PROBE_SUBJECT)
+            return run_fault(request, answer, target)
+        case Reply(status=status, body=body) if status in (200, 404):
+            if isinstance(body, Mapping):
+                return None
+            return (
+                f"{origin} answered {status} with a body that is not User.com's JSON: check "
+                f"--base-url and appSubdomain; {RESUME}"
+            )
+        case Reply(status=status) if status == 429 or status >= 500:
+            return None  # User.com answered; throttling and outages are handled per request
+        case Reply(status=status):
+            return (
+                f"{origin} gave an answer User.com does not give ({status}): check --base-url "
+                f"and appSubdomain; {RESUME}"
+            )
+
+
+async def probe(target: Target, transport: httpx.AsyncBaseTransport) -> str | None:
+    """Make `usercom check`'s authenticated read; the fault it shows, or None."""
+    answer = await asend(transport, target, call("user_by_id", PROBE_SUBJECT))
+    return probe_fault(answer, target)
+
+
+async def check_app(cfg: Config, origin: str | None = None) -> str | None:
+    """`usercom check`: the probe over a fresh connection; the fault it shows, or None."""
+    target = Target.of(cfg, f"{origin}/api/public" if origin else None)
+    async with httpx.AsyncHTTPTransport() as transport:
+        return await probe(target, transport)

@@ -1,0 +1,370 @@
+"""DELIVERY §1-§4 through the `usercom` command, over real loopback sockets (issue 7).
+
+Each test is one of the everyday slips a new user made: a wrong key, an outage on writes,
+a replay of `usercom failed`, `--out` naming the input, two runs on one ledger, bad options,
+bytes that are not UTF-8, gzip, a BOM, and a signal in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import (
+    API_KEY,
+    CLI,
+    RAW_CONFIG,
+    REPO,
+    cli_env,
+    lines_of,
+    read_outcomes,
+    run_cli,
+    sandbox_state,
+    wait_until,
+    write_config,
+    write_lines,
+)
+
+from pipeline.sandbox import SandboxOptions, serve_in_thread
+from pipeline.sandbox.options import ForcedStatus
+
+
+def user_events(users: int, tracks: int) -> list[dict[str, Any]]:
+    """Per user: one identify, then `tracks` tracks (none with a messageId)."""
+    events: list[dict[str, Any]] = []
+    for u in range(users):
+        events.append({"type": "identify", "userId": f"u{u}", "traits": {"email": f"u{u}@x.io"}})
+        events += [
+            {"type": "track", "userId": f"u{u}", "event": "Seen", "properties": {"n": t}}
+            for t in range(tracks)
+        ]
+    return events
+
+
+def statuses(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in read_outcomes(path):
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
+def send(*args: str | Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return run_cli("send", *args, timeout=timeout)
+
+
+def test_a_wrong_key_files_nothing_and_the_fixed_rerun_delivers_everything(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(5, 3)))
+    wrong = write_config(tmp_path / "wrong.json", {**RAW_CONFIG, "apiKey": "w" * 64})
+    right = write_config(tmp_path / "right.json")
+    ledger = tmp_path / "l.db"
+    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
+        first = send(events, "--config", wrong, "--base-url", url, "--ledger", ledger)
+        assert first.returncode == 3, first.stdout + first.stderr
+        assert "refused the API key (401)" in first.stderr
+        assert "w" * 64 not in first.stdout + first.stderr
+        exported = run_cli("failed", ledger, "--rejected")
+        assert exported.stdout == ""
+        second = send(events, "--config", right, "--base-url", url, "--ledger", ledger)
+        state = sandbox_state(url)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(state["users"]) == 5
+    assert len(state["events"]) == 15
+
+
+def test_a_key_refused_mid_run_stops_it_and_leaves_the_rest_pending(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(4, 2)))
+    config = write_config(tmp_path / "c.json")
+    ledger, out = tmp_path / "l.db", tmp_path / "o.jsonl"
+    # The probe passes; the first event write is refused, as for a key revoked mid-run.
+    revoked = ForcedStatus("/events/", 401, method="POST", times=1)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(revoked,))) as url:
+        first = send(
+            events, "--config", config, "--base-url", url, "--ledger", ledger, "--out", out
+        )
+        assert first.returncode == 3, first.stdout + first.stderr
+        assert "refused the API key (401)" in first.stderr
+        assert "rejected" not in statuses(out)
+        assert "pending" in statuses(out)
+        second = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+        state = sandbox_state(url)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(state["events"]) == 8
+
+
+def test_a_failed_identify_holds_its_users_tracks_until_a_rerun_delivers_them(
+    tmp_path: Path,
+) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(3, 4)))
+    config = write_config(tmp_path / "c.json")
+    ledger, out = tmp_path / "l.db", tmp_path / "o.jsonl"
+    # Every user write fails for as long as three identifies take to exhaust their retries.
+    outage = ForcedStatus("/users/update_or_create/", 503, method="POST", times=3 * 6)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(outage,))) as url:
+        first = send(
+            events, "--config", config, "--base-url", url, "--ledger", ledger, "--out", out
+        )
+        assert sandbox_state(url)["events"] == []
+        assert first.returncode == 4, first.stdout + first.stderr
+        assert statuses(out) == {"failed": 3, "held": 12}
+        # The export is in position order: each identify before its tracks.
+        exported = [json.loads(line) for line in run_cli("failed", ledger).stdout.splitlines()]
+        kinds = [e["type"] for e in exported[:5]]
+        assert kinds == ["identify", "track", "track", "track", "track"]
+        second = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+        state = sandbox_state(url)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(state["users"]) == 3
+    assert len(state["events"]) == 12
+
+
+def test_a_replayed_export_is_not_skipped_as_already_finished(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(2, 2)))
+    config = write_config(tmp_path / "c.json")
+    ledger = tmp_path / "l.db"
+    # Each user's first track fails all 6 attempts, which holds its second track.
+    outage = ForcedStatus("/events/", 503, method="POST", times=2 * 6)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(outage,))) as url:
+        first = send(
+            events, "--config", config, "--base-url", url, "--ledger", ledger, "--concurrency", "2"
+        )
+        assert first.returncode == 4, first.stdout + first.stderr
+        replay = tmp_path / "replay.jsonl"
+        replay.write_text(run_cli("failed", ledger).stdout, encoding="utf-8")
+        assert len(replay.read_text().splitlines()) == 4
+        second = send(replay, "--config", config, "--base-url", url, "--ledger", ledger)
+        state = sandbox_state(url)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(state["events"]) == 4
+
+
+def test_out_naming_the_input_is_refused_and_the_input_is_untouched(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(1, 1)))
+    before = events.read_bytes()
+    config = write_config(tmp_path / "c.json")
+    result = send(events, "--config", config, "--out", events)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert events.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--rate", "inf"),
+        ("--rate", "0"),
+        ("--base-url", "http://[::1"),
+        ("--base-url", "garbage"),
+        ("--base-url", "http://127.0.0.1:9/api/public"),
+        ("--concurrency", "0"),
+    ],
+)
+def test_bad_options_exit_2_at_once_with_one_line(tmp_path: Path, option: str, value: str) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(1, 1)))
+    config = write_config(tmp_path / "c.json")
+    started = time.monotonic()
+    result = send(events, "--config", config, option, value, timeout=20)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert time.monotonic() - started < 15
+
+
+def test_a_second_run_on_one_ledger_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(40, 2)))
+    config = write_config(tmp_path / "c.json")
+    ledger = tmp_path / "l.db"
+    slow = SandboxOptions(api_key=API_KEY, latency_ms=50)
+    with serve_in_thread(slow) as url:
+        first = subprocess.Popen(
+            [
+                *CLI,
+                "send",
+                str(events),
+                "--config",
+                str(config),
+                "--base-url",
+                url,
+                "--ledger",
+                str(ledger),
+                "--concurrency",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+            cwd=REPO,
+        )
+        try:
+            assert wait_until(lambda: Path(f"{ledger}.lock").exists(), 20)
+            second = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+            assert second.returncode == 2, second.stdout + second.stderr
+            assert "ledger in use by pid" in second.stderr
+            # The read-only commands need no lock.
+            assert run_cli("failed", ledger).returncode == 0
+        finally:
+            first.wait(120)
+        state = sandbox_state(url)
+    assert first.returncode == 0
+    assert len(state["events"]) == 80
+
+
+def test_bad_bytes_gzip_bom_and_crlf(tmp_path: Path) -> None:
+    good = lines_of(user_events(2, 1))
+    raw = ("\ufeff" + good[0]).encode() + b"\r\n" + b'{"type": "track", "x": "\xff"}\r\n'
+    raw += "\r\n".join(good[1:]).encode() + b"\r\n"
+    plain = tmp_path / "e.jsonl"
+    plain.write_bytes(raw)
+    zipped = tmp_path / "e.data"  # any name: gzip is known by its magic bytes
+    zipped.write_bytes(gzip.compress(raw))
+    config = write_config(tmp_path / "c.json")
+    for source in (plain, zipped):
+        out = tmp_path / f"{source.name}.out"
+        with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
+            result = send(source, "--config", config, "--base-url", url, "--out", out)
+            state = sandbox_state(url)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert statuses(out) == {"delivered": 4, "rejected": 1}
+        rejected = [r for r in read_outcomes(out) if r["status"] == "rejected"]
+        assert "not UTF-8" in rejected[0]["error"]
+        assert len(state["users"]) == 2
+
+
+def test_sigterm_files_what_ran_flushes_out_and_says_how_to_resume(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(30, 3)))
+    config = write_config(tmp_path / "c.json")
+    ledger, out = tmp_path / "l.db", tmp_path / "o.jsonl"
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, latency_ms=40)) as url:
+        process = subprocess.Popen(
+            [
+                *CLI,
+                "send",
+                str(events),
+                "--config",
+                str(config),
+                "--base-url",
+                url,
+                "--ledger",
+                str(ledger),
+                "--out",
+                str(out),
+                "--concurrency",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+            cwd=REPO,
+        )
+        assert wait_until(lambda: out.exists() and out.stat().st_size > 0, 30)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+        assert process.returncode == 143, stdout + stderr
+        assert "re-run with the same --ledger to resume" in stderr
+        assert "Traceback" not in stderr
+        filed = read_outcomes(out)
+        assert any(r["status"] == "delivered" for r in filed)
+        resumed = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+        state = sandbox_state(url)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert len(state["users"]) == 30
+    assert len(state["events"]) >= 90
+
+
+def test_a_run_whose_stderr_is_not_a_terminal_prints_progress_lines(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(20, 2)))
+    config = write_config(tmp_path / "c.json")
+    env = {**cli_env(), "USERCOM_PROGRESS_SECONDS": "0.2"}
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, latency_ms=30)) as url:
+        result = subprocess.run(
+            [
+                *CLI,
+                "send",
+                str(events),
+                "--config",
+                str(config),
+                "--base-url",
+                url,
+                "--concurrency",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    progress = [line for line in result.stderr.splitlines() if line.startswith("usercom send:")]
+    assert len(progress) >= 2, result.stderr
+    assert "delivered" in progress[-1]
+
+
+def test_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    padded = [{**e, "context": {"note": "x" * 2000}} for e in user_events(30, 3)]
+    events = write_lines(tmp_path / "e.jsonl", lines_of(padded))  # more than a pipe holds
+    config = write_config(tmp_path / "c.json")
+    ledger = tmp_path / "l.db"
+    outage = ForcedStatus("/users/update_or_create/", 503, method="POST")
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(outage,))) as url:
+        first = send(
+            events,
+            "--config",
+            config,
+            "--base-url",
+            url,
+            "--ledger",
+            ledger,
+            "--concurrency",
+            "30",
+        )
+    assert first.returncode == 4, first.stdout + first.stderr
+    piped = subprocess.run(
+        f"{' '.join(CLI)} failed {ledger} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert piped.stdout.count("\n") == 1
+    assert piped.stderr == "", piped.stderr
+
+
+def test_identical_events_without_a_message_id_are_one_event_even_without_a_ledger(
+    tmp_path: Path,
+) -> None:
+    track = {"type": "track", "userId": "u0", "event": "Seen", "properties": {"n": 1}}
+    reordered = {"properties": {"n": 1}, "event": "Seen", "userId": "u0", "type": "track"}
+    lines = lines_of([user_events(1, 0)[0], track, reordered, track])
+    events = write_lines(tmp_path / "e.jsonl", lines)
+    config = write_config(tmp_path / "c.json")
+    out = tmp_path / "o.jsonl"
+    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
+        result = send(events, "--config", config, "--base-url", url, "--out", out)
+        state = sandbox_state(url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert statuses(out) == {"delivered": 2}
+    assert len(state["events"]) == 1
+
+
+def test_a_fault_without_a_ledger_names_the_positions_not_sent(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(3, 2)))
+    config = write_config(tmp_path / "c.json")
+    revoked = ForcedStatus("/events/", 403, method="POST", times=1)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(revoked,))) as url:
+        result = send(events, "--config", config, "--base-url", url, "--concurrency", "1")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "refused the API key (403)" in result.stderr
+    assert "not sent: positions 2" in result.stderr
