@@ -18,6 +18,9 @@ from pipeline.core.normalize import Event, normalize
 from pipeline.core.plan import Plan, plan
 from pipeline.core.steps import Call, Final, Step
 from pipeline.core.types import freeze, thaw
+from pipeline.delivery.faults import RunFault
+from pipeline.delivery.outcome import Outcome
+from pipeline.destination import ConfigError, Destination
 from pipeline.runner import Target, arun_flow, run_flow
 
 __all__ = [
@@ -26,14 +29,18 @@ __all__ = [
     "Answer",
     "Call",
     "Config",
+    "ConfigError",
+    "Destination",
     "Event",
     "Final",
     "Job",
     "Lookup",
+    "Outcome",
     "PipelineError",
     "Plan",
     "Reply",
     "Request",
+    "RunFault",
     "Step",
     "Strategy",
     "Target",

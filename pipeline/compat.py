@@ -7,8 +7,7 @@ runner does the calls, and these functions only shape what goes in and comes out
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -21,11 +20,11 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.steps import Final
 from pipeline.core.types import thaw
 from pipeline.runner import AsyncVia, Target, Via, arun_flow, run_flow
+from pipeline.shared_client import SHARED
 
 log = logging.getLogger("pipeline")
 
 Feature = Literal["processor", "router"]
-TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 def rest_request(cfg: Config, final: Final) -> dict[str, Any]:
@@ -64,7 +63,7 @@ def _log_warnings(final: Final) -> None:
         log.warning("usercom: %s", warning)
 
 
-def _processor_item(
+def processor_item(
     item: object, outcome: Result[tuple[Config, Final], PipelineError]
 ) -> dict[str, Any]:
     match outcome:
@@ -121,31 +120,20 @@ async def arun_item(item: object, via: AsyncVia) -> Result[tuple[Config, Final],
     return Failure(prepared.failure())
 
 
-@contextmanager
-def _via(transport: httpx.BaseTransport | None) -> Iterator[Via]:
-    """The given transport as it is (a test's MockTransport), else a real HTTPS client."""
-    if transport is not None:
-        yield transport
-        return
-    with httpx.Client(timeout=TIMEOUT) as client:
-        yield client
+def _via(transport: httpx.BaseTransport | None) -> Via:
+    """The given transport as it is (a test's MockTransport), else the shared HTTPS client."""
+    return transport if transport is not None else SHARED.sync()
 
 
-@asynccontextmanager
-async def _avia(transport: httpx.AsyncBaseTransport | None) -> AsyncIterator[AsyncVia]:
-    if transport is not None:
-        yield transport
-        return
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-        yield client
+def _avia(transport: httpx.AsyncBaseTransport | None) -> AsyncVia:
+    return transport if transport is not None else SHARED.for_loop()
 
 
 def process(
     item: Mapping[str, Any], *, transport: httpx.BaseTransport | None = None
 ) -> dict[str, Any]:
     """One processor input item -> one processor response item (lookups already done)."""
-    with _via(transport) as via:
-        return _processor_item(item, run_item(item, via))
+    return processor_item(item, run_item(item, _via(transport)))
 
 
 def process_router(
@@ -155,15 +143,14 @@ def process_router(
     batch = list(items)
     if not batch:
         return []
-    with _via(transport) as via:
-        return [_router_item(item, run_item(item, via)) for item in batch]
+    via = _via(transport)
+    return [_router_item(item, run_item(item, via)) for item in batch]
 
 
 async def aprocess(
     item: Mapping[str, Any], *, transport: httpx.AsyncBaseTransport | None = None
 ) -> dict[str, Any]:
-    async with _avia(transport) as via:
-        return _processor_item(item, await arun_item(item, via))
+    return processor_item(item, await arun_item(item, _avia(transport)))
 
 
 async def aprocess_router(
@@ -172,5 +159,5 @@ async def aprocess_router(
     batch = list(items)
     if not batch:
         return []
-    async with _avia(transport) as via:
-        return [_router_item(item, await arun_item(item, via)) for item in batch]
+    via = _avia(transport)
+    return [_router_item(item, await arun_item(item, via)) for item in batch]

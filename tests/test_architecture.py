@@ -21,7 +21,9 @@ PACKAGE = Path(pipeline.__file__).resolve().parent
 # Extend this list deliberately: everything else must stay pure (DESIGN §1).
 EFFECT_MODULES: tuple[str, ...] = (
     "runner.py",  # the effect runner: the only place that sends requests
-    "compat.py",  # builds httpx clients and hands them to the runner
+    "compat.py",  # hands the shared client or a transport to the runner
+    "destination.py",  # owns one pooled client per Destination
+    "shared_client.py",  # the one shared client of the module-level API
     "cli/*",  # the `usercom` command
     "delivery/*",  # the delivery engine (retries, rate limits, clocks)
     "testing/*",  # test helpers

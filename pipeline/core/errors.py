@@ -16,6 +16,7 @@ status User.com answered, and the constructor refuses any other.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -96,6 +97,11 @@ class PipelineError:
     @property
     def retryable(self) -> bool:
         return self.kind in ("throttled", "retryable")
+
+    def _repr_html_(self) -> str:
+        """How a notebook shows it: kind, status and message (keys never reach messages)."""
+        text = f"{self.kind} ({self.status}): {self.message}"
+        return f"<pre>PipelineError {html.escape(text)}</pre>"
 
     def stat_tags(self) -> dict[str, str]:
         tags = {"errorCategory": self.category, "errorType": self.error_type}

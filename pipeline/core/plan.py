@@ -13,6 +13,7 @@ identify -> https://acme.user.com/api/public
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -22,7 +23,7 @@ from returns.result import Failure, Result, Success
 
 from pipeline.core.answers import Reply
 from pipeline.core.calls import Request
-from pipeline.core.compose import prepare
+from pipeline.core.compose import Job, prepare
 from pipeline.core.errors import PipelineError
 from pipeline.core.flows import REFERENCE, Strategy
 from pipeline.core.steps import Call, Expect, Final, Step
@@ -61,6 +62,10 @@ class Plan:
     def __repr__(self) -> str:
         return f"<Plan\n{self}\n>"
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows it: the same tree, as preformatted text."""
+        return f"<pre>{html.escape(str(self))}</pre>"
+
 
 def _show(request: Request) -> str:
     body = "" if request.body is None else f" {thaw(request.body)}"
@@ -85,11 +90,15 @@ def _describe(step: Result[Step, PipelineError], depth: int) -> list[str]:
     return []
 
 
-def plan(item: Mapping[str, Any], strategy: Strategy = REFERENCE) -> Plan | PipelineError:
-    """The plan of a processor input item, or the error it fails with before any request."""
-    prepared = prepare(item, strategy)
+def plan_of(prepared: Result[Job, PipelineError]) -> Plan | PipelineError:
+    """The plan of a prepared Job, or the error it fails with before any request."""
     match prepared:
-        case Success(job):
+        case Success(Job() as job):
             lines = tuple(_describe(Success(job.step), 1))
             return Plan(job.event.type, job.config.base_url, lines)
     return prepared.failure()
+
+
+def plan(item: Mapping[str, Any], strategy: Strategy = REFERENCE) -> Plan | PipelineError:
+    """The plan of a processor input item, or the error it fails with before any request."""
+    return plan_of(prepare(item, strategy))

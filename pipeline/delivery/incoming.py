@@ -60,8 +60,15 @@ class Incoming:
 
 
 def canonical(message: object) -> bytes:
+    """Sorted keys, no insignificant whitespace, UTF-8. Values JSON lacks (a framework's
+    datetime) are written as their text, as a JSON encoder of that framework would."""
     return json.dumps(
-        message, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+        message,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=True,
+        default=str,
     ).encode("utf-8", errors="surrogatepass")
 
 

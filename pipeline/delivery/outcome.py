@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,6 +37,14 @@ class Outcome:
         if self.warnings:
             data["warnings"] = list(self.warnings)
         return data
+
+    def _repr_html_(self) -> str:
+        """How a notebook shows it (requests are logged with the key masked, never in full)."""
+        rows = "".join(
+            f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
+            for name, value in self.as_json().items()
+        )
+        return f"<table><caption>Outcome</caption>{rows}</table>"
 
 
 @dataclass(slots=True)

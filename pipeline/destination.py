@@ -1,0 +1,254 @@
+"""`Destination`: one parsed config and one connection pool, for frameworks and notebooks.
+
+>>> import httpx
+>>> fake = httpx.MockTransport(lambda request: httpx.Response(404, json={"detail": "Not found."}))
+>>> with Destination({"apiKey": "k" * 64, "appSubdomain": "acme"}, transport=fake) as dest:
+...     dest.process({"type": "identify", "userId": "u1"})["output"]["endpoint"]
+'https://acme.user.com/api/public/users/'
+>>> Destination({"apiKey": "k" * 64, "appSubdomain": "a.b"})
+Traceback (most recent call last):
+...
+pipeline.destination.ConfigError: App Subdomain 'a.b' is not a valid User.com subdomain: \
+use the single name before .user.com (letters, digits, hyphens)
+
+Thread safety: `process`, `plan` and `deliver` may be called from many threads at once (a
+`concurrent.futures` pool, a Spark or Ray worker's threads): the config is frozen, the shared
+httpx client is thread-safe, and each call keeps its own state. `aprocess` / `adeliver` use
+one `AsyncClient`, built on first use: call them from one event loop.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections.abc import Mapping
+from typing import Any, Self
+
+import httpx
+from returns.result import Failure, Result, Success
+
+from pipeline.compat import processor_item
+from pipeline.core.answers import Answer, Reply, Unreachable, answer_error
+from pipeline.core.calls import Request
+from pipeline.core.compose import Job, prepare_message
+from pipeline.core.config import Config, mask, parse_config
+from pipeline.core.errors import PipelineError
+from pipeline.core.flows import DELIVERY, REFERENCE
+from pipeline.core.plan import Plan, plan_of
+from pipeline.core.steps import Final
+from pipeline.delivery.faults import RunFault, run_fault
+from pipeline.delivery.incoming import canonical, incoming
+from pipeline.delivery.outcome import Outcome, Status
+from pipeline.runner import AsyncVia, Finished, Target, Via, adrive, asend, drive, scrub, send
+from pipeline.shared_client import LIMITS, TIMEOUT
+
+Message = Mapping[str, Any]
+
+
+class ConfigError(ValueError):
+    """The destination config cannot be used; `error` is the SPEC §10 configuration error."""
+
+    def __init__(self, error: PipelineError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _parse(config: Mapping[str, Any]) -> Config:
+    raw = config.get("Config", config) if isinstance(config, Mapping) else config
+    match parse_config(raw):
+        case Success(Config() as cfg):
+            return cfg
+        case Failure(PipelineError() as error):
+            raise ConfigError(error)
+    raise ConfigError(parse_config(None).failure())
+
+
+def _unreachable_fault(answer: Answer, target: Target) -> str | None:
+    if isinstance(answer, Unreachable):
+        origin = target.base_url.removesuffix("/api/public")
+        return f"User.com could not be reached at {origin} ({answer.reason}: {answer.detail})"
+    return None
+
+
+class Destination:
+    """A User.com destination: `process` / `aprocess` (SPEC §11 responses), `plan` (pure),
+    `deliver` / `adeliver` (send the final request too: a delivery Outcome)."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        base_url: str | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        client: httpx.Client | httpx.AsyncClient | None = None,
+    ) -> None:
+        self.config = _parse(config)
+        origin = base_url.rstrip("/") + "/api/public" if base_url else None
+        self._target = Target.of(self.config, origin)
+        self._transport = transport
+        self._client = client
+        self._lock = threading.Lock()
+        self._sync: httpx.Client | None = None  # ours, built on first use
+        self._async: httpx.AsyncClient | None = None
+
+    # --- where requests go ----------------------------------------------------------------
+
+    def _via(self) -> Via:
+        if isinstance(self._client, httpx.Client):
+            return self._client
+        if isinstance(self._transport, httpx.BaseTransport):
+            return self._transport
+        with self._lock:
+            if self._sync is None:
+                self._sync = httpx.Client(timeout=TIMEOUT, limits=LIMITS)
+            return self._sync
+
+    def _avia(self) -> AsyncVia:
+        if isinstance(self._client, httpx.AsyncClient):
+            return self._client
+        if isinstance(self._transport, httpx.AsyncBaseTransport):
+            return self._transport
+        with self._lock:
+            if self._async is None:
+                self._async = httpx.AsyncClient(timeout=TIMEOUT, limits=LIMITS)
+            return self._async
+
+    # --- the pure part ----------------------------------------------------------------------
+
+    def _job(self, message: Message, *, delivery: bool = False) -> Result[Job, PipelineError]:
+        return prepare_message(self.config, message, DELIVERY if delivery else REFERENCE)
+
+    def plan(self, message: Message) -> Plan | PipelineError:
+        """What the message will do, with no network at all."""
+        return plan_of(self._job(message))
+
+    # --- the drop-in response ---------------------------------------------------------------
+
+    def _finish(self, finished: Finished) -> Result[tuple[Config, Any], PipelineError]:
+        return finished.map(lambda final: (self.config, final)).alt(
+            lambda error: scrub(error, self._target)
+        )
+
+    def process(self, message: Message) -> dict[str, Any]:
+        """The SPEC §11 processor response for one message: lookups done, final request out."""
+        via = self._via()
+        finished = self._job(message).bind(
+            lambda job: drive(Success(job.step), lambda r: send(via, self._target, r))
+        )
+        return processor_item({}, self._finish(finished))
+
+    async def aprocess(self, message: Message) -> dict[str, Any]:
+        via = self._avia()
+
+        async def ask(request: Request) -> Answer:
+            return await asend(via, self._target, request)
+
+        match self._job(message):
+            case Success(Job() as job):
+                finished = await adrive(Success(job.step), ask)
+            case Failure(error):
+                finished = Failure(error)
+        return processor_item({}, self._finish(finished))
+
+    # --- delivery -------------------------------------------------------------------------
+
+    def _checked(self, request: Request, answer: Answer, log: list[str]) -> Answer:
+        got = answer.status if isinstance(answer, Reply) else answer.reason
+        log.append(f"{request.method} {request.url(self.config.base_url)} -> {got}")
+        fault = run_fault(request, answer, self._target) or _unreachable_fault(answer, self._target)
+        if fault is not None:
+            raise RunFault(fault)
+        return answer
+
+    def _failed(
+        self, key: str, error: PipelineError, log: list[str], warnings: tuple[str, ...] = ()
+    ) -> Outcome:
+        error = scrub(error, self._target)
+        status: Status = "failed" if error.retryable else "rejected"
+        return Outcome(key, status, 1, tuple(log), error.message, warnings)
+
+    def _answered(self, key: str, final: Final, answer: Answer, log: list[str]) -> Outcome:
+        if isinstance(answer, Reply) and 200 <= answer.status < 300:
+            return Outcome(key, "delivered", 1, tuple(log), None, final.warnings)
+        error = answer_error(answer, "delivering the event")
+        return self._failed(key, error, log, final.warnings)
+
+    def deliver(self, message: Message) -> Outcome:
+        """Deliver one message (one attempt, with delivery's fewer calls): its Outcome.
+
+        A fault of the run, not of this message (the key refused, no answer, a wrong URL),
+        raises `RunFault` instead: no outcome would describe this event truthfully.
+        """
+        event = incoming(self.config, 0, canonical(message))
+        via = self._via()
+        log: list[str] = []
+
+        def ask(request: Request) -> Answer:
+            return self._checked(request, send(via, self._target, request), log)
+
+        match event.job:
+            case Success(Job() as job):
+                match drive(Success(job.step), ask):
+                    case Success(Final() as final):
+                        return self._answered(event.key, final, ask(final.request), log)
+                    case Failure(PipelineError() as error):
+                        return self._failed(event.key, error, log)
+            case Failure(PipelineError() as error):
+                return Outcome(event.key, "rejected", 0, (), error.message)
+        return Outcome(event.key, "rejected", 0, (), event.problem)
+
+    async def adeliver(self, message: Message) -> Outcome:
+        event = incoming(self.config, 0, canonical(message))
+        via = self._avia()
+        log: list[str] = []
+
+        async def ask(request: Request) -> Answer:
+            return self._checked(request, await asend(via, self._target, request), log)
+
+        match event.job:
+            case Success(Job() as job):
+                match await adrive(Success(job.step), ask):
+                    case Success(Final() as final):
+                        return self._answered(event.key, final, await ask(final.request), log)
+                    case Failure(PipelineError() as error):
+                        return self._failed(event.key, error, log)
+            case Failure(PipelineError() as error):
+                return Outcome(event.key, "rejected", 0, (), error.message)
+        return Outcome(event.key, "rejected", 0, (), event.problem)
+
+    # --- lifetime and looks -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the client this Destination built (never one the caller passed)."""
+        with self._lock:
+            if self._sync is not None:
+                self._sync.close()
+                self._sync = None
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._async is not None:
+            await self._async.aclose()
+            self._async = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        sent_to = self._target.base_url
+        return (
+            f"Destination(subdomain={self.config.subdomain!r}, "
+            f"api_key={mask(self.config.api_key)!r}, sends_to={sent_to!r})"
+        )
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(repr(self))}</pre>"
