@@ -11,8 +11,9 @@ answer (SPEC §4, §10).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 import httpx
 from returns.result import Failure, Result, Success
@@ -103,15 +104,44 @@ def _retry_after(response: httpx.Response) -> float | None:
 SECRET_MIN = 8
 
 
-def to_answer(response: httpx.Response, secret: str = "") -> Reply:
-    """The answer as the flow sees it; `secret` (the key) is blanked wherever it was echoed."""
-    content = response.content
-    if len(secret) >= SECRET_MIN and secret.encode() in content:
-        content = content.replace(secret.encode(), b"<apiKey>")
+def blank(value: JSON, secret: str) -> JSON:
+    """`value` with `secret` replaced wherever it occurs in a string (keys included).
+
+    Blanking the decoded strings, not the raw bytes, catches every way JSON can escape a key
+    (`\\"`, `\\/`, `\\u0041`), and leaves the rest of what User.com said readable.
+    """
+    if isinstance(value, str):
+        return value.replace(secret, MASKED) if secret in value else value
+    if isinstance(value, Mapping):
+        return MappingProxyType({blank(k, secret): blank(v, secret) for k, v in value.items()})  # type: ignore[misc]
+    if isinstance(value, tuple):
+        return tuple(blank(item, secret) for item in value)
+    return value
+
+
+MASKED = "<apiKey>"
+
+
+def _decoded(content: bytes) -> JSON:
     try:
-        body: JSON = freeze(json.loads(content)) if content else None
+        return freeze(json.loads(content)) if content else None
     except (ValueError, RecursionError):
-        body = None
+        return None
+
+
+def to_answer(response: httpx.Response, secret: str = "") -> Reply:
+    """The answer as the flow sees it; `secret` (the key) is blanked wherever it was echoed:
+    as raw bytes (when the body still reads as JSON without them) and in every decoded
+    string, so no escaping, in the answer or in a message built from it, lets it through."""
+    content = response.content
+    body = _decoded(content)
+    if len(secret) >= SECRET_MIN:
+        raw = secret.encode(errors="surrogatepass")
+        if raw in content:
+            masked = _decoded(content.replace(raw, MASKED.encode()))
+            body = masked if masked is not None else body
+        if body is not None:
+            body = blank(body, secret)
     return Reply(response.status_code, body, _retry_after(response))
 
 

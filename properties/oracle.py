@@ -176,3 +176,25 @@ def read_object(message: Any, paths: tuple[str, ...]) -> dict[str, Any]:
         if isinstance(value, dict):
             return value
     return {}
+
+
+def overlay(traits: dict[str, Any], entries: Any, standard_keys: Any) -> dict[str, Any]:
+    """SPEC §5.2 step 2 (and §6, §8.2): what the overlay writes, name by name.
+
+    Each effective `{from, to}` entry, in list order, whose `from` is present writes it under
+    `to`, a later entry winning; then every trait that is neither a mapped `from` nor a
+    standard source key is written under its own name, over whatever was mapped there. Both
+    override the standard fields of the same name; a null written here is then dropped.
+    """
+    layer: dict[str, Any] = {}
+    used: set[str] = set()
+    for source, target in effective_renames(entries):
+        if source in traits and present(traits[source]):
+            layer[target] = traits[source]
+            used.add(source)
+    layer.update(
+        (name, value)
+        for name, value in traits.items()
+        if name not in used and name not in standard_keys
+    )
+    return layer

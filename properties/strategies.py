@@ -506,3 +506,153 @@ unruly_numbers: st.SearchStrategy[str] = st.one_of(
     st.integers(min_value=4290, max_value=4400).map(lambda n: "7" * n),
 )
 """Digit strings past float range or Python's int-parsing limit: still JSON strings."""
+
+
+# --- colliding names (SPEC §5.2, §6, §8.2) -----------------------------------------------------
+
+# The User.com fields the standard tables fill (SPEC §5.1, §8.1): a mapping may target them, and
+# a custom trait of the same name (when it is not a standard source key) overrides them.
+IDENTIFY_FIELDS = (
+    "custom_id email phone_number first_name last_name tags city region country gender status "
+    "google_url linkedin_url twitter_url facebook_url gravatar_url timezone"
+).split()
+COMPANY_FIELDS = (
+    "user_custom_id custom_id name email address city region country description "
+    "phone_numbers postal_code size tags"
+).split()
+# Custom traits that mappings read, and custom attribute names they write.
+COLLIDING_SOURCES = ("plan", "tier", "vip", "nickname", "sex", "score")
+COLLIDING_TARGETS = ("plan_name", "age", "score", "tier", "firstName", "phone")
+
+
+@st.composite
+def colliding_traits(
+    draw: st.DrawFn, fields: list[str], source_keys: list[str]
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Traits and a mapping list whose names collide on purpose: mapped `to`s equal to standard
+    fields, to each other, and to the names of traits that are copied as they are; several
+    entries for one `from`; `from`s that are absent or not present ("", null)."""
+    traits: dict[str, Any] = {
+        key: draw(_value_for(key))
+        for key in draw(st.lists(st.sampled_from(source_keys), max_size=6, unique=True))
+    }
+    for name in draw(st.lists(st.sampled_from(COLLIDING_SOURCES), min_size=1, unique=True)):
+        traits[name] = draw(trait_values)
+    targets = st.sampled_from((*fields, *COLLIDING_TARGETS, *COLLIDING_SOURCES))
+    # The first entry maps a present custom trait onto a standard field.
+    first = draw(st.sampled_from(COLLIDING_SOURCES))
+    traits[first] = draw(st.one_of(st.text(min_size=1, max_size=6), st.integers(), st.just(0)))
+    mappings = [{"from": first, "to": draw(st.sampled_from(fields))}]
+    mappings += draw(
+        st.lists(
+            st.fixed_dictionaries({"from": st.sampled_from((*traits, "not_sent")), "to": targets}),
+            max_size=7,
+        )
+    )
+    mappings = draw(st.permutations(mappings))
+    # Traits named like some entries' `to` (they are copied as they are, unless a standard
+    # source key, and then override what was mapped there) ...
+    for entry in draw(st.lists(st.sampled_from(mappings), max_size=3)):
+        traits[entry["to"]] = draw(trait_values)
+    # ... and like standard fields that are not source keys (custom_id, phone_number, …).
+    others = [name for name in fields if name not in source_keys]
+    for name in draw(st.lists(st.sampled_from(others), max_size=2, unique=True)):
+        traits[name] = draw(trait_values)
+    return traits, mappings
+
+
+def _split_traits(draw: st.DrawFn, traits: dict[str, Any], message: dict[str, Any]) -> None:
+    """Each trait in `traits`, `context.traits`, or both (then with another value)."""
+    top: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+    for key, value in traits.items():
+        where = draw(st.sampled_from(["traits", "context", "both"]))
+        if where in ("traits", "both"):
+            top[key] = value if where == "traits" else draw(trait_values)
+        if where in ("context", "both"):
+            context[key] = value
+    empty_traits: bool = draw(st.booleans())
+    if top or empty_traits:
+        message["traits"] = top
+    if context:
+        message["context"] = {"traits": context}
+
+
+def _config_with(draw: st.DrawFn, **lists: Any) -> dict[str, Any]:
+    config = draw(configs())
+    config.update(lists)
+    return config
+
+
+@st.composite
+def colliding_identify_items(draw: st.DrawFn) -> dict[str, Any]:
+    """An identify by userId whose traits and userAttributesMapping collide (SPEC §5.2)."""
+    traits, mappings = draw(colliding_traits(IDENTIFY_FIELDS, IDENTIFY_SOURCE_KEYS))
+    message: dict[str, Any] = {"type": "identify", "userId": draw(segment_safe_user_ids)}
+    _split_traits(draw, traits, message)
+    config = _config_with(draw, userAttributesMapping=mappings)
+    return draw(items(message=st.just(message), config=st.just(config)))
+
+
+@st.composite
+def colliding_group_items(draw: st.DrawFn) -> dict[str, Any]:
+    """A group whose traits and companyAttributesMapping collide (SPEC §8.2)."""
+    traits, mappings = draw(colliding_traits(COMPANY_FIELDS, COMPANY_SOURCE_KEYS))
+    traits["name"] = draw(st.text(min_size=1, max_size=10))
+    message: dict[str, Any] = {
+        "type": "group",
+        "userId": draw(segment_safe_user_ids),
+        "groupId": draw(segment_safe_identifiers),
+    }
+    if draw(st.booleans()):
+        message["traits"] = traits
+    else:  # the company name comes from there too (SPEC §12.17)
+        message["context"] = {"traits": traits}
+    config = _config_with(draw, companyAttributesMapping=mappings)
+    return draw(items(message=st.just(message), config=st.just(config)))
+
+
+def _near_misses(name: str) -> list[str]:
+    """Event names that are not `name` (SPEC §1: matched exactly, case-sensitive)."""
+    return [n for n in (name.lower(), name.upper(), f" {name}", f"{name} ") if n != name]
+
+
+@st.composite
+def track_items_with_rules(draw: st.DrawFn) -> tuple[dict[str, Any], int]:
+    """A track, and userEvents with 0, 1, 2 or 3 rules for its event (plus rules for other
+    names, near misses included) whose property renames collide: a `to` that is another
+    property's name, two entries for one `from`, two `from`s to one `to`; and how many match."""
+    event = draw(st.sampled_from(EVENT_NAMES))
+    matching = draw(st.sampled_from([0, 1, 1, 2, 3]))
+    message: dict[str, Any] = {
+        "type": "track",
+        "userId": draw(segment_safe_user_ids),
+        "event": event,
+        "timestamp": "2024-05-01T10:00:00Z",
+    }
+    names: tuple[str, ...] = (*PROPERTY_KEYS, "value")
+    if draw(st.integers(0, 4)) > 0:
+        properties = draw(st.dictionaries(st.sampled_from(names), trait_values, max_size=6))
+        message["properties"] = properties
+        names = (*properties, *properties, "value", "not_sent")  # mostly the event's own
+    renames = st.lists(
+        st.fixed_dictionaries({"from": st.sampled_from(names), "to": st.sampled_from(names)}),
+        max_size=6,
+    )
+
+    def rules(event_names: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries(
+            {
+                "rsEventName": event_names,
+                "userEventName": st.text(
+                    string.ascii_letters + "_ ", min_size=1, max_size=8
+                ).filter(str.strip),
+                "eventProperties": renames,
+            }
+        )
+
+    others = [n for n in (*EVENT_NAMES, *_near_misses(event)) if n != event]
+    chosen = draw(st.lists(rules(st.just(event)), min_size=matching, max_size=matching))
+    chosen += draw(st.lists(rules(st.sampled_from(others)), max_size=3))
+    config = _config_with(draw, userEvents=draw(st.permutations(chosen)))
+    return draw(items(message=st.just(message), config=st.just(config))), matching

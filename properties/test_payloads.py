@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import pipeline
@@ -13,12 +14,15 @@ from properties.strategies import (
     COMPANY_SOURCE_KEYS,
     IDENTIFY_SOURCE_KEYS,
     TRAIT_KEYS,
+    colliding_group_items,
+    colliding_identify_items,
     configs,
     events,
     items,
     mapping_lists,
     segment_safe_identifiers,
     segment_safe_user_ids,
+    track_items_with_rules,
     trait_objects,
 )
 
@@ -234,3 +238,121 @@ def test_track_data_follows_the_event_rules(item: dict[str, Any]) -> None:
             assert body["data"][target] == properties[source], (source, target)
     for key, value in remaining.items():
         assert body["data"][key] == value, key
+
+
+# --- colliding names: the precedence rules themselves ------------------------------------------
+
+
+def _assert_overlay_wins(body: dict[str, Any], layer: dict[str, Any]) -> None:
+    """Every name the overlay wrote holds what it wrote there, whatever the standard table
+    put under that name; a null written there leaves the name out (SPEC §5.2 step 3)."""
+    for name, value in layer.items():
+        if value is None:
+            assert name not in body, (name, body)
+        else:
+            assert name in body, (name, body)
+            assert body[name] == value, name
+
+
+_COLLIDING_IDENTIFY = {
+    "message": {
+        "type": "identify",
+        "userId": "u-1",
+        "traits": {
+            "email": "std@x.io",
+            "firstName": "Ada",
+            "gender": "female",
+            "plan": "pro",
+            "nickname": "Ace",
+            "sex": "f",
+            "tier": "gold",
+            "vip": True,
+            "phone_number": "+48 1",
+            "plan_name": "trait wins",
+        },
+        "context": {"traits": {"custom_id": None}},
+    },
+    "destination": {
+        "Config": {
+            "apiKey": "k" * 64,
+            "appSubdomain": "acme",
+            "userAttributesMapping": [
+                {"from": "plan", "to": "email"},  # mapped over standard fields
+                {"from": "nickname", "to": "first_name"},
+                {"from": "sex", "to": "gender"},  # the raw value, not its code
+                {"from": "tier", "to": "age"},  # superseded: `tier` is listed again below
+                {"from": "vip", "to": "score"},
+                {"from": "tier", "to": "score"},  # the later entry to `score` wins
+                {"from": "firstName", "to": "plan_name"},  # the trait `plan_name` beats it
+                {"from": "not_sent", "to": "phone_number"},  # absent: the trait stays
+            ],
+        }
+    },
+}
+
+
+@example(_COLLIDING_IDENTIFY, True)
+@given(colliding_identify_items(), st.booleans())
+def test_identify_overlay_precedence_on_colliding_names(item: dict[str, Any], found: bool) -> None:
+    """SPEC §5.2: mapped traits override standard fields of the same name (`email`,
+    `first_name`, `gender`…); remaining traits override both (`custom_id`, `phone_number`, a
+    trait named like a mapping's `to`); among mappings to one `to`, the later entry wins."""
+    body = _run(item, fakes.user_com(user_found=found))
+    message, config = item["message"], item["destination"]["Config"]
+    layer = oracle.overlay(
+        oracle.merged_traits(message), config["userAttributesMapping"], IDENTIFY_SOURCE_KEYS
+    )
+    _assert_overlay_wins(body, layer)
+    if item is _COLLIDING_IDENTIFY:  # the example, spelled out
+        assert body == {
+            "email": "pro",
+            "first_name": "Ace",
+            "gender": "f",
+            "score": "gold",
+            "plan_name": "trait wins",
+            "phone_number": "+48 1",
+            # `custom_id` (from userId) overridden by a null trait, then dropped (step 3).
+        }
+
+
+@given(colliding_group_items(), st.booleans())
+def test_company_overlay_precedence_on_colliding_names(
+    item: dict[str, Any], company_found: bool
+) -> None:
+    """SPEC §8.2: the same layering for the company payload (`name`, `custom_id`, `email`…)."""
+    recorder = fakes.user_com(company_found=company_found)
+    _run(item, recorder)
+    [write] = [r for r in recorder.requests if r.url.path.startswith("/api/public/companies/")]
+    company = json.loads(write.content)
+    message, config = item["message"], item["destination"]["Config"]
+    group_traits = oracle.read_object(message, ("traits", "context.traits"))
+    layer = oracle.overlay(group_traits, config["companyAttributesMapping"], COMPANY_SOURCE_KEYS)
+    if isinstance(layer.get("address"), dict):  # joined into one string: its own property
+        del layer["address"]
+    _assert_overlay_wins(company, layer)
+
+
+@given(track_items_with_rules())
+def test_track_renames_only_with_exactly_one_matching_rule(
+    case: tuple[dict[str, Any], int],
+) -> None:
+    """SPEC §6: with exactly one userEvents rule for the event, `name` is its userEventName
+    and `data` its renames laid over the properties (remaining properties override renamed
+    ones of the same name); with none, or two or more, name and data are the event's own.
+    Rules for other names, near misses (`signup ` / `SIGNUP`) included, never count."""
+    item, matching = case
+    body = _run(item, fakes.user_com())
+    message, config = item["message"], item["destination"]["Config"]
+    rules = [r for r in config["userEvents"] if r["rsEventName"] == message["event"]]
+    assert len(rules) == matching
+    properties = message.get("properties")
+    if matching == 1:
+        assert body["name"] == rules[0]["userEventName"]
+        data = oracle.overlay(properties or {}, rules[0]["eventProperties"], ())
+    else:
+        assert body["name"] == message["event"]
+        data = properties
+    if properties is None:
+        assert "data" not in body
+    else:
+        assert body["data"] == data

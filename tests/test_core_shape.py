@@ -168,20 +168,35 @@ def test_a_request_without_its_subject_or_with_a_stray_one_is_a_bug(
 def test_the_identity_cache_learns_from_names_not_paths() -> None:
     cache = IdentityCache()
     user = freeze_object({"id": 7, "key": "k" * 12, "custom_id": "u1", "email": "a@b.co"})
+    kept = freeze_object({"id": 7, "key": "k" * 12, "custom_id": "u1"})
     cache.learn(call("user_by_email", "a@b.co"), Reply(200, user))
-    assert cache.answer(call("user_by_id", "u1")) == Reply(200, user)
-    assert cache.answer(call("user_by_key", "k" * 12)) == Reply(200, user)
-    assert cache.answer(call("user_by_email", "a@b.co")) == Reply(200, user)
+    assert cache.answer(call("user_by_id", "u1")) == Reply(200, kept)
+    assert cache.answer(call("user_by_key", "k" * 12)) == Reply(200, kept)
+    assert cache.answer(call("user_by_email", "a@b.co")) == Reply(200, kept)
     assert cache.answer(call("user_by_email", "other@b.co")) is None
     # An update_or_create answer of the real API ({created, id}) names no user key.
-    cache.learn(
-        call("upsert_user", None, {"custom_id": "u2"}), Reply(200, {"created": True, "id": 9})
-    )
+    upsert = call("upsert_user", None, freeze_object({"custom_id": "u2"}))
+    cache.learn(upsert, Reply(200, freeze_object({"created": True, "id": 9})))
     assert cache.answer(call("user_by_id", "u2")) is None
+    company = freeze_object({"id": 3, "custom_id": "g"})
     cache.learn(
-        call("create_company", None, {"custom_id": "g"}), Reply(201, {"id": 3, "custom_id": "g"})
+        call("create_company", None, freeze_object({"custom_id": "g"})), Reply(201, company)
     )
-    assert cache.answer(call("company_by_id", "g")) == Reply(200, {"id": 3, "custom_id": "g"})
+    assert cache.answer(call("company_by_id", "g")) == Reply(200, company)
+
+
+def test_the_identity_cache_is_bounded_and_keeps_only_what_flows_read() -> None:
+    cache = IdentityCache(max_entries=100)
+    for n in range(1_000):
+        big = freeze_object(
+            {"id": n, "user_key": f"key{n:09d}", "custom_id": f"u{n}", "x": "y" * 999}
+        )
+        cache.learn(call("user_by_id", f"u{n}"), Reply(200, big))
+    assert len(cache.entries) == 100
+    assert cache.answer(call("user_by_id", "u0")) is None
+    latest = cache.answer(call("user_by_id", "u999"))
+    assert latest is not None
+    assert latest.body == {"id": 999, "user_key": "key000000999", "custom_id": "u999"}
 
 
 # --- complete errors -------------------------------------------------------------------------

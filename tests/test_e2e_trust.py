@@ -12,9 +12,12 @@ import json
 import signal
 import subprocess
 import time
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from e2e_helpers import (
     API_KEY,
@@ -22,6 +25,7 @@ from e2e_helpers import (
     RAW_CONFIG,
     REPO,
     cli_env,
+    config,
     lines_of,
     read_outcomes,
     run_cli,
@@ -31,6 +35,8 @@ from e2e_helpers import (
     write_lines,
 )
 
+from pipeline.delivery import DeliveryOptions, Outcome, deliver, read_jsonl
+from pipeline.delivery.loop import run as run_loop
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.sandbox.options import ForcedStatus
 
@@ -82,7 +88,7 @@ def test_a_key_refused_mid_run_stops_it_and_leaves_the_rest_pending(tmp_path: Pa
     config = write_config(tmp_path / "c.json")
     ledger, out = tmp_path / "l.db", tmp_path / "o.jsonl"
     # The probe passes; the first event write is refused, as for a key revoked mid-run.
-    revoked = ForcedStatus("/events/", 401, method="POST", times=1)
+    revoked = ForcedStatus("/users-by-id/", 401, method="POST", times=1)
     with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(revoked,))) as url:
         first = send(
             events, "--config", config, "--base-url", url, "--ledger", ledger, "--out", out
@@ -97,50 +103,118 @@ def test_a_key_refused_mid_run_stops_it_and_leaves_the_rest_pending(tmp_path: Pa
     assert len(state["events"]) == 8
 
 
-def test_a_failed_identify_holds_its_users_tracks_until_a_rerun_delivers_them(
+def test_a_failed_event_holds_its_users_later_events_until_a_rerun_delivers_them(
     tmp_path: Path,
 ) -> None:
-    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(3, 4)))
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(4, 4)))
     config = write_config(tmp_path / "c.json")
     ledger, out = tmp_path / "l.db", tmp_path / "o.jsonl"
-    # Every user write fails for as long as three identifies take to exhaust their retries.
-    outage = ForcedStatus("/users/update_or_create/", 503, method="POST", times=3 * 6)
-    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(outage,))) as url:
+    # Every request about user u0 (its event route and its lookup) fails for exactly as long
+    # as one event's 6 attempts: the other users' answers are good, so this is no outage.
+    trouble = ForcedStatus("/users-by-id/u0/", 503, method=None, times=6)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(trouble,))) as url:
         first = send(
             events, "--config", config, "--base-url", url, "--ledger", ledger, "--out", out
         )
-        assert sandbox_state(url)["events"] == []
         assert first.returncode == 4, first.stdout + first.stderr
-        assert statuses(out) == {"failed": 3, "held": 12}
-        # The export is in position order: each identify before its tracks.
+        assert statuses(out) == {"delivered": 16, "failed": 1, "held": 3}
+        assert len(sandbox_state(url)["events"]) == 12
+        # The export is in position order: the failed track before the tracks it holds.
         exported = [json.loads(line) for line in run_cli("failed", ledger).stdout.splitlines()]
-        kinds = [e["type"] for e in exported[:5]]
-        assert kinds == ["identify", "track", "track", "track", "track"]
+        assert [(e["userId"], e["properties"]["n"]) for e in exported] == [
+            ("u0", 0),
+            ("u0", 1),
+            ("u0", 2),
+            ("u0", 3),
+        ]
         second = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
         state = sandbox_state(url)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert len(state["users"]) == 3
-    assert len(state["events"]) == 12
+    assert len(state["users"]) == 4
+    assert len(state["events"]) == 16
 
 
 def test_a_replayed_export_is_not_skipped_as_already_finished(tmp_path: Path) -> None:
-    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(2, 2)))
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(3, 2)))
     config = write_config(tmp_path / "c.json")
     ledger = tmp_path / "l.db"
-    # Each user's first track fails all 6 attempts, which holds its second track.
-    outage = ForcedStatus("/events/", 503, method="POST", times=2 * 6)
-    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(outage,))) as url:
-        first = send(
-            events, "--config", config, "--base-url", url, "--ledger", ledger, "--concurrency", "2"
-        )
+    trouble = ForcedStatus("/users-by-id/u1/", 503, times=6)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(trouble,))) as url:
+        first = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
         assert first.returncode == 4, first.stdout + first.stderr
         replay = tmp_path / "replay.jsonl"
         replay.write_text(run_cli("failed", ledger).stdout, encoding="utf-8")
-        assert len(replay.read_text().splitlines()) == 4
+        assert len(replay.read_text().splitlines()) == 2
+        # Events without a messageId are keyed by content, so the replay finds them in the
+        # ledger as the same events, and delivers them.
         second = send(replay, "--config", config, "--base-url", url, "--ledger", ledger)
         state = sandbox_state(url)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert len(state["events"]) == 4
+    assert len(state["events"]) == 6
+
+
+class WritesDown(httpx.AsyncBaseTransport):
+    """Every write answered 503 for the first `seconds`, then the real sandbox answers."""
+
+    def __init__(self, seconds: float) -> None:
+        self.until = time.monotonic() + seconds
+        self.inner = httpx.AsyncHTTPTransport()
+        self.refused = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "GET" and time.monotonic() < self.until:
+            self.refused += 1
+            return httpx.Response(503, json={"detail": "Service unavailable."})
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_an_outage_of_every_write_pauses_all_lanes_and_costs_no_event() -> None:
+    """DELIVERY §3: 4 s of 503 on every write (longer than one event's retries last) is
+    waited out together, and every event is delivered."""
+    lines = lines_of(user_events(8, 3))
+    fast = DeliveryOptions(concurrency=8, backoff_initial=0.05, backoff_max=0.2, max_seconds=3)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
+        down = WritesDown(4.0)
+        heard: list[Outcome] = []
+        summary = run_loop(
+            deliver(
+                read_jsonl(lines, config()),
+                config(),
+                replace(fast, base_url=url),
+                lambda _incoming, outcome: heard.append(outcome),
+                transport=down,
+            )
+        )
+        state = sandbox_state(url)
+    assert down.refused >= 10
+    assert Counter(o.status for o in heard) == {"delivered": 32}, summary.errors
+    assert summary.fault is None
+    assert len(state["users"]) == 8
+    assert len(state["events"]) == 24
+
+
+def test_an_outage_longer_than_max_outage_stops_the_run_and_files_nothing(
+    tmp_path: Path,
+) -> None:
+    lines = lines_of(user_events(4, 1))
+    options = DeliveryOptions(concurrency=4, max_outage=2.0, backoff_initial=0.05)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
+        heard: list[Outcome] = []
+        summary = run_loop(
+            deliver(
+                read_jsonl(lines, config()),
+                config(),
+                replace(options, base_url=url),
+                lambda _incoming, outcome: heard.append(outcome),
+                transport=WritesDown(600.0),
+            )
+        )
+    assert summary.fault is not None
+    assert "longer than --max-outage" in summary.fault
+    assert {o.status for o in heard} == {"pending"}
 
 
 def test_out_naming_the_input_is_refused_and_the_input_is_untouched(tmp_path: Path) -> None:
@@ -312,24 +386,16 @@ def test_a_run_whose_stderr_is_not_a_terminal_prints_progress_lines(tmp_path: Pa
 def test_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
     padded = [{**e, "context": {"note": "x" * 2000}} for e in user_events(30, 3)]
     events = write_lines(tmp_path / "e.jsonl", lines_of(padded))  # more than a pipe holds
-    config = write_config(tmp_path / "c.json")
+    config_path = write_config(tmp_path / "c.json")
     ledger = tmp_path / "l.db"
-    outage = ForcedStatus("/users/update_or_create/", 503, method="POST")
-    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(outage,))) as url:
-        first = send(
-            events,
-            "--config",
-            config,
-            "--base-url",
-            url,
-            "--ledger",
-            ledger,
-            "--concurrency",
-            "30",
-        )
-    assert first.returncode == 4, first.stdout + first.stderr
+    # User.com refuses every identify's content: all of them, and then the tracks of those
+    # users that never came to be, are rejected.
+    refused = ForcedStatus("/users/update_or_create/", 400, method="POST")
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(refused,))) as url:
+        first = send(events, "--config", config_path, "--base-url", url, "--ledger", ledger)
+    assert first.returncode == 1, first.stdout + first.stderr
     piped = subprocess.run(
-        f"{' '.join(CLI)} failed {ledger} | head -1",
+        f"{' '.join(CLI)} failed --rejected {ledger} | head -1",
         shell=True,
         capture_output=True,
         text=True,
@@ -362,7 +428,7 @@ def test_identical_events_without_a_message_id_are_one_event_even_without_a_ledg
 def test_a_fault_without_a_ledger_names_the_positions_not_sent(tmp_path: Path) -> None:
     events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(3, 2)))
     config = write_config(tmp_path / "c.json")
-    revoked = ForcedStatus("/events/", 403, method="POST", times=1)
+    revoked = ForcedStatus("/users-by-id/", 403, method="POST", times=1)
     with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(revoked,))) as url:
         result = send(events, "--config", config, "--base-url", url, "--concurrency", "1")
     assert result.returncode == 3, result.stdout + result.stderr

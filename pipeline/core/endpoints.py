@@ -26,6 +26,7 @@ EndpointName = Literal[
     "create_user",
     "update_user",
     "event",
+    "user_event_by_id",
     "site_view",
     "company_by_id",
     "create_company",
@@ -84,6 +85,14 @@ CATALOGUE: Mapping[EndpointName, Endpoint] = _entries(
     Endpoint("create_user", "POST", ("users",), "create a user", collection=True),
     Endpoint("update_user", "PUT", ("users", SUBJECT), "update a user by id"),
     Endpoint("event", "POST", ("events",), "record an event of a user", collection=True),
+    # Known from older docs and from four public clients (usercom-api.md §9); may be missing,
+    # so its 404 falls back to the lookup and POST /events/ (DELIVERY §3).
+    Endpoint(
+        "user_event_by_id",
+        "POST",
+        ("users-by-id", SUBJECT, "events"),
+        "record an event of the user with this custom_id",
+    ),
     Endpoint("site_view", "POST", ("site-views",), "record a page view", collection=True),
     Endpoint(
         "company_by_id",

@@ -77,7 +77,12 @@ def _describe(step: Result[Step, PipelineError], depth: int) -> list[str]:
     match step:
         case Success(Final() as final):
             notes = [f"{pad}  warning: {w}" for w in final.warnings]
-            return [f"{pad}{_show(final.request)}", *notes]
+            lines = [f"{pad}{_show(final.request)}", *notes]
+            if final.fallback is not None:
+                fallback = _describe(Success(final.fallback), depth + 2)
+                lines.append(f"{pad}  if that route is missing (404): {fallback[0].strip()}")
+                lines.extend(fallback[1:])
+            return lines
         case Success(Call() as call):
             lines = [f"{pad}{_show(call.request)}  ({call.purpose})"]
             for words, answer in _BRANCHES[call.expect]:

@@ -22,10 +22,15 @@ Expect = Literal["user", "user_list", "company", "company_write"]
 
 @dataclass(frozen=True, slots=True)
 class Final:
-    """The request that completes the event, and the warnings met while building it."""
+    """The request that completes the event, and the warnings met while building it.
+
+    `fallback` is the flow to follow when User.com answers 404 to this request: a route known
+    only from older docs may be missing (DELIVERY §3), which must never mean "no user".
+    """
 
     request: Request
     warnings: tuple[str, ...] = ()
+    fallback: Call | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import certifi
 import httpx
-from aiolimiter import AsyncLimiter
 from returns.result import Failure, Result, Success
 from tenacity import (
     AsyncRetrying,
@@ -38,11 +37,12 @@ from pipeline.core.calls import Request
 from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
-from pipeline.core.steps import Final
-from pipeline.delivery.faults import RunFault, probe, run_fault
+from pipeline.core.steps import Final, Step
+from pipeline.delivery.faults import RunFault, outage_fault, probe, run_fault
 from pipeline.delivery.identity import IdentityCache
 from pipeline.delivery.incoming import Incoming
 from pipeline.delivery.outcome import Outcome, Status, Summary
+from pipeline.delivery.pacing import Pacer
 from pipeline.runner import Target, adrive, asend, scrub
 
 Attempt = Result[Final, PipelineError]
@@ -59,6 +59,8 @@ class DeliveryOptions:
     buffer: int = 0  # events read ahead; 0 means 4 x concurrency
     base_url: str | None = None  # another origin (the sandbox); outcomes keep real URLs
     probe: bool = True  # start with `usercom check`'s authenticated read
+    max_outage: float = 1800.0  # seconds of outage (DELIVERY §3) before the run stops
+    max_resends: int = 50  # 429s one request may meet before it counts as a failed attempt
 
 
 @dataclass(slots=True)
@@ -72,6 +74,11 @@ class Control:
         if self.reason is None:
             self.reason = reason
         self.stopping.set()
+
+
+def _user_com_failed(answer: Answer) -> bool:
+    """A 5xx, a timeout or a lost connection: what an outage is made of."""
+    return not isinstance(answer, Reply) or answer.status >= 500
 
 
 class Stopped(Exception):
@@ -101,8 +108,9 @@ class _Run:
         self.options = options
         origin = options.base_url.rstrip("/") + "/api/public" if options.base_url else None
         self.target = Target.of(cfg, origin)
-        self.limiter = AsyncLimiter(options.rate, 1.0) if options.rate else None
+        self.pacer = Pacer(cap=options.rate)
         self.cache = IdentityCache()
+        self.slots: asyncio.Queue[httpx.AsyncBaseTransport] = asyncio.Queue()
         self.summary = Summary()
         # Group events of different users may name one company: one writer per company at a
         # time, or two lanes could both find it missing and both create it.
@@ -111,55 +119,90 @@ class _Run:
             multiplier=options.backoff_initial, max=options.backoff_max
         ) + wait_random(0, options.backoff_initial)
 
+    def _fault(self, fault: str) -> RunFault:
+        self.summary.fault = self.summary.fault or fault
+        self.control.stop(fault)
+        return RunFault(fault)
+
     async def send(
         self, transport: httpx.AsyncBaseTransport, request: Request, log: list[str]
     ) -> Answer:
-        """Send one request: through the rate limit, counted, logged, and learned from."""
-        if self.limiter is not None:
-            await self.limiter.acquire()
-        answer = await asend(transport, self.target, request)
-        self.summary.api_calls += 1
-        got = answer.status if isinstance(answer, Reply) else answer.reason
-        self.summary.calls[f"{request.name} {got}"] += 1
-        log.append(f"{request.method} {request.url(self.cfg.base_url)} -> {got}")
-        fault = run_fault(request, answer, self.target)
-        if fault is not None:
-            self.summary.fault = self.summary.fault or fault
-            self.control.stop(fault)
-            raise RunFault(fault)
-        self.cache.learn(request, answer)
-        return answer
+        """Send one request: paced, counted, logged, learned from. A 429 is waited out and
+        sent again, and so is a failure during an outage, without costing the event an
+        attempt; a run-level fault raises `RunFault`."""
+        resends = 0
+        while True:
+            await self.pacer.acquire()
+            answer = await asend(transport, self.target, request)
+            self.summary.api_calls += 1
+            got = answer.status if isinstance(answer, Reply) else answer.reason
+            self.summary.calls[f"{request.name} {got}"] += 1
+            log.append(f"{request.method} {request.url(self.cfg.base_url)} -> {got}")
+            fault = run_fault(request, answer, self.target)
+            if fault is not None:
+                raise self._fault(fault)
+            if isinstance(answer, Reply) and answer.status == 429:
+                self.pacer.too_many(answer.retry_after)
+                if resends < self.options.max_resends and self.control.reason is None:
+                    resends += 1
+                    continue
+                return answer
+            if _user_com_failed(answer):
+                if not self.pacer.failed():
+                    return answer
+                if self.pacer.outage_seconds() > self.options.max_outage:
+                    raise self._fault(outage_fault(self.pacer.outage_seconds()))
+                if self.control.reason is not None:
+                    raise Stopped
+                continue
+            self.pacer.good()
+            self.cache.learn(request, answer)
+            return answer
 
-    async def attempt(
-        self, transport: httpx.AsyncBaseTransport, job: Job, log: list[str]
-    ) -> Attempt:
+    async def attempt(self, job: Job, log: list[str]) -> Attempt:
+        """One attempt of the event's flow. Group events that name one company take turns,
+        and wait for their turn without holding a connection slot."""
         if self.control.reason is not None:
             raise Stopped
         if job.company is None:
-            return await self.attempt_flow(transport, job, log)
+            return await self.attempt_with_slot(job, log)
         lock = self.company_locks.setdefault(job.company, asyncio.Lock())
         async with lock:
+            return await self.attempt_with_slot(job, log)
+
+    async def attempt_with_slot(self, job: Job, log: list[str]) -> Attempt:
+        transport = await self.slots.get()
+        try:
             return await self.attempt_flow(transport, job, log)
+        finally:
+            self.slots.put_nowait(transport)
 
     async def attempt_flow(
         self, transport: httpx.AsyncBaseTransport, job: Job, log: list[str]
     ) -> Attempt:
-        """Drive the flow (the cache answers what it can), then send the final request."""
+        """Drive the flow (the cache answers what it can), then send the final request; a
+        404 to a final request with a fallback (a route that may be missing) follows it."""
 
         async def ask(request: Request) -> Answer:
             cached = self.cache.answer(request)
             return cached or await self.send(transport, request, log)
 
-        finished = await adrive(Success(job.step), ask)
-        match finished:
-            case Success(final):
-                answer = await self.send(transport, final.request, log)
-                if isinstance(answer, Reply) and 200 <= answer.status < 300:
-                    return Success(final)
-                return Failure(scrub(answer_error(answer, "delivering the event"), self.target))
-            case Failure(error):
-                return Failure(scrub(error, self.target))
-        return finished
+        flow: Step = job.step
+        while True:
+            finished = await adrive(Success(flow), ask)
+            match finished:
+                case Success(Final() as final):
+                    answer = await self.send(transport, final.request, log)
+                    if isinstance(answer, Reply) and 200 <= answer.status < 300:
+                        return Success(final)
+                    if isinstance(answer, Reply) and answer.status == 404 and final.fallback:
+                        flow = final.fallback
+                        continue
+                    error = answer_error(answer, "delivering the event")
+                    return Failure(scrub(error, self.target))
+                case Failure(error):
+                    return Failure(scrub(error, self.target))
+            return finished
 
     def wait(self, state: RetryCallState) -> float:
         """Exponential backoff with jitter, never sooner than Retry-After, capped."""
@@ -179,7 +222,7 @@ class _Run:
         except TimeoutError:
             return
 
-    async def deliver_one(self, transport: httpx.AsyncBaseTransport, incoming: Incoming) -> Outcome:
+    async def deliver_one(self, incoming: Incoming) -> Outcome:
         """The event's outcome; `held` when an earlier event of its user did not finish."""
         key, position = incoming.key, incoming.position
         if self.control.reason is not None:
@@ -194,19 +237,17 @@ class _Run:
                 if blocker is not None:
                     held = f"held: an earlier event of this user ({blocker}) did not finish"
                     return Outcome(key, "held", 0, (), held, position=position)
-                outcome = await self.deliver_job(transport, key, position, job)
+                outcome = await self.deliver_job(key, position, job)
                 if outcome.status in ("failed", "pending"):
                     self.blocked[incoming.lane] = key
                 return outcome
         return Outcome(key, "rejected", 0, (), "not understood", position=position)
 
-    async def deliver_job(
-        self, transport: httpx.AsyncBaseTransport, key: str, position: int, job: Job
-    ) -> Outcome:
+    async def deliver_job(self, key: str, position: int, job: Job) -> Outcome:
         log: list[str] = []
         attempts = 1
         try:
-            result = await self.attempt(transport, job, log)
+            result = await self.attempt(job, log)
             if _retryable(result) and self.options.max_attempts > 1:
                 # Most events succeed at once; tenacity takes over only when a retry is due.
                 await self.sleep(self.first_wait(result))
@@ -218,7 +259,7 @@ class _Run:
                     retry=retry_if_result(_retryable),
                     retry_error_callback=_last_result,
                 )
-                result = await retrying(self.attempt, transport, job, log)
+                result = await retrying(self.attempt, job, log)
                 attempts += int(retrying.statistics.get("attempt_number", 1))
         except (RunFault, Stopped):
             # Not this event's fault: it stays pending, to be tried when the run resumes.
@@ -259,30 +300,25 @@ async def deliver(
     lanes: dict[str, deque[Incoming]] = {}
     running: set[asyncio.Task[None]] = set()
     width = max(1, options.concurrency)
-    free: asyncio.Queue[httpx.AsyncBaseTransport] = asyncio.Queue()
     owned: list[httpx.AsyncBaseTransport] = []
     if transport is None:
         tls = ssl.create_default_context(cafile=certifi.where())
         owned = [_slot(tls) for _ in range(width)]
     slots = owned or [transport for _ in range(width) if transport is not None]
     for slot in slots:
-        free.put_nowait(slot)
+        run.slots.put_nowait(slot)
     room = asyncio.Semaphore(options.buffer or 4 * width)
 
     async def run_lane(lane: str) -> None:
-        slot = await free.get()
-        try:
-            queue = lanes[lane]
-            while queue:
-                incoming = queue[0]
-                outcome = await run.deliver_one(slot, incoming)
-                queue.popleft()
-                run.summary.add(outcome)
-                on_outcome(incoming, outcome)
-                room.release()
-            del lanes[lane]
-        finally:
-            free.put_nowait(slot)
+        queue = lanes[lane]
+        while queue:
+            incoming = queue[0]
+            outcome = await run.deliver_one(incoming)
+            queue.popleft()
+            run.summary.add(outcome)
+            on_outcome(incoming, outcome)
+            room.release()
+        del lanes[lane]
 
     try:
         if options.probe:
@@ -292,6 +328,10 @@ async def deliver(
                 return run.summary
         for incoming in items:
             if run.control.reason is not None:
+                # Read (and stored) just as the run stopped: it has an outcome too.
+                outcome = Outcome(incoming.key, "pending", position=incoming.position)
+                run.summary.add(outcome)
+                on_outcome(incoming, outcome)
                 break
             await room.acquire()
             if incoming.lane in lanes:

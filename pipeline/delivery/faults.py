@@ -54,6 +54,13 @@ def run_fault(request: Request, answer: Answer, target: Target) -> str | None:
     return None
 
 
+def outage_fault(seconds: float) -> str:
+    return (
+        f"User.com has failed (5xx, timeouts, lost connections) for {seconds:.0f} s, longer "
+        f"than --max-outage; {RESUME}"
+    )
+
+
 def probe_fault(answer: Answer, target: Target) -> str | None:
     """Whether the probe got an answer from User.com: a JSON object, found or not found."""
     origin = _origin(target)

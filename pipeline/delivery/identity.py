@@ -8,6 +8,7 @@ update_or_create answer of the real API holds only `{created, id}` and so is not
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -50,6 +51,16 @@ def _text(value: JSON) -> str | None:
     return as_text(value) if is_present(value) else None
 
 
+# What flows read from a cached user or company; the rest of User.com's answer (often a few
+# kilobytes of attributes) is not kept, so a bounded cache stays small.
+_KEPT = ("id", "user_key", "key", "custom_id")
+MAX_ENTRIES = 50_000
+
+
+def _compact(found: JSONObject) -> JSONObject:
+    return MappingProxyType({name: found[name] for name in _KEPT if name in found})
+
+
 def _user_key(user: JSONObject) -> JSON:
     key = user.get("user_key")
     return key if key is not None else user.get("key")
@@ -57,12 +68,25 @@ def _user_key(user: JSONObject) -> JSON:
 
 @dataclass(slots=True)
 class IdentityCache:
-    entries: dict[CacheKey, JSONObject] = field(default_factory=dict)
+    """Least recently used entries are forgotten beyond `max_entries` (a forgotten user is
+    looked up again: it costs a call, never correctness)."""
+
+    max_entries: int = MAX_ENTRIES
+    entries: OrderedDict[CacheKey, JSONObject] = field(default_factory=OrderedDict)
 
     def answer(self, request: Request) -> Reply | None:
         key = _lookup_key(request)
         known = self.entries.get(key) if key else None
-        return Reply(200, known) if known is not None else None
+        if known is None or key is None:
+            return None
+        self.entries.move_to_end(key)
+        return Reply(200, known)
+
+    def _put(self, key: CacheKey, found: JSONObject) -> None:
+        self.entries[key] = _compact(found)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
 
     def _remember_user(self, user: JSONObject, *extra: CacheKey) -> None:
         if not (is_present(user.get("id")) and is_present(_user_key(user))):
@@ -73,7 +97,7 @@ class IdentityCache:
         ]
         for kind, value in [*keys, *extra]:
             if value is not None:
-                self.entries[(kind, value)] = user
+                self._put((kind, value), user)
 
     def learn(self, request: Request, answer: Answer) -> None:
         """Remember what a lookup or a write answered, when it names a user or company."""
@@ -85,13 +109,13 @@ class IdentityCache:
             if isinstance(answer, Reply) and answer.status != 200:
                 return
             if key[0] == "company":
-                self.entries[key] = found
+                self._put(key, found)
             else:
                 self._remember_user(found, key)
         elif request.name in _COMPANY_WRITES:
             company = _text(found.get("custom_id"))
             if company is not None:
-                self.entries[("company", company)] = found
+                self._put(("company", company), found)
         elif request.name in _USER_WRITES:
             body = request.body or {}
             merged = {**found}

@@ -31,11 +31,9 @@ class Outcome:
             "position": self.position,
             "attempts": self.attempts,
             "requests": list(self.requests),
+            "error": self.error,
+            "warnings": list(self.warnings),
         }
-        if self.error is not None:
-            data["error"] = self.error
-        if self.warnings:
-            data["warnings"] = list(self.warnings)
         return data
 
     def _repr_html_(self) -> str:

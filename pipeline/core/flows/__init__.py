@@ -10,7 +10,9 @@ event type is one module here and one case below.
 >>> event_flow(cfg, normalize({"type": "identify", "userId": "u1"}).unwrap()).unwrap().request
 <Request GET /users-by-id/u1/>
 >>> event_flow(cfg, normalize({"type": "identify", "userId": "u1"}).unwrap(), DELIVERY).unwrap()
-Final(request=<Request POST /users/update_or_create/ {'custom_id': 'u1'}>, warnings=())
+... # doctest: +NORMALIZE_WHITESPACE
+Final(request=<Request POST /users/update_or_create/ {'custom_id': 'u1'}>, warnings=(),
+      fallback=None)
 """
 
 from __future__ import annotations
@@ -27,21 +29,40 @@ from pipeline.core.flows.identify import (
     upsert_by_custom_id,
 )
 from pipeline.core.flows.page import page, page_payload
-from pipeline.core.flows.track import check_track, track
+from pipeline.core.flows.track import (
+    TrackWrite,
+    check_track,
+    lookup_then_record,
+    record_by_custom_id,
+    track,
+)
 from pipeline.core.lookup import resolve_lookup
 from pipeline.core.normalize import Event
 
 
 @dataclass(frozen=True, slots=True)
 class Strategy:
-    """How writes are made: the reference's sequence, or delivery's fewer calls."""
+    """How writes are made: the reference's sequence, or delivery's fewer calls.
+
+    `fit_lengths` cuts values User.com refuses for length, with a warning (DELIVERY §5); the
+    drop-in API sends what the reference sends.
+    """
 
     name: str
     identify: IdentifyWrite
+    track: TrackWrite
+    fit_lengths: bool = False
 
 
-REFERENCE = Strategy("lookup, then write (as rudder-transformer)", lookup_then_write)
-DELIVERY = Strategy("update_or_create where the user is named by userId", upsert_by_custom_id)
+REFERENCE = Strategy(
+    "lookup, then write (as rudder-transformer)", lookup_then_write, lookup_then_record
+)
+DELIVERY = Strategy(
+    "update_or_create and the custom-id event route where the user is named by userId",
+    upsert_by_custom_id,
+    record_by_custom_id,
+    fit_lengths=True,
+)
 
 
 def event_flow(cfg: Config, event: Event, strategy: Strategy = REFERENCE) -> StepResult:
@@ -49,13 +70,15 @@ def event_flow(cfg: Config, event: Event, strategy: Strategy = REFERENCE) -> Ste
     match event.type:
         case "identify":
             return resolve_lookup(message).bind(
-                lambda lookup: identify(cfg, message, lookup, strategy.identify)
+                lambda lookup: identify(
+                    cfg, message, lookup, strategy.identify, strategy.fit_lengths
+                )
             )
         case "track":
             return (
                 check_track(message)
                 .bind(lambda _: resolve_lookup(message))
-                .bind(lambda lookup: track(cfg, message, lookup))
+                .bind(lambda lookup: track(cfg, message, lookup, strategy.track))
             )
         case "page":
             return (

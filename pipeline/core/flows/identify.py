@@ -8,6 +8,7 @@ reference does); delivery writes a user found by userId in one `update_or_create
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 from returns.result import Result, Success
@@ -19,7 +20,7 @@ from pipeline.core.lookup import Lookup
 from pipeline.core.mapping import IDENTIFY, IDENTIFY_SOURCE_KEYS, Payload, apply_table
 from pipeline.core.overlay import merged_traits, overlay
 from pipeline.core.steps import Step
-from pipeline.core.types import JSONObject
+from pipeline.core.types import JSON, JSONObject
 
 IdentifyWrite = Callable[[Lookup, Payload], Step]
 
@@ -48,5 +49,39 @@ def upsert_by_custom_id(lookup: Lookup, payload: Payload) -> Step:
     return final("upsert_user", payload)
 
 
-def identify(cfg: Config, message: JSONObject, lookup: Lookup, write: IdentifyWrite) -> StepResult:
-    return identify_payload(cfg, message).map(partial(write, lookup))
+# Values User.com refuses for length (usercom-api.md §3.5, §9): delivery truncates them.
+LIMITS: tuple[tuple[str, int], ...] = (
+    ("first_name", 40),
+    ("last_name", 40),
+    ("city", 64),
+    ("phone_number", 64),
+)
+
+
+def fit_lengths(payload: Payload) -> Payload:
+    """Values over User.com's limits, cut to fit, each with a warning (DELIVERY §5).
+
+    >>> from types import MappingProxyType
+    >>> fitted = fit_lengths(Payload(MappingProxyType({"first_name": "A" * 41, "city": "Oslo"})))
+    >>> len(fitted.fields["first_name"]), fitted.fields["city"], fitted.warnings
+    (40, 'Oslo', ('first_name was 41 characters, over the 40 User.com accepts: truncated',))
+    """
+    cut: dict[str, JSON] = {}
+    warnings: list[str] = []
+    for name, limit in LIMITS:
+        value = payload.fields.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            cut[name] = value[:limit]
+            warnings.append(
+                f"{name} was {len(value)} characters, over the {limit} User.com accepts: truncated"
+            )
+    if not cut:
+        return payload
+    return replace(payload.merged(cut), warnings=(*payload.warnings, *warnings))
+
+
+def identify(
+    cfg: Config, message: JSONObject, lookup: Lookup, write: IdentifyWrite, fit: bool = False
+) -> StepResult:
+    payload = identify_payload(cfg, message)
+    return (payload.map(fit_lengths) if fit else payload).map(partial(write, lookup))

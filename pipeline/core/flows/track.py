@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 
 from returns.result import Failure, Result
 
 from pipeline.core import errors, messages, paths
+from pipeline.core.calls import call, clean_body
 from pipeline.core.config import Config, EventRule
 from pipeline.core.errors import PipelineError
 from pipeline.core.flows.common import StepResult, final, lookup_call, require, with_id
 from pipeline.core.lookup import Lookup
 from pipeline.core.mapping import TRACK_TIMESTAMP, Payload, apply_table
 from pipeline.core.overlay import overlay_fields
+from pipeline.core.steps import Call, Final, Step
 from pipeline.core.types import JSON, JSONObject
 
 
@@ -52,5 +54,24 @@ def check_track(message: JSONObject) -> Result[JSON, PipelineError]:
     return require(message, (("event",),), messages.EVENT_REQUIRED)
 
 
-def track(cfg: Config, message: JSONObject, lookup: Lookup) -> StepResult:
-    return track_payload(cfg, message).map(lambda p: lookup_call(lookup, partial(_write, p)))
+TrackWrite = Callable[[Lookup, Payload], Step]
+
+
+def lookup_then_record(lookup: Lookup, payload: Payload) -> Step:
+    """Find the user, then `POST /events/` with its id (the reference's sequence)."""
+    return lookup_call(lookup, partial(_write, payload))
+
+
+def record_by_custom_id(lookup: Lookup, payload: Payload) -> Step:
+    """A user named by userId: one `POST /users-by-id/<cid>/events/`, no lookup. Should that
+    route be missing (404), fall back to the lookup and `POST /events/`."""
+    fallback = lookup_then_record(lookup, payload)
+    if lookup.by != "userId" or not isinstance(fallback, Call):
+        return fallback
+    body = clean_body(payload.fields)
+    request = call("user_event_by_id", lookup.value, body)
+    return Final(request, payload.warnings, fallback)
+
+
+def track(cfg: Config, message: JSONObject, lookup: Lookup, write: TrackWrite) -> StepResult:
+    return track_payload(cfg, message).map(partial(write, lookup))
