@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import httpx
 from hypothesis import strategies as st
 
-from properties.strategies import json_values
+from pipeline.testing.strategies import json_values
 
 Outage = Literal["connect", "timeout", "protocol"]
 

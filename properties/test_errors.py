@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 import pipeline
+from pipeline.testing.strategies import any_items, items, json_values, messages
 from properties import fakes
-from properties.strategies import any_items, events, items, json_values
 
 # SPEC §3-§8: the exact texts of event errors.
 EVENT_ERRORS = re.compile(
@@ -135,7 +135,7 @@ def _row_for(answer: fakes.AnswerSpec) -> tuple[int, str, str]:
     return 400, "network", "aborted"
 
 
-@given(items(message=events(with_lookup_options=False, with_user_id=True)), unusable_answers)
+@given(items(message=messages(with_lookup_options=False, with_user_id=True)), unusable_answers)
 def test_what_user_com_answers_decides_the_row(
     item: dict[str, Any], answer: fakes.AnswerSpec
 ) -> None:

@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 import pipeline
+from pipeline.testing.strategies import identifiers, messages, valid_configs
 from properties import fakes, oracle
-from properties.strategies import configs, events, identifiers
 
 
 @st.composite
 def lookup_messages(draw: st.DrawFn) -> dict[str, Any]:
     """Events where every lookup ingredient is independently there or not."""
-    message = draw(events(types=("identify", "track", "page")))
+    message = draw(messages(types=("identify", "track", "page")))
     if draw(st.booleans()):  # make the userKey / email rungs likelier to matter
         message.setdefault("context", {}).setdefault("externalId", []).append(
             {"type": "userKey", "id": draw(st.one_of(identifiers, st.integers(0, 10**6)))}
@@ -53,7 +53,7 @@ def test_lookup_precedence(message: dict[str, Any]) -> None:
             )
 
 
-@given(lookup_messages(), configs())
+@given(lookup_messages(), valid_configs())
 def test_the_lookup_request_on_the_wire(message: dict[str, Any], config: dict[str, Any]) -> None:
     """identify sends exactly the lookup of SPEC §4 first (nothing at all when it is an error)."""
     message["type"] = "identify"

@@ -9,26 +9,26 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import pipeline
-from properties import fakes, oracle
-from properties.strategies import (
+from pipeline.testing.strategies import (
     COMPANY_SOURCE_KEYS,
     IDENTIFY_SOURCE_KEYS,
     TRAIT_KEYS,
     colliding_group_items,
     colliding_identify_items,
-    configs,
-    events,
     items,
     mapping_lists,
+    messages,
     segment_safe_identifiers,
     segment_safe_user_ids,
     track_items_with_rules,
     trait_objects,
+    valid_configs,
 )
+from properties import fakes, oracle
 
 # Mappings whose `from` is usually a trait the event carries.
 _HITTING_MAPPINGS = mapping_lists(st.sampled_from(TRAIT_KEYS))
-_CONFIGS = configs(user_mappings=_HITTING_MAPPINGS)
+_CONFIGS = valid_configs(user_mappings=_HITTING_MAPPINGS)
 
 
 def _run(item: dict[str, Any], recorder: fakes.Recorder) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def _run(item: dict[str, Any], recorder: fakes.Recorder) -> dict[str, Any]:
 
 
 identify_items = items(
-    message=events(
+    message=messages(
         types=("identify",),
         with_lookup_options=False,
         with_user_id=True,
@@ -52,7 +52,7 @@ identify_items = items(
 @st.composite
 def group_items(draw: st.DrawFn) -> dict[str, Any]:
     message = draw(
-        events(
+        messages(
             types=("group",),
             with_lookup_options=False,
             with_user_id=True,
@@ -73,7 +73,7 @@ def group_items(draw: st.DrawFn) -> dict[str, Any]:
 
 @given(
     st.one_of(
-        items(message=events(with_lookup_options=False, with_user_id=True)),
+        items(message=messages(with_lookup_options=False, with_user_id=True)),
         group_items(),
         items(),
     ),
@@ -192,7 +192,7 @@ def test_company_payload_keeps_source_keys_out_and_joins_address(
 @st.composite
 def track_items(draw: st.DrawFn) -> dict[str, Any]:
     message = draw(
-        events(
+        messages(
             types=("track",),
             with_lookup_options=False,
             with_user_id=True,

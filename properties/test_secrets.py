@@ -15,8 +15,8 @@ from returns.result import Failure, Success
 
 import pipeline
 from pipeline.core.config import normalize_subdomain
+from pipeline.testing.strategies import any_items, api_keys, items, messages, valid_configs
 from properties import fakes
-from properties.strategies import any_items, api_keys, configs, events, items
 
 # caplog is reset by hand in each example.
 _CAPLOG = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -35,10 +35,10 @@ def keyed_items(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     key = draw(secrets)
     item = draw(
         st.one_of(
-            items(config=configs(api_key=st.just(key))),
+            items(config=valid_configs(api_key=st.just(key))),
             items(
-                message=events(with_lookup_options=False, with_user_id=True),
-                config=configs(api_key=st.just(key)),
+                message=messages(with_lookup_options=False, with_user_id=True),
+                config=valid_configs(api_key=st.just(key)),
             ),
             any_items().map(lambda raw: _with_key(raw, key)),
         )
@@ -131,8 +131,8 @@ def test_the_api_key_is_in_no_message_repr_or_log(
 @_CAPLOG
 @given(
     item=items(
-        message=events(with_lookup_options=False, with_user_id=True),
-        config=configs(api_key=api_keys),
+        message=messages(with_lookup_options=False, with_user_id=True),
+        config=valid_configs(api_key=api_keys),
     ),
     status=st.sampled_from([400, 401, 403, 409, 429, 500, 502]),
     preamble=st.integers(min_value=0, max_value=240).map(lambda n: "x" * n),

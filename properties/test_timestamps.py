@@ -17,8 +17,14 @@ from hypothesis import strategies as st
 
 import pipeline
 from pipeline.core.convert import epoch_seconds
+from pipeline.testing.strategies import (
+    iso_timestamps,
+    json_values,
+    timestamps,
+    unruly_numbers,
+    valid_configs,
+)
 from properties import fakes, oracle
-from properties.strategies import configs, iso_timestamps, json_values, timestamps, unruly_numbers
 
 
 @given(timestamps())
@@ -65,7 +71,7 @@ def track_items(draw: st.DrawFn) -> tuple[dict[str, Any], int | None]:
         message[key] = value
         if oracle.present(value):
             expected = seconds  # the first present path decides, even when it fails (§2)
-    item = {"message": message, "destination": {"Config": draw(configs())}}
+    item = {"message": message, "destination": {"Config": draw(valid_configs())}}
     return item, expected
 
 

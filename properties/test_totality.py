@@ -13,17 +13,17 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 import pipeline
-from properties import fakes
-from properties.strategies import (
+from pipeline.testing.strategies import (
     any_items,
-    configs,
-    events,
     iso_timestamps,
     items,
     json_values,
+    messages,
     surrogate_text,
     unruly_numbers,
+    valid_configs,
 )
+from properties import fakes
 
 
 def _everything(item: Any, answers: tuple[fakes.AnswerSpec, ...]) -> tuple[Any, ...]:
@@ -48,8 +48,8 @@ def test_no_input_and_no_answer_makes_anything_raise(
 
 
 @given(
-    st.one_of(json_values(), events(), st.just(None)),
-    st.one_of(json_values(), configs()),
+    st.one_of(json_values(), messages(), st.just(None)),
+    st.one_of(json_values(), valid_configs()),
     fakes.answer_scripts,
 )
 def test_arbitrary_message_and_config_never_raise(
@@ -58,7 +58,7 @@ def test_arbitrary_message_and_config_never_raise(
     _everything({"message": message, "destination": {"Config": config}}, answers)
 
 
-@given(items(message=events(with_lookup_options=False, with_user_id=True)), fakes.answer_scripts)
+@given(items(message=messages(with_lookup_options=False, with_user_id=True)), fakes.answer_scripts)
 def test_realistic_items_never_raise_whatever_user_com_answers(
     item: dict[str, Any], answers: tuple[fakes.AnswerSpec, ...]
 ) -> None:
@@ -81,7 +81,7 @@ def test_strings_that_are_valid_json_but_not_utf8_never_raise(
 
 
 @given(
-    items(message=events(types=("track",), with_lookup_options=False, with_user_id=True)),
+    items(message=messages(types=("track",), with_lookup_options=False, with_user_id=True)),
     st.one_of(unruly_numbers, iso_timestamps().map(lambda pair: pair[0])),
     st.sampled_from(["timestamp", "originalTimestamp"]),
 )

@@ -19,15 +19,15 @@ import pipeline
 from pipeline.core.calls import Request, call
 from pipeline.core.config import normalize_subdomain
 from pipeline.core.endpoints import CATALOGUE, Endpoint, EndpointName
-from properties import fakes
-from properties.strategies import (
+from pipeline.testing.strategies import (
     api_keys,
-    configs,
     dns_labels,
     friendly_subdomains,
     identifiers,
     items,
+    valid_configs,
 )
+from properties import fakes
 
 DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -79,7 +79,7 @@ def identify_items(draw: st.DrawFn) -> tuple[dict[str, Any], str, str]:
         message["userId"] = identifier
     else:
         message["traits"] = {"email": identifier}
-    item = draw(items(message=st.just(message), config=configs()))
+    item = draw(items(message=st.just(message), config=valid_configs()))
     return item, where, identifier
 
 

@@ -1,1 +1,34 @@
-"""Tools for testing pipelines that use usercom-pipeline."""
+"""Tools for testing pipelines built on usercom-pipeline.
+
+- Hypothesis strategies (need `hypothesis`): `events()`, `valid_events()`, `configs()`,
+  `valid_configs()`; see `pipeline.testing.strategies`.
+- `FakeUserCom`: an in-process User.com (the sandbox's state and handlers) that is both an
+  `httpx.BaseTransport` and an `httpx.AsyncBaseTransport`; no socket, no extra dependency.
+- A pytest plugin (installed with the package): the fixture `usercom_fake` gives each test a
+  fresh `FakeUserCom`.
+
+Names are imported on first use, so `import pipeline.testing` needs nothing beyond a plain
+install, and hypothesis only when a strategy is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "events": "pipeline.testing.strategies",
+    "valid_events": "pipeline.testing.strategies",
+    "configs": "pipeline.testing.strategies",
+    "valid_configs": "pipeline.testing.strategies",
+    "FakeUserCom": "pipeline.testing.fake",
+}
+
+__all__ = ["FakeUserCom", "configs", "events", "valid_configs", "valid_events"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,8 +1,17 @@
-"""Hypothesis strategies: arbitrary JSON, realistic RudderStack events, configs, identifiers.
+"""Hypothesis strategies for RudderStack events and User.com destination configs.
 
-Events and configs draw their keys from shared pools, so that generated mappings hit generated
-traits often, and every generated value is plain JSON (dicts, lists, str, int, float, bool,
-None) as `json.loads` would give it.
+For your own tests (needs `hypothesis`, which a plain install lacks: `pip install hypothesis`):
+
+- `events()`: any message the SPEC reads: identify, track, page, group and unsupported types,
+  valid and invalid, with the field variants of SPEC §2 (traits or context.traits, address
+  objects, timestamps as ISO text or epoch numbers, lookups by userKey, email or phone, ...);
+- `valid_events()`: only events that pass every check needing no answer from User.com, so
+  they deliver wherever their user exists;
+- `configs()`: destination configs, valid and invalid; `valid_configs()` only valid ones.
+
+Everything else here (`messages`, `items`, `any_items`, `timestamps`, identifiers, ...) is what
+this project's own properties use. Keys are drawn from shared pools, so that generated mappings
+hit generated traits often; every value is plain JSON, as `json.loads` would give it.
 """
 
 from __future__ import annotations
@@ -212,7 +221,7 @@ event_rules: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
 
 
 @st.composite
-def configs(
+def valid_configs(
     draw: st.DrawFn,
     api_key: st.SearchStrategy[str] = api_keys,
     user_mappings: st.SearchStrategy[list[dict[str, str]]] | None = None,
@@ -324,7 +333,7 @@ def _timestamp_values() -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def events(
+def messages(
     draw: st.DrawFn,
     types: tuple[str, ...] = EVENT_TYPES,
     with_lookup_options: bool = True,
@@ -393,10 +402,10 @@ def items(
 ) -> dict[str, Any]:
     """A processor input item `{message, destination: {Config}, metadata}`."""
     item: dict[str, Any] = {
-        "message": draw(message if message is not None else events()),
+        "message": draw(message if message is not None else messages()),
         "destination": {
             "ID": "dest-1",
-            "Config": draw(config if config is not None else configs()),
+            "Config": draw(config if config is not None else valid_configs()),
         },
     }
     if draw(st.booleans()):
@@ -413,7 +422,7 @@ def messy_messages() -> st.SearchStrategy[Any]:
             st.one_of(json_values(max_leaves=6), st.sampled_from((*EVENT_TYPES, *OTHER_TYPES))),
             max_size=8,
         ),
-        events().flatmap(
+        messages().flatmap(
             lambda ev: st.dictionaries(
                 st.sampled_from(INTERESTING_KEYS), json_values(max_leaves=5), max_size=3
             ).map(lambda noise: {**ev, **noise})
@@ -426,9 +435,9 @@ def any_items() -> st.SearchStrategy[Any]:
     return st.one_of(
         json_values(),
         items(message=messy_messages()),
-        items(config=st.one_of(json_values(), configs().map(_spoil_config))),
+        items(config=st.one_of(json_values(), valid_configs().map(_spoil_config))),
         items(),
-        items(message=events(with_lookup_options=False, with_user_id=True)),
+        items(message=messages(with_lookup_options=False, with_user_id=True)),
     )
 
 
@@ -579,7 +588,7 @@ def _split_traits(draw: st.DrawFn, traits: dict[str, Any], message: dict[str, An
 
 
 def _config_with(draw: st.DrawFn, **lists: Any) -> dict[str, Any]:
-    config = draw(configs())
+    config = draw(valid_configs())
     config.update(lists)
     return config
 
@@ -656,3 +665,57 @@ def track_items_with_rules(draw: st.DrawFn) -> tuple[dict[str, Any], int]:
     chosen += draw(st.lists(rules(st.sampled_from(others)), max_size=3))
     config = _config_with(draw, userEvents=draw(st.permutations(chosen)))
     return draw(items(message=st.just(message), config=st.just(config))), matching
+
+
+# --- the public strategies ---------------------------------------------------------------------
+
+ALL_TYPES = (*EVENT_TYPES, *OTHER_TYPES)
+
+
+def events() -> st.SearchStrategy[dict[str, Any]]:
+    """Any message the SPEC reads: the four supported types and others, valid and invalid."""
+    return st.one_of(
+        messages(types=ALL_TYPES),
+        valid_events(),
+        messages(types=EVENT_TYPES, with_lookup_options=False, with_user_id=True),
+    )
+
+
+@st.composite
+def valid_events(draw: st.DrawFn) -> dict[str, Any]:
+    """An identify, track, page or group with every field its checks need (SPEC §3, §5-§8)."""
+    message = draw(messages(types=EVENT_TYPES, with_lookup_options=False, with_user_id=True))
+    message["userId"] = draw(st.one_of(segment_safe_identifiers, st.integers(0, 10**9)))
+    kind = str(message["type"]).lower()
+    if kind == "track":
+        message["event"] = draw(st.sampled_from(EVENT_NAMES))
+    elif kind == "page":
+        context = message.setdefault("context", {})
+        context["page"] = {
+            "url": draw(st.sampled_from(["https://shop.example.com/p/1", "https://x.io/"])),
+            "path": draw(st.sampled_from(["/p/1", "/"])),
+        }
+        message["timestamp"] = draw(iso_timestamps(edges=False))[0]
+    elif kind == "group":
+        message["groupId"] = draw(st.one_of(segment_safe_identifiers, st.integers(0, 10**6)))
+        traits = message.get("traits")
+        message["traits"] = {**(traits if isinstance(traits, dict) else {}), "name": "Acme"}
+    return message
+
+
+def configs() -> st.SearchStrategy[Any]:
+    """Destination configs: mostly valid, sometimes not (a key or subdomain missing or
+    wrong, a mapping list that is not a list, a config that is not an object)."""
+    return st.one_of(valid_configs(), valid_configs().flatmap(_invalid_config), json_values())
+
+
+def _invalid_config(config: dict[str, Any]) -> st.SearchStrategy[Any]:
+    spoiled: list[Any] = [
+        {k: v for k, v in config.items() if k != "apiKey"},
+        {k: v for k, v in config.items() if k != "appSubdomain"},
+        {**config, "apiKey": 12345},
+        {**config, "appSubdomain": "evil.com/x"},
+        {**config, "userAttributesMapping": "plan"},
+        {**config, "userEvents": {"rsEventName": "x"}},
+    ]
+    return st.sampled_from(spoiled)
