@@ -30,6 +30,7 @@ from e2e_helpers import (
     read_outcomes,
     run_cli,
     sandbox_state,
+    table_value,
     wait_until,
     write_config,
     write_lines,
@@ -434,3 +435,49 @@ def test_a_fault_without_a_ledger_names_the_positions_not_sent(tmp_path: Path) -
     assert result.returncode == 3, result.stdout + result.stderr
     assert "refused the API key (403)" in result.stderr
     assert "not sent: positions 2" in result.stderr
+
+
+def test_out_naming_the_ledger_is_refused_for_send_and_failed(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(1, 1)))
+    config = write_config(tmp_path / "c.json")
+    ledger = tmp_path / "l.db"
+    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
+        assert (
+            send(events, "--config", config, "--base-url", url, "--ledger", ledger).returncode == 0
+        )
+        before = ledger.read_bytes()
+        refused = send(
+            events, "--config", config, "--base-url", url, "--ledger", ledger, "--out", ledger
+        )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "is the ledger" in refused.stderr
+    exported = run_cli("failed", ledger, "--out", ledger)
+    assert exported.returncode == 2, exported.stdout + exported.stderr
+    assert ledger.read_bytes() == before
+
+
+def test_a_refused_run_leaves_an_existing_out_file_as_it_was(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(1, 1)))
+    wrong = write_config(tmp_path / "wrong.json", {**RAW_CONFIG, "apiKey": "w" * 64})
+    out = tmp_path / "keep.jsonl"
+    out.write_text("earlier outcomes\n")
+    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
+        result = send(events, "--config", wrong, "--base-url", url, "--out", out)
+    assert result.returncode == 3
+    assert out.read_text() == "earlier outcomes\n"
+
+
+def test_a_resumed_run_counts_as_skipped_only_what_earlier_runs_finished(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(3, 3)))
+    config = write_config(tmp_path / "c.json")
+    ledger = tmp_path / "l.db"
+    trouble = ForcedStatus("/users-by-id/u2/", 503, times=6)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(trouble,))) as url:
+        first = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+        assert first.returncode == 4, first.stdout + first.stderr
+        second = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+    assert second.returncode == 0, second.stdout + second.stderr
+    # u2's identify was delivered by the first run; its 3 tracks were failed/held, and are
+    # delivered now from the queue, not counted again as "skipped" when the input is read.
+    assert table_value(second.stdout, "skipped (delivered earlier)") == "9"
+    assert table_value(second.stdout, "delivered") == "3"

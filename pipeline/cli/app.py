@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ from returns.result import Failure, Success
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli import checks
+from pipeline.cli import checks, operator
 from pipeline.cli.checks import UsageError
 from pipeline.cli.sending import (
     EXIT_FAULT,
@@ -26,10 +27,12 @@ from pipeline.cli.sending import (
     Tally,
     exit_status,
     final_words,
+    progress_every,
     run_send,
     summary_table,
 )
 from pipeline.core.config import Config, parse_config
+from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.faults import RESUME, check_app
 from pipeline.delivery.incoming import LineReader, read_jsonl
@@ -91,13 +94,51 @@ def load_config(path: Path) -> Config:
 
 @contextlib.contextmanager
 def open_out(target: Path | None) -> Iterator[IO[str] | None]:
+    """`--out`, opened only when the first outcome is written: a run refused before any
+    event (a locked ledger, a wrong key) leaves an existing file as it was."""
     if target is None:
         yield None
     elif str(target) == "-":
         yield sys.stdout
     else:
-        with target.open("w", encoding="utf-8") as handle:
-            yield handle
+        existed = target.exists()
+        try:
+            target.open("a", encoding="utf-8").close()  # can it be written? (changes nothing)
+        except OSError as error:
+            raise UsageError(f"cannot write --out {target}: {error.strerror}") from error
+        sink = LazyFile(target)
+        try:
+            yield sink
+        finally:
+            sink.close()
+            if not existed and sink.handle is None:
+                target.unlink(missing_ok=True)
+
+
+class LazyFile(io.StringIO):
+    """A text sink that creates its file on the first write (then writes through)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.handle: IO[str] | None = None
+
+    def write(self, text: str) -> int:
+        if self.handle is None:
+            try:
+                self.handle = self.path.open("w", encoding="utf-8")
+            except OSError as error:
+                raise UsageError(f"cannot write --out {self.path}: {error.strerror}") from error
+        return self.handle.write(text)
+
+    def flush(self) -> None:
+        if self.handle is not None:
+            self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        super().close()
 
 
 def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
@@ -106,7 +147,11 @@ def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
     for item in read_jsonl(LineReader(source), cfg):
         match item.job:
             case Success(_):
-                outcome = Outcome(item.key, "planned", position=item.position)
+                shown = plan_of(item.job)
+                steps = (
+                    tuple(line.strip() for line in shown.lines) if isinstance(shown, Plan) else ()
+                )
+                outcome = Outcome(item.key, "planned", 0, steps, position=item.position)
             case Failure(problem):
                 outcome = Outcome(
                     item.key, "rejected", 0, (), problem.message, position=item.position
@@ -195,7 +240,23 @@ def send(
         Path | None,
         typer.Option(metavar="FILE", help="write one outcome per event as JSONL (- for stdout)"),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only; make no request")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="plan only: make no request (but see --live) and write no ledger (--ledger is "
+            "ignored, with a note)",
+        ),
+    ] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="with --dry-run: make reads only (lookups) and say per event what a real run "
+            "would do (create or update the user, record the event, fail with no user...); "
+            "never writes",
+        ),
+    ] = False,
     retry_rejected: Annotated[
         bool, typer.Option("--retry-rejected", help="attempt events rejected earlier again")
     ] = False,
@@ -206,9 +267,16 @@ def send(
     retry; 2 usage, config or input error; 3 the run stopped on a fault of the key, the URL or
     the network; 4 some failed, held or pending (re-run with the same --ledger); 130/143
     interrupted.
+
+    --dry-run neither reads nor writes a ledger: with --ledger it says so in one line and plans
+    every event as new. --dry-run --live plans the events one at a time, in order, with real
+    reads only; each outcome (status planned) gets a "would" sentence, and the summary counts
+    each kind. Its exit status: 0, or 1 when some events can never be sent (rejected), 3 when
+    the key, the URL or the network fails the run.
     """
     err = stderr()
     try:
+        operator.check_live(live, dry_run=dry_run)
         source_name = checks.events_source(events)
         cfg = load_config(config)
         origin = checks.origin(base_url) if base_url is not None else None
@@ -219,11 +287,21 @@ def send(
         )
         out_path = checks.out_path(out, source_name)
         ledger_path = checks.ledger_path(ledger)
+        checks.not_the_ledger(out_path, ledger_path)
         total = count_events(source_name)
         with (
             open_source(source_name) as source,
             open_out(out_path) as sink,
         ):
+            if dry_run and ledger_path is not None:
+                err.print(
+                    f"note: --dry-run neither reads nor writes a ledger: --ledger {ledger_path} "
+                    "is ignored, and events finished there are planned as new",
+                    highlight=False,
+                    markup=False,
+                )
+            if dry_run and live:
+                finish_live(cfg, source, sink, origin, options.rate, out, err)
             if dry_run:
                 summary = dry_run_summary(cfg, source, sink)
                 tally = Tally()
@@ -254,6 +332,42 @@ def send(
 
 
 dry_run_summary = dry_run
+
+
+def finish_live(
+    cfg: Config,
+    source: IO[bytes],
+    sink: IO[str] | None,
+    origin: str | None,
+    rate: float | None,
+    out: Path | None,
+    err: Console,
+) -> None:
+    """`send --dry-run --live`: plan with reads only, print the tables, exit."""
+    result = operator.live_dry_run(
+        cfg,
+        source,
+        sink,
+        origin=origin,
+        rate=rate,
+        progress=operator.iter_progress(
+            progress_every(), lambda words: err.print(words, highlight=False)
+        ),
+    )
+    summary = result.summary
+    console = err if out is not None and str(out) == "-" else Console()
+    if summary.events or result.fault is None:
+        console.print(summary_table(summary, "usercom send (dry run, live: reads only)"))
+        console.print(operator.kinds_table(result.kinds))
+    if summary.broken_input:
+        err.print(f"warning: {summary.broken_input}", highlight=False, markup=False)
+    if result.fault is not None:
+        err.print(f"error: {result.fault}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FAULT)
+    if result.interrupted:
+        err.print("interrupted: nothing was written", highlight=False)
+        raise typer.Exit(130)
+    raise typer.Exit(1 if summary.rejected else 0)
 
 
 def _announce(url: str) -> None:
@@ -425,6 +539,7 @@ def failed(
 ) -> None:
     """Print the unfinished (failed, held, pending) events of a ledger as JSONL, in order."""
     try:
+        checks.not_the_ledger(out, ledger)
         book = reader_ledger(ledger)
         with contextlib.closing(book), open_binary_out(out) as sink:
             statuses: tuple[LedgerStatus, ...] = ("rejected",) if rejected else UNFINISHED
@@ -459,6 +574,74 @@ def requeue(
         stderr().print(f"[red]error:[/red] {problem}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     typer.echo(f"{changed} events are pending again")
+
+
+@app.command()
+def explain(
+    key: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY",
+            help="the event's key, with or without the app prefix (a unique prefix will do)",
+        ),
+    ],
+    ledger: Annotated[Path, typer.Option(metavar="FILE", help="the ledger of a run or service")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the story as one JSON object")
+    ] = False,
+) -> None:
+    """Show one event's story from a ledger: status, position, attempts, every request and
+    its answer, the error, the warnings and the original line.
+
+    Reads only and takes no lock: works while a run or the service writes the ledger.
+    Exit status: 0 shown; 2 no such event, or not a ledger.
+    """
+    try:
+        book = reader_ledger(ledger)
+        with contextlib.closing(book):
+            row = operator.find_event(book, key)
+            lines = (
+                [json.dumps(operator.story_json(book, row))]
+                if as_json
+                else operator.story(book, row)
+            )
+    except UsageError as problem:
+        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from problem
+    for line in lines:
+        typer.echo(line)
+
+
+@app.command()
+def report(
+    ledger: Annotated[
+        Path, typer.Argument(metavar="LEDGER", help="the ledger of a run or service")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the report as one JSON object")
+    ] = False,
+) -> None:
+    """Sum up everything a ledger holds: events per status, the most common errors, API calls
+    per endpoint and answer, the oldest unfinished event, and what to do next.
+
+    Reads only and takes no lock: works while a run or the service writes the ledger.
+    Exit status: 0 shown; 2 not a ledger.
+    """
+    try:
+        book = reader_ledger(ledger)
+        with contextlib.closing(book):
+            summed = operator.build_report(book)
+    except UsageError as problem:
+        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from problem
+    if as_json:
+        typer.echo(json.dumps(summed.as_json()))
+        return
+    console = Console()
+    for table in summed.tables():
+        console.print(table)
+    for words in summed.advice():
+        console.print(f"next: {words}", highlight=False, markup=False)
 
 
 @contextlib.contextmanager

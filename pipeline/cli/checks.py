@@ -221,3 +221,15 @@ def port(raw: int) -> int:
     if not 0 <= raw <= 65535:
         raise UsageError(f"--port must be from 0 to 65535 (0 picks a free one): got {raw}")
     return raw
+
+
+def not_the_ledger(out: Path | None, ledger: Path | None) -> None:
+    """`--out` must not name the ledger (or its lock): writing it would destroy the ledger."""
+    if out is None or ledger is None or str(out) == STDIO:
+        return
+    for guarded in (ledger, Path(f"{ledger}.lock")):
+        if _same_file(out, guarded):
+            raise UsageError(
+                f"--out is the ledger {str(ledger)!r}: writing it would destroy the ledger; "
+                "choose another path"
+            )

@@ -18,6 +18,7 @@ from typing import IO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.core.config import Config
 from pipeline.delivery.engine import Control, DeliveryOptions, deliver
@@ -51,12 +52,19 @@ def queue(
     tally: Tally,
     retry_rejected: bool,
 ) -> Iterator[Incoming]:
-    """The ledger's unfinished events in position order, then the input's new or changed ones."""
+    """The ledger's unfinished events in position order, then the input's new or changed ones.
+
+    Only events finished by an *earlier* run count as skipped: those taken from the queue
+    above, or read twice in this file, are this run's already.
+    """
+    taken: set[str] = set()
     if ledger is not None:
         for queued in list(ledger.unfinished()):
             event = replace(incoming(cfg, queued.position, queued.line), key=queued.key)
+            taken.add(queued.key)
             tally.read += 1
             yield event
+    first_new: int | None = None  # positions from here on were given by this run
     reader = LineReader(source)
     position = 0
     for line in reader:
@@ -65,15 +73,17 @@ def queue(
         if ledger is not None:
             row = ledger.get(event.key)
             if row is not None:
+                this_run = row.key in taken or (first_new is not None and row.position >= first_new)
+                if this_run or row.status not in ("delivered", "rejected"):
+                    continue  # queued above, or read twice in this file
                 same = row.content_hash == event.content_hash
-                if row.status in ("delivered", "rejected"):
-                    if same and not (retry_rejected and row.status == "rejected"):
-                        summary.skipped[row.status] += 1
-                        continue
-                    summary.changed += int(not same)
-                else:
-                    continue  # unfinished: queued above, or read twice in this file
-            event = replace(event, position=ledger.enqueue(event.key, event.content_hash, line))
+                if same and not (retry_rejected and row.status == "rejected"):
+                    summary.skipped[row.status] += 1
+                    continue
+                summary.changed += int(not same)
+            new_position = ledger.enqueue(event.key, event.content_hash, line)
+            first_new = new_position if first_new is None else first_new
+            event = replace(event, position=new_position)
         tally.read += 1
         tally.last_position = event.position
         yield event
@@ -102,11 +112,12 @@ def exit_status(summary: Summary, tally: Tally) -> int:
     return EXIT_DELIVERED
 
 
-def progress_line(summary: Summary, started: float) -> str:
+def progress_line(summary: Summary, started: float, total: int | None) -> str:
     seconds = max(time.monotonic() - started, 1e-9)
     c = summary.counts
+    done = f"{summary.events}/{total}" if total is not None else str(summary.events)
     return (
-        f"usercom send: {summary.events} done ({summary.events / seconds:.0f}/s): "
+        f"usercom send: {done} done ({summary.events / seconds:.0f}/s): "
         f"delivered {c['delivered']}, rejected {c['rejected']}, failed {c['failed']}, "
         f"held {c['held']}"
     )
@@ -179,7 +190,7 @@ def run_send(
         async def ticker() -> None:
             while True:
                 await asyncio.sleep(progress_every())
-                err.print(progress_line(counts, started), highlight=False)
+                err.print(progress_line(counts, started, total), highlight=False)
 
         ticking = None if live else asyncio.create_task(ticker())
         try:
@@ -237,7 +248,7 @@ def summary_table(summary: Summary, title: str) -> Table:
     if summary.seconds and summary.sent:
         table.add_row("events sent per second", f"{summary.sent / summary.seconds:.0f}")
     for error, count in summary.errors.most_common(3):
-        table.add_row(f"error (x{count})", error[:120])
+        table.add_row(f"error (x{count})", Text(error[:120]))  # never read as rich markup
     return table
 
 
@@ -257,8 +268,11 @@ def final_words(summary: Summary, tally: Tally, has_ledger: bool) -> list[str]:
     if not has_ledger and (summary.fault is not None or tally.signal is not None):
         unsent = ", ".join(str(p) for p in sorted(tally.unsent)[:50])
         more = "…" if len(tally.unsent) > 50 else ""
-        words.append(
-            f"not sent: positions {unsent or 'none'}{more}, and every event after position "
-            f"{tally.last_position} (not read)"
+        read = f"positions {unsent}{more}, and " if unsent else ""
+        after = (
+            f"every event after position {tally.last_position} (not read)"
+            if tally.last_position
+            else "every event of the input (none was read)"
         )
+        words.append(f"not sent: {read}{after}")
     return words

@@ -263,6 +263,90 @@ class Ledger:
                 result[str(status)] = int(count)
         return result
 
+    def rows(self, statuses: Sequence[Status] | None = None) -> Iterator[Row]:
+        """The events in `statuses` (None: every status), in position order, read in pages.
+
+        Like `unfinished`: a row that changes after its page was read is yielded as it was, and
+        no row is yielded twice. Works on a reader while a writer commits.
+        """
+        chosen = STATUSES if statuses is None else _statuses(statuses)
+        for found in self._ordered(chosen, _COLUMNS_BY_POSITION):
+            yield _row(found[1:])
+
+    def find(self, key: str) -> Row | None:
+        """The event with this key, or with this key under the ledger's app (`<app>:<key>`)."""
+        row = self.get(key)
+        if row is None and not key.startswith(f"{self._app}:"):
+            row = self.get(f"{self._app}:{key}")
+        return row
+
+    def keys_starting(self, prefix: str, limit: int = 2) -> list[str]:
+        """Up to `limit` keys that start with `prefix`, in key order (an index range)."""
+        if not prefix:
+            return []
+        with self._guard:
+            found = self._db.execute(
+                "SELECT key FROM events WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+                (prefix, prefix + "\U0010ffff", limit),
+            ).fetchall()
+        return [str(key) for (key,) in found if str(key).startswith(prefix)]
+
+    def updated_at(self, key: str) -> float | None:
+        """When the event's row last changed (seconds since the epoch), if known."""
+        with self._guard:
+            found = self._db.execute("SELECT updated FROM events WHERE key = ?", (key,)).fetchone()
+        return None if found is None or found[0] is None else float(found[0])
+
+    def error_counts(
+        self, top: int, statuses: Sequence[Status] = ("rejected", "failed")
+    ) -> list[tuple[str, int]]:
+        """The `top` most common errors of the events in `statuses`, with their counts."""
+        chosen = _statuses(statuses)
+        marks = ", ".join("?" * len(chosen))
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT error, count(*) AS n FROM events WHERE status IN ({marks}) "
+                "AND error IS NOT NULL GROUP BY error ORDER BY n DESC, error LIMIT ?",
+                (*chosen, top),
+            ).fetchall()
+        return [(str(error), int(count)) for error, count in found]
+
+    def oldest_unfinished(self) -> Row | None:
+        """The unfinished (pending, failed, held) event with the lowest position."""
+        return next(self.rows(UNFINISHED), None)
+
+    def request_logs(self) -> Iterator[tuple[str, ...]]:
+        """The stored requests (`METHOD URL -> answer`) of every event that made any, one
+        tuple per event, in position order, read in pages."""
+        after = 0
+        while True:
+            with self._guard:
+                page = self._db.execute(
+                    "SELECT position, requests FROM events WHERE position > ? "
+                    "AND requests != '[]' ORDER BY position LIMIT ?",
+                    (after, PAGE),
+                ).fetchall()
+            for _, requests in page:
+                yield tuple(str(r) for r in json.loads(requests))
+            if len(page) < PAGE:
+                return
+            after = int(page[-1][0])
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one consistent state of the ledger (a read transaction), even while
+        a writer commits. Only on a reader."""
+        if self._lock_fd is not None:
+            raise LedgerError(f"ledger {self._path}: snapshot() is for readers")
+        with self._guard:
+            self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with self._guard:
+                if self._db.in_transaction:
+                    self._db.execute("COMMIT")
+
     # -- writing --------------------------------------------------------------------------------
 
     def enqueue(self, key: str, content_hash: str, line: bytes) -> int:
