@@ -97,10 +97,26 @@ def _last_result(state: RetryCallState) -> Attempt:
     return result
 
 
-class _Run:
-    """The mutable state of one run: cache, counters, lanes. Created per `deliver` call."""
+@dataclass(slots=True)
+class AppState:
+    """What one User.com app's deliveries learn and keep across runs: the pace its limit
+    allows and the users and companies it knows. `usercom send` makes one per run; the
+    service keeps one per app for its lifetime, shared by every delivery round."""
 
-    def __init__(self, cfg: Config, options: DeliveryOptions, control: Control) -> None:
+    pacer: Pacer
+    cache: IdentityCache = field(default_factory=IdentityCache)
+
+    @classmethod
+    def new(cls, options: DeliveryOptions) -> AppState:
+        return cls(Pacer(cap=options.rate))
+
+
+class _Run:
+    """The mutable state of one run: counters, lanes, slots. Created per `deliver` call."""
+
+    def __init__(
+        self, cfg: Config, options: DeliveryOptions, control: Control, app: AppState
+    ) -> None:
         self.cfg = cfg
         self.control = control
         # Lanes with a failed or held event in this run, and the key that holds them.
@@ -108,8 +124,8 @@ class _Run:
         self.options = options
         origin = options.base_url.rstrip("/") + "/api/public" if options.base_url else None
         self.target = Target.of(cfg, origin)
-        self.pacer = Pacer(cap=options.rate)
-        self.cache = IdentityCache()
+        self.pacer = app.pacer
+        self.cache = app.cache
         self.slots: asyncio.Queue[httpx.AsyncBaseTransport] = asyncio.Queue()
         self.summary = Summary()
         # Group events of different users may name one company: one writer per company at a
@@ -225,6 +241,10 @@ class _Run:
     async def deliver_one(self, incoming: Incoming) -> Outcome:
         """The event's outcome; `held` when an earlier event of its user did not finish."""
         key, position = incoming.key, incoming.position
+        if incoming.deferred is not None:
+            # Failed earlier and not due yet: not attempted now, and it holds its user.
+            self.blocked.setdefault(incoming.lane, key)
+            return Outcome(key, "failed", 0, (), incoming.deferred, position=position)
         if self.control.reason is not None:
             return Outcome(key, "pending", position=position)
         match incoming.job:
@@ -289,13 +309,14 @@ async def deliver(
     on_outcome: Callable[[Incoming, Outcome], None] = lambda _i, _o: None,
     transport: httpx.AsyncBaseTransport | None = None,
     control: Control | None = None,
+    app: AppState | None = None,
 ) -> Summary:
     """Deliver every event; `on_outcome` hears of each as it finishes (any order across users).
 
     `transport` replaces real HTTPS (tests pass `httpx.MockTransport`); `control` lets the
     caller stop the run (a signal). A run-level fault stops it too: `Summary.fault` says why.
     """
-    run = _Run(cfg, options, control or Control())
+    run = _Run(cfg, options, control or Control(), app or AppState.new(options))
     started = time.monotonic()
     lanes: dict[str, deque[Incoming]] = {}
     running: set[asyncio.Task[None]] = set()

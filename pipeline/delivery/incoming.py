@@ -42,6 +42,9 @@ class Incoming:
     content_hash: str
     line: bytes
     problem: str | None = None
+    # Set (the reason) for an event that failed earlier and is not due for a retry yet: the
+    # engine does not attempt it, files nothing new for it, and holds its user's later events.
+    deferred: str | None = None
 
     @property
     def lane(self) -> str:
