@@ -35,7 +35,7 @@ from pipeline.core.config import Config, mask, parse_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.flows import DELIVERY, REFERENCE
 from pipeline.core.plan import Plan, plan_of
-from pipeline.core.steps import Final
+from pipeline.core.steps import Final, Step
 from pipeline.delivery.faults import RunFault, run_fault
 from pipeline.delivery.incoming import canonical, incoming
 from pipeline.delivery.outcome import Outcome, Status
@@ -61,6 +61,11 @@ def _parse(config: Mapping[str, Any]) -> Config:
         case Failure(PipelineError() as error):
             raise ConfigError(error)
     raise ConfigError(parse_config(None).failure())
+
+
+def _missing(answer: Answer) -> bool:
+    """A 404 to a route that may not exist: follow the final request's fallback."""
+    return isinstance(answer, Reply) and answer.status == 404
 
 
 def _unreachable_fault(answer: Answer, target: Target) -> str | None:
@@ -188,11 +193,17 @@ class Destination:
 
         match event.job:
             case Success(Job() as job):
-                match drive(Success(job.step), ask):
-                    case Success(Final() as final):
-                        return self._answered(event.key, final, ask(final.request), log)
-                    case Failure(PipelineError() as error):
-                        return self._failed(event.key, error, log)
+                flow: Step = job.step
+                while True:
+                    match drive(Success(flow), ask):
+                        case Success(Final() as final):
+                            answer = ask(final.request)
+                            if final.fallback is not None and _missing(answer):
+                                flow = final.fallback
+                                continue
+                            return self._answered(event.key, final, answer, log)
+                        case Failure(PipelineError() as error):
+                            return self._failed(event.key, error, log)
             case Failure(PipelineError() as error):
                 return Outcome(event.key, "rejected", 0, (), error.message)
         return Outcome(event.key, "rejected", 0, (), event.problem)
@@ -207,11 +218,17 @@ class Destination:
 
         match event.job:
             case Success(Job() as job):
-                match await adrive(Success(job.step), ask):
-                    case Success(Final() as final):
-                        return self._answered(event.key, final, await ask(final.request), log)
-                    case Failure(PipelineError() as error):
-                        return self._failed(event.key, error, log)
+                flow: Step = job.step
+                while True:
+                    match await adrive(Success(flow), ask):
+                        case Success(Final() as final):
+                            answer = await ask(final.request)
+                            if final.fallback is not None and _missing(answer):
+                                flow = final.fallback
+                                continue
+                            return self._answered(event.key, final, answer, log)
+                        case Failure(PipelineError() as error):
+                            return self._failed(event.key, error, log)
             case Failure(PipelineError() as error):
                 return Outcome(event.key, "rejected", 0, (), error.message)
         return Outcome(event.key, "rejected", 0, (), event.problem)

@@ -33,7 +33,9 @@ class Counts:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def handler_for(counts: Counts, status_for_writes: int = 200) -> type[BaseHTTPRequestHandler]:
+def handler_for(
+    counts: Counts, status_for_writes: int = 200, missing_event_route: bool = False
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -70,6 +72,8 @@ def handler_for(counts: Counts, status_for_writes: int = 200) -> type[BaseHTTPRe
                 counts.requests.append(f"{self.command} {self.path}")
             if self.headers.get("Authorization") != f"Token {KEY}":
                 self._answer(401, {"detail": "Invalid token."})
+            elif missing_event_route and self.path.endswith("/events/") and "by-id" in self.path:
+                self._answer(404, {"detail": "Not found."})
             else:
                 self._answer(status_for_writes, {"id": 11, "created": True})
 
@@ -80,9 +84,12 @@ def handler_for(counts: Counts, status_for_writes: int = 200) -> type[BaseHTTPRe
 
 
 @contextmanager
-def user_com(status_for_writes: int = 200) -> Iterator[tuple[str, Counts]]:
+def user_com(
+    status_for_writes: int = 200, missing_event_route: bool = False
+) -> Iterator[tuple[str, Counts]]:
     counts = Counts()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(counts, status_for_writes))
+    handler = handler_for(counts, status_for_writes, missing_event_route)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -178,9 +185,12 @@ def test_deliver_sends_the_final_request_and_returns_its_outcome() -> None:
         "POST https://acme.user.com/api/public/users/update_or_create/ -> 200",
     )
     assert track.status == "delivered"
-    assert len(track.requests) == 2
+    # One call: the custom-id event route needs no lookup.
+    assert track.requests == (
+        "POST https://acme.user.com/api/public/users-by-id/u1/events/ -> 200",
+    )
     assert (invalid.status, invalid.error) == ("rejected", "Parameter event is required")
-    assert counts.requests.count("POST /api/public/events/") == 1
+    assert counts.requests.count("POST /api/public/users-by-id/u1/events/") == 1
     assert KEY not in identify._repr_html_()
 
 
@@ -219,3 +229,17 @@ def test_a_passed_client_is_left_open() -> None:
         pass
     assert not client.is_closed
     client.close()
+
+
+def test_a_missing_custom_id_event_route_falls_back_to_the_lookup() -> None:
+    with (
+        user_com(missing_event_route=True) as (url, counts),
+        Destination(CONFIG, base_url=url) as dest,
+    ):
+        outcome = dest.deliver(TRACK)
+    assert outcome.status == "delivered", outcome
+    assert counts.requests == [
+        "POST /api/public/users-by-id/u1/events/",
+        "GET /api/public/users-by-id/u1/",
+        "POST /api/public/events/",
+    ]
