@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import time
 import warnings
 from collections.abc import Iterator
@@ -15,7 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.exceptions import StarletteDeprecationWarning
 
-from pipeline.sandbox import SandboxOptions, create_app, sandbox_state, serve_in_thread
+from pipeline.sandbox import (
+    SandboxOptions,
+    SandboxState,
+    create_app,
+    sandbox_state,
+    serve_in_thread,
+)
+from pipeline.sandbox.errors import ApiError
 from pipeline.sandbox.options import ForcedStatus, parse_forced
 
 with warnings.catch_warnings():  # starlette warns that its TestClient will move to httpx2
@@ -180,10 +189,33 @@ def test_enum_values_other_than_their_ints_are_400(
     assert state_of(client)["users"] == []
 
 
-def test_first_name_longer_than_40_characters_is_400(client: TestClient) -> None:
-    response = client.post(f"{API}/users/", json={"first_name": "x" * 41})
-    assert response.status_code == 400
-    assert "first_name" in response.json()["errors"]
+LIMITS = [("first_name", 40), ("last_name", 40), ("city", 64), ("phone_number", 64)]
+USER_WRITES = [
+    ("POST", "/users/", "fresh"),
+    ("PUT", "/users/1/", "old"),
+    ("PUT", "/users-by-id/old/", "old"),
+    ("POST", "/users/update_or_create/", "old"),
+    ("POST", "/users/update_or_create/", "fresh"),
+]
+
+
+@pytest.mark.parametrize(("field", "limit"), LIMITS)
+@pytest.mark.parametrize(("method", "path", "custom_id"), USER_WRITES)
+def test_over_long_names_city_and_phone_are_400_on_every_user_write(
+    client: TestClient, field: str, limit: int, method: str, path: str, custom_id: str
+) -> None:
+    """usercom-api.md §3.5, §9: names at most 40 characters, city and phone at most 64."""
+    create_user(client, custom_id="old")
+    before = state_of(client)["users"]
+    body = {"custom_id": custom_id}
+    refused = client.request(method, f"{API}{path}", json={**body, field: "x" * (limit + 1)})
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "errors": {field: [f"Ensure this field has no more than {limit} characters."]}
+    }
+    assert state_of(client)["users"] == before
+    accepted = client.request(method, f"{API}{path}", json={**body, field: "é" * limit})
+    assert accepted.status_code in (200, 201), accepted.text
 
 
 def test_create_with_a_taken_custom_id_is_400(client: TestClient) -> None:
@@ -273,19 +305,21 @@ def test_any_custom_id_round_trips_through_its_encoded_path(custom_id: str) -> N
         assert response.json()["id"] == created["id"]
 
 
-def test_update_or_create_creates_then_updates(client: TestClient) -> None:
+def test_update_or_create_answers_exactly_created_and_id(client: TestClient) -> None:
+    """usercom-api.md §4.7, §9 (D-uoc, DOC): ``{"created", "id"}``, not the user object."""
+    create_user(client, custom_id="someone-else")
     first = client.post(f"{API}/users/update_or_create/", json={"custom_id": "c1", "email": "a@b"})
     assert first.status_code == 201
-    created = first.json()
-    assert created["created"] is True
-    assert len(created["user_key"]) == 12
-    second = client.post(f"{API}/users/update_or_create/", json={"custom_id": "c1", "city": "Oslo"})
+    assert first.json() == {"created": True, "id": 2}
+    second = client.post(
+        f"{API}/users/update_or_create/", json={"custom_id": "c1", "city": "Oslo", "created": 1}
+    )
     assert second.status_code == 200
-    updated = second.json()
-    assert updated["created"] is False
-    assert (updated["id"], updated["user_key"]) == (created["id"], created["user_key"])
-    assert (updated["email"], updated["city"]) == ("a@b", "Oslo")
-    assert len(state_of(client)["users"]) == 1
+    assert second.json() == {"created": False, "id": 2}
+    stored = client.get(f"{API}/users-by-id/c1/").json()
+    assert (stored["id"], stored["email"], stored["city"]) == (2, "a@b", "Oslo")
+    assert stored["created"] == 1  # a custom attribute of that name is stored, not shadowed
+    assert len(state_of(client)["users"]) == 2
 
 
 def test_update_or_create_requires_a_custom_id(client: TestClient) -> None:
@@ -302,6 +336,198 @@ def test_user_keys_come_from_the_seed() -> None:
     assert keys(1) == keys(1)
     assert keys(1) != keys(2)
     assert len(set(keys(1))) == 3
+
+
+# representation options: the user key's spelling, unknown attributes
+
+
+def test_user_key_field_key_renders_key_everywhere_and_key_search_still_works() -> None:
+    """usercom-api.md §3.4, §9: the v2 docs' examples print ``key``, RudderStack's mocks
+    ``user_key``."""
+    with sandbox(SandboxOptions(api_key=TOKEN, user_key_field="key")) as client:
+        created = client.post(
+            f"{API}/users/",
+            json={"custom_id": "ann", "email": "a@b.c", "phone_number": "1", "key": "mine"},
+        )
+        assert created.status_code == 201
+        user = created.json()
+        key = user["key"]
+        assert len(key) == 12
+        assert key != "mine"  # read-only, like user_key
+        shown = [
+            user,
+            client.get(f"{API}/users/1/").json(),
+            client.put(f"{API}/users/1/", json={"city": "Oslo"}).json(),
+            client.get(f"{API}/users-by-id/ann/").json(),
+            client.put(f"{API}/users-by-id/ann/", json={}).json(),
+            client.get(f"{API}/users/search/", params={"key": key}).json(),
+            client.get(f"{API}/users/search/", params={"email": "a@b.c"}).json(),
+            *client.get(f"{API}/users/search/", params={"email": "a@b.c", "many": "true"}).json(),
+            *client.get(f"{API}/users/search/", params={"phone_number": "1"}).json()["results"],
+        ]
+        for answer in shown:
+            assert answer["key"] == key
+            assert "user_key" not in answer
+        assert list(shown[0])[:2] == ["id", "key"]
+        view = {"client_user": key, "page_domain": "https://x.y/", "page_path": "/"}
+        assert client.post(f"{API}/site-views/", json=view).status_code == 201
+        assert state_of(client)["users"][0]["user_key"] == key  # the state view keeps user_key
+
+
+def test_user_key_field_defaults_to_user_key() -> None:
+    with sandbox() as client:
+        user = create_user(client)
+        assert "user_key" in user
+        assert "key" not in user
+        assert SandboxOptions().user_key_field == "user_key"
+
+
+def test_unknown_attributes_accept_stores_them_by_default(client: TestClient) -> None:
+    """usercom-api.md §3.3, §6, §9: what the API does with unknown keys is UNKNOWN."""
+    user = create_user(client, custom_id="ann", plan="pro", **{"Verified Member": True})
+    assert (user["plan"], user["Verified Member"]) == ("pro", True)
+    assert SandboxOptions().unknown_attributes == "accept"
+
+
+def test_unknown_attributes_ignore_drops_them_and_keeps_standard_fields() -> None:
+    with sandbox(SandboxOptions(api_key=TOKEN, unknown_attributes="ignore")) as client:
+        user = create_user(client, custom_id="ann", city="Oslo", plan="pro", score=3)
+        assert "plan" not in user
+        assert (user["city"], user["score"]) == ("Oslo", 3)
+        upsert = client.post(f"{API}/users/update_or_create/", json={"custom_id": "ann", "age": 5})
+        assert upsert.json() == {"created": False, "id": user["id"]}
+        updated = client.put(f"{API}/users/{user['id']}/", json={"plan": "max", "region": "N"})
+        assert updated.status_code == 200
+        assert "plan" not in updated.json()
+        assert "age" not in updated.json()
+        assert updated.json()["region"] == "N"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/users/"),
+        ("PUT", "/users/1/"),
+        ("PUT", "/users-by-id/ann/"),
+        ("POST", "/users/update_or_create/"),
+    ],
+)
+def test_unknown_attributes_reject_is_400_naming_each_of_them(method: str, path: str) -> None:
+    with sandbox(SandboxOptions(api_key=TOKEN, unknown_attributes="reject")) as client:
+        create_user(client, custom_id="ann")
+        before = state_of(client)["users"]
+        custom_id = "bob" if path == "/users/" else "ann"
+        body = {"custom_id": custom_id, "city": "Oslo", "plan": "pro", "Verified Member": True}
+        refused = client.request(method, f"{API}{path}", json=body)
+        assert refused.status_code == 400
+        errors = refused.json()["errors"]
+        assert list(errors) == ["plan", "Verified Member"]
+        assert errors["plan"] == ['Unknown attribute "plan": create it in the app first.']
+        assert state_of(client)["users"] == before
+        standard = {
+            "custom_id": custom_id,
+            "email": "a@b.c",
+            "gender": 2,
+            "status": 1,
+            "tags": ["x"],
+            "company_custom_id": "none",
+            "score": 1,
+            "unsubscribed": True,
+            "notifications": False,
+            "assigned_to": None,
+            "id": 9,
+            "user_key": "ignored",
+            "key": "ignored",
+            "name": "ignored",
+        }
+        assert client.request(method, f"{API}{path}", json=standard).status_code in (200, 201)
+
+
+def test_standard_loose_attributes_have_defaults_and_are_stored_as_sent(
+    client: TestClient,
+) -> None:
+    """usercom-api.md §3.1 (examples), §4.5 (D-mass-std allowed standard attributes)."""
+    user = create_user(client)
+    assert (user["score"], user["unsubscribed"], user["notifications"], user["assigned_to"]) == (
+        0,
+        False,
+        True,
+        None,
+    )
+    updated = client.put(f"{API}/users/{user['id']}/", json={"score": 7, "assigned_to": 3})
+    assert (updated.json()["score"], updated.json()["assigned_to"]) == (7, 3)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"user_key_field": "userKey"}, "user_key_field must be one of user_key, key"),
+        ({"unknown_attributes": "drop"}, "unknown_attributes must be one of accept, ignore"),
+    ],
+)
+def test_representation_options_are_validated(bad: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SandboxOptions(**bad)
+
+
+# indexed lookups
+
+
+def test_lookups_follow_changed_custom_id_email_and_phone(client: TestClient) -> None:
+    ann = create_user(client, custom_id="a", email="x@y.z", phone_number="1")
+    bob = create_user(client, custom_id="b", email="x@y.z", phone_number="1")
+    client.put(f"{API}/users/{ann['id']}/", json={"custom_id": "a2", "email": "new@y.z"})
+    client.put(f"{API}/users/{bob['id']}/", json={"phone_number": None})
+    assert client.get(f"{API}/users-by-id/a/").status_code == 404
+    assert client.get(f"{API}/users-by-id/a2/").json()["id"] == ann["id"]
+    create_user(client, custom_id="a", email="x@y.z")  # the freed custom id can be taken again
+    search = f"{API}/users/search/"
+    shared = client.get(search, params={"email": "x@y.z", "many": "true"}).json()
+    assert [user["custom_id"] for user in shared] == ["b", "a"]
+    client.put(f"{API}/users/{ann['id']}/", json={"email": "x@y.z"})
+    shared = client.get(search, params={"email": "x@y.z", "many": "true"}).json()
+    assert [user["id"] for user in shared] == [1, 2, 3]  # by id, whatever the order of writes
+    assert client.get(search, params={"email": "x@y.z"}).json()["id"] == 1
+    assert client.get(search, params={"phone_number": "1"}).json()["count"] == 1
+    assert client.get(search, params={"email": "new@y.z"}).status_code == 404
+
+
+VALUES = st.sampled_from(["a", "b", "c", None])
+USER_BODIES = st.fixed_dictionaries(
+    {}, optional={"custom_id": VALUES, "email": VALUES, "phone_number": VALUES}
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), USER_BODIES), max_size=25))
+def test_indexed_lookups_agree_with_a_scan(writes: list[tuple[int, dict[str, Any]]]) -> None:
+    state = SandboxState(rng=random.Random(0), clock=fixed_clock)
+    for target, body in writes:
+        with contextlib.suppress(ApiError):  # a taken custom id
+            if target == 0 or target > len(state.users):
+                state.create_user(body)
+            else:
+                state.update_user(state.users[target], body)
+    for field in ("custom_id", "email", "phone_number"):
+        for value in ("a", "b", "c"):
+            scan = [user for user in state.users.values() if user.strings[field] == value]
+            assert state.users_where(field, value) == scan
+    for user in state.users.values():
+        assert state.users_where("user_key", user.user_key) == [user]
+
+
+def test_user_companies_are_listed_by_company_id(client: TestClient) -> None:
+    create_user(client, custom_id="ann")
+    for custom_id in ("c1", "c2", "c3"):
+        client.post(f"{API}/companies/", json={"name": custom_id, "custom_id": custom_id})
+    for company_id in (3, 1):
+        client.post(f"{API}/companies/{company_id}/add_member/", json={"user_custom_id": "ann"})
+    client.put(f"{API}/users-by-id/ann/", json={"company_custom_id": "c2"})
+    client.put(f"{API}/companies/1/", json={"custom_id": "renamed"})
+    listed = client.get(f"{API}/users-by-id/ann/").json()["companies"]
+    assert [company["name"] for company in listed] == ["c1", "c2", "c3"]
+    assert client.get(f"{API}/companies-by-id/c1/").status_code == 404
+    assert client.get(f"{API}/companies-by-id/renamed/").json()["id"] == 1
 
 
 # events and site views
@@ -337,6 +563,72 @@ def test_event_timestamps_must_be_unix_seconds(client: TestClient) -> None:
     response = client.post(f"{API}/events/", json=body)
     assert response.status_code == 400
     assert list(response.json()["errors"]) == ["timestamp"]
+
+
+def test_events_by_custom_id_answer_id_and_created_and_are_stored_like_events(
+    client: TestClient,
+) -> None:
+    """usercom-api.md §4.10, §9 (DOC-OLD, CLIENT): ``{name, timestamp, data}`` answers
+    ``{id, created}``."""
+    create_user(client, custom_id="other")
+    user = create_user(client, custom_id="team/ann")
+    by_custom_id = f"{API}/users-by-id/team%2Fann/events/"
+    first = client.post(
+        by_custom_id, json={"name": "buy", "timestamp": 1426967129, "data": {"sku": 1}}
+    )
+    assert first.status_code == 201
+    assert first.json() == {"id": 1, "created": True}
+    plain = client.post(f"{API}/events/", json={"user_id": user["id"], "name": "buy"})
+    assert plain.json() == {"id": 2, "created": False}
+    again = client.post(by_custom_id, json={"name": "view", "user_id": "team/ann"})
+    assert again.json() == {"id": 3, "created": True}
+    assert state_of(client)["events"] == [
+        {"user_id": user["id"], "name": "buy", "timestamp": 1426967129, "data": {"sku": 1}},
+        {"user_id": user["id"], "name": "buy", "timestamp": int(NOW.timestamp()), "data": {}},
+        {"user_id": user["id"], "name": "view", "timestamp": int(NOW.timestamp()), "data": {}},
+    ]
+
+
+def test_events_by_custom_id_404_for_an_unknown_user_and_400_for_a_bad_body(
+    client: TestClient,
+) -> None:
+    unknown = client.post(f"{API}/users-by-id/nobody/events/", json={"name": "x"})
+    assert unknown.status_code == 404
+    assert unknown.json() == {"detail": "Not found."}
+    create_user(client, custom_id="ann")
+    for body, field in [
+        ({}, "name"),
+        ({"name": "x", "timestamp": "2024-01-01T00:00:00Z"}, "timestamp"),
+        ({"name": "x", "data": [1]}, "data"),
+    ]:
+        refused = client.post(f"{API}/users-by-id/ann/events/", json=body)
+        assert refused.status_code == 400
+        assert list(refused.json()["errors"]) == [field]
+    assert client.get(f"{API}/users-by-id/ann/events/").status_code == 405
+    assert state_of(client)["events"] == []
+
+
+def test_events_by_custom_id_need_the_token_and_the_slash(client: TestClient) -> None:
+    create_user(client, custom_id="ann")
+    url = f"{API}/users-by-id/ann/events/"
+    refused = client.post(url, json={"name": "x"}, headers={"Authorization": "Token wrong"})
+    assert refused.status_code == 401
+    assert refused.json() == {"detail": "Invalid token."}
+    moved = client.post(url.rstrip("/"), json={"name": "x"})
+    assert moved.status_code == 301
+    assert moved.headers["location"] == url
+    assert state_of(client)["events"] == []
+
+
+def test_events_by_custom_id_can_be_forced_by_route_name() -> None:
+    options = SandboxOptions(
+        api_key=TOKEN, forced=(parse_forced("users-by-id-events-create=504x1"),)
+    )
+    with sandbox(options) as client:
+        create_user(client, custom_id="ann")
+        url = f"{API}/users-by-id/ann/events/"
+        assert client.post(url, json={"name": "x"}).status_code == 504
+        assert client.post(url, json={"name": "x"}).status_code == 201
 
 
 def test_site_views_need_a_known_user_key_and_echo_with_an_id(client: TestClient) -> None:
@@ -460,11 +752,20 @@ def test_seeded_throttle_gives_429_with_retry_after_reproducibly() -> None:
         assert response.json() == {"detail": "Request was throttled."}
 
 
-def test_error_rate_gives_random_5xx_and_writes_nothing() -> None:
-    with sandbox(SandboxOptions(api_key=TOKEN, error_rate=1.0, seed=5)) as client:
-        codes = {client.post(f"{API}/users/", json={}).status_code for _ in range(40)}
-        assert codes == {500, 502, 503}
-        assert state_of(client)["users"] == []
+def test_error_rate_gives_random_5xx_including_504_and_writes_nothing() -> None:
+    """usercom-api.md §9: User.com documents 500, 502 and 504 (DOC)."""
+
+    def codes(seed: int) -> list[int]:
+        with sandbox(SandboxOptions(api_key=TOKEN, error_rate=1.0, seed=seed)) as client:
+            answers = [client.post(f"{API}/users/", json={}) for _ in range(40)]
+            assert state_of(client)["users"] == []
+        timed_out = next(answer for answer in answers if answer.status_code == 504)
+        assert timed_out.json() == {"detail": "Gateway timeout."}
+        return [answer.status_code for answer in answers]
+
+    drawn = codes(5)
+    assert set(drawn) == {500, 502, 503, 504}
+    assert codes(5) == drawn
 
 
 def test_rate_limit_is_a_token_bucket() -> None:

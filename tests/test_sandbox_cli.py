@@ -136,6 +136,36 @@ def test_wrong_or_missing_api_key_is_401() -> None:
         assert client.get(url).status_code == 404  # the right key: no such user
 
 
+def test_user_key_field_and_unknown_attributes_options() -> None:
+    with sandbox("--user-key-field", "key", "--unknown-attributes", "reject") as client:
+        refused = client.post(f"{API}/users/", json={"custom_id": "ann", "plan": "pro"})
+        assert refused.status_code == 400
+        assert list(refused.json()["errors"]) == ["plan"]
+        upsert = client.post(f"{API}/users/update_or_create/", json={"custom_id": "ann"})
+        assert upsert.status_code == 201
+        assert upsert.json() == {"created": True, "id": 1}
+        user = client.get(f"{API}/users-by-id/ann/").json()
+        assert "user_key" not in user
+        found = client.get(f"{API}/users/search/", params={"key": user["key"]})
+        assert found.json()["id"] == 1
+    with sandbox("--unknown-attributes", "ignore") as client:
+        created = client.post(f"{API}/users/", json={"plan": "pro"})
+        assert created.status_code == 201
+        assert "plan" not in created.json()
+        assert "user_key" in created.json()
+
+
+def test_events_by_custom_id_over_a_socket() -> None:
+    with sandbox() as client:
+        client.post(f"{API}/users/", json={"custom_id": "ann"})
+        answer = client.post(f"{API}/users-by-id/ann/events/", json={"name": "buy"})
+        assert (answer.status_code, answer.json()) == (201, {"id": 1, "created": True})
+        missing = client.post(f"{API}/users-by-id/bob/events/", json={"name": "buy"})
+        assert (missing.status_code, missing.json()) == (404, {"detail": "Not found."})
+        events = client.get("/__sandbox__/state").json()["events"]
+        assert [(event["user_id"], event["name"]) for event in events] == [(1, "buy")]
+
+
 @pytest.mark.parametrize("port", ["70000", "65536", "-1"])
 def test_out_of_range_port_exits_2_with_one_line(port: str) -> None:
     _assert_usage_error(_run_to_exit("--port", port), "--port", "0..65535", port)
@@ -158,6 +188,8 @@ def test_port_in_use_exits_2_with_one_line() -> None:
         (["--error-rate", "2"], ["--error-rate", "between 0 and 1"]),
         (["--latency-ms", "nan"], ["--latency-ms"]),
         (["--rate-limit", "0"], ["--rate-limit", "> 0"]),
+        (["--user-key-field", "userKey"], ["--user-key-field", "userKey", "user_key"]),
+        (["--unknown-attributes", "drop"], ["--unknown-attributes", "drop", "reject"]),
         (["--no-such-option"], ["--no-such-option"]),
     ],
 )

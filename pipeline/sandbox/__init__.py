@@ -1,8 +1,11 @@
 """A local, in-memory simulator of User.com's public REST API (v2 field names).
 
 ``create_app(options)`` gives a Starlette app; ``serve_in_thread(options)`` serves one on a
-loopback port for tests; ``SandboxOptions`` injects latency, throttling, 5xx and dropped
-connections, and ``ForcedStatus`` rules (``parse_forced("POST /events/=503x3")``) force statuses.
+loopback port for tests; ``SandboxOptions`` sets the API key, the spelling of the user key
+(``user_key_field``), what unknown user attributes do (``unknown_attributes``), and injects
+latency, throttling, 5xx and dropped connections; ``ForcedStatus`` rules
+(``parse_forced("POST /events/=503x3")``) force statuses. Answers follow the documented API
+(/work/shared/usercom-api.md); each handler says where its shape comes from.
 ``GET /__sandbox__/state`` shows everything stored. ``python -m pipeline.sandbox --help`` serves
 one standalone.
 """

@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from pipeline.sandbox.options import FORCED_EXAMPLE, FORCED_SYNTAX, SandboxOptions, parse_forced
 from pipeline.sandbox.server import HOST, MAX_PORT, ListenError, run
+from pipeline.sandbox.users import UNKNOWN_ATTRIBUTE_MODES, USER_KEY_FIELDS
 
 PROG = "python -m pipeline.sandbox"
 USAGE_ERROR = 2
@@ -61,6 +62,21 @@ def parser() -> argparse.ArgumentParser:
     )
     cli.add_argument("--api-key", help="the only accepted token (default: any non-empty token)")
     cli.add_argument(
+        "--user-key-field",
+        choices=USER_KEY_FIELDS,
+        default="user_key",
+        help="name of the cookie key in user objects: user_key (the docs' field table, "
+        "RudderStack's mocks) or key (the v2 docs' examples); ?key= searches work either way "
+        "(default: %(default)s)",
+    )
+    cli.add_argument(
+        "--unknown-attributes",
+        choices=UNKNOWN_ATTRIBUTE_MODES,
+        default="accept",
+        help="user body keys that are no standard field: accept (store as custom attributes), "
+        "ignore (drop silently) or reject (400 naming them) (default: %(default)s)",
+    )
+    cli.add_argument(
         "--force",
         action="append",
         default=[],
@@ -70,7 +86,9 @@ def parser() -> argparse.ArgumentParser:
         "repeatable, the first rule with requests left wins",
     )
     cli.add_argument("--latency-ms", type=_non_negative, default=0.0, help="delay per request")
-    cli.add_argument("--error-rate", type=_share, default=0.0, help="share answered 500/502/503")
+    cli.add_argument(
+        "--error-rate", type=_share, default=0.0, help="share answered 500/502/503/504"
+    )
     cli.add_argument("--throttle-rate", type=_share, default=0.0, help="share answered 429")
     cli.add_argument("--drop-rate", type=_share, default=0.0, help="share of connections dropped")
     cli.add_argument(
@@ -91,6 +109,8 @@ def options_from(args: argparse.Namespace) -> SandboxOptions:
     """The sandbox options the parsed arguments ask for (``ValueError`` when they are bad)."""
     return SandboxOptions(
         api_key=args.api_key,
+        user_key_field=args.user_key_field,
+        unknown_attributes=args.unknown_attributes,
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
         throttle_rate=args.throttle_rate,

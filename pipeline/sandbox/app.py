@@ -37,7 +37,12 @@ def create_app(options: SandboxOptions | None = None, *, clock: Clock | None = N
     """
     options = options or SandboxOptions()
     rng = random.Random(options.seed)
-    state = SandboxState(rng=rng, clock=clock or utc_now)
+    state = SandboxState(
+        rng=rng,
+        clock=clock or utc_now,
+        user_key_field=options.user_key_field,
+        unknown_attributes=options.unknown_attributes,
+    )
     api = PublicApi(options, state, Faults.build(options, rng))
 
     async def show_state(_: Request) -> Response:
@@ -127,6 +132,9 @@ class PublicApi:
         return JSONResponse(payload, status_code=status)
 
     def _authorized(self, request: Request) -> bool:
+        """``Authorization: Token <key>`` (D-basic, DOC); anything else is answered 401
+        ``{"detail": "Invalid token."}`` with ``WWW-Authenticate: Token`` (status: GO, CLIENT;
+        body and header: INFER, DRF's TokenAuthentication). §1, §2.1."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "token" or not token:

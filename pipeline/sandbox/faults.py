@@ -33,7 +33,10 @@ DETAILS: Mapping[int, str] = MappingProxyType(
         504: "Gateway timeout.",
     }
 )
-SERVER_ERRORS = (500, 502, 503)
+SERVER_ERRORS = (500, 502, 503, 504)
+"""The 5xx an ``error_rate`` draw answers: 500, 502 and 504 are User.com's documented codes
+(usercom-api.md §9, apidocs.user.com http-response-codes, DOC); 503 is kept as INFER (any
+proxy or load balancer in front of an API may answer it)."""
 DECLARED_LENGTH = b"64"
 
 

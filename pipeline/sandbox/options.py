@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from pipeline.sandbox.routing import ROUTES
+from pipeline.sandbox.users import (
+    UNKNOWN_ATTRIBUTE_MODES,
+    USER_KEY_FIELDS,
+    UnknownAttributes,
+    UserKeyField,
+)
 
 FORCED_SYNTAX = "[METHOD ]ROUTE=STATUS[xN]"
 FORCED_EXAMPLE = "POST /users/update_or_create/=503x180"
@@ -120,7 +126,7 @@ def parse_forced(spec: str) -> ForcedStatus:
 
 @dataclass(frozen=True, slots=True)
 class SandboxOptions:
-    """Authentication, latency and fault-injection settings of one sandbox app.
+    """Authentication, representation, latency and fault-injection settings of one sandbox app.
 
     Rates are probabilities in ``[0, 1]`` drawn per request from the app's seeded random source.
 
@@ -133,11 +139,18 @@ class SandboxOptions:
     """
 
     api_key: str | None = None
-    """The only accepted token; ``None`` accepts any non-empty token."""
+    """The only accepted token; ``None`` accepts any non-empty token. A missing or other token
+    is answered 401 ``{"detail": "Invalid token."}``."""
+    user_key_field: UserKeyField = "user_key"
+    """The name of the cookie key in user objects: ``user_key`` (D-key table, RudderStack mocks)
+    or ``key`` (every v2 docs example); ``GET /users/search/?key=`` finds users either way."""
+    unknown_attributes: UnknownAttributes = "accept"
+    """Keys of a user body that are no standard field: ``accept`` stores them as custom
+    attributes, ``ignore`` drops them silently, ``reject`` answers 400 naming them."""
     latency_ms: float = 0
     """Delay added before every API request is answered."""
     error_rate: float = 0
-    """Share of API requests answered with a random 500, 502 or 503."""
+    """Share of API requests answered with a random 500, 502, 503 or 504."""
     throttle_rate: float = 0
     """Share of API requests answered with 429 and ``Retry-After: 1``."""
     drop_rate: float = 0
@@ -159,6 +172,16 @@ class SandboxOptions:
     """Seed of the app's single random source (user keys and fault draws)."""
 
     def __post_init__(self) -> None:
+        if self.user_key_field not in USER_KEY_FIELDS:
+            raise ValueError(
+                f"user_key_field must be one of {', '.join(USER_KEY_FIELDS)}, "
+                f"got {self.user_key_field!r}"
+            )
+        if self.unknown_attributes not in UNKNOWN_ATTRIBUTE_MODES:
+            raise ValueError(
+                f"unknown_attributes must be one of {', '.join(UNKNOWN_ATTRIBUTE_MODES)}, "
+                f"got {self.unknown_attributes!r}"
+            )
         for name in ("error_rate", "throttle_rate", "drop_rate", "lost_response_rate"):
             value = getattr(self, name)
             if not 0 <= value <= 1:

@@ -27,6 +27,7 @@ ROUTES = (
     Route("PUT", ("users", "{id:int}"), "users-update"),
     Route("GET", ("users-by-id", "{custom_id}"), "users-by-id"),
     Route("PUT", ("users-by-id", "{custom_id}"), "users-by-id-update"),
+    Route("POST", ("users-by-id", "{custom_id}", "events"), "users-by-id-events-create"),
     Route("POST", ("events",), "events-create"),
     Route("POST", ("site-views",), "site-views-create"),
     Route("POST", ("companies",), "companies-create"),

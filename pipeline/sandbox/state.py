@@ -1,7 +1,13 @@
-"""The in-memory User.com account behind one sandbox app, and the operations on it."""
+"""The in-memory User.com account behind one sandbox app, and the operations on it.
+
+Lookups by custom id, user key, email and phone use indexes kept up to date on every write, so
+a request costs the same however many users the account holds. Evidence levels and sections
+(§) refer to /work/shared/usercom-api.md.
+"""
 
 from __future__ import annotations
 
+import bisect
 import random
 import string
 from collections.abc import Callable, Iterable
@@ -24,11 +30,20 @@ from pipeline.sandbox.fields import (
     as_unix_seconds,
     required,
 )
-from pipeline.sandbox.users import UserChanges, UserRecord, parse_user_body, render_user
+from pipeline.sandbox.users import (
+    UnknownAttributes,
+    UserChanges,
+    UserKeyField,
+    UserRecord,
+    parse_user_body,
+    render_user,
+)
 
 Clock = Callable[[], datetime]
 KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_LENGTH = 12
+SHARED_INDEXES = ("email", "phone_number")
+"""Standard fields several users may share (§9, help centre): indexed to lists of user ids."""
 
 
 def utc_now() -> datetime:
@@ -47,10 +62,16 @@ def iso(moment: datetime) -> str:
 
 @dataclass(slots=True)
 class SandboxState:
-    """Users, companies, events and site views of one app; every id is auto-incremented."""
+    """Users, companies, events and site views of one app; every id is auto-incremented.
+
+    ``user_key_field`` names the cookie key in API user objects (``/__sandbox__/state`` always
+    says ``user_key``); ``unknown_attributes`` is what non-standard keys of a user body do.
+    """
 
     rng: random.Random
     clock: Clock = utc_now
+    user_key_field: UserKeyField = "user_key"
+    unknown_attributes: UnknownAttributes = "accept"
     users: dict[int, UserRecord] = field(default_factory=dict)
     companies: dict[int, CompanyRecord] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -59,6 +80,18 @@ class SandboxState:
     tag_ids: dict[str, int] = field(default_factory=dict)
     request_count: int = 0
     last_event_id: int = 0
+    user_id_by_custom_id: dict[str, int] = field(default_factory=dict)
+    """Index: custom id -> user id (custom ids are unique, §9)."""
+    user_id_by_key: dict[str, int] = field(default_factory=dict)
+    """Index: user key -> user id."""
+    user_ids_by: dict[str, dict[str, list[int]]] = field(
+        default_factory=lambda: {name: {} for name in SHARED_INDEXES}
+    )
+    """Indexes: ``email`` / ``phone_number`` -> ids of the users with that value, ascending."""
+    company_id_by_custom_id: dict[str, int] = field(default_factory=dict)
+    """Index: company custom id -> company id."""
+    memberships: dict[int, list[int]] = field(default_factory=dict)
+    """User id -> ascending ids of the companies it belongs to."""
 
     def now(self) -> str:
         """The clock's current time, formatted."""
@@ -80,24 +113,33 @@ class SandboxState:
         return match[0]
 
     def users_where(self, key: str, value: str) -> list[UserRecord]:
-        """Users whose ``user_key`` or standard string field equals ``value``, by id."""
-        if key == "user_key":
-            return [user for user in self.users.values() if user.user_key == value]
+        """Users whose ``user_key`` or standard string field equals ``value``, by id.
+
+        ``custom_id``, ``user_key``, ``email`` and ``phone_number`` come from an index; any
+        other field is a scan.
+        """
+        if key in ("custom_id", "user_key"):
+            index = self.user_id_by_custom_id if key == "custom_id" else self.user_id_by_key
+            found = index.get(value)
+            return [] if found is None else [self.users[found]]
+        if key in self.user_ids_by:
+            return [self.users[user_id] for user_id in self.user_ids_by[key].get(value, ())]
         return [user for user in self.users.values() if user.strings.get(key) == value]
 
     def create_user(self, body: Body) -> UserRecord:
         """Store a new user; a taken ``custom_id`` is a 400."""
-        changes = parse_user_body(body)
+        changes = parse_user_body(body, self.unknown_attributes)
         self._check_user_custom_id(changes, owner=None)
         now = self.now()
         user = UserRecord(len(self.users) + 1, self._new_user_key(), now, now)
         self.users[user.id] = user
+        self.user_id_by_key[user.user_key] = user.id
         self._apply_user(user, changes, now)
         return user
 
     def update_user(self, user: UserRecord, body: Body) -> UserRecord:
         """Apply a partial update; moving to another user's ``custom_id`` is a 400."""
-        changes = parse_user_body(body)
+        changes = parse_user_body(body, self.unknown_attributes)
         self._check_user_custom_id(changes, owner=user)
         self._apply_user(user, changes, self.now())
         return user
@@ -110,14 +152,19 @@ class SandboxState:
             return self.update_user(match[0], body), False
         return self.create_user(body), True
 
-    def show_user(self, user: UserRecord) -> dict[str, Any]:
-        """The API representation of a user, with the companies it belongs to."""
-        companies = [
-            {"id": company.id, "name": company.strings["name"], "member_since": since}
-            for company in self.companies.values()
-            if (since := company.member_since.get(user.id)) is not None
-        ]
-        return render_user(user, self.tag_ids, companies)
+    def show_user(self, user: UserRecord, key_field: UserKeyField | None = None) -> dict[str, Any]:
+        """The API representation of a user, with the companies it belongs to.
+
+        The cookie key is named ``key_field``, by default the app's ``user_key_field``.
+        """
+        companies = []
+        for company_id in self.memberships.get(user.id, ()):
+            company = self.companies[company_id]
+            since = company.member_since[user.id]
+            companies.append(
+                {"id": company.id, "name": company.strings["name"], "member_since": since}
+            )
+        return render_user(user, self.tag_ids, companies, key_field or self.user_key_field)
 
     # events and site views
 
@@ -126,6 +173,12 @@ class SandboxState:
         user_id = as_int("user_id", required(body, "user_id"))
         if user_id not in self.users:
             raise invalid("user_id", f'Invalid pk "{user_id}" - object does not exist.')
+        return self.record_event(self.users[user_id], body)
+
+    def record_event(self, user: UserRecord, body: Body) -> dict[str, Any]:
+        """Record an event of ``user`` from ``{name, timestamp, data}`` (§4.9, D-event DOC):
+        ``{"id", "created"}``, ``created`` = first event of that name in the app."""
+        user_id = user.id
         name = as_string("name", required(body, "name")) or ""
         timestamp = body.get("timestamp")
         data = body.get("data")
@@ -151,7 +204,7 @@ class SandboxState:
     def create_site_view(self, body: Body) -> dict[str, Any]:
         """Record a page view of the user whose ``user_key`` is ``client_user``."""
         client_user = as_string("client_user", required(body, "client_user")) or ""
-        if not self.users_where("user_key", client_user):
+        if client_user not in self.user_id_by_key:
             raise invalid("client_user", f'Invalid user key "{client_user}" - no such user.')
         timestamp = body.get("timestamp")
         view = {
@@ -180,8 +233,9 @@ class SandboxState:
         return match[0]
 
     def companies_where(self, custom_id: str) -> list[CompanyRecord]:
-        """Companies with this custom id (at most one), by id."""
-        return [company for company in self.companies.values() if company.custom_id == custom_id]
+        """Companies with this custom id (at most one)."""
+        found = self.company_id_by_custom_id.get(custom_id)
+        return [] if found is None else [self.companies[found]]
 
     def create_company(self, body: Body) -> CompanyRecord:
         """Store a new company, linking the user named by ``user_custom_id`` if it exists."""
@@ -216,7 +270,7 @@ class SandboxState:
             raise invalid("user_id", "Provide user_id or user_custom_id.")
         if found[0] is not found[-1]:
             raise invalid("user_custom_id", "It names another user than user_id.")
-        company.add_employee(found[0].id, self.now())
+        self._link(company, found[0].id, self.now())
         return {"id": company.id, "user_id": found[0].id, "added": True}
 
     def show_company(self, company: CompanyRecord) -> dict[str, Any]:
@@ -228,7 +282,7 @@ class SandboxState:
     def snapshot(self) -> dict[str, Any]:
         """Everything stored, as ``GET /__sandbox__/state`` shows it."""
         return {
-            "users": [self.show_user(user) for user in self.users.values()],
+            "users": [self.show_user(user, "user_key") for user in self.users.values()],
             "companies": [self.show_company(company) for company in self.companies.values()],
             "events": [dict(event) for event in self.events],
             "site_views": [dict(view) for view in self.site_views],
@@ -238,8 +292,7 @@ class SandboxState:
     # helpers
 
     def _new_user_key(self) -> str:
-        taken = {user.user_key for user in self.users.values()}
-        while (key := "".join(self.rng.choices(KEY_ALPHABET, k=KEY_LENGTH))) in taken:
+        while (key := "".join(self.rng.choices(KEY_ALPHABET, k=KEY_LENGTH))) in self.user_id_by_key:
             pass
         return key
 
@@ -262,17 +315,50 @@ class SandboxState:
 
     def _apply_user(self, user: UserRecord, changes: UserChanges, now: str) -> None:
         self._register_tags(changes.tags)
+        before = {key: user.strings[key] for key in ("custom_id", *SHARED_INDEXES)}
         user.apply(changes, now)
+        self._reindex_user(user, before)
         if changes.company_custom_id is not None:
             for company in self.companies_where(changes.company_custom_id):
-                company.add_employee(user.id, now)
+                self._link(company, user.id, now)
+
+    def _reindex_user(self, user: UserRecord, before: dict[str, str | None]) -> None:
+        old, new = before["custom_id"], user.strings["custom_id"]
+        if old != new:
+            if old is not None:
+                del self.user_id_by_custom_id[old]
+            if new is not None:
+                self.user_id_by_custom_id[new] = user.id
+        for name in SHARED_INDEXES:
+            old, new = before[name], user.strings[name]
+            if old == new:
+                continue
+            index = self.user_ids_by[name]
+            if old is not None:
+                index[old].remove(user.id)
+                if not index[old]:
+                    del index[old]
+            if new is not None:
+                bisect.insort(index.setdefault(new, []), user.id)
+
+    def _link(self, company: CompanyRecord, user_id: int, now: str) -> None:
+        if user_id not in company.member_since:
+            bisect.insort(self.memberships.setdefault(user_id, []), company.id)
+        company.add_employee(user_id, now)
 
     def _apply_company(
         self, company: CompanyRecord, changes: CompanyChanges, now: str
     ) -> CompanyRecord:
         self._register_tags(changes.tags)
+        old = company.custom_id
         company.apply(changes, now)
+        new = company.custom_id
+        if old != new:
+            if old is not None:
+                del self.company_id_by_custom_id[old]
+            if new is not None:
+                self.company_id_by_custom_id[new] = company.id
         user_custom_id = changes.strings.get("user_custom_id")
         for user in self.users_where("custom_id", user_custom_id) if user_custom_id else []:
-            company.add_employee(user.id, now)
+            self._link(company, user.id, now)
         return company
