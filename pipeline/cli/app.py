@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli import checks, operator
-from pipeline.cli.checks import UsageError
+from pipeline.cli.checks import KEY_FIELDS, UNKNOWN_ATTRIBUTES, UsageError
 from pipeline.cli.sending import (
     EXIT_FAULT,
     EXIT_USAGE,
@@ -260,6 +260,13 @@ def send(
     retry_rejected: Annotated[
         bool, typer.Option("--retry-rejected", help="attempt events rejected earlier again")
     ] = False,
+    max_outage: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="how long an outage of User.com may last before the run stops (exit 3)",
+        ),
+    ] = 1800.0,
 ) -> None:
     """Send a JSONL file of events to User.com.
 
@@ -284,6 +291,7 @@ def send(
             concurrency=checks.concurrency(concurrency),
             rate=checks.rate(rate),
             base_url=origin,
+            max_outage=checks.seconds("--max-outage", max_outage),
         )
         out_path = checks.out_path(out, source_name)
         ledger_path = checks.ledger_path(ledger)
@@ -394,7 +402,10 @@ def sandbox(
         float, typer.Option(metavar="MS", min=0, help="delay before each answer")
     ] = 0,
     error_rate: Annotated[
-        float, typer.Option(metavar="SHARE", min=0, max=1, help="share of requests answered 5xx")
+        float,
+        typer.Option(
+            metavar="SHARE", min=0, max=1, help="share of requests answered 500/502/503/504"
+        ),
     ] = 0,
     throttle_rate: Annotated[
         float, typer.Option(metavar="SHARE", min=0, max=1, help="share answered 429")
@@ -414,8 +425,24 @@ def sandbox(
     seed: Annotated[
         int, typer.Option(metavar="N", help="seed of the sandbox's random choices")
     ] = 0,
+    user_key_field: Annotated[
+        str,
+        typer.Option(metavar="NAME", help="how user objects spell the user key: user_key or key"),
+    ] = "user_key",
+    unknown_attributes: Annotated[
+        str,
+        typer.Option(
+            metavar="MODE",
+            help="attributes that are not standard fields: accept, ignore or reject (400)",
+        ),
+    ] = "accept",
 ) -> None:
-    """Serve the local User.com sandbox until stopped (state at /__sandbox__/state)."""
+    """Serve the local User.com sandbox until stopped (state at /__sandbox__/state).
+
+    By default it answers as User.com documents its API: update_or_create answers only
+    {created, id}, names over 40 and city/phone over 64 characters are refused (400), and
+    with --api-key only that key is accepted.
+    """
     err = stderr()
     try:
         checks.port(port)
@@ -429,6 +456,10 @@ def sandbox(
             lost_response_rate=lost_response_rate,
             rate_limit_rps=rate_limit,
             seed=seed,
+            user_key_field=checks.choice("--user-key-field", user_key_field, KEY_FIELDS),
+            unknown_attributes=checks.choice(
+                "--unknown-attributes", unknown_attributes, UNKNOWN_ATTRIBUTES
+            ),
         )
         with contextlib.suppress(KeyboardInterrupt):
             run(options, port, log_level="warning", on_listening=_announce)

@@ -14,6 +14,7 @@ import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal, TypeVar
 
 MAX_CONCURRENCY = 1024
 MAX_PORT = 65535
@@ -233,3 +234,28 @@ def not_the_ledger(out: Path | None, ledger: Path | None) -> None:
                 f"--out is the ledger {str(ledger)!r}: writing it would destroy the ledger; "
                 "choose another path"
             )
+
+
+KEY_FIELDS: tuple[Literal["user_key", "key"], ...] = ("user_key", "key")
+UNKNOWN_ATTRIBUTES: tuple[Literal["accept", "ignore", "reject"], ...] = (
+    "accept",
+    "ignore",
+    "reject",
+)
+
+Choice = TypeVar("Choice", bound=str)
+
+
+def choice(option: str, raw: str, allowed: tuple[Choice, ...]) -> Choice:
+    """One of `allowed`, or a one-line refusal naming them."""
+    for value in allowed:
+        if raw == value:
+            return value
+    raise UsageError(f"{option} must be one of {', '.join(allowed)}: got {raw!r}")
+
+
+def seconds(option: str, raw: float) -> float:
+    """A finite, positive number of seconds."""
+    if not math.isfinite(raw) or raw <= 0:
+        raise UsageError(f"{option} must be a finite number of seconds > 0: got {raw}")
+    return raw
