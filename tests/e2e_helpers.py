@@ -6,6 +6,8 @@ or, where a separate process is needed, ``python -m pipeline.cli sandbox --port 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import select
@@ -59,6 +61,24 @@ def write_config(path: Path, raw: dict[str, Any] | None = None) -> Path:
     return path
 
 
+def key_of(message_id: str) -> str:
+    """The ledger key of an event with a messageId (DELIVERY §4): the app, then the id."""
+    return f"{SUBDOMAIN}:{message_id}"
+
+
+def content_key(event: dict[str, Any]) -> str:
+    """The key of an event without a messageId: the app and the SHA-256 of its canonical JSON
+    (keys sorted, no insignificant whitespace, UTF-8)."""
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"{SUBDOMAIN}:sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+
+def raw_key(line: str | bytes) -> str:
+    """The key of a line that is no event (not UTF-8, not JSON, not an object): its raw bytes."""
+    data = line.encode() if isinstance(line, str) else line
+    return f"{SUBDOMAIN}:sha256:{hashlib.sha256(data).hexdigest()}"
+
+
 def lines_of(events: Iterable[dict[str, Any]]) -> list[str]:
     return [json.dumps(event) for event in events]
 
@@ -96,18 +116,12 @@ class Delivered:
 def deliver_lines(
     lines: Sequence[str], base_url: str, options: DeliveryOptions = FAST, cfg: Config | None = None
 ) -> Delivered:
-    """Run the delivery engine over JSONL lines against ``base_url`` (a sandbox)."""
+    """Run the delivery engine over JSONL lines against ``base_url`` (a sandbox).
+
+    The run starts with its probe (the sandbox answers it) unless ``options.probe`` is off.
+    """
     heard: list[tuple[Incoming, Outcome]] = []
-    run_options = DeliveryOptions(
-        concurrency=options.concurrency,
-        rate=options.rate,
-        max_attempts=options.max_attempts,
-        max_seconds=options.max_seconds,
-        backoff_initial=options.backoff_initial,
-        backoff_max=options.backoff_max,
-        buffer=options.buffer,
-        base_url=base_url,
-    )
+    run_options = dataclasses.replace(options, base_url=base_url)
 
     def hear(incoming: Incoming, outcome: Outcome) -> None:
         heard.append((incoming, outcome))

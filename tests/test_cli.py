@@ -13,8 +13,11 @@ from e2e_helpers import (
     EXAMPLES,
     RAW_CONFIG,
     REAL_API,
+    content_key,
+    key_of,
     lines_of,
     mix_lines,
+    raw_key,
     read_outcomes,
     run_cli,
     sandbox_process,
@@ -26,6 +29,8 @@ from e2e_helpers import (
     write_lines,
 )
 
+from pipeline.core.flows import DELIVERY
+from pipeline.core.plan import Plan, plan
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
 VALID: list[dict[str, Any]] = [
@@ -65,7 +70,8 @@ def test_send_delivers_everything_exits_0_and_writes_one_outcome_per_event(
     tmp_path: Path,
 ) -> None:
     unkeyed = {"type": "track", "userId": "cli-1", "event": "No Id", "properties": {"position": 8}}
-    # Line 5 is blank (skipped); the unkeyed event on line 6 is known by its position.
+    # Line 5 is blank (skipped); the unkeyed event on line 6 is known by its content hash and
+    # is the 5th event.
     lines = [*lines_of(VALID), "", json.dumps(unkeyed)]
     events = write_lines(tmp_path / "events.jsonl", lines)
     config = write_config(tmp_path / "config.json")
@@ -78,23 +84,29 @@ def test_send_delivers_everything_exits_0_and_writes_one_outcome_per_event(
     assert table_value(result.stdout, "delivered") == "5"
     assert table_value(result.stdout, "rejected") == "0"
     assert table_value(result.stdout, "failed") == "0"
-    assert table_value(result.stdout, "events") == "5"
-    assert int(table_value(result.stdout, "API calls")) == state["request_count"]
+    assert table_value(result.stdout, "events sent this run") == "5"
+    # The sandbox also answered the probe the run starts with (not an event's API call).
+    assert int(table_value(result.stdout, "API calls")) == state["request_count"] - 1
 
     outcomes = read_outcomes(out)
-    assert sorted(o["key"] for o in outcomes) == sorted(
-        ["m-id", "m-track", "m-page", "m-group", "#6"]
-    )
+    assert {o["key"]: o["position"] for o in outcomes} == {
+        key_of("m-id"): 1,
+        key_of("m-track"): 2,
+        key_of("m-page"): 3,
+        key_of("m-group"): 4,
+        content_key(unkeyed): 5,
+    }
     for outcome in outcomes:
-        assert set(outcome) >= {"key", "status", "attempts", "requests"}
+        assert set(outcome) >= {"key", "status", "attempts", "requests", "error", "position"}
         assert (outcome["status"], outcome["attempts"]) == ("delivered", 1)
-        assert "error" not in outcome
+        assert outcome["error"] is None
         assert outcome["requests"]
         for request in outcome["requests"]:
             assert request.split(" ")[1].startswith(REAL_API), request
             assert url not in request
-    track = next(o for o in outcomes if o["key"] == "m-track")
-    assert track["requests"] == [f"POST {REAL_API}events/ -> 201"]
+    track = next(o for o in outcomes if o["key"] == key_of("m-track"))
+    # A user named by userId: one write to its own event route, no lookup (DELIVERY §3).
+    assert track["requests"] == [f"POST {REAL_API}users-by-id/cli-1/events/ -> 201"]
 
     ids = user_ids_by_custom_id(state)
     assert list(ids) == ["cli-1"]
@@ -131,25 +143,32 @@ def test_malformed_lines_become_rejected_outcomes_and_never_stop_the_run(tmp_pat
     assert result.returncode == 1, result.stdout + result.stderr
     assert table_value(result.stdout, "delivered") == "4"
     assert table_value(result.stdout, "rejected") == "8"
-    outcomes = {o["key"]: o for o in read_outcomes(out)}
-    assert len(outcomes) == len(lines)
-    rejected = {key: o["error"] for key, o in outcomes.items() if o["status"] == "rejected"}
-    assert rejected.pop("#1").startswith("line is not JSON: Expecting value")
-    assert rejected.pop("#9").startswith("line is not JSON: ")
+    filed = read_outcomes(out)
+    assert sorted(o["position"] for o in filed) == list(range(1, len(lines) + 1))
+    outcomes = {o["position"]: o for o in filed}
+    # A line that is no event is keyed by its raw bytes; an event by its messageId.
+    for position in (1, 3, 4, 9):
+        assert outcomes[position]["key"] == raw_key(lines[position - 1])
+    for position in range(5, 9):
+        assert outcomes[position]["key"] == key_of(json.loads(lines[position - 1])["messageId"])
+    rejected = {n: o["error"] for n, o in outcomes.items() if o["status"] == "rejected"}
+    assert rejected.pop(1).startswith("line is not JSON: Expecting value")
+    assert rejected.pop(9).startswith("line is not JSON: ")
     assert rejected == {
-        "#3": "line is not a JSON object",
-        "#4": "line is not a JSON object",
-        "m-screen": "Event type screen is not supported",
-        "m-anon": "Default lookup field : email value is empty",
-        "m-noid": 'Missing required value from "userId"',
-        "m-notype": "Event type is required",
+        3: "line is not a JSON object",
+        4: "line is not a JSON object",
+        5: "Event type screen is not supported",  # m-screen
+        6: "Default lookup field : email value is empty",  # m-anon
+        7: 'Missing required value from "userId"',  # m-noid
+        8: "Event type is required",  # m-notype
     }
-    for key in ("#1", "#3", "#4", "#9"):
-        assert outcomes[key]["attempts"] == 0  # never attempted: the line could not be read
-    for key in ("#1", "#3", "#4", "#9", "m-screen", "m-anon", "m-noid", "m-notype"):
-        assert outcomes[key]["requests"] == []  # rejected before any request
-    delivered = sorted(k for k, o in outcomes.items() if o["status"] == "delivered")
-    assert delivered == sorted(["m-id", "m-track", "m-page", "m-group"])
+    for position in (1, 3, 4, 9):
+        assert outcomes[position]["attempts"] == 0  # never attempted: the line could not be read
+    for position in range(1, 10):
+        if position != 2:
+            assert outcomes[position]["requests"] == []  # rejected before any request
+    delivered = sorted(o["key"] for o in outcomes.values() if o["status"] == "delivered")
+    assert delivered == sorted(key_of(m) for m in ("m-id", "m-track", "m-page", "m-group"))
     # The valid events after the bad lines all landed.
     assert len(state["users"]) == 1
     assert len(state["events"]) == len(state["site_views"]) == len(state["companies"]) == 1
@@ -167,10 +186,17 @@ def test_stdin_input_and_exit_code_1_when_an_event_is_rejected_by_user_com(tmp_p
 
     assert result.returncode == 1, result.stderr
     outcomes = {o["key"]: o for o in map(json.loads, result.stdout.splitlines())}
-    assert outcomes["m-id"]["status"] == outcomes["m-track"]["status"] == "delivered"
-    assert outcomes["orphan"]["status"] == "rejected"
-    assert outcomes["orphan"]["requests"] == [f"GET {REAL_API}users-by-id/nobody/ -> 404"]
-    assert "No user found" in outcomes["orphan"]["error"]
+    assert len(outcomes) == 3
+    assert outcomes[key_of("m-id")]["status"] == "delivered"
+    assert outcomes[key_of("m-track")]["status"] == "delivered"
+    orphan_outcome = outcomes[key_of("orphan")]
+    assert (orphan_outcome["status"], orphan_outcome["position"]) == ("rejected", 3)
+    # The user's event route answers 404: the lookup decides, and finds no user.
+    assert orphan_outcome["requests"] == [
+        f"POST {REAL_API}users-by-id/nobody/events/ -> 404",
+        f"GET {REAL_API}users-by-id/nobody/ -> 404",
+    ]
+    assert "No user found" in orphan_outcome["error"]
     # With --out -, the summary goes to stderr so stdout stays pure JSONL.
     assert table_value(result.stderr, "rejected") == "1"
     assert len(state["events"]) == 1
@@ -214,15 +240,17 @@ def test_config_errors_exit_2_without_any_request(
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("events file missing", "nope.jsonl"),
-        ("events file missing, dry run", "nope.jsonl"),
-        ("events path is a directory", "cannot read events"),
-        ("out in a missing directory", "x.jsonl"),
-        ("ledger in a missing directory", "run.sqlite"),
-        ("failed on a file that is no ledger", "notes.txt"),
+        ("events file missing", ("EVENTS file not found", "nope.jsonl")),
+        ("events file missing, dry run", ("EVENTS file not found", "nope.jsonl")),
+        ("events path is a directory", ("EVENTS is a folder, not a file",)),
+        ("out in a missing directory", ("--out's folder does not exist", "missing-dir")),
+        ("ledger in a missing directory", ("--ledger's folder does not exist", "missing-dir")),
+        ("failed on a file that is no ledger", ("notes.txt is not a ledger", "left untouched")),
     ],
 )
-def test_unusable_paths_are_usage_errors_exit_2(tmp_path: Path, case: str, message: str) -> None:
+def test_unusable_paths_are_usage_errors_exit_2(
+    tmp_path: Path, case: str, message: tuple[str, ...]
+) -> None:
     config = write_config(tmp_path / "config.json")
     events = write_lines(tmp_path / "events.jsonl", lines_of(VALID))
     nowhere = tmp_path / "missing-dir"
@@ -261,8 +289,11 @@ def test_unusable_paths_are_usage_errors_exit_2(tmp_path: Path, case: str, messa
     result = run_cli(*args[case])
     assert "Traceback" not in result.stderr, result.stderr[-400:]
     assert result.returncode == 2, result.stderr[-400:]
-    assert "error:" in result.stderr
-    assert message in " ".join(result.stderr.split())
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line
+    assert result.stderr.startswith("error: ")
+    for fragment in message:
+        assert fragment in result.stderr
+    assert notes.read_text() == "not a database\n" * 100  # never altered
 
 
 def test_other_usage_errors_exit_2(tmp_path: Path) -> None:
@@ -291,12 +322,22 @@ def test_dry_run_makes_no_request_and_reports_planned_events(tmp_path: Path) -> 
     assert table_value(result.stdout, "planned") == "46"
     assert table_value(result.stdout, "rejected") == "1"
     assert table_value(result.stdout, "API calls") == "0"
+    assert table_value(result.stdout, "events sent this run") == "0"
     outcomes = read_outcomes(out)
     assert [o["status"] for o in outcomes] == ["planned"] * 46 + ["rejected"]
-    assert [o["key"] for o in outcomes[:46]] == [
-        json.loads(line)["messageId"] for line in lines[:46]
+    assert [o["key"] for o in outcomes] == [
+        *(key_of(json.loads(line)["messageId"]) for line in lines[:46]),
+        raw_key("not json"),
     ]
-    assert all(o["requests"] == [] for o in outcomes)
+    assert [o["position"] for o in outcomes] == list(range(1, 48))
+    # Each planned outcome carries the requests plan() shows for it; none was made.
+    for line, outcome in zip(lines, outcomes[:46], strict=False):
+        item = {"message": json.loads(line), "destination": {"Config": RAW_CONFIG}}
+        shown = plan(item, DELIVERY)
+        assert isinstance(shown, Plan), shown
+        assert outcome["requests"] == [step.strip() for step in shown.lines]
+        assert outcome["requests"][0].split(" ")[0] in ("GET", "POST", "PUT")
+    assert outcomes[46]["requests"] == []
     assert_no_key(result.stdout, result.stderr, out.read_text())
 
 
@@ -309,8 +350,11 @@ def test_demo_exits_0_and_prints_the_summary_and_sandbox_tables() -> None:
     assert table_value(out, "rejected") == "0"
     assert table_value(out, "users") == "10"
     assert table_value(out, "companies") == "2"
-    assert table_value(out, "events") == "92"  # summary: events sent
+    assert table_value(out, "events sent this run") == "92"  # summary
+    assert table_value(out, "events") == "60"  # sandbox totals: the tracks
     assert table_value(out, "site_views") == "20"
+    # The sandbox counted every call and the probe the run starts with (not an event's call).
+    assert int(table_value(out, "requests received")) == int(table_value(out, "API calls")) + 1
     assert "sandbox users (10)" in out
     assert "sandbox companies (2)" in out
     assert "sandbox totals" in out

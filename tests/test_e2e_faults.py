@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from typing import Any
 
+import pytest
 from e2e_helpers import (
     API_KEY,
     REAL_API,
@@ -14,6 +16,7 @@ from e2e_helpers import (
     expected_memberships,
     expected_pages,
     expected_tracks,
+    key_of,
     lines_of,
     mix_lines,
     page_occurrences,
@@ -23,6 +26,7 @@ from e2e_helpers import (
 
 from pipeline.delivery import DeliveryOptions
 from pipeline.sandbox import SandboxOptions, serve_in_thread
+from pipeline.sandbox.options import ForcedStatus
 
 RETRYING = DeliveryOptions(
     concurrency=8, max_attempts=12, max_seconds=15, backoff_initial=0.01, backoff_max=0.05
@@ -32,6 +36,22 @@ RETRYING = DeliveryOptions(
 def answers(run: Delivered) -> Counter[str]:
     """How often each answer (a status, or ``connection``) appears in the request logs."""
     return Counter(request.rsplit(" -> ", 1)[1] for o in run.outcomes for request in o.requests)
+
+
+def route(request: str) -> str:
+    """What a logged request wrote or read: ``events`` for an event write on either route
+    (``POST /events/`` or a user's own ``POST /users-by-id/<cid>/events/``), else the first
+    segment of its path (``users``, ``users-by-id``, ``companies``, ...)."""
+    path = request.split(" ")[1].removeprefix(REAL_API)
+    return "events" if path.endswith("events/") else path.split("/")[0]
+
+
+def lost_event_write(request: str) -> bool:
+    return (
+        request.startswith("POST ")
+        and request.endswith(" -> connection")
+        and (route(request) == "events")
+    )
 
 
 def test_seeded_faults_lose_nothing_and_create_nobody_twice() -> None:
@@ -109,8 +129,8 @@ def test_lost_responses_duplicate_only_the_writes_they_hit_and_are_counted() -> 
     lost_pages: Counter[tuple[str, str]] = Counter()
     for line in lines:
         event: dict[str, Any] = json.loads(line)
-        requests = by_key[event["messageId"]].requests
-        lost_events = requests.count(f"POST {REAL_API}events/ -> connection")
+        requests = by_key[key_of(event["messageId"])].requests
+        lost_events = sum(map(lost_event_write, requests))
         lost_views = requests.count(f"POST {REAL_API}site-views/ -> connection")
         if event["type"] == "track":
             name = "order_completed" if event["event"] == "Order Completed" else event["event"]
@@ -157,7 +177,7 @@ def test_lost_answers_of_user_and_company_writes_never_create_them_twice() -> No
 
     assert run.statuses() == {"delivered": len(events)}
     lost = Counter(
-        request.split(" ")[1].removeprefix(REAL_API).split("/")[0]
+        route(request)
         for outcome in run.outcomes
         for request in outcome.requests
         if request.endswith(" -> connection")
@@ -175,19 +195,22 @@ def test_lost_answers_of_user_and_company_writes_never_create_them_twice() -> No
 
 
 def test_client_rate_limit_keeps_under_the_sandbox_token_bucket() -> None:
-    lines = mix_lines(3)  # 27 events, 27 requests
+    lines = mix_lines(3)  # 27 events: 27 writes, and a lookup of each user for its site views
     options = DeliveryOptions(
         concurrency=8, rate=12, max_attempts=1, backoff_initial=0.01, backoff_max=0.05
     )
-    # Unthrottled, 27 requests at once would overflow the sandbox's bucket of 20.
+    # Unthrottled, 30 requests at once would overflow the sandbox's bucket of 20.
     with serve_in_thread(SandboxOptions(rate_limit_rps=20, seed=3)) as url:
         run = deliver_lines(lines, url, options)
         state = sandbox_state(url)
 
     assert run.statuses() == {"delivered": len(lines)}, answers(run)
     assert "429" not in answers(run)
-    assert state["request_count"] == run.summary.api_calls == len(lines)
-    # 12 requests may go at once, then 12 a second.
+    # One write per event, one lookup per user (a site view needs the user's key), and the
+    # probe the run starts with (not an event's API call).
+    assert run.summary.api_calls == len(lines) + 3
+    assert state["request_count"] == run.summary.api_calls + 1
+    # At most 12 requests a second (even allowing a burst of 12 at the start).
     assert run.summary.seconds >= (run.summary.api_calls - 12) / 12 * 0.9
 
 
@@ -195,6 +218,7 @@ def test_only_retryable_failures_are_retried_and_attempts_are_bounded() -> None:
     events: list[dict[str, Any]] = [
         {"type": "identify", "messageId": "ok", "userId": "u1", "traits": {"email": "u1@x.io"}},
         {"type": "track", "messageId": "t1", "userId": "u1", "event": "E", "properties": {}},
+        # u1's track ends failed, so its later page is held, never attempted (DELIVERY §2).
         {
             "type": "page",
             "messageId": "p1",
@@ -202,62 +226,118 @@ def test_only_retryable_failures_are_retried_and_attempts_are_bounded() -> None:
             "timestamp": "2024-05-01T10:00:00Z",
             "context": {"page": {"url": "https://x.io/", "path": "/"}},
         },
+        {"type": "identify", "messageId": "ok2", "userId": "u2", "traits": {"email": "u2@x.io"}},
+        {
+            "type": "page",
+            "messageId": "p2",
+            "userId": "u2",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "context": {"page": {"url": "https://x.io/", "path": "/"}},
+        },
     ]
-    forced = {"events-create": 503, "site-views-create": 400}
+    forced = {"users-by-id-events-create": 503, "site-views-create": 400}
     options = DeliveryOptions(concurrency=2, max_attempts=3, backoff_initial=0.01, backoff_max=0.02)
     with serve_in_thread(SandboxOptions(forced_status=forced, seed=5)) as url:
         run = deliver_lines(lines_of(events), url, options)
         state = sandbox_state(url)
 
     outcomes = run.by_key()
-    assert outcomes["ok"].status == "delivered"
-    track, page = outcomes["t1"], outcomes["p1"]
+    assert outcomes[key_of("ok")].status == outcomes[key_of("ok2")].status == "delivered"
+    track, held, page = outcomes[key_of("t1")], outcomes[key_of("p1")], outcomes[key_of("p2")]
     assert (track.status, track.attempts) == ("failed", 3)
-    assert track.requests == (f"POST {REAL_API}events/ -> 503",) * 3
+    assert track.requests == (f"POST {REAL_API}users-by-id/u1/events/ -> 503",) * 3
     assert track.error is not None
     assert "503" in track.error
     assert "retry later" in track.error
+    assert (held.status, held.attempts, held.requests) == ("held", 0, ())
+    assert held.error is not None
+    assert key_of("t1") in held.error
     assert (page.status, page.attempts) == ("rejected", 1)
-    assert page.requests == (f"POST {REAL_API}site-views/ -> 400",)
+    assert page.requests == (  # the lookup gives the user key a site view needs
+        f"GET {REAL_API}users-by-id/u2/ -> 200",
+        f"POST {REAL_API}site-views/ -> 400",
+    )
     assert page.error is not None
     assert "400" in page.error
     assert not run.summary.all_delivered
-    assert run.summary.counts == {"delivered": 1, "failed": 1, "rejected": 1}
+    assert run.summary.fault is None
+    assert run.summary.counts == {"delivered": 2, "failed": 1, "held": 1, "rejected": 1}
     assert state["events"] == []
     assert state["site_views"] == []
 
 
-def test_a_wrong_api_key_is_rejected_at_once_and_never_shown() -> None:
+@pytest.mark.parametrize("probe", [True, False])
+def test_a_wrong_api_key_stops_the_run_at_once_and_is_never_shown(probe: bool) -> None:
     lines = mix_lines(1)
+    options = dataclasses.replace(RETRYING, probe=probe)
     with serve_in_thread(SandboxOptions(api_key="the-right-key-0123456789", seed=6)) as url:
-        run = deliver_lines(lines, url, RETRYING)
+        run = deliver_lines(lines, url, options)
         state = sandbox_state(url)
 
-    assert run.statuses() == {"rejected": len(lines)}
+    # A refused key is a fault of the run, not of an event: nothing is rejected (DELIVERY §3).
+    fault = run.summary.fault
+    assert fault is not None
+    assert "refused the API key (401)" in fault
+    assert API_KEY not in fault
+    assert API_KEY[8:40] not in fault
     assert state["users"] == state["events"] == state["site_views"] == []
+    assert state["request_count"] == 1  # the probe, or the first event's request: no retry
+    if probe:
+        # The probe is refused: the run stops before any event; nothing is filed.
+        assert run.outcomes == []
+        assert run.summary.api_calls == 0
+        return
+    # Without the probe, the first request is refused and the run stops there: that event and
+    # the later ones stay pending, to be delivered when the key is fixed.
+    assert run.statuses() == {"pending": len(lines)}
+    assert run.summary.api_calls == 1
+    first, *rest = sorted(run.outcomes, key=lambda o: o.position)
+    assert first.attempts == 1  # an auth failure is not retried
+    assert len(first.requests) == 1
+    assert first.requests[0].endswith(" -> 401")
+    assert all((o.attempts, o.requests) == (0, ()) for o in rest)
     for outcome in run.outcomes:
-        assert outcome.attempts == 1  # an auth failure is not retried
-        assert len(outcome.requests) == 1
-        assert outcome.requests[0].endswith(" -> 401")
-        assert outcome.error is not None
-        assert "refused the API key" in outcome.error
-        assert API_KEY not in outcome.error
+        assert outcome.error is None or API_KEY not in outcome.error
         assert API_KEY not in repr(outcome)
 
 
-def test_retries_after_a_429_wait_for_retry_after() -> None:
+def test_a_429_is_sent_again_after_retry_after_without_costing_an_attempt() -> None:
     events: list[dict[str, Any]] = [
         {"type": "identify", "messageId": "id", "userId": "slow", "traits": {"email": "s@x.io"}},
         {"type": "track", "messageId": "tr", "userId": "slow", "event": "E", "properties": {}},
     ]
     options = DeliveryOptions(concurrency=1, max_attempts=2, backoff_initial=0.01, backoff_max=0.02)
-    with serve_in_thread(SandboxOptions(forced_status={"events-create": 429}, seed=8)) as url:
+    throttled = ForcedStatus("users-by-id-events-create", 429, times=2)
+    with serve_in_thread(SandboxOptions(forced=(throttled,), seed=8)) as url:
+        run = deliver_lines(lines_of(events), url, options)
+        state = sandbox_state(url)
+
+    track = run.by_key()[key_of("tr")]
+    assert (track.status, track.attempts) == ("delivered", 1)
+    write = f"POST {REAL_API}users-by-id/slow/events/"
+    assert track.requests == (f"{write} -> 429", f"{write} -> 429", f"{write} -> 201")
+    assert len(state["events"]) == 1
+    # The sandbox says Retry-After: 1 each time; the 10 ms backoff must not resend sooner.
+    assert run.summary.seconds >= 2.0
+
+
+def test_retries_after_a_429_wait_for_retry_after_and_are_bounded() -> None:
+    events: list[dict[str, Any]] = [
+        {"type": "identify", "messageId": "id", "userId": "slow", "traits": {"email": "s@x.io"}},
+        {"type": "track", "messageId": "tr", "userId": "slow", "event": "E", "properties": {}},
+    ]
+    # One resend per attempt: a 429 that outlasts it costs the attempt.
+    options = DeliveryOptions(
+        concurrency=1, max_attempts=2, backoff_initial=0.01, backoff_max=0.02, max_resends=1
+    )
+    forced = {"users-by-id-events-create": 429}
+    with serve_in_thread(SandboxOptions(forced_status=forced, seed=8)) as url:
         run = deliver_lines(lines_of(events), url, options)
 
-    track = run.by_key()["tr"]
+    track = run.by_key()[key_of("tr")]
     assert (track.status, track.attempts) == ("failed", 2)
-    assert track.requests == (f"POST {REAL_API}events/ -> 429",) * 2
+    assert track.requests == (f"POST {REAL_API}users-by-id/slow/events/ -> 429",) * 4
     assert track.error is not None
     assert "throttling" in track.error
-    # The sandbox says Retry-After: 1; the 10 ms backoff must not retry sooner.
-    assert run.summary.seconds >= 1.0
+    # Retry-After: 1 before each of the 3 requests after the first.
+    assert run.summary.seconds >= 3.0
