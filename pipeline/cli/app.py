@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import typer
 from returns.result import Failure, Success
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pipeline.cli import checks, operator
 from pipeline.cli.checks import KEY_FIELDS, UNKNOWN_ATTRIBUTES, UsageError
@@ -40,6 +42,18 @@ from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
 from pipeline.delivery.ledger import Status as LedgerStatus
 from pipeline.delivery.loop import run as run_loop
 from pipeline.sandbox import ListenError, SandboxOptions, parse_forced, run, serve_in_thread
+from pipeline.serve import ListenError as ServeListenError
+from pipeline.serve import (
+    ServeConfigError,
+    ServeOptions,
+    Service,
+    duration,
+    ledger_paths,
+    listening_socket,
+    load_sources,
+)
+from pipeline.serve import serve as run_service
+from pipeline.serve.logs import configure as configure_logs
 
 app = typer.Typer(
     add_completion=False,
@@ -440,7 +454,7 @@ def sandbox(
     """Serve the local User.com sandbox until stopped (state at /__sandbox__/state).
 
     By default it answers as User.com documents its API: update_or_create answers only
-    {created, id}, names over 40 and city/phone over 64 characters are refused (400), and
+    "created" and "id", names over 40 and city/phone over 64 characters are refused (400), and
     with --api-key only that key is accepted.
     """
     err = stderr()
@@ -466,6 +480,209 @@ def sandbox(
     except (UsageError, ValueError, ListenError) as problem:
         err.print(f"[red]error:[/red] {problem}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
+
+
+DEMO_WRITE_KEY = "demo-write-key"
+
+
+def _demo_defaults(
+    config: Path | None, ledger: Path | None, write_key: list[str] | None, base_url: str | None
+) -> tuple[Path, Path | None, list[str]]:
+    """`serve --demo`: the example config and the demo write key unless given."""
+    if base_url is not None:
+        raise UsageError("--demo sends to its own sandbox: remove --base-url")
+    return config or EXAMPLES / "config.json", ledger, write_key or [DEMO_WRITE_KEY]
+
+
+def _serve_options(
+    config: Path | None,
+    ledger: Path | None,
+    write_keys: tuple[str, ...],
+    *,
+    host: str,
+    port: int,
+    base_url: str | None,
+    concurrency: int,
+    rate: float | None,
+    give_up_after: str,
+    max_queued: int,
+    keep_days: float,
+    transformer_token: str | None,
+    max_outage: str,
+) -> ServeOptions:
+    """`usercom serve`'s options, checked before anything is opened (UsageError or
+    ServeConfigError: one line, exit 2)."""
+    if config is None:
+        raise UsageError("--config FILE is required (or --demo)")
+    if ledger is None:
+        raise UsageError("--ledger PATH is required (or --demo)")
+    sources = load_sources(config, write_keys)
+    origin = checks.origin(base_url) if base_url is not None else None
+    if not host.strip():
+        raise UsageError("--host must not be empty (127.0.0.1: this machine only)")
+    if max_queued < 1:
+        raise UsageError(f"--max-queued must be an integer >= 1: got {max_queued}")
+    if not 0 <= keep_days < float("inf"):
+        raise UsageError(f"--keep-days must be a number of days >= 0: got {keep_days}")
+    if transformer_token is not None and not transformer_token.strip():
+        raise UsageError("--transformer-token must not be empty")
+    return ServeOptions(
+        sources=sources,
+        ledgers=ledger_paths(ledger, tuple(sources.apps)),
+        host=host,
+        port=checks.port(port),
+        base_url=origin,
+        concurrency=checks.concurrency(concurrency),
+        rate=checks.rate(rate),
+        give_up_after=duration("--give-up-after", give_up_after),
+        max_queued=max_queued,
+        keep_days=keep_days,
+        transformer_token=transformer_token,
+        max_outage=duration("--max-outage", max_outage),
+    )
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help='one app\'s destination config, or {"sources": [{"writeKey": K, '
+            '"destination": {...}}, ...]} for several',
+        ),
+    ] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="the ledger (the queue): a file for one app; a folder holding "
+            "<subdomain>.sqlite per app for several",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="port to listen on (0 picks a free one)")
+    ] = 8080,
+    write_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY",
+            help="a write key accepted for the one app (repeatable); none: anyone may send",
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(metavar="ORIGIN", help="send to another origin (the sandbox, a proxy)"),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(metavar="N", help="users delivered at once per app (1-1024)")
+    ] = 8,
+    rate: Annotated[
+        float | None, typer.Option(metavar="R", help="max requests per second per app")
+    ] = None,
+    give_up_after: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION", help="a failed event is retried until it is this old (24h, 90m)"
+        ),
+    ] = "24h",
+    max_queued: Annotated[
+        int, typer.Option(metavar="N", help="past this many queued events ingest answers 503")
+    ] = 1_000_000,
+    keep_days: Annotated[
+        float,
+        typer.Option(metavar="DAYS", help="delivered and rejected events keep their body so long"),
+    ] = 7.0,
+    transformer_token: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TOKEN", help="require Authorization: Bearer TOKEN on the transformer API"
+        ),
+    ] = None,
+    max_outage: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="how long an outage of User.com may last before delivery pauses (probing)",
+        ),
+    ] = "30m",
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="in front of a local sandbox: the example config, a scratch ledger and the "
+            f"write key {DEMO_WRITE_KEY} unless given",
+        ),
+    ] = False,
+) -> None:
+    """Serve the live User.com destination: RudderStack/Segment HTTP API and webhook ingest,
+    a durable queue in the ledger, continuous delivery, the transformer API, /health, /metrics.
+
+    Exit status: 0 stopped by SIGTERM or Ctrl+C; 2 a usage, config or ledger problem (nothing
+    was started).
+    """
+    err = stderr()
+    with contextlib.ExitStack() as stack:
+        try:
+            if demo:
+                config, ledger, write_key = _demo_defaults(config, ledger, write_key, base_url)
+                if ledger is None:
+                    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
+                    ledger = Path(scratch) / "demo.sqlite"
+            options = _serve_options(
+                config,
+                ledger,
+                tuple(write_key or ()),
+                host=host,
+                port=port,
+                base_url=base_url,
+                concurrency=concurrency,
+                rate=rate,
+                give_up_after=give_up_after,
+                max_queued=max_queued,
+                keep_days=keep_days,
+                transformer_token=transformer_token,
+                max_outage=max_outage,
+            )
+            sources = options.sources
+            for cfg in sources.apps.values():
+                for note in cfg.ignored:
+                    err.print(f"warning: config {config}: {note}", highlight=False)
+            if demo:
+                cfg = next(iter(sources.apps.values()))
+                sandbox_url = stack.enter_context(
+                    serve_in_thread(SandboxOptions(api_key=cfg.api_key))
+                )
+                options = dataclasses.replace(options, base_url=sandbox_url)
+            service = Service.open(options)
+            stack.callback(service.store.close)
+            sock = listening_socket(options.host, options.port)
+        except (UsageError, ServeConfigError, LedgerError, ServeListenError) as problem:
+            err.print(Text.assemble(("error:", "red"), f" {problem}"), highlight=False)
+            raise typer.Exit(EXIT_USAGE) from problem
+        if sources.open:
+            err.print(
+                f"warning: no --write-key: anyone who can reach {options.host} may send events",
+                highlight=False,
+            )
+
+        def announce(url: str) -> None:
+            print(f"usercom serve listening on {url}", flush=True)
+            if demo:
+                key = (write_key or [DEMO_WRITE_KEY])[0]
+                print(
+                    f"  sandbox User.com: {options.base_url} "
+                    f"(what it holds: {options.base_url}/__sandbox__/state)\n"
+                    f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
+                    '-d \'{"userId": "u-1", "traits": {"email": "ada@example.com"}}\' '
+                    f"{url}/v1/identify\n"
+                    f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops",
+                    flush=True,
+                )
+
+        configure_logs()
+        run_service(service, sock, announce)
 
 
 def state_tables(state: dict[str, Any]) -> list[Table]:
