@@ -407,7 +407,7 @@ def sandbox(
     force: Annotated[
         list[str] | None,
         typer.Option(
-            metavar="SPEC",
+            metavar="RULE",
             help="force a status: '[METHOD ]ROUTE=STATUS[xN]', e.g. 'POST /events/=503x10' "
             "(repeatable)",
         ),
