@@ -8,16 +8,40 @@ latency, throttling, 5xx and dropped connections; ``ForcedStatus`` rules
 (/work/shared/usercom-api.md); each handler says where its shape comes from.
 ``GET /__sandbox__/state`` shows everything stored. ``python -m pipeline.sandbox --help`` serves
 one standalone.
+
+The request handling itself (``PublicApi``, pipeline.sandbox.api) is plain Python; Starlette
+and uvicorn (the ``cli`` extra) are imported only when ``create_app``, ``sandbox_state``,
+``run``, ``serve_in_thread`` or ``ListenError`` is first used, so the state, the options and
+``PublicApi`` work in a plain install (``pipeline.testing.FakeUserCom`` is built on them).
 """
 
-from pipeline.sandbox.app import create_app, sandbox_state
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pipeline.sandbox.answers import Answer
+from pipeline.sandbox.api import PublicApi
 from pipeline.sandbox.options import ForcedStatus, SandboxOptions, parse_forced
-from pipeline.sandbox.server import ListenError, run, serve_in_thread
 from pipeline.sandbox.state import SandboxState
 
+if TYPE_CHECKING:
+    from pipeline.sandbox.app import create_app, sandbox_state
+    from pipeline.sandbox.server import ListenError, run, serve_in_thread
+
+_NEEDS_SERVER = {
+    "create_app": "pipeline.sandbox.app",
+    "sandbox_state": "pipeline.sandbox.app",
+    "ListenError": "pipeline.sandbox.server",
+    "run": "pipeline.sandbox.server",
+    "serve_in_thread": "pipeline.sandbox.server",
+}
+
 __all__ = [
+    "Answer",
     "ForcedStatus",
     "ListenError",
+    "PublicApi",
     "SandboxOptions",
     "SandboxState",
     "create_app",
@@ -26,3 +50,13 @@ __all__ = [
     "sandbox_state",
     "serve_in_thread",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the Starlette / uvicorn parts on first use (they need the ``cli`` extra)."""
+    module = _NEEDS_SERVER.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline.sandbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

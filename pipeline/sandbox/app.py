@@ -1,31 +1,33 @@
-"""``create_app``: the sandbox as a Starlette app, one fresh in-memory account per call."""
+"""``create_app``: the sandbox as a Starlette app, one fresh in-memory account per call.
+
+A thin adapter over ``PublicApi`` (pipeline.sandbox.api), which decides every answer: this
+module only reads the request, sleeps the configured latency, and renders the ``Answer``.
+A *drop* (dropped or lost response) starts a response that declares a ``Content-Length`` and
+then ends the ASGI call without sending the body: uvicorn logs "ASGI callable returned without
+completing response" and closes the socket, so an HTTP client sees a transport error (httpx:
+``RemoteProtocolError``) while the server keeps serving. Under Starlette's ``TestClient`` a
+drop shows as an empty body.
+"""
 
 from __future__ import annotations
 
-import hmac
-import json
-import random
-from dataclasses import dataclass
-from typing import Any
+import asyncio
 from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.sandbox.errors import ApiError, invalid, not_found_body
-from pipeline.sandbox.faults import DroppedConnection, Faults, status_response
-from pipeline.sandbox.handlers import HANDLERS
+from pipeline.sandbox.answers import Answer
+from pipeline.sandbox.api import API_PREFIX, STATE_PATH, PublicApi, is_api, method_not_allowed
+from pipeline.sandbox.errors import not_found_body
 from pipeline.sandbox.options import SandboxOptions
-from pipeline.sandbox.routing import resolve
-from pipeline.sandbox.state import Clock, SandboxState, utc_now
+from pipeline.sandbox.state import Clock, SandboxState
 
-API_PREFIX = "/api/public"
-STATE_PATH = "/__sandbox__/state"
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
+DECLARED_LENGTH = b"64"
 
 
 def create_app(options: SandboxOptions | None = None, *, clock: Clock | None = None) -> Starlette:
@@ -35,15 +37,8 @@ def create_app(options: SandboxOptions | None = None, *, clock: Clock | None = N
     >>> sandbox_state(app).snapshot()
     {'users': [], 'companies': [], 'events': [], 'site_views': [], 'request_count': 0}
     """
-    options = options or SandboxOptions()
-    rng = random.Random(options.seed)
-    state = SandboxState(
-        rng=rng,
-        clock=clock or utc_now,
-        user_key_field=options.user_key_field,
-        unknown_attributes=options.unknown_attributes,
-    )
-    api = PublicApi(options, state, Faults.build(options, rng))
+    api = PublicApi.build(options, clock=clock)
+    state = api.state
 
     async def show_state(_: Request) -> Response:
         return JSONResponse(state.snapshot())
@@ -67,10 +62,10 @@ def sandbox_state(app: Starlette) -> SandboxState:
 
 
 class Gateway:
-    """ASGI middleware before the router: counts requests and answers ``/api/public`` itself.
+    """ASGI middleware before the router: ``PublicApi`` answers every path but the state page.
 
     Starlette's path patterns are regexes whose ``.`` skips newlines, so a custom id such as
-    ``%0A`` would miss them; API paths are matched here, segment by segment, instead.
+    ``%0A`` would miss them; API paths are matched by ``PublicApi``, segment by segment.
     """
 
     def __init__(self, app: ASGIApp, api: PublicApi) -> None:
@@ -78,69 +73,38 @@ class Gateway:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] == STATE_PATH:
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        if path != STATE_PATH:
-            self.api.state.request_count += 1
-        if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
-            response = await self.api.endpoint(Request(scope, receive))
-            await response(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+        request = Request(scope, receive)
+        path = _raw_path(scope)
+        latency_ms = self.api.options.latency_ms
+        if latency_ms > 0 and is_api(path):
+            await asyncio.sleep(latency_ms / 1000)
+        query = scope.get("query_string", b"").decode("latin-1")
+        body = await request.body()
+        answer = self.api.answer(request.method, path, query, request.headers, body)
+        await render(answer)(scope, receive, send)
 
 
-@dataclass(frozen=True, slots=True)
-class PublicApi:
-    """Everything under ``/api/public``: faults, trailing slash, auth, routing, handlers."""
+def render(answer: Answer) -> Response:
+    """The Starlette response for an answer (a drop: a response that never sends its body)."""
+    if answer.cut:
+        return DroppedConnection()
+    if answer.body is None:
+        return Response(status_code=answer.status, headers=dict(answer.headers))
+    return JSONResponse(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
-    options: SandboxOptions
-    state: SandboxState
-    faults: Faults
 
-    async def endpoint(self, request: Request) -> Response:
-        """Answer one API request, in the order the faults promise."""
-        full_path = _raw_path(request.scope)
-        api_path = full_path[len(API_PREFIX) :]
-        match = resolve(request.method, api_path if api_path.endswith("/") else api_path + "/")
-        await self.faults.delay()
-        route_name = match.route.name if match is not None and match.route is not None else None
-        query = request.scope.get("query_string", b"").decode("latin-1")
-        here = full_path + (f"?{query}" if query else "")
-        early = self.faults.before_handler(
-            request.method, route_name, (api_path, full_path), location=here
-        )
-        if early is not None:
-            return early
-        if not full_path.endswith("/"):
-            return RedirectResponse(full_path + "/" + (f"?{query}" if query else ""), 301)
-        if not self._authorized(request):
-            return status_response(401)
-        if match is None:
-            return JSONResponse(not_found_body(), status_code=404)
-        if match.route is None:
-            return _method_not_allowed(request.method, match.allowed)
-        try:
-            body = await _json_body(request) if request.method in WRITE_METHODS else {}
-            handler = HANDLERS[match.route.name]
-            status, payload = handler(self.state, match.params, request.query_params, body)
-        except ApiError as error:
-            status, payload = error.status, error.body
-        if self.faults.lose_response(request.method):
-            return DroppedConnection()
-        return JSONResponse(payload, status_code=status)
+class DroppedConnection(Response):
+    """A response that promises a body and never sends it: the server closes the connection."""
 
-    def _authorized(self, request: Request) -> bool:
-        """``Authorization: Token <key>`` (D-basic, DOC); anything else is answered 401
-        ``{"detail": "Invalid token."}`` with ``WWW-Authenticate: Token`` (status: GO, CLIENT;
-        body and header: INFER, DRF's TokenAuthentication). §1, §2.1."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "token" or not token:
-            return False
-        expected = self.options.api_key
-        return expected is None or hmac.compare_digest(token.encode(), expected.encode())
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", DECLARED_LENGTH)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
 
 
 def _raw_path(scope: Scope) -> str:
@@ -152,31 +116,9 @@ def _raw_path(scope: Scope) -> str:
     return path if path.startswith(API_PREFIX) else quote(scope["path"])
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError as error:
-        raise ApiError(400, {"detail": f"JSON parse error - {error}"}) from error
-    if not isinstance(data, dict):
-        kind = type(data).__name__
-        raise invalid("non_field_errors", f"Invalid data. Expected a dictionary, but got {kind}.")
-    return data
-
-
-def _method_not_allowed(method: str, allowed: tuple[str, ...]) -> Response:
-    return JSONResponse(
-        {"detail": f'Method "{method}" not allowed.'},
-        status_code=405,
-        headers={"Allow": ", ".join(allowed)},
-    )
-
-
 async def _not_found(_: Request, __: Exception) -> Response:
     return JSONResponse(not_found_body(), status_code=404)
 
 
 async def _not_allowed(request: Request, __: Exception) -> Response:
-    return _method_not_allowed(request.method, ("GET",))
+    return render(method_not_allowed(request.method, ("GET",)))

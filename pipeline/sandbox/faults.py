@@ -1,14 +1,14 @@
-"""Injected failures: latency, a token-bucket rate limit, forced statuses, random 429/5xx, drops.
+"""Injected failures: a token-bucket rate limit, forced statuses, random 429/5xx, drops.
 
-A *drop* starts a response that declares a ``Content-Length`` and then ends the ASGI call
-without sending the body. uvicorn logs "ASGI callable returned without completing response" and
-closes the socket, so an HTTP client sees a transport error (httpx: ``RemoteProtocolError``)
-while the server keeps serving. Under Starlette's ``TestClient`` a drop shows as an empty body.
+Pure decisions, no web framework: each fault is an ``Answer`` (a *drop* is ``Answer.dropped``,
+a lost response ``Answer.lost``). How a drop reaches a client is the server's business: the
+Starlette app starts a response and never sends its body (httpx then raises
+``RemoteProtocolError``), ``FakeUserCom`` raises ``httpx.RemoteProtocolError`` itself. Latency
+is the server's too (an ``asyncio.sleep`` in the app, a sleep in the fake).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import time
@@ -16,9 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
-
+from pipeline.sandbox.answers import DROPPED, NO_BODY_STATUSES, Answer
 from pipeline.sandbox.options import SandboxOptions
 
 DETAILS: Mapping[int, str] = MappingProxyType(
@@ -37,39 +35,28 @@ SERVER_ERRORS = (500, 502, 503, 504)
 """The 5xx an ``error_rate`` draw answers: 500, 502 and 504 are User.com's documented codes
 (usercom-api.md §9, apidocs.user.com http-response-codes, DOC); 503 is kept as INFER (any
 proxy or load balancer in front of an API may answer it)."""
-DECLARED_LENGTH = b"64"
 
 
-class DroppedConnection(Response):
-    """A response that promises a body and never sends it: the server closes the connection."""
-
-    def __init__(self) -> None:
-        super().__init__(status_code=200)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(b"content-type", b"application/json"), (b"content-length", DECLARED_LENGTH)]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-
-
-def status_response(status: int, retry_after: int = 1, location: str = "/") -> Response:
+def status_answer(status: int, retry_after: int = 1, location: str = "/") -> Answer:
     """A DRF-style ``{"detail": ...}`` answer for any status (401, 429 and 3xx with their headers).
 
-    A 3xx other than 304 carries ``Location: location``.
+    A 3xx other than 304 carries ``Location: location``; 204 and 304 have no body.
 
-    >>> status_response(429).headers["retry-after"]
-    '1'
-    >>> status_response(302, location="/api/public/events/").headers["location"]
+    >>> status_answer(429)
+    Answer(status=429, body={'detail': 'Request was throttled.'}, \
+headers=mappingproxy({'Retry-After': '1'}), dropped=False, lost=False)
+    >>> status_answer(302, location="/api/public/events/").headers["Location"]
     '/api/public/events/'
     """
-    if status in (204, 304):
-        return Response(status_code=status)
+    if status in NO_BODY_STATUSES:
+        return Answer(status)
     headers = {"WWW-Authenticate": "Token"} if status == 401 else {}
     if status == 429:
         headers["Retry-After"] = str(retry_after)
     if 300 <= status <= 399:
         headers["Location"] = location
     detail = DETAILS.get(status, f"Forced status {status}.")
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    return Answer(status, {"detail": detail}, headers)
 
 
 @dataclass(slots=True)
@@ -120,14 +107,9 @@ class Faults:
         bucket = None if rps is None else TokenBucket(rate=rps, capacity=max(1.0, rps))
         return cls(options, rng, bucket, [rule.times for rule in options.forced])
 
-    async def delay(self) -> None:
-        """Sleep for the configured latency."""
-        if self.options.latency_ms > 0:
-            await asyncio.sleep(self.options.latency_ms / 1000)
-
     def before_handler(
         self, method: str, route_name: str | None, paths: tuple[str, ...], location: str = "/"
-    ) -> Response | None:
+    ) -> Answer | None:
         """Rate limit, then forced status, then random throttle / 5xx / drop; None = go on.
 
         ``paths`` are the request's path (API-relative first); a forced 3xx points at
@@ -138,16 +120,16 @@ class Faults:
             seconds = max(1, math.ceil(wait))
             detail = f"Request was throttled. Expected available in {seconds} seconds."
             headers = {"Retry-After": str(seconds)}
-            return JSONResponse({"detail": detail}, status_code=429, headers=headers)
+            return Answer(429, {"detail": detail}, headers)
         forced = self.take_forced(method, route_name, paths)
         if forced is not None:
-            return status_response(forced, location=location)
+            return status_answer(forced, location=location)
         if self._chance(self.options.throttle_rate):
-            return status_response(429)
+            return status_answer(429)
         if self._chance(self.options.error_rate):
-            return status_response(self.rng.choice(SERVER_ERRORS))
+            return status_answer(self.rng.choice(SERVER_ERRORS))
         if self._chance(self.options.drop_rate):
-            return DroppedConnection()
+            return DROPPED
         return None
 
     def lose_response(self, method: str) -> bool:

@@ -13,6 +13,7 @@ import uvicorn
 
 from pipeline.sandbox.app import create_app
 from pipeline.sandbox.options import SandboxOptions
+from pipeline.sandbox.state import Clock
 
 HOST = "127.0.0.1"
 MAX_PORT = 65535
@@ -23,14 +24,19 @@ SHUTDOWN_TIMEOUT_S = 10.0
 
 @contextmanager
 def serve_in_thread(
-    options: SandboxOptions | None = None, port: int = 0, *, log_level: str = "warning"
+    options: SandboxOptions | None = None,
+    port: int = 0,
+    *,
+    log_level: str = "warning",
+    clock: Clock | None = None,
 ) -> Iterator[str]:
     """Serve a fresh sandbox on ``127.0.0.1:port`` (0 = a free port); yield its base URL.
 
     The server runs in a daemon thread and is shut down, and its socket closed, on exit.
+    ``clock`` (default: real UTC time) stamps records, as in ``create_app``.
     """
     config = uvicorn.Config(
-        create_app(options),
+        create_app(options, clock=clock),
         log_level=log_level,
         lifespan="off",
         timeout_graceful_shutdown=int(SHUTDOWN_TIMEOUT_S / 2),

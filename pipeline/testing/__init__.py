@@ -1,11 +1,13 @@
 """Tools for testing pipelines built on usercom-pipeline.
 
-- Hypothesis strategies (need `hypothesis`): `events()`, `valid_events()`, `configs()`,
-  `valid_configs()`; see `pipeline.testing.strategies`.
-- `FakeUserCom`: an in-process User.com (the sandbox's state and handlers) that is both an
-  `httpx.BaseTransport` and an `httpx.AsyncBaseTransport`; no socket, no extra dependency.
-- A pytest plugin (installed with the package): the fixture `usercom_fake` gives each test a
-  fresh `FakeUserCom`.
+- Hypothesis strategies (need `hypothesis`: `pip install hypothesis`, or the extra
+  `usercom-pipeline[testing]`): `events()`, `valid_events()`, `configs()`, `valid_configs()`;
+  see `pipeline.testing.strategies`.
+- `FakeUserCom`: an in-process User.com (the sandbox's state, handlers and faults) that is both
+  an `httpx.BaseTransport` and an `httpx.AsyncBaseTransport`; no socket, no extra dependency.
+  `Received` is one request it saw; `FakeOptions` its keyword arguments.
+- A pytest plugin (installed with the package, entry point `pytest11` `usercom`): the fixture
+  `usercom_fake` gives each test a fresh `FakeUserCom`; see `pipeline.testing.plugin`.
 
 Names are imported on first use, so `import pipeline.testing` needs nothing beyond a plain
 install, and hypothesis only when a strategy is asked for.
@@ -14,7 +16,11 @@ install, and hypothesis only when a strategy is asked for.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.testing.fake import FakeOptions, FakeUserCom, Received
+    from pipeline.testing.strategies import configs, events, valid_configs, valid_events
 
 _WHERE = {
     "events": "pipeline.testing.strategies",
@@ -22,9 +28,19 @@ _WHERE = {
     "configs": "pipeline.testing.strategies",
     "valid_configs": "pipeline.testing.strategies",
     "FakeUserCom": "pipeline.testing.fake",
+    "FakeOptions": "pipeline.testing.fake",
+    "Received": "pipeline.testing.fake",
 }
 
-__all__ = ["FakeUserCom", "configs", "events", "valid_configs", "valid_events"]
+__all__ = [
+    "FakeOptions",
+    "FakeUserCom",
+    "Received",
+    "configs",
+    "events",
+    "valid_configs",
+    "valid_events",
+]
 
 
 def __getattr__(name: str) -> Any:
