@@ -15,7 +15,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import certifi
@@ -56,7 +56,7 @@ class DeliveryOptions:
     max_seconds: float = 120.0  # per event, retries included
     backoff_initial: float = 0.2
     backoff_max: float = 10.0
-    buffer: int = 0  # events read ahead; 0 means 4 x concurrency
+    buffer: int = 0  # events read ahead; 0 means 16 x concurrency
     base_url: str | None = None  # another origin (the sandbox); outcomes keep real URLs
     probe: bool = True  # start with `usercom check`'s authenticated read
     max_outage: float = 1800.0  # seconds of outage (DELIVERY §3) before the run stops
@@ -74,6 +74,9 @@ class Control:
         if self.reason is None:
             self.reason = reason
         self.stopping.set()
+
+
+COMPANY_WRITES = frozenset({"create_company", "update_company"})
 
 
 def _user_com_failed(answer: Answer) -> bool:
@@ -140,16 +143,18 @@ class _Run:
         self.control.stop(fault)
         return RunFault(fault)
 
-    async def send(
-        self, transport: httpx.AsyncBaseTransport, request: Request, log: list[str]
-    ) -> Answer:
-        """Send one request: paced, counted, logged, learned from. A 429 is waited out and
-        sent again, and so is a failure during an outage, without costing the event an
-        attempt; a run-level fault raises `RunFault`."""
+    async def send(self, request: Request, log: list[str]) -> Answer:
+        """Send one request: paced, on a free connection slot, counted, logged, learned from.
+        A 429 is waited out and sent again, and so is a failure during an outage, without
+        costing the event an attempt; a run-level fault raises `RunFault`."""
         resends = 0
         while True:
             await self.pacer.acquire()
-            answer = await asend(transport, self.target, request)
+            transport = await self.slots.get()
+            try:
+                answer = await asend(transport, self.target, request)
+            finally:
+                self.slots.put_nowait(transport)
             self.summary.api_calls += 1
             got = answer.status if isinstance(answer, Reply) else answer.reason
             self.summary.calls[f"{request.name} {got}"] += 1
@@ -176,39 +181,55 @@ class _Run:
             return answer
 
     async def attempt(self, job: Job, log: list[str]) -> Attempt:
-        """One attempt of the event's flow. Group events that name one company take turns,
-        and wait for their turn without holding a connection slot."""
+        """One attempt of the event's flow; the cache answers what it can, the final request
+        is sent, and a 404 to a final request with a fallback (a route that may be missing)
+        follows it.
+
+        Group events that name a company not yet known take turns from its lookup until it
+        is written, so two users never both create it; once it is known (the identity cache),
+        their company writes run freely. Waiting for a turn, or for the pace, holds no
+        connection: a slot is taken per request.
+        """
         if self.control.reason is not None:
             raise Stopped
-        if job.company is None:
-            return await self.attempt_with_slot(job, log)
-        lock = self.company_locks.setdefault(job.company, asyncio.Lock())
-        async with lock:
-            return await self.attempt_with_slot(job, log)
-
-    async def attempt_with_slot(self, job: Job, log: list[str]) -> Attempt:
-        transport = await self.slots.get()
-        try:
-            return await self.attempt_flow(transport, job, log)
-        finally:
-            self.slots.put_nowait(transport)
-
-    async def attempt_flow(
-        self, transport: httpx.AsyncBaseTransport, job: Job, log: list[str]
-    ) -> Attempt:
-        """Drive the flow (the cache answers what it can), then send the final request; a
-        404 to a final request with a fallback (a route that may be missing) follows it."""
+        turn: asyncio.Lock | None = None
 
         async def ask(request: Request) -> Answer:
+            nonlocal turn
             cached = self.cache.answer(request)
-            return cached or await self.send(transport, request, log)
+            if cached is not None:
+                return cached
+            if request.name == "company_by_id" and job.company is not None and turn is None:
+                # Not known to exist: one event at a time looks it up and creates it.
+                turn = self.company_locks.setdefault(job.company, asyncio.Lock())
+                await turn.acquire()
+                cached = self.cache.answer(request)  # created while this event waited?
+                if cached is not None:
+                    turn.release()
+                    turn = None
+                    return cached
+            try:
+                return await self.send(request, log)
+            finally:
+                if turn is not None and request.name in COMPANY_WRITES:
+                    turn.release()
+                    turn = None
 
-        flow: Step = job.step
+        try:
+            return await self._attempt_flow(job.step, ask, log)
+        finally:
+            if turn is not None:
+                turn.release()
+
+    async def _attempt_flow(
+        self, step: Step, ask: Callable[[Request], Awaitable[Answer]], log: list[str]
+    ) -> Attempt:
+        flow = step
         while True:
             finished = await adrive(Success(flow), ask)
             match finished:
                 case Success(Final() as final):
-                    answer = await self.send(transport, final.request, log)
+                    answer = await self.send(final.request, log)
                     if isinstance(answer, Reply) and 200 <= answer.status < 300:
                         return Success(final)
                     if isinstance(answer, Reply) and answer.status == 404 and final.fallback:
@@ -328,7 +349,7 @@ async def deliver(
     slots = owned or [transport for _ in range(width) if transport is not None]
     for slot in slots:
         run.slots.put_nowait(slot)
-    room = asyncio.Semaphore(options.buffer or 4 * width)
+    room = asyncio.Semaphore(options.buffer or 16 * width)
 
     async def run_lane(lane: str) -> None:
         queue = lanes[lane]

@@ -2,8 +2,8 @@
 
 User.com publishes no rate limit, so the pacer finds it:
 
-- *Slow start*: from `initial` requests/s, the rate grows by one request/s for every good
-  answer (it doubles each second) until the first 429.
+- *Slow start*: from `initial` (50) requests/s, the rate grows by two requests/s for every good
+  answer (it triples each second) until the first 429.
 - *On 429*: every lane waits out the Retry-After together, and the rate drops to what was
   actually accepted over the last two seconds (a token bucket accepts exactly its rate when
   it is overrun), a little under it. At most one cut per Retry-After.
@@ -32,7 +32,7 @@ MEASURE_S = 2.0  # how far back accepted requests are counted after a 429
 @dataclass(slots=True)
 class Pacer:
     cap: float | None = None  # --rate: a hard ceiling, requests/s
-    initial: float = 20.0
+    initial: float = 50.0
     floor: float = 0.5
     probe_step: float = 1.0  # requests/s added per second of good answers, after slow start
     cut_to: float = 0.95  # share of the measured accepted rate kept after a 429
@@ -50,6 +50,7 @@ class Pacer:
     outage_since: float | None = None
     backoff: float = 0.0
     throttled: int = 0  # 429s seen
+    gate: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.rate = self._limit(self.initial)
@@ -60,15 +61,19 @@ class Pacer:
         return min(rate, self.cap) if self.cap is not None else rate
 
     async def acquire(self) -> None:
-        """Wait for this request's turn: paced at the current rate, after any shared pause."""
-        while True:
-            now = self.clock()
-            slot = max(now, self.next_at, self.resume_at)
-            self.next_at = slot + 1.0 / self.rate
-            if slot > now:
-                await asyncio.sleep(slot - now)
-            if self.clock() + 1e-3 >= self.resume_at:
-                return
+        """Wait for this request's turn: paced at the current rate, after any shared pause.
+
+        Waiters queue on a lock (first come, first served) and only the first one sleeps,
+        so a change of rate or a new pause applies at once, not to turns booked earlier.
+        """
+        async with self.gate:
+            while True:
+                now = self.clock()
+                turn = max(self.next_at, self.resume_at)
+                if turn <= now:
+                    break
+                await asyncio.sleep(turn - now)
+            self.next_at = max(now, self.next_at) + 1.0 / self.rate
 
     def good(self) -> None:
         """An answer that is neither a 429 nor a failure of User.com."""
@@ -79,7 +84,7 @@ class Pacer:
         self.recent.append(False)
         self.outage_since = None
         self.backoff = self.backoff_first
-        step = 1.0 if self.slow_start else self.probe_step / self.rate
+        step = 2.0 if self.slow_start else self.probe_step / self.rate
         self.rate = self._limit(self.rate + step)
 
     def too_many(self, retry_after: float | None) -> None:
