@@ -7,6 +7,7 @@ and the answer; `probe` is the one authenticated read every run starts with.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import httpx
@@ -89,9 +90,22 @@ def probe_fault(answer: Answer, target: Target) -> str | None:
             )
 
 
+PROBE_TRIES = 3
+
+
 async def probe(target: Target, transport: httpx.AsyncBaseTransport) -> str | None:
-    """Make `usercom check`'s authenticated read; the fault it shows, or None."""
-    answer = await asend(transport, target, call("user_by_id", PROBE_SUBJECT))
+    """Make `usercom check`'s authenticated read; the fault it shows, or None.
+
+    A lost connection or a timeout is tried again (three tries, 0.5 s then 1 s apart), so
+    one dropped packet does not stop a run; a host that never answers does.
+    """
+    request = call("user_by_id", PROBE_SUBJECT)
+    answer = await asend(transport, target, request)
+    for pause in (0.5, 1.0)[: PROBE_TRIES - 1]:
+        if not isinstance(answer, Unreachable):
+            break
+        await asyncio.sleep(pause)
+        answer = await asend(transport, target, request)
     return probe_fault(answer, target)
 
 
