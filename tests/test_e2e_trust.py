@@ -481,3 +481,36 @@ def test_a_resumed_run_counts_as_skipped_only_what_earlier_runs_finished(tmp_pat
     # delivered now from the queue, not counted again as "skipped" when the input is read.
     assert table_value(second.stdout, "skipped (delivered earlier)") == "9"
     assert table_value(second.stdout, "delivered") == "3"
+
+
+class FirstConnectionsLost(httpx.AsyncBaseTransport):
+    """The first `lost` requests lose their connection; then the real sandbox answers."""
+
+    def __init__(self, lost: int) -> None:
+        self.lost = lost
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.lost > 0:
+            self.lost -= 1
+            raise httpx.RemoteProtocolError("connection lost", request=request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize(("lost", "stops"), [(2, False), (3, True)])
+def test_the_probe_survives_a_lost_connection_but_not_a_dead_host(lost: int, stops: bool) -> None:
+    lines = lines_of(user_events(2, 1))
+    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
+        summary = run_loop(
+            deliver(
+                read_jsonl(lines, config()),
+                config(),
+                DeliveryOptions(base_url=url),
+                transport=FirstConnectionsLost(lost),
+            )
+        )
+    assert (summary.fault is not None) == stops, summary.fault
+    assert summary.counts["delivered"] == (0 if stops else 4)
