@@ -26,7 +26,7 @@ CONFIG = json.loads(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--users", type=int, default=1000)
     users = parser.parse_args().users
     cfg = parse_config(CONFIG).unwrap()
     lines = [json.dumps(event) for event in standard_mix(users)]
