@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint imports typecheck pytest clean
+.PHONY: demo serve test lint imports typecheck pytest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/usercom demo
+
+# The live service in front of a local sandbox (Ctrl+C stops it); see README "Running the service".
+serve: $(STAMP)
+	$(BIN)/usercom serve --demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

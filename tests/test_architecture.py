@@ -28,6 +28,7 @@ EFFECT_MODULES: tuple[str, ...] = (
     "delivery/*",  # the delivery engine (retries, rate limits, clocks)
     "testing/*",  # test helpers
     "sandbox/*",  # the local User.com simulator
+    "serve/*",  # the live service: sockets, the ledger thread, clocks
 )
 
 # What counts as an effect.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 # Top-level packages that only the `cli` extra brings (click comes with typer).
-CLI_EXTRA = frozenset({"click", "typer", "rich", "starlette", "uvicorn"})
+CLI_EXTRA = frozenset({"click", "typer", "rich", "starlette", "uvicorn", "prometheus_client"})
 INSTALL_HINT = "usercom needs the cli extra: pip install 'usercom-pipeline[cli]'"
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "Ledger",
     "LedgerBusy",
     "LedgerError",
+    "Queued",
     "Row",
     "Status",
 ]
@@ -80,25 +81,38 @@ _SCHEMA: Final = (
         requests TEXT NOT NULL DEFAULT '[]',
         error TEXT,
         warnings TEXT NOT NULL DEFAULT '[]',
-        updated REAL
+        updated REAL,
+        received REAL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        forgotten REAL
     )""",
     "CREATE INDEX events_status_position ON events (status, position)",
 )
 
 _ENQUEUE: Final = """
-INSERT INTO events (key, position, status, hash, line, updated)
-VALUES (?, ?, 'pending', ?, ?, ?)
+INSERT INTO events (key, position, status, hash, line, error, updated, received)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET
     position = excluded.position,
-    status = 'pending',
+    status = excluded.status,
     hash = excluded.hash,
     line = excluded.line,
     attempts = 0,
     requests = '[]',
-    error = NULL,
+    error = excluded.error,
     warnings = '[]',
-    updated = excluded.updated
+    updated = excluded.updated,
+    received = excluded.received,
+    failures = 0,
+    forgotten = NULL
 """
+# Columns added after format 2 was first written: a writer adds them to an older ledger (an
+# ALTER TABLE, which older readers do not notice); a reader of an older ledger reads defaults.
+_ADDED_COLUMNS: Final = (
+    ("received", "REAL"),
+    ("failures", "INTEGER NOT NULL DEFAULT 0"),
+    ("forgotten", "REAL"),
+)
 
 
 class LedgerError(Exception):
@@ -115,6 +129,18 @@ class LedgerBusy(LedgerError):
             f"ledger in use by {holder}: wait for it to finish or use another --ledger"
         )
         self.pid = pid
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """An unfinished event as the service's queue sees it: the row, when it was received and
+    last changed (seconds since the epoch, when known), and how many delivery rounds it failed
+    since it was received."""
+
+    row: Row
+    received: float | None
+    updated: float | None
+    failures: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +171,10 @@ class Ledger:
         self._batched = 0
         self._next = 1
         self._closed = False
+        present = {str(c[1]) for c in db.execute("PRAGMA table_info(events)")}
+        self._received = "received" if "received" in present else "NULL"
+        self._failures = "failures" if "failures" in present else "0"
+        self._forgotten = "forgotten" if "forgotten" in present else "NULL"
         if lock_fd is not None:
             (top,) = db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
             self._next = int(top) + 1
@@ -152,8 +182,12 @@ class Ledger:
     # -- opening and closing ------------------------------------------------------------------
 
     @classmethod
-    def open_writer(cls, path: Path, app: str) -> Ledger:
+    def open_writer(cls, path: Path, app: str, *, durable: bool = False) -> Ledger:
         """Open (or create) the ledger of `app` at `path` for writing, holding its lock.
+
+        `durable`: every commit is on disk when it returns (SQLite `synchronous=FULL`, for the
+        service, which acknowledges events only once they are committed); otherwise a commit
+        survives a crash of the process but maybe not of the machine (`synchronous=NORMAL`).
 
         Raises LedgerBusy when another writer holds it, LedgerError when the folder is missing,
         the file is not a ledger of ours (it is left untouched), or belongs to another app.
@@ -164,7 +198,7 @@ class Ledger:
         _check_app(path, _inspect(path), app)  # before the lock file appears beside it
         lock_fd = _lock(path)
         try:
-            db = _open_locked(path, app)
+            db = _open_locked(path, app, durable=durable)
             try:
                 return cls(path, app, db, lock_fd)
             except BaseException:
@@ -250,9 +284,12 @@ class Ledger:
             yield _row(found[1:])
 
     def lines(self, statuses: Sequence[Status]) -> Iterator[bytes]:
-        """The original lines of the events in `statuses`, byte for byte, in position order."""
-        for _, line in self._ordered(_statuses(statuses), "position, line"):
-            yield bytes(line)
+        """The original lines of the events in `statuses`, byte for byte, in position order
+        (events whose line retention dropped are left out)."""
+        columns = f"position, line, {self._forgotten}"
+        for _, line, forgotten in self._ordered(_statuses(statuses), columns):
+            if forgotten is None:  # else retention dropped the line (`forget_lines`)
+                yield bytes(line)
 
     def counts(self) -> dict[str, int]:
         """Events per status, every status present (0 when none)."""
@@ -349,18 +386,44 @@ class Ledger:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def enqueue(self, key: str, content_hash: str, line: bytes) -> int:
+    def enqueue(
+        self,
+        key: str,
+        content_hash: str,
+        line: bytes,
+        *,
+        rejected: str | None = None,
+        received: float | None = None,
+    ) -> int:
         """Store an event as pending at the back of the queue; return its position.
 
         A key already present gets the new hash and line, attempts 0, no error, no requests or
         warnings, and a new position at the back. Batched: see `flush`.
+
+        `rejected` (the reason) files the event `rejected` at once instead (the service does
+        so with an event it can never deliver, such as one over its size limit); `received`
+        is when it arrived (default: now).
         """
         with self._guard:
             self._require_writer()
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
             position = self._next
-            self._db.execute(_ENQUEUE, (key, position, content_hash, bytes(line), time.time()))
+            now = time.time()
+            status = "pending" if rejected is None else "rejected"
+            self._db.execute(
+                _ENQUEUE,
+                (
+                    key,
+                    position,
+                    status,
+                    content_hash,
+                    bytes(line),
+                    rejected,
+                    now,
+                    now if received is None else received,
+                ),
+            )
             self._next += 1
             self._batched += 1
             if self._batched >= BATCH:
@@ -375,17 +438,24 @@ class Ledger:
         requests: Sequence[str],
         error: str | None,
         warnings: Sequence[str],
+        *,
+        commit: bool = True,
     ) -> None:
         """File an event's outcome and commit it (with every enqueue before it) at once.
 
-        The line and position stay. Raises KeyError for a key that was never enqueued.
+        The line and position stay; a `failed` outcome counts one more failure (`Queued`).
+        Raises KeyError for a key that was never enqueued. `commit=False` leaves the commit
+        to a later `flush` (the service commits many outcomes at once).
         """
         _statuses((status,))
         with self._guard:
             self._require_writer()
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
             changed = self._db.execute(
                 "UPDATE events SET status = ?, attempts = ?, requests = ?, error = ?, "
-                "warnings = ?, updated = ? WHERE key = ?",
+                "warnings = ?, updated = ?, "
+                "failures = failures + (CASE WHEN ? = 'failed' THEN 1 ELSE 0 END) WHERE key = ?",
                 (
                     status,
                     attempts,
@@ -393,10 +463,12 @@ class Ledger:
                     error,
                     json.dumps(list(warnings)),
                     time.time(),
+                    status,
                     key,
                 ),
             ).rowcount
-            self._commit()
+            if commit:
+                self._commit()
         if changed == 0:
             raise KeyError(key)
 
@@ -442,11 +514,91 @@ class Ledger:
                 raise
             return changed
 
+    def queue_page(self, after: int, limit: int) -> list[Queued]:
+        """Up to `limit` unfinished events with a position above `after`, in position order,
+        with when each was received and last changed and how often it failed."""
+        columns = f"{_COLUMNS_BY_POSITION}, {self._received}, updated, {self._failures}"
+        found: list[tuple[Any, ...]] = []
+        with self._guard:
+            for status in UNFINISHED:
+                found.extend(
+                    self._db.execute(
+                        f"SELECT {columns} FROM events WHERE status = ? AND position > ? "
+                        "ORDER BY position LIMIT ?",
+                        (status, after, limit),
+                    ).fetchall()
+                )
+        found.sort(key=itemgetter(0))
+        return [
+            Queued(
+                _row(item[1:10]),
+                None if item[10] is None else float(item[10]),
+                None if item[11] is None else float(item[11]),
+                int(item[12]),
+            )
+            for item in found[:limit]
+        ]
+
+    def oldest_received(self) -> float | None:
+        """When the unfinished event with the lowest position was received (else last changed)."""
+        with self._guard:
+            firsts = [
+                self._db.execute(
+                    f"SELECT position, coalesce({self._received}, updated) FROM events "
+                    "WHERE status = ? ORDER BY position LIMIT 1",
+                    (status,),
+                ).fetchone()
+                for status in UNFINISHED
+            ]
+        present = [first for first in firsts if first is not None]
+        if not present:
+            return None
+        when = min(present, key=itemgetter(0))[1]
+        return None if when is None else float(when)
+
+    def forget_lines(self, before: float, limit: int = 5000) -> int:
+        """Retention: drop the line of up to `limit` delivered or rejected events last changed
+        before `before` (seconds since the epoch), keeping their key, hash and status, so a
+        late retry of one is still known. Committed at once; returns how many changed."""
+        with self._guard:
+            self._require_writer()
+            self._commit()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                changed = self._db.execute(
+                    "UPDATE events SET line = x'', forgotten = ? WHERE rowid IN (SELECT rowid "
+                    "FROM events WHERE status IN ('delivered', 'rejected') AND updated < ? "
+                    "AND forgotten IS NULL LIMIT ?)",
+                    (time.time(), before, limit),
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            return int(changed)
+
     def flush(self) -> None:
         """Commit the batched enqueues."""
         with self._guard:
             self._require_writer()
             self._commit()
+
+    def rollback(self) -> None:
+        """Discard what is not committed yet (after a commit failed, say on a full disk)."""
+        with self._guard:
+            self._require_writer()
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._batched = 0
+
+    def state(self, key: str) -> tuple[Status, str] | None:
+        """The event's status and content hash, if the ledger has it (no line is read)."""
+        with self._guard:
+            found = self._db.execute(
+                "SELECT status, hash FROM events WHERE key = ?", (key,)
+            ).fetchone()
+        return None if found is None else (cast(Status, found[0]), str(found[1]))
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -593,7 +745,7 @@ def _marker(db: sqlite3.Connection, path: Path) -> str:
     return app
 
 
-def _open_locked(path: Path, app: str) -> sqlite3.Connection:
+def _open_locked(path: Path, app: str, *, durable: bool = False) -> sqlite3.Connection:
     """The writer's connection, once the lock is held: the file inspected again (no other
     writer can change it now), created when new, switched to WAL."""
     found = _inspect(path)
@@ -603,19 +755,25 @@ def _open_locked(path: Path, app: str) -> sqlite3.Connection:
     except sqlite3.Error as problem:
         raise LedgerError(f"cannot open ledger {path}: {problem}") from problem
     try:
-        _prepare(db, path, app, new=found is None)
+        _prepare(db, path, app, new=found is None, durable=durable)
     except BaseException:
         db.close()
         raise
     return db
 
 
-def _prepare(db: sqlite3.Connection, path: Path, app: str, *, new: bool) -> None:
+def _prepare(
+    db: sqlite3.Connection, path: Path, app: str, *, new: bool, durable: bool = False
+) -> None:
     try:
         if new:
             _create(db, path, app)
+        present = {str(c[1]) for c in db.execute("PRAGMA table_info(events)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
         mode = str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
-        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     except sqlite3.Error as problem:
         raise LedgerError(f"cannot open ledger {path}: {problem}") from problem
     if mode.lower() != "wal":

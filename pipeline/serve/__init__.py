@@ -1,0 +1,29 @@
+"""`usercom serve`: the live User.com destination (DELIVERY §6), installed with the `cli` extra.
+
+`ServeOptions` says what it runs with, `Service.open(options)` opens the ledgers and builds
+the ASGI app (`service.app`), `serve(service, sock, announce)` runs it on uvicorn until SIGTERM.
+"""
+
+from pipeline.serve.options import (
+    ServeConfigError,
+    ServeOptions,
+    Sources,
+    duration,
+    ledger_paths,
+    load_sources,
+)
+from pipeline.serve.server import ListenError, listening_socket, serve
+from pipeline.serve.service import Service
+
+__all__ = [
+    "ListenError",
+    "ServeConfigError",
+    "ServeOptions",
+    "Service",
+    "Sources",
+    "duration",
+    "ledger_paths",
+    "listening_socket",
+    "load_sources",
+    "serve",
+]

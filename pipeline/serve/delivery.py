@@ -1,0 +1,574 @@
+"""The service's delivery (DELIVERY §6): one loop per app, draining its ledger continuously.
+
+The loop starts *rounds*. A round takes, in position order, up to a page of the app's due
+unfinished events of users (lanes) and companies no running round holds, and hands them to
+the engine (`deliver`) with the app's one `AppState` (its pace and identity cache live as long
+as the service). It holds those users and companies until its outcomes are filed, so each
+user's events are delivered one after the other in position order and two rounds never write
+one company at once. Rounds run side by side (up to `MAX_ROUNDS`), so one user's long retries
+never stop the others; their requests share the app's connections, at most --concurrency at
+once. When ingest commits new events, a round ends, or a failed event comes due, the loop
+looks for the next round.
+
+- A `failed` event is tried again after a capped, doubling wait (`ServeOptions.retry_delay`);
+  until then its user's later events are filed `held` and wait. Once its age passes
+  --give-up-after it is no longer tried (it stays `failed`, for `usercom failed`/`requeue`)
+  and holds nobody.
+- A run-level fault (a refused key, a wrong URL, an outage past --max-outage) *pauses* the
+  app: the other rounds stop, events stay queued, `/health` says why, and a probe (doubling
+  wait, capped) resumes delivery by itself once User.com answers it. The loop probes at
+  start, too.
+- Events are stored raw and transformed here, so a restart with a corrected config applies to
+  what is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import partial
+
+import certifi
+import httpx
+from returns.result import Success
+
+from pipeline.core.answers import Reply, Unreachable
+from pipeline.core.calls import call
+from pipeline.core.compose import Job
+from pipeline.core.config import Config
+from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
+from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, probe_fault
+from pipeline.delivery.incoming import Incoming, incoming
+from pipeline.delivery.ledger import UNFINISHED, Ledger, Queued
+from pipeline.delivery.outcome import Outcome, Summary
+from pipeline.runner import Target, asend
+from pipeline.serve.ingest import type_label
+from pipeline.serve.logs import emit
+from pipeline.serve.metrics import Metrics
+from pipeline.serve.options import ServeOptions
+from pipeline.serve.store import Store
+
+PAUSED_TAIL = "events stay queued; delivery resumes by itself once a probe succeeds"
+PARSED_KEEP = 50_000  # parsed events kept between rounds (a backlog is parsed once)
+MAX_ROUNDS = 16  # rounds at once: a slow one (a user's retries) never stops the others
+SCAN_PAGES = 8  # pages of the queue looked through for users that are free, at most
+
+
+@dataclass(frozen=True, slots=True)
+class _Filed:
+    """What a round knows of an event it hands to the engine."""
+
+    status: str
+    attempts: int
+    received: float | None
+    type: str
+    failures: int
+
+
+@dataclass(slots=True, eq=False)
+class _Round:
+    """A round in progress: the users (lanes) and companies it holds until its outcomes are
+    filed."""
+
+    control: Control
+    lanes: set[str]
+    companies: set[str]
+    task: asyncio.Task[None] = field(init=False)
+
+
+@dataclass(slots=True)
+class _Record:
+    key: str
+    content_hash: str
+    outcome: Outcome
+    attempts: int
+
+
+def event_type(item: Incoming) -> str:
+    """The event's type for metrics and logs (read from its line when it cannot be sent)."""
+    match item.job:
+        case Success(Job() as job):
+            return job.event.type
+    try:
+        message = json.loads(item.line)
+    except (ValueError, RecursionError):
+        return "invalid"
+    return type_label(message.get("type")) if isinstance(message, dict) else "invalid"
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _reason(fault: str) -> str:
+    return f"{fault.removesuffix('; ' + RESUME)}; {PAUSED_TAIL}"
+
+
+class Pools(httpx.AsyncBaseTransport):
+    """The app's connections, kept for the service's life: at most `width` requests at once
+    (--concurrency, over every round), each on the least busy of `width` small pools.
+
+    httpcore looks at every connection of its pool (and polls each idle one) on every request,
+    so one pool of 64 connections costs more CPU than the requests themselves; as the engine
+    does with its slots, many pools of 2 connections cost far less. They share one TLS context
+    (about 20 ms to build)."""
+
+    def __init__(self, width: int) -> None:
+        self.room = asyncio.Semaphore(max(1, width))
+        tls = ssl.create_default_context(cafile=certifi.where())
+        self.pools = [
+            httpx.AsyncHTTPTransport(
+                verify=tls, limits=httpx.Limits(max_connections=2, max_keepalive_connections=2)
+            )
+            for _ in range(max(1, width))
+        ]
+        self.busy = [0] * len(self.pools)
+        self.next = 0
+
+    def _choose(self) -> int:
+        count = len(self.pools)
+        hint = self.next % count
+        self.next += 1
+        if self.busy[hint] == 0:
+            return hint
+        return min(range(count), key=self.busy.__getitem__)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        async with self.room:
+            chosen = self._choose()
+            self.busy[chosen] += 1
+            try:
+                return await self.pools[chosen].handle_async_request(request)
+            finally:
+                self.busy[chosen] -= 1
+
+    async def aclose(self) -> None:
+        for pool in self.pools:
+            await pool.aclose()
+
+
+def _transport(options: ServeOptions) -> Pools:
+    return Pools(options.concurrency)
+
+
+@dataclass(slots=True)
+class AppDelivery:
+    """One app's delivery loop and what `/health` and `/metrics` read of it."""
+
+    cfg: Config
+    options: ServeOptions
+    store: Store
+    ledger: Ledger
+    metrics: Metrics
+    stopping: asyncio.Event
+    queued: int = 0
+    in_flight: int = 0
+    paused: str | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    rounds: list[_Round] = field(default_factory=list)
+    state: AppState | None = None
+    fault: str | None = None  # met by a round, not yet acted upon
+    next_due: float | None = None
+    _transport: Pools | None = None
+    _parsed: OrderedDict[tuple[str, str, int], Incoming] = field(default_factory=OrderedDict)
+    _outbox: list[_Record] = field(default_factory=list)
+    _flushing: asyncio.Task[None] | None = None
+    _filed: dict[str, _Filed] = field(default_factory=dict)
+    _throttled: int = 0
+    _given_up: set[str] = field(default_factory=set)
+
+    @property
+    def app(self) -> str:
+        return self.cfg.subdomain
+
+    def delivery_options(self, concurrency: int | None = None) -> DeliveryOptions:
+        return DeliveryOptions(
+            concurrency=concurrency or self.options.concurrency,
+            rate=self.options.rate,
+            base_url=self.options.base_url,
+            probe=False,
+            max_outage=self.options.max_outage,
+            max_seconds=self.options.event_seconds,
+            max_attempts=self.options.event_attempts,
+        )
+
+    @property
+    def target(self) -> Target:
+        origin = self.options.base_url
+        return Target.of(self.cfg, f"{origin}/api/public" if origin else None)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until the service stops: probe, then rounds; pause on a run-level fault."""
+        self.state = AppState.new(self.delivery_options())
+        self._transport = _transport(self.options)
+        try:
+            await self._probe_until_ok(first=True)
+            while not self.stopping.is_set():
+                if self.fault is not None:
+                    await self._settle_fault()
+                    continue
+                if self.paused is not None:
+                    await self._probe_until_ok(first=False)
+                    continue
+                self.wake.clear()
+                if len(self.rounds) < MAX_ROUNDS:
+                    try:
+                        if await self._start_round():
+                            continue  # a full page: more may be waiting
+                    except Exception as error:  # noqa: BLE001 - a bug or a ledger error: log, go on
+                        emit(logging.ERROR, "delivery_error", app=self.app, error=repr(error))
+                        await self._sleep(self.options.probe_initial)
+                        continue
+                await self._wait()
+        finally:
+            self.stop()
+            if self.rounds:
+                await asyncio.wait([r.task for r in self.rounds])
+            await self._flush()
+            await self._transport.aclose()
+
+    def stop(self) -> None:
+        """Stop the rounds in progress: no new attempt starts, in-flight ones end."""
+        for running in self.rounds:
+            running.control.stop("the service is stopping")
+
+    async def _settle_fault(self) -> None:
+        """A round met a run-level fault: stop the others, then pause (and probe)."""
+        fault, self.fault = self.fault, None
+        self.stop()
+        if self.rounds:
+            await asyncio.wait([r.task for r in self.rounds])
+        if fault is not None:
+            self._pause(fault)
+
+    async def _wait(self) -> None:
+        """Until new events arrive, a round ends, a failed event is due, or the service stops."""
+        timeout = None if self.next_due is None else max(0.05, self.next_due - time.time())
+        waits = [
+            asyncio.ensure_future(self.wake.wait()),
+            asyncio.ensure_future(self.stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if self.next_due is not None and self.next_due <= time.time():
+            self.next_due = None
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    def _pause(self, fault: str) -> None:
+        reason = _reason(fault)
+        if self.paused != reason:
+            emit(logging.ERROR, "delivery_paused", app=self.app, reason=reason)
+        self.paused = reason
+        self.metrics.paused.labels(app=self.app).set(1)
+
+    async def _probe_until_ok(self, *, first: bool) -> None:
+        """Probe (at start, or while paused) until User.com answers it, with a doubling wait."""
+        wait = self.options.probe_initial
+        while not self.stopping.is_set():
+            if not first:
+                await self._sleep(wait)
+                if self.stopping.is_set():
+                    return
+                wait = min(wait * 2, self.options.probe_max)
+            first = False
+            problem = await self.probe()
+            if problem is None:
+                if self.paused is not None:
+                    emit(logging.WARNING, "delivery_resumed", app=self.app)
+                self.paused = None
+                self.metrics.paused.labels(app=self.app).set(0)
+                if self.state is not None:
+                    self.state.pacer.good()  # an answer: whatever outage there was is over
+                return
+            self._pause(problem)
+
+    async def probe(self) -> str | None:
+        """`usercom check`'s read; the problem it shows (a 5xx or 429 is one too), or None."""
+        if self._transport is None:
+            return "not started"
+        target = self.target
+        answer = await asend(self._transport, target, call("user_by_id", PROBE_SUBJECT))
+        fault = probe_fault(answer, target)
+        if fault is not None:
+            return fault
+        match answer:
+            case Reply(status=status) if status in (200, 404):
+                return None
+            case Reply(status=status):
+                origin = target.base_url.removesuffix("/api/public")
+                return f"User.com at {origin} answered the probe with {status}"
+            case Unreachable(reason=reason, detail=detail):
+                return f"User.com could not be reached ({reason}: {detail})"
+
+    # -- rounds --------------------------------------------------------------------------------
+
+    async def _start_round(self) -> bool:
+        """Take, in position order, up to a page of due events of users (and companies) no
+        running round holds, and deliver them in a round of their own. True when the page
+        was full (more may be waiting)."""
+        busy_lanes = {lane for r in self.rounds for lane in r.lanes}
+        busy_companies = {company for r in self.rounds for company in r.companies}
+        skipped: set[str] = set()
+        blockers: dict[str, str] = {}
+        lanes: set[str] = set()
+        taken: list[tuple[Incoming, _Filed]] = []
+        after = scanned = 0
+        now = time.time()
+        while len(taken) < self.options.page and scanned < SCAN_PAGES * self.options.page:
+            page = await self.store.call(self._page(after), writes=False)
+            if not page:
+                break
+            after = page[-1].row.position
+            scanned += len(page)
+            for item, filed in await asyncio.to_thread(self._build, page, now):
+                lane, company = item.lane, item.company
+                busy = lane in busy_lanes or (company is not None and company in busy_companies)
+                if busy or lane in skipped:
+                    skipped.add(lane)  # its later events wait too: its order is kept
+                elif item.deferred is not None:
+                    blockers.setdefault(lane, item.key)  # failed, not due: holds its user
+                elif lane in blockers:
+                    self._hold(item, filed, blockers[lane])
+                else:
+                    taken.append((item, filed))
+                    lanes.add(lane)
+                    if company is not None:
+                        busy_companies.add(company)
+        if not taken:
+            return False
+        for item, filed in taken:
+            self._filed[item.key] = filed
+        items = [item for item, _ in taken]
+        running = _Round(
+            control=Control(),
+            lanes=lanes,
+            companies={item.company for item in items if item.company is not None},
+        )
+        running.task = asyncio.create_task(self._round(running, items))
+        self.rounds.append(running)
+        return len(taken) >= self.options.page
+
+    async def _round(self, running: _Round, items: list[Incoming]) -> None:
+        try:
+            fault = await self._deliver(running, items)
+            if fault is not None and self.fault is None:
+                self.fault = fault
+        except Exception as error:  # noqa: BLE001 - a bug or a ledger error: log, go on
+            emit(logging.ERROR, "delivery_error", app=self.app, error=repr(error))
+        finally:
+            self.rounds.remove(running)  # its users are free once its outcomes are filed
+            self.wake.set()
+
+    def _page(self, after: int) -> Callable[[], list[Queued]]:
+        return lambda: self.ledger.queue_page(after, self.options.page)
+
+    def _build(self, page: Sequence[Queued], now: float) -> list[tuple[Incoming, _Filed]]:
+        """The page's events as the engine takes them (runs in a worker thread): a failed
+        event not due yet is `deferred` (it holds its user), one past --give-up-after left out."""
+        items: list[tuple[Incoming, _Filed]] = []
+        for queued in page:
+            row = queued.row
+            received = queued.received if queued.received is not None else queued.updated
+            given_up = received is not None and now - received > self.options.give_up_after
+            if row.status == "failed" and given_up:
+                self._give_up(row.key, row.position, row.error)
+                continue  # stays failed, holds nobody
+            item = self._parse(row.key, row.content_hash, row.position, row.line)
+            if row.status == "failed":
+                due = (queued.updated or 0.0) + self.options.retry_delay(max(queued.failures, 1))
+                if due > now:
+                    self._due(due)
+                    item = replace(item, deferred=f"failed; tried again after {_when(due)}")
+            filed = _Filed(row.status, row.attempts, received, event_type(item), queued.failures)
+            items.append((item, filed))
+        return items
+
+    def _hold(self, item: Incoming, filed: _Filed, blocker: str) -> None:
+        """File `held` for an event behind its user's failed one (once: held stays held)."""
+        if filed.status == "held":
+            return
+        self._filed[item.key] = filed
+        held = f"held: an earlier event of this user ({blocker}) did not finish"
+        self._file(item, Outcome(item.key, "held", 0, (), held, position=item.position))
+
+    def _due(self, when: float) -> None:
+        self.next_due = when if self.next_due is None else min(self.next_due, when)
+
+    def _parse(self, key: str, content_hash: str, position: int, line: bytes) -> Incoming:
+        cached = self._parsed.get((key, content_hash, position))
+        if cached is not None:
+            self._parsed.move_to_end((key, content_hash, position))
+            return cached
+        item = replace(incoming(self.cfg, position, line), key=key, content_hash=content_hash)
+        self._parsed[(key, content_hash, position)] = item
+        while len(self._parsed) > PARSED_KEEP:
+            self._parsed.popitem(last=False)
+        return item
+
+    async def _deliver(self, running: _Round, items: list[Incoming]) -> str | None:
+        if self.stopping.is_set():
+            running.control.stop("the service is stopping")
+        handed = len(items)
+        self.in_flight += handed
+        self.metrics.in_flight.labels(app=self.app).set(self.in_flight)
+        finished = 0
+
+        def on_outcome(item: Incoming, outcome: Outcome) -> None:
+            nonlocal finished
+            finished += 1
+            self.in_flight -= 1
+            self._file(item, outcome)
+
+        options = self.delivery_options()
+        try:
+            summary = await deliver(
+                items,
+                self.cfg,
+                options,
+                on_outcome,
+                transport=self._transport,
+                control=running.control,
+                app=self.state,
+            )
+        finally:
+            self.in_flight -= handed - finished
+            self.metrics.in_flight.labels(app=self.app).set(self.in_flight)
+            await self._flush()
+        self._account(summary)
+        return summary.fault
+
+    def _account(self, summary: Summary) -> None:
+        for name, count in summary.calls.items():
+            endpoint, _, status = name.rpartition(" ")
+            self.metrics.api_calls.labels(app=self.app, endpoint=endpoint, status=status).inc(count)
+        if self.state is not None:
+            throttled = self.state.pacer.throttled
+            if throttled > self._throttled:
+                self.metrics.throttled.labels(app=self.app).inc(throttled - self._throttled)
+            self._throttled = throttled
+
+    # -- filing outcomes -----------------------------------------------------------------------
+
+    def _file(self, item: Incoming, outcome: Outcome) -> None:
+        """Queue the outcome for the ledger (held twice and pending are not filed again)."""
+        filed = self._filed.pop(item.key, None)
+        before = filed.status if filed is not None else "pending"
+        if outcome.status == "pending" or (outcome.status == "held" and before == "held"):
+            return
+        attempts = outcome.attempts
+        if before == "failed" and filed is not None:
+            attempts += filed.attempts
+        self._outbox.append(_Record(item.key, item.content_hash, outcome, attempts))
+        kind = filed.type if filed is not None else event_type(item)
+        labels = {"app": self.app, "type": kind}
+        if outcome.status == "delivered":
+            self.metrics.delivered.labels(**labels).inc()
+        elif outcome.status == "rejected":
+            self.metrics.rejected.labels(**labels).inc()
+            emit(
+                logging.WARNING,
+                "event_rejected",
+                app=self.app,
+                id=item.key,
+                type=kind,
+                position=item.position,
+                error=outcome.error,
+            )
+        elif outcome.status == "failed":
+            self.metrics.failed.labels(**labels).inc()
+            received = filed.received if filed is not None else None
+            if received is not None and time.time() - received > self.options.give_up_after:
+                self._give_up(item.key, item.position, outcome.error)
+            else:
+                failures = (filed.failures if filed is not None else 0) + 1
+                due = time.time() + self.options.retry_delay(failures)
+                self._due(due)
+                emit(
+                    logging.WARNING,
+                    "event_failed",
+                    app=self.app,
+                    id=item.key,
+                    type=kind,
+                    position=item.position,
+                    attempts=attempts,
+                    retry_at=_when(due),
+                    error=outcome.error,
+                )
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush_outbox())
+
+    def _give_up(self, key: str, position: int, error: str | None) -> None:
+        """Say once that a failed event is past --give-up-after and no longer tried."""
+        if key in self._given_up:
+            return
+        self._given_up.add(key)
+        self.metrics.given_up.labels(app=self.app).inc()
+        emit(
+            logging.ERROR,
+            "event_given_up",
+            app=self.app,
+            id=key,
+            position=position,
+            error=error,
+            hint="no longer tried: see usercom failed, usercom requeue",
+        )
+
+    async def _flush(self) -> None:
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+        if self._outbox:
+            await self._flush_outbox()
+
+    async def _flush_outbox(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            filed = await self.store.call(partial(self._record, batch), writes=True)
+            self.queued -= filed
+            self.metrics.queued.labels(app=self.app).set(self.queued)
+
+    def _record(self, batch: Sequence[_Record]) -> int:
+        """File outcomes (on the ledger thread); how many events left the queue. An outcome of
+        content that was replaced meanwhile (sent again, edited) is not filed."""
+        finished = 0
+        for record in batch:
+            now = self.ledger.state(record.key)
+            if now is None or now[1] != record.content_hash or now[0] not in UNFINISHED:
+                continue
+            outcome = record.outcome
+            self.ledger.record(
+                record.key,
+                outcome.status,  # type: ignore[arg-type]
+                record.attempts,
+                outcome.requests,
+                outcome.error,
+                outcome.warnings,
+                commit=False,
+            )
+            finished += outcome.status in ("delivered", "rejected")
+        return finished
+
+    # -- what ingest and the probes read ---------------------------------------------------------
+
+    def admitted(self, new: int, types: Counter[str]) -> None:
+        """Ingest committed `new` queued events of this app: count them, wake the loop."""
+        self.queued += new
+        self.metrics.queued.labels(app=self.app).set(self.queued)
+        for kind, count in types.items():
+            self.metrics.received.labels(app=self.app, type=kind).inc(count)
+        self.wake.set()

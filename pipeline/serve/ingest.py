@@ -1,0 +1,295 @@
+"""Ingest (DELIVERY §6): the RudderStack HTTP API and the webhook, up to the ledger's door.
+
+Read the body within its limits (gzip too, a bomb cut off at the limit), check it is JSON with
+events, and turn each event into an `Admission`: its key, content hash and the line the ledger
+keeps. Nothing here touches the ledger; a request refused here stores nothing.
+
+- The key is the app plus `messageId`, else the app plus the SHA-256 of the event's canonical
+  JSON (DELIVERY §4), computed *before* `receivedAt` is set, so a client's retry of the same
+  event is the same event.
+- An event over the size limit, or one that is not an object, is admitted as `rejected` with
+  the reason: the official SDKs drop a whole batch on a 400, so one bad event must not cost its
+  neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import zlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pipeline.delivery.incoming import canonical
+
+SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+DRAIN_LIMIT = 64 * 1024 * 1024  # an oversize body is read (and dropped) up to this, then cut
+PARSE_IN_THREAD = 256 * 1024  # bodies larger than this are parsed off the event loop
+
+
+class Refused(Exception):
+    """The request is refused as a whole: nothing of it is stored."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, str]:
+        """What the official SDKs read from an error answer (`code`, `message`)."""
+        return {"code": self.code, "message": self.message}
+
+
+def write_key(authorization: str | None) -> str | None:
+    """The write key of an HTTP Basic `Authorization` header (the user name), if any.
+
+    >>> write_key("Basic " + base64.b64encode(b"wk-1:").decode())
+    'wk-1'
+    >>> write_key("Bearer x") is None, write_key("Basic !!!") is None
+    (True, True)
+    """
+    if authorization is None:
+        return None
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user = decoded.partition(":")[0]
+    return user or None
+
+
+def too_large(limit: int) -> Refused:
+    return Refused(
+        413,
+        "payload_too_large",
+        f"the request body is over {limit // (1024 * 1024)} MB (after decompression): "
+        "send smaller batches",
+    )
+
+
+class _Gunzip:
+    """gzip members one after the other, never producing more than `limit` + 1 bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inflate = zlib.decompressobj(wbits=31)
+        self.out = bytearray()
+        self.started = False
+
+    def feed(self, data: bytes) -> bool:
+        """Add compressed bytes; False once the output is over the limit."""
+        while data:
+            if self.inflate.eof:
+                data = self.inflate.unused_data + data
+                self.inflate = zlib.decompressobj(wbits=31)
+            self.started = True
+            room = self.limit + 1 - len(self.out)
+            self.out += self.inflate.decompress(data, room)
+            if len(self.out) > self.limit:
+                return False
+            data = self.inflate.unconsumed_tail
+            if self.inflate.eof and self.inflate.unused_data:
+                data = self.inflate.unused_data + data
+                self.inflate = zlib.decompressobj(wbits=31)
+        return True
+
+    def finish(self) -> bytes:
+        if self.started and not self.inflate.eof:
+            raise Refused(400, "invalid_request", "the gzip body is truncated")
+        return bytes(self.out)
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes],
+    *,
+    encoding: str | None,
+    length: str | None,
+    limit: int,
+    drain_seconds: float = 10.0,
+) -> bytes:
+    """The request body, decompressed, at most `limit` bytes; `Refused` (400, 413) otherwise.
+
+    An oversize body is still read to its end (and dropped) before the 413 is answered, up to
+    64 MB or `drain_seconds`: a client that sends all of its body before it reads the answer
+    then gets the 413 instead of a reset connection.
+    """
+    coding = (encoding or "").strip().lower()
+    if coding not in ("", "identity", "gzip", "x-gzip"):
+        raise Refused(
+            415, "unsupported_encoding", f"Content-Encoding {coding!r} is not supported: use gzip"
+        )
+    declared = _length(length)
+    if declared is not None and declared > DRAIN_LIMIT:
+        raise too_large(limit)
+    gunzip = _Gunzip(limit) if coding in ("gzip", "x-gzip") else None
+    raw = bytearray()
+    received = 0
+    over = False
+    try:
+        async with asyncio.timeout(None) as deadline:
+            async for chunk in chunks:
+                received += len(chunk)
+                if over:
+                    if received > DRAIN_LIMIT:
+                        break
+                    continue
+                if received > limit:  # a compressed body over the limit is over it too
+                    over = True
+                elif gunzip is not None:
+                    try:
+                        over = not gunzip.feed(chunk)
+                    except zlib.error as error:
+                        raise Refused(
+                            400, "invalid_request", f"the gzip body cannot be read: {error}"
+                        ) from None
+                else:
+                    raw += chunk
+                if over:
+                    loop = asyncio.get_running_loop()
+                    deadline.reschedule(loop.time() + drain_seconds)
+    except TimeoutError:
+        pass
+    if over:
+        raise too_large(limit)
+    return gunzip.finish() if gunzip is not None else bytes(raw)
+
+
+def _length(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _loads(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise Refused(400, "invalid_request", f"the body is not JSON: {str(error)[:200]}") from None
+
+
+async def parse_json(body: bytes) -> object:
+    if not body.strip():
+        raise Refused(400, "invalid_request", "the body is empty: send a JSON event or batch")
+    if len(body) > PARSE_IN_THREAD:
+        return await asyncio.to_thread(_loads, body)
+    return _loads(body)
+
+
+def events_of(document: object, kind: str) -> list[object]:
+    """The events of a request body: `kind` is a single type, `batch` or `webhook`."""
+    if kind == "batch":
+        batch = document.get("batch") if isinstance(document, Mapping) else None
+        if not isinstance(batch, list):
+            raise Refused(
+                400, "invalid_request", 'the body must be {"batch": [event, ...]}: no batch list'
+            )
+        if not batch:
+            raise Refused(400, "invalid_request", "the batch is empty: no events")
+        return batch
+    if kind == "webhook":
+        if isinstance(document, Mapping):
+            return [document]
+        if isinstance(document, list):
+            if not document:
+                raise Refused(400, "invalid_request", "the array is empty: no events")
+            return document
+        raise Refused(
+            400, "invalid_request", "the body must be one JSON event or a JSON array of events"
+        )
+    if not isinstance(document, Mapping):
+        raise Refused(400, "invalid_request", f"the body must be one JSON {kind} event (an object)")
+    return [document]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """One event as the ledger will hold it: key, content hash, line, and its type (for the
+    metrics); `rejected` says why it can never be delivered (filed at once)."""
+
+    key: str
+    content_hash: str
+    line: bytes
+    type: str
+    rejected: str | None = None
+
+
+def _message_id(message: Mapping[str, object]) -> str | None:
+    """The `messageId` as DELIVERY §4 keys use it (a string or an integer, not blank)."""
+    value = message.get("messageId")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, allow_nan=True, default=str
+    ).encode("utf-8", errors="surrogatepass")
+
+
+def received_at(now: float) -> str:
+    """`receivedAt` as RudderStack writes it: ISO 8601, UTC, milliseconds.
+
+    >>> received_at(0.0)
+    '1970-01-01T00:00:00.000Z'
+    """
+    return (
+        datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def type_label(value: object) -> str:
+    """The `type` label of metrics: a known type, `none` (missing) or `other`.
+
+    >>> type_label(" Track "), type_label(None), type_label("purchase")
+    ('track', 'none', 'other')
+    """
+    if not isinstance(value, str) or not value.strip():
+        return "none"
+    name = value.strip().lower()
+    return name if name in SINGLE_TYPES else "other"
+
+
+def admission(app: str, raw: object, kind: str, stamp: str, max_event: int) -> Admission:
+    """One event of a request as the ledger will hold it (see the module's doc)."""
+    if not isinstance(raw, Mapping):
+        line = _dumps(raw)
+        digest = hashlib.sha256(canonical(raw)).hexdigest()
+        what = "null" if raw is None else type(raw).__name__
+        return Admission(
+            f"{app}:sha256:{digest}",
+            digest,
+            line,
+            "invalid",
+            f"the event is not a JSON object (got {what})",
+        )
+    event = dict(raw)
+    if kind in SINGLE_TYPES:
+        event["type"] = kind
+    shape = canonical(event)
+    digest = hashlib.sha256(shape).hexdigest()
+    message_id = _message_id(event)
+    key = f"{app}:{message_id}" if message_id is not None else f"{app}:sha256:{digest}"
+    type_name = type_label(event.get("type"))
+    event["receivedAt"] = stamp
+    line = _dumps(event)
+    if len(shape) > max_event:
+        reason = (
+            f"the event is {len(shape)} bytes, over the {max_event // 1024} KB limit of one "
+            "event: send it smaller"
+        )
+        return Admission(key, digest, line, type_name, reason)
+    return Admission(key, digest, line, type_name)

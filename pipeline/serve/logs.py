@@ -1,0 +1,61 @@
+"""Structured logs: one `key=value` line per thing worth knowing (a delivery problem, a pause).
+
+Values with spaces, quotes or `=` are written as JSON strings, so every line splits cleanly
+(`logfmt`). Messages come from outcomes and faults, which never hold the API key (it is masked
+or blanked where User.com echoes it), and the key is never passed here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+LOGGER = "usercom.serve"
+log = logging.getLogger(LOGGER)
+
+
+def _value(value: object) -> str:
+    text = "null" if value is None else str(value)
+    if text and not any(c in text for c in ' "=\\\n\t') and text.isprintable():
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def line(what: str, **fields: object) -> str:
+    """`event=WHAT k=v ...`.
+
+    >>> line("event_failed", app="acme", error='429 "slow down"')
+    'event=event_failed app=acme error="429 \\\\"slow down\\\\""'
+    """
+    parts = [f"event={_value(what)}"]
+    parts.extend(f"{name}={_value(value)}" for name, value in fields.items())
+    return " ".join(parts)
+
+
+def emit(level: int, what: str, **fields: object) -> None:
+    if log.isEnabledFor(level):
+        log.log(level, "%s", line(what, **fields))
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        return f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} " + (
+            record.getMessage()
+        )
+
+
+def configure(level: int = logging.INFO) -> None:
+    """Log lines to stderr, in UTC (idempotent)."""
+    if any(getattr(h, "_usercom", False) for h in log.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = _Formatter()
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    handler._usercom = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False

@@ -1,0 +1,457 @@
+"""`usercom serve` as an ASGI app (Starlette): ingest, the transformer API, health, metrics.
+
+`Service.open(options)` opens every app's ledger (durable commits, the writer lock held) and
+builds the app; its lifespan starts the ledger thread and one delivery loop per app, and on
+shutdown (SIGTERM) stops them: no new attempt starts, in-flight deliveries end (bounded by
+`drain_seconds`), their outcomes are filed, the ledgers are closed.
+
+Routes (DELIVERY §6):
+
+- `POST /v1/identify|track|page|screen|group|alias` (one event, its type from the path),
+  `POST /v1/batch` (`{"batch": [...]}`), `POST /webhook` (one event or an array): HTTP Basic
+  auth with the write key as the user name. 200 only once the events are committed.
+- `POST /v0/destinations/user`, `POST /routerTransform`: the transformer API (no write key;
+  `Authorization: Bearer T` when --transformer-token is set).
+- `GET /health`, `GET /metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
+from pipeline.serve import transformer
+from pipeline.serve.delivery import AppDelivery
+from pipeline.serve.ingest import (
+    DRAIN_LIMIT,
+    SINGLE_TYPES,
+    Admission,
+    Refused,
+    admission,
+    events_of,
+    parse_json,
+    read_body,
+    received_at,
+    write_key,
+)
+from pipeline.serve.logs import emit
+from pipeline.serve.metrics import CONTENT_TYPE_LATEST, Metrics
+from pipeline.serve.options import ServeOptions
+from pipeline.serve.store import Store
+
+Handler = Callable[[Request], Awaitable[Response]]
+DISK_CHECK_S = 1.0
+RETENTION_EVERY_S = 3600.0
+QUEUE_RETRY_AFTER_S = 30
+DISK_RETRY_AFTER_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """What one ingest request changed in its app's ledger."""
+
+    queued: int  # events that joined the queue
+    duplicates: int
+    rejected: list[Admission]
+    types: Counter[str]
+
+
+def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
+    """Store a request's events (on the ledger thread). A key the ledger holds with the same
+    content is a repeat (a client's retry): nothing changes. New content under a known key
+    goes to the back of the queue, as `usercom send` does with an edited event."""
+    queued = duplicates = 0
+    rejected: list[Admission] = []
+    types: Counter[str] = Counter()
+    for event in admissions:
+        known = ledger.state(event.key)
+        if known is not None and known[1] == event.content_hash:
+            duplicates += 1
+            continue
+        was_queued = known is not None and known[0] in UNFINISHED
+        ledger.enqueue(
+            event.key, event.content_hash, event.line, rejected=event.rejected, received=now
+        )
+        types[event.type] += 1
+        if event.rejected is not None:
+            rejected.append(event)
+            queued -= was_queued
+        else:
+            queued += not was_queued
+    return Admitted(queued, duplicates, rejected, types)
+
+
+def _error(refused: Refused) -> JSONResponse:
+    return JSONResponse(refused.body(), status_code=refused.status, headers=refused.headers)
+
+
+async def _not_found(request: Request, _error: Exception) -> Response:
+    message = f"no route {request.url.path}: see /health, /v1/batch, /webhook"
+    return JSONResponse({"code": "not_found", "message": message}, status_code=404)
+
+
+async def _not_allowed(request: Request, _error: Exception) -> Response:
+    message = f"{request.method} is not allowed on {request.url.path}"
+    return JSONResponse({"code": "method_not_allowed", "message": message}, status_code=405)
+
+
+async def _drain(request: Request, seconds: float) -> None:
+    """Read (and drop) what is left of a refused request's body, within bounds, so a client
+    that sends all of it before reading gets the answer rather than a reset connection."""
+    received = 0
+    with contextlib.suppress(TimeoutError, ClientDisconnect, RuntimeError):
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > DRAIN_LIMIT:
+                    return
+
+
+class Service:
+    """The running service: its options, ledgers (behind their thread), apps, metrics."""
+
+    def __init__(self, options: ServeOptions, ledgers: Mapping[str, Ledger]) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        self.store = Store(ledgers)
+        self.stopping = asyncio.Event()
+        self.apps: dict[str, AppDelivery] = {
+            name: AppDelivery(cfg, options, self.store, ledgers[name], self.metrics, self.stopping)
+            for name, cfg in options.sources.apps.items()
+        }
+        for name in self.apps:
+            self.metrics.add_app(name)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.via: httpx.AsyncBaseTransport | None = None
+        self._disk_at = 0.0
+        self._disk_free = True
+        self.app = Starlette(
+            routes=self._routes(),
+            lifespan=self._lifespan,
+            exception_handlers={404: _not_found, 405: _not_allowed},
+        )
+
+    @classmethod
+    def open(cls, options: ServeOptions) -> Service:
+        """Open every app's ledger for writing (durable); `LedgerError` (busy, foreign, another
+        app's) closes what was opened and says why."""
+        opened: dict[str, Ledger] = {}
+        try:
+            for name, path in options.ledgers.items():
+                opened[name] = Ledger.open_writer(Path(path), name, durable=True)
+        except LedgerError:
+            for ledger in opened.values():
+                ledger.close()
+            raise
+        return cls(options, opened)
+
+    # -- lifespan --------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self.store.start()
+        try:
+            counts = await self.store.call(
+                lambda: {name: app.ledger.counts() for name, app in self.apps.items()},
+                writes=False,
+            )
+            for name, app in self.apps.items():
+                app.queued = sum(counts[name][status] for status in UNFINISHED)
+                self.metrics.queued.labels(app=name).set(app.queued)
+            self.via = transformer.transport(self.options.base_url)
+            self.tasks = [
+                asyncio.create_task(app.run(), name=f"deliver-{name}")
+                for name, app in self.apps.items()
+            ]
+            self.tasks.append(asyncio.create_task(self._retention(), name="retention"))
+            emit(
+                logging.INFO,
+                "service_started",
+                apps=",".join(self.apps),
+                queued=sum(app.queued for app in self.apps.values()),
+            )
+            yield
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self.stopping.set()
+        for app in self.apps.values():
+            app.stop()
+        if self.tasks:
+            _, late = await asyncio.wait(self.tasks, timeout=self.options.drain_seconds)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5)
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                emit(logging.ERROR, "task_failed", task=task.get_name(), error=task.exception())
+        if self.via is not None:
+            await self.via.aclose()
+        await asyncio.to_thread(self.store.close)
+        emit(
+            logging.INFO,
+            "service_stopped",
+            queued=sum(app.queued for app in self.apps.values()),
+        )
+
+    async def _retention(self) -> None:
+        """Drop the lines of finished events older than --keep-days, hourly, in small steps."""
+        while not self.stopping.is_set():
+            before = time.time() - self.options.keep_days * 86400
+            for app in self.apps.values():
+                while not self.stopping.is_set():
+                    dropped = await self.store.call(
+                        partial(app.ledger.forget_lines, before, 2000), writes=True
+                    )
+                    if dropped < 2000:
+                        break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), RETENTION_EVERY_S)
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        routes = [
+            Route(f"/v1/{kind}", self._counted(f"/v1/{kind}", self._ingest(kind)), methods=["POST"])
+            for kind in (*SINGLE_TYPES, "batch")
+        ]
+        routes += [
+            Route("/webhook", self._counted("/webhook", self._ingest("webhook")), methods=["POST"]),
+            Route(
+                "/v0/destinations/user",
+                self._counted("/v0/destinations/user", self._processor),
+                methods=["POST"],
+            ),
+            Route(
+                "/routerTransform",
+                self._counted("/routerTransform", self._router),
+                methods=["POST"],
+            ),
+            Route("/health", self._health, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+        ]
+        return routes
+
+    def _counted(self, route: str, handler: Handler) -> Handler:
+        async def counted(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                response = await handler(request)
+            except ClientDisconnect:
+                response = Response(status_code=499)
+            self.metrics.requests.labels(route=route, status=str(response.status_code)).inc()
+            if route.startswith(("/v1/", "/webhook")):
+                self.metrics.ingest_seconds.observe(time.perf_counter() - started)
+            return response
+
+        return counted
+
+    def _authorize(self, request: Request) -> AppDelivery:
+        sources = self.options.sources
+        if sources.open:
+            return next(iter(self.apps.values()))
+        given = write_key(request.headers.get("authorization"))
+        if given is None:
+            raise Refused(
+                401,
+                "unauthorized",
+                "no write key: send it as the HTTP Basic user name (empty password)",
+            )
+        for key, app in sources.write_keys.items():
+            if hmac.compare_digest(key.encode(), given.encode()):
+                return self.apps[app]
+        raise Refused(401, "unauthorized", "invalid write key")
+
+    def _room(self, app: AppDelivery) -> None:
+        """503 past --max-queued events or under the free disk floor (the SDKs retry), or
+        while the service stops."""
+        if self.stopping.is_set():
+            raise Refused(503, "stopping", "the service is stopping", {"Retry-After": "5"})
+        if app.queued >= self.options.max_queued:
+            raise Refused(
+                503,
+                "overloaded",
+                f"{app.queued} events are queued for {app.app}, the --max-queued limit: "
+                "try again later",
+                {"Retry-After": str(QUEUE_RETRY_AFTER_S)},
+            )
+        now = time.monotonic()
+        if now - self._disk_at > DISK_CHECK_S:
+            self._disk_at = now
+            folder = Path(app.ledger.path).absolute().parent
+            try:
+                self._disk_free = shutil.disk_usage(folder).free >= self.options.min_free_bytes
+            except OSError:
+                self._disk_free = True
+        if not self._disk_free:
+            raise Refused(
+                503,
+                "overloaded",
+                f"less than {self.options.min_free_bytes // (1 << 20)} MB free beside the "
+                "ledger: try again later",
+                {"Retry-After": str(DISK_RETRY_AFTER_S)},
+            )
+
+    async def _body(self, request: Request) -> object:
+        body = await read_body(
+            request.stream(),
+            encoding=request.headers.get("content-encoding"),
+            length=request.headers.get("content-length"),
+            limit=self.options.max_body,
+            drain_seconds=self.options.drain_seconds,
+        )
+        return await parse_json(body)
+
+    def _ingest(self, kind: str) -> Handler:
+        async def ingest(request: Request) -> Response:
+            try:
+                app = self._authorize(request)
+                self._room(app)
+            except Refused as refused:
+                await _drain(request, self.options.drain_seconds)
+                return _error(refused)
+            try:
+                document = await self._body(request)
+                raw_events = events_of(document, kind)
+            except Refused as refused:
+                return _error(refused)
+            now = time.time()
+            stamp = received_at(now)
+            admissions = [
+                admission(app.app, event, kind, stamp, self.options.max_event)
+                for event in raw_events
+            ]
+            try:
+                admitted = await self.store.call(
+                    lambda: _admit(app.ledger, admissions, now), writes=True
+                )
+            except Exception as error:  # noqa: BLE001 - not committed: nothing is acknowledged
+                emit(logging.ERROR, "ingest_not_stored", app=app.app, error=str(error))
+                return _error(
+                    Refused(
+                        503,
+                        "not_stored",
+                        "the events could not be stored: try again later",
+                        {"Retry-After": "5"},
+                    )
+                )
+            app.admitted(admitted.queued, admitted.types)
+            for event in admitted.rejected:
+                self.metrics.rejected.labels(app=app.app, type=event.type).inc()
+                emit(
+                    logging.WARNING,
+                    "event_rejected",
+                    app=app.app,
+                    id=event.key,
+                    type=event.type,
+                    error=event.rejected,
+                )
+            if admitted.duplicates:
+                self.metrics.duplicates.labels(app=app.app).inc(admitted.duplicates)
+            return JSONResponse(
+                {
+                    "success": True,
+                    "events": len(admissions),
+                    "duplicates": admitted.duplicates,
+                    "rejected": len(admitted.rejected),
+                }
+            )
+
+        return ingest
+
+    def _transformer_auth(self, request: Request) -> None:
+        token = self.options.transformer_token
+        if token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            raise Refused(
+                401, "unauthorized", "send the transformer token as Authorization: Bearer TOKEN"
+            )
+
+    def _via(self) -> httpx.AsyncBaseTransport:
+        if self.via is None:
+            raise Refused(503, "starting", "the service is starting", {"Retry-After": "1"})
+        return self.via
+
+    async def _processor(self, request: Request) -> Response:
+        try:
+            self._transformer_auth(request)
+        except Refused as refused:
+            await _drain(request, self.options.drain_seconds)
+            return _error(refused)
+        try:
+            answer: Any = await transformer.processor(await self._body(request), self._via())
+        except Refused as refused:
+            return _error(refused)
+        return JSONResponse(answer)
+
+    async def _router(self, request: Request) -> Response:
+        try:
+            self._transformer_auth(request)
+        except Refused as refused:
+            await _drain(request, self.options.drain_seconds)
+            return _error(refused)
+        try:
+            answer: Any = await transformer.router(await self._body(request), self._via())
+        except Refused as refused:
+            return _error(refused)
+        return JSONResponse(answer)
+
+    # -- health and metrics ----------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        paused = {name: app.paused for name, app in self.apps.items() if app.paused is not None}
+        if not paused:
+            reason = None
+        elif len(self.apps) == 1:
+            reason = next(iter(paused.values()))
+        else:
+            reason = "; ".join(f"{name}: {why}" for name, why in paused.items())
+        status = "stopping" if self.stopping.is_set() else "paused" if paused else "ok"
+        return {
+            "status": status,
+            "queued": sum(app.queued for app in self.apps.values()),
+            "in_flight": sum(app.in_flight for app in self.apps.values()),
+            "paused": reason,
+            "apps": {
+                name: {"queued": app.queued, "paused": app.paused, "in_flight": app.in_flight}
+                for name, app in self.apps.items()
+            },
+        }
+
+    async def _health(self, _request: Request) -> Response:
+        return JSONResponse(self.health())
+
+    async def _metrics(self, _request: Request) -> Response:
+        with contextlib.suppress(Exception):  # the ages are a bonus: never fail a scrape
+            oldest = await self.store.call(
+                lambda: {name: app.ledger.oldest_received() for name, app in self.apps.items()},
+                writes=False,
+            )
+            now = time.time()
+            for name, when in oldest.items():
+                age = 0.0 if when is None else max(0.0, now - when)
+                self.metrics.oldest.labels(app=name).set(age)
+        return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)
