@@ -189,7 +189,8 @@ def next_step(row: Row, ledger: str) -> str:
         case _:
             return (
                 f"re-run `usercom send EVENTS --config CONFIG --ledger {ledger}` (it takes the "
-                f"unfinished events first), or export them with `usercom failed {ledger}`"
+                f"unfinished events first; a `usercom serve` ledger retries them by itself), or "
+                f"export them with `usercom failed {ledger}`"
             )
 
 
@@ -284,8 +285,8 @@ class Report:
             )
             words.append(
                 f"{self.unfinished} unfinished{since}: re-run `usercom send EVENTS --config "
-                f"CONFIG --ledger {ledger}` (it takes them first, in order), or export them "
-                f"with `usercom failed {ledger}`"
+                f"CONFIG --ledger {ledger}` (it takes them first, in order; `usercom serve` "
+                f"retries its own), or export them with `usercom failed {ledger}`"
             )
         if self.counts["rejected"]:
             words.append(
