@@ -246,3 +246,10 @@ def test_an_incoming_event_holds_its_job_and_derives_lane_and_company() -> None:
     assert broken.job is None
     assert broken.problem is not None
     assert broken.problem.startswith("line is not JSON")
+
+
+def test_errors_render_in_a_notebook_without_the_key() -> None:
+    error = errors.auth(f"User.com refused the API key (401): check apiKey {KEY[:4]}…", 401)
+    shown = error._repr_html_()
+    assert shown.startswith("<pre>PipelineError auth (401): ")
+    assert KEY not in shown
