@@ -650,17 +650,20 @@ def live_dry_run(
 def _predict(cfg: Config, planner: LivePlanner, item: Incoming) -> tuple[Outcome, Prediction]:
     key, position, job = item.key, item.position, item.job
     problem: str | None = item.problem
-    if isinstance(job, Success):
-        prepared = job_of(cfg, job.unwrap().event, REFERENCE)
-        if isinstance(prepared, Success):
-            found = planner.plan(prepared.unwrap(), position)
-            outcome = Outcome(
-                key, "planned", 0, found.requests, found.error, found.warnings, position
-            )
-            return outcome, found
-        problem = prepared.failure().message
-    elif isinstance(job, Failure):
-        problem = job.failure().message
+    match job:
+        case Success(Job() as delivery_job):
+            # The drop-in strategy: a live dry run reads the user first, as a lookup can.
+            match job_of(cfg, delivery_job.event, REFERENCE):
+                case Success(Job() as reference_job):
+                    found = planner.plan(reference_job, position)
+                    outcome = Outcome(
+                        key, "planned", 0, found.requests, found.error, found.warnings, position
+                    )
+                    return outcome, found
+                case Failure(PipelineError() as error):
+                    problem = error.message
+        case Failure(PipelineError() as error):
+            problem = error.message
     message = problem or "not understood"
     outcome = Outcome(key, "rejected", 0, (), message, position=position)
     return outcome, Prediction(f"would fail: {message}", f"fail: {message}", (), message)
