@@ -514,3 +514,76 @@ def test_the_probe_survives_a_lost_connection_but_not_a_dead_host(lost: int, sto
         )
     assert (summary.fault is not None) == stops, summary.fault
     assert summary.counts["delivered"] == (0 if stops else 4)
+
+
+def test_final_means_final_for_that_content_retry_rejected_and_requeue(tmp_path: Path) -> None:
+    """DELIVERY §2: a rejected event is skipped while unchanged; `--retry-rejected` tries it
+    again; an edited event under its messageId is sent again; `requeue` makes it pending."""
+    track = {"type": "track", "messageId": "t-1", "userId": "u0", "event": "Seen"}
+    events = write_lines(tmp_path / "e.jsonl", lines_of([user_events(1, 0)[0], track]))
+    config = write_config(tmp_path / "c.json")
+    ledger = tmp_path / "l.db"
+    refused = ForcedStatus("/users-by-id/u0/events/", 400, method="POST", times=2)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(refused,))) as url:
+        first = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+        assert first.returncode == 1, first.stdout + first.stderr
+        again = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+        assert again.returncode == 1
+        assert table_value(again.stdout, "skipped (rejected earlier)") == "1"
+        retried = send(
+            events, "--config", config, "--base-url", url, "--ledger", ledger, "--retry-rejected"
+        )
+        assert retried.returncode == 1  # the second forced 400
+        assert table_value(retried.stdout, "rejected") == "1"
+        edited = write_lines(
+            tmp_path / "edited.jsonl", lines_of([{**track, "properties": {"n": 2}}])
+        )
+        changed = send(edited, "--config", config, "--base-url", url, "--ledger", ledger)
+        assert changed.returncode == 0, changed.stdout + changed.stderr
+        assert table_value(changed.stdout, "changed since last run (sent again)") == "1"
+        requeued = run_cli("requeue", ledger, "acme:t-1")
+        assert requeued.returncode == 0, requeued.stderr
+        assert run_cli("failed", ledger).stdout.count("\n") == 1
+        resent = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+        assert resent.returncode == 0, resent.stdout + resent.stderr
+        state = sandbox_state(url)
+    assert len(state["events"]) == 2
+
+
+def test_sigint_exits_130_and_the_run_resumes(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(20, 3)))
+    config = write_config(tmp_path / "c.json")
+    ledger, out = tmp_path / "l.db", tmp_path / "o.jsonl"
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, latency_ms=40)) as url:
+        process = subprocess.Popen(
+            [
+                *CLI,
+                "send",
+                str(events),
+                "--config",
+                str(config),
+                "--base-url",
+                url,
+                "--ledger",
+                str(ledger),
+                "--out",
+                str(out),
+                "--concurrency",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+            cwd=REPO,
+        )
+        assert wait_until(lambda: out.exists() and out.stat().st_size > 0, 30)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130, stdout + stderr
+        assert "re-run with the same --ledger to resume" in stderr
+        assert "Traceback" not in stderr
+        resumed = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+        state = sandbox_state(url)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert len(state["events"]) == 60
