@@ -171,6 +171,7 @@ class Ledger:
         self._batched = 0
         self._next = 1
         self._closed = False
+        self._atomic = 0  # `atomic` blocks open: no batch commit may split them
         present = {str(c[1]) for c in db.execute("PRAGMA table_info(events)")}
         self._received = "received" if "received" in present else "NULL"
         self._failures = "failures" if "failures" in present else "0"
@@ -426,9 +427,34 @@ class Ledger:
             )
             self._next += 1
             self._batched += 1
-            if self._batched >= BATCH:
+            if self._batched >= BATCH and not self._atomic:
                 self._commit()
             return position
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """The writes inside are kept or discarded together (an SQLite savepoint): one ingest
+        request is admitted whole or not at all, even when its group shares a commit with
+        other requests. Committed by the next `flush` (or commit) after it, never within."""
+        with self._guard:
+            self._require_writer()
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("SAVEPOINT admission")
+            before = (self._next, self._batched)
+            self._atomic += 1
+            try:
+                yield
+            except BaseException:
+                if self._db.in_transaction:  # else SQLite rolled the whole transaction back
+                    self._db.execute("ROLLBACK TO admission")
+                    self._db.execute("RELEASE admission")
+                self._next, self._batched = before
+                raise
+            else:
+                self._db.execute("RELEASE admission")
+            finally:
+                self._atomic -= 1
 
     def record(
         self,

@@ -18,13 +18,12 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import json
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pipeline.delivery.incoming import canonical
+from pipeline.delivery.incoming import canonical, event_key, json_bytes, loads, unheld
 
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversize body is read (and dropped) up to this, then cut
@@ -172,14 +171,23 @@ def _length(raw: str | None) -> int | None:
         return None
 
 
-def _loads(body: bytes) -> object:
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A request body as JSON; `suspect`: some number in it could not be held (an `Unheld`
+    stands in its place), so its events are checked one by one (`unheld`)."""
+
+    document: object
+    suspect: bool = False
+
+
+def _loads(body: bytes) -> Parsed:
     try:
-        return json.loads(body)
+        return Parsed(*loads(body))
     except (ValueError, RecursionError) as error:
         raise Refused(400, "invalid_request", f"the body is not JSON: {str(error)[:200]}") from None
 
 
-async def parse_json(body: bytes) -> object:
+async def parse_json(body: bytes) -> Parsed:
     if not body.strip():
         raise Refused(400, "invalid_request", "the body is empty: send a JSON event or batch")
     if len(body) > PARSE_IN_THREAD:
@@ -225,21 +233,6 @@ class Admission:
     rejected: str | None = None
 
 
-def _message_id(message: Mapping[str, object]) -> str | None:
-    """The `messageId` as DELIVERY §4 keys use it (a string or an integer, not blank)."""
-    value = message.get("messageId")
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None
-    text = str(value)
-    return text if text.strip() else None
-
-
-def _dumps(value: object) -> bytes:
-    return json.dumps(
-        value, separators=(",", ":"), ensure_ascii=False, allow_nan=True, default=str
-    ).encode("utf-8", errors="surrogatepass")
-
-
 def received_at(now: float) -> str:
     """`receivedAt` as RudderStack writes it: ISO 8601, UTC, milliseconds.
 
@@ -263,10 +256,13 @@ def type_label(value: object) -> str:
     return name if name in SINGLE_TYPES else "other"
 
 
-def admission(app: str, raw: object, kind: str, stamp: str, max_event: int) -> Admission:
-    """One event of a request as the ledger will hold it (see the module's doc)."""
+def admission(
+    app: str, raw: object, kind: str, stamp: str, max_event: int, *, suspect: bool = False
+) -> Admission:
+    """One event of a request as the ledger will hold it (see the module's doc); `suspect`:
+    its request held a number that could not be held, so this event is checked for one."""
     if not isinstance(raw, Mapping):
-        line = _dumps(raw)
+        line = json_bytes(raw)
         digest = hashlib.sha256(canonical(raw)).hexdigest()
         what = "null" if raw is None else type(raw).__name__
         return Admission(
@@ -281,11 +277,13 @@ def admission(app: str, raw: object, kind: str, stamp: str, max_event: int) -> A
         event["type"] = kind
     shape = canonical(event)
     digest = hashlib.sha256(shape).hexdigest()
-    message_id = _message_id(event)
-    key = f"{app}:{message_id}" if message_id is not None else f"{app}:sha256:{digest}"
+    key = event_key(app, event, digest)
     type_name = type_label(event.get("type"))
     event["receivedAt"] = stamp
-    line = _dumps(event)
+    line = json_bytes(event)
+    problem = unheld(event) if suspect else None
+    if problem is not None:
+        return Admission(key, digest, line, type_name, problem)
     if len(shape) > max_event:
         reason = (
             f"the event is {len(shape)} bytes, over the {max_event // 1024} KB limit of one "

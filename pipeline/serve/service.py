@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pipeline.delivery.incoming import json_bytes
 from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery
@@ -43,6 +44,7 @@ from pipeline.serve.ingest import (
     DRAIN_LIMIT,
     SINGLE_TYPES,
     Admission,
+    Parsed,
     Refused,
     admission,
     events_of,
@@ -77,6 +79,11 @@ def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admit
     """Store a request's events (on the ledger thread). A key the ledger holds with the same
     content is a repeat (a client's retry): nothing changes. New content under a known key
     goes to the back of the queue, as `usercom send` does with an edited event."""
+    with ledger.atomic():
+        return _admit_all(ledger, admissions, now)
+
+
+def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
     queued = duplicates = 0
     rejected: list[Admission] = []
     types: Counter[str] = Counter()
@@ -96,6 +103,14 @@ def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admit
         else:
             queued += not was_queued
     return Admitted(queued, duplicates, rejected, types)
+
+
+class _SafeJSON(JSONResponse):
+    """JSON that always encodes: the transformer API echoes client values, which may hold a
+    lone surrogate (written back as its escape, see `json_bytes`)."""
+
+    def render(self, content: Any) -> bytes:
+        return json_bytes(content)
 
 
 def _error(refused: Refused) -> JSONResponse:
@@ -311,7 +326,7 @@ class Service:
                 {"Retry-After": str(DISK_RETRY_AFTER_S)},
             )
 
-    async def _body(self, request: Request) -> object:
+    async def _body(self, request: Request) -> Parsed:
         body = await read_body(
             request.stream(),
             encoding=request.headers.get("content-encoding"),
@@ -330,14 +345,16 @@ class Service:
                 await _drain(request, self.options.drain_seconds)
                 return _error(refused)
             try:
-                document = await self._body(request)
-                raw_events = events_of(document, kind)
+                parsed = await self._body(request)
+                raw_events = events_of(parsed.document, kind)
             except Refused as refused:
                 return _error(refused)
             now = time.time()
             stamp = received_at(now)
             admissions = [
-                admission(app.app, event, kind, stamp, self.options.max_event)
+                admission(
+                    app.app, event, kind, stamp, self.options.max_event, suspect=parsed.suspect
+                )
                 for event in raw_events
             ]
             try:
@@ -405,7 +422,7 @@ class Service:
             answer: Any = await transformer.processor(await self._body(request), self._via())
         except Refused as refused:
             return _error(refused)
-        return JSONResponse(answer)
+        return _SafeJSON(answer)
 
     async def _router(self, request: Request) -> Response:
         try:
@@ -417,7 +434,7 @@ class Service:
             answer: Any = await transformer.router(await self._body(request), self._via())
         except Refused as refused:
             return _error(refused)
-        return JSONResponse(answer)
+        return _SafeJSON(answer)
 
     # -- health and metrics ----------------------------------------------------------------------
 
