@@ -195,8 +195,22 @@ async def parse_json(body: bytes) -> Parsed:
     return _loads(body)
 
 
-def events_of(document: object, kind: str) -> list[object]:
-    """The events of a request body: `kind` is a single type, `batch` or `webhook`."""
+def events_of(document: object, kind: str, limit: int) -> list[object]:
+    """The events of a request body: `kind` is a single type, `batch` or `webhook`; more than
+    `limit` of them is refused (413): one huge batch of tiny events would keep the ledger's one
+    writer busy for seconds, and every other client waiting behind it."""
+    events = _events_of(document, kind)
+    if len(events) > limit:
+        raise Refused(
+            413,
+            "too_many_events",
+            f"the request holds {len(events)} events, over the limit of {limit} per request: "
+            "send smaller batches",
+        )
+    return events
+
+
+def _events_of(document: object, kind: str) -> list[object]:
     if kind == "batch":
         batch = document.get("batch") if isinstance(document, Mapping) else None
         if not isinstance(batch, list):

@@ -63,6 +63,7 @@ DISK_CHECK_S = 1.0
 RETENTION_EVERY_S = 3600.0
 QUEUE_RETRY_AFTER_S = 30
 DISK_RETRY_AFTER_S = 60
+ADMIT_IN_THREAD = 500  # events of one request worked out off the event loop above this
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,17 +347,12 @@ class Service:
                 return _error(refused)
             try:
                 parsed = await self._body(request)
-                raw_events = events_of(parsed.document, kind)
+                raw_events = events_of(parsed.document, kind, self.options.max_events)
             except Refused as refused:
                 return _error(refused)
             now = time.time()
             stamp = received_at(now)
-            admissions = [
-                admission(
-                    app.app, event, kind, stamp, self.options.max_event, suspect=parsed.suspect
-                )
-                for event in raw_events
-            ]
+            admissions = await self._admissions(app.app, raw_events, kind, stamp, parsed.suspect)
             try:
                 admitted = await self.store.call(
                     lambda: _admit(app.ledger, admissions, now), writes=True
@@ -394,6 +390,20 @@ class Service:
             )
 
         return ingest
+
+    async def _admissions(
+        self, app: str, raw_events: list[object], kind: str, stamp: str, suspect: bool
+    ) -> list[Admission]:
+        """Each event as the ledger will hold it. A large batch is worked out in a thread so
+        the event loop keeps answering other clients meanwhile."""
+
+        def work() -> list[Admission]:
+            limit = self.options.max_event
+            return [
+                admission(app, event, kind, stamp, limit, suspect=suspect) for event in raw_events
+            ]
+
+        return await asyncio.to_thread(work) if len(raw_events) > ADMIT_IN_THREAD else work()
 
     def _transformer_auth(self, request: Request) -> None:
         token = self.options.transformer_token
