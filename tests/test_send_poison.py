@@ -57,9 +57,11 @@ def send(
     events = tmp_path / "events.jsonl"
     events.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
+    out.unlink(missing_ok=True)
     args = ["send", str(events), "--config", str(config), "--base-url", sandbox, "--out", str(out)]
     result = CliRunner().invoke(app, [*args, *extra])
-    outcomes = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    written = out.read_text(encoding="utf-8") if out.exists() else ""
+    outcomes = [json.loads(line) for line in written.splitlines()]
     return result.exit_code, outcomes, result.output
 
 
@@ -92,3 +94,48 @@ def test_send_rejects_a_number_it_cannot_hold_and_delivers_a_cut_emoji(
     assert "properties.n is an integer of 5000 digits" in found[f"{SUBDOMAIN}:m-big"]["error"]
     assert "properties.n is a number out of range (1e999)" in found[f"{SUBDOMAIN}:m-inf"]["error"]
     assert {"note": "half \ud83d an emoji"} in tracks_stored(sandbox)
+
+
+def test_a_repeated_message_id_with_other_content_is_rejected_and_a_rerun_sends_nothing(
+    sandbox: str, config: Path, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "send.sqlite"
+    lines = [
+        identify("r1"),
+        track("r1", "m-dup", version=1),
+        track("r1", "m-other", version=9),
+        track("r1", "m-dup", version=2),
+        track("r1", "m-dup", version=1),  # the first version again: one event
+    ]
+    code, outcomes, output = send(sandbox, config, lines, tmp_path, "--ledger", str(ledger))
+    assert code == 1, output
+    assert len(outcomes) == 4
+    first = by_key(outcomes)[f"{SUBDOMAIN}:m-dup"]
+    assert first["status"] == "delivered"
+    (repeat,) = [o for o in outcomes if o["key"].startswith(f"{SUBDOMAIN}:m-dup#repeat-")]
+    assert repeat["status"] == "rejected"
+    assert repeat["error"] == (
+        f"messageId repeated with other content at position {first['position']}"
+    )
+    assert "messageId repeated with other content" in output
+    stored = [data for data in tracks_stored(sandbox) if "version" in data]
+    assert sorted(data["version"] for data in stored) == [1, 9]
+    for _ in range(2):  # a re-run of the unchanged file sends nothing, every time
+        code, outcomes, output = send(sandbox, config, lines, tmp_path, "--ledger", str(ledger))
+        assert code == 1, output  # the repeat is still rejected (earlier)
+        assert outcomes == []
+        assert "changed since last run" not in output
+    assert len(tracks_stored(sandbox)) == 2
+
+
+def test_without_a_ledger_the_later_version_is_rejected_too(
+    sandbox: str, config: Path, tmp_path: Path
+) -> None:
+    lines = [identify("r2"), track("r2", "m-two", version=1), track("r2", "m-two", version=2)]
+    code, outcomes, _ = send(sandbox, config, lines, tmp_path)
+    assert code == 1
+    found = by_key(outcomes)
+    assert found[f"{SUBDOMAIN}:m-two"]["status"] == "delivered"
+    (repeat,) = [o for o in outcomes if o["key"].startswith(f"{SUBDOMAIN}:m-two#repeat-")]
+    assert repeat["error"] == "messageId repeated with other content at position 2"
+    assert [data["version"] for data in tracks_stored(sandbox)] == [1]

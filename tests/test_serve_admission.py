@@ -6,17 +6,25 @@ The service runs in a thread in front of a sandbox, both on loopback sockets.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from serve_helpers import (
     API_KEY,
+    SUBDOMAIN,
+    health,
+    identify,
     ledger_counts,
+    ledger_rows,
     options,
     post,
+    sandbox_state,
     service_in_thread,
     track,
+    wait_until,
 )
 
 from pipeline.sandbox import SandboxOptions, serve_in_thread
@@ -58,3 +66,56 @@ def test_a_request_over_the_event_cap_is_413_and_stores_nothing(
         )
         assert within.status_code == 200, within.text
         assert within.json()["events"] == 20
+
+
+def test_a_later_version_of_a_queued_event_is_rejected_and_the_first_kept(
+    sandbox: str, ledger: Path
+) -> None:
+    # A refused key keeps delivery paused, so the first version stays queued.
+    raw = {"apiKey": "k" * 64, "appSubdomain": SUBDOMAIN}
+    with service_in_thread(options(ledger, sandbox, raw=raw)) as service:
+        first = track("u1", 1)
+        later = {**first, "properties": {"position": 2}}
+        assert post(service.url, "/v1/track", first).json()["rejected"] == 0
+        answer = post(service.url, "/v1/track", later)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"success": True, "events": 1, "duplicates": 0, "rejected": 1}
+        again = post(service.url, "/v1/track", later)  # the client's retry of it: one event
+        assert again.json() == {"success": True, "events": 1, "duplicates": 1, "rejected": 0}
+        rows = {row.key: row for row in ledger_rows(ledger)}
+        kept = rows[f"{SUBDOMAIN}:u1-track-1"]
+        assert kept.status == "pending"
+        assert json.loads(kept.line)["properties"] == {"position": 1}
+        (repeat,) = [row for key, row in rows.items() if key.startswith(f"{SUBDOMAIN}:u1-track-1#")]
+        assert repeat.status == "rejected"
+        assert repeat.error == f"messageId repeated with other content at position {kept.position}"
+        assert health(service.url)["queued"] == 1
+        metrics = httpx.get(f"{service.url}/metrics", timeout=10).text
+        assert 'usercom_events_repeated_total{app="acme"} 1.0' in metrics
+        assert 'usercom_events_rejected_total{app="acme",type="track"} 1.0' in metrics
+
+
+def test_within_one_batch_only_the_first_version_is_delivered(sandbox: str, ledger: Path) -> None:
+    with service_in_thread(options(ledger, sandbox)) as service:
+        first = track("u2", 1)
+        batch = [identify("u2"), first, {**first, "properties": {"position": 2}}]
+        answer = post(service.url, "/v1/batch", {"batch": batch})
+        assert answer.json() == {"success": True, "events": 3, "duplicates": 0, "rejected": 1}
+        assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 2)
+        assert wait_until(lambda: health(service.url)["queued"] == 0)
+        positions = [event["data"]["position"] for event in sandbox_state(sandbox)["events"]]
+        assert positions == [1]
+
+
+def test_an_event_edited_after_delivery_is_delivered_again_as_send_does(
+    sandbox: str, ledger: Path
+) -> None:
+    with service_in_thread(options(ledger, sandbox)) as service:
+        first = track("u3", 1)
+        assert post(service.url, "/v1/batch", {"batch": [identify("u3"), first]}).is_success
+        assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 2)
+        edited = {**first, "properties": {"position": 2}}
+        assert post(service.url, "/v1/track", edited).json()["rejected"] == 0
+        assert wait_until(lambda: len(sandbox_state(sandbox)["events"]) == 2)
+        positions = [event["data"]["position"] for event in sandbox_state(sandbox)["events"]]
+        assert positions == [1, 2]

@@ -14,9 +14,10 @@ import hashlib
 import io
 import json
 import math
+import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, cast
 
 from returns.result import Result, Success
@@ -203,6 +204,61 @@ def event_key(app: str, message: Mapping[str, object], digest: str) -> str:
     if found is None:
         return f"{app}:sha256:{digest}"
     return f"{app}:{found.encode('utf-8', 'backslashreplace').decode('utf-8')}"
+
+
+def repeat_key(key: str, digest: str) -> str:
+    """The key of a later version (content `digest`) of the event `key`: its own row, so the
+    first version keeps its key and its place in the queue.
+
+    >>> repeat_key("acme:m-1", "0123456789abcdef0123")
+    'acme:m-1#repeat-0123456789abcdef'
+    """
+    return f"{key}#repeat-{digest[:16]}"
+
+
+def repeat_reason(first_position: int) -> str:
+    return f"messageId repeated with other content at position {first_position}"
+
+
+def repeated(event: Incoming, first_position: int) -> Incoming:
+    """`event` as a later version of an event still to be delivered (or read before it in the
+    same input): rejected under its own key, never sent, so the first version is not
+    silently replaced and a re-run of the same input does not alternate between the two."""
+    return replace(
+        event,
+        key=repeat_key(event.key, event.content_hash),
+        job=None,
+        problem=repeat_reason(first_position),
+    )
+
+
+class FirstSeen:
+    """The keys read so far from one input, with their content hash and position. Kept in a
+    private temporary SQLite file rather than in memory: an input may hold millions of events,
+    and the page cache keeps this within a few MB."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE seen (key TEXT PRIMARY KEY, hash TEXT NOT NULL, "
+            "position INTEGER NOT NULL) WITHOUT ROWID"
+        )
+
+    def get(self, key: str) -> tuple[str, int] | None:
+        """The content hash and position of `key` when it was read before."""
+        found = self._db.execute("SELECT hash, position FROM seen WHERE key = ?", (key,)).fetchone()
+        return None if found is None else (str(found[0]), int(found[1]))
+
+    def add(self, key: str, content_hash: str, position: int) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO seen (key, hash, position) VALUES (?, ?, ?)",
+            (key, content_hash, position),
+        )
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def incoming(cfg: Config, position: int, line: bytes) -> Incoming:

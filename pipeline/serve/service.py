@@ -25,7 +25,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pipeline.delivery.incoming import json_bytes
+from pipeline.delivery.incoming import json_bytes, repeat_key, repeat_reason
 from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery
@@ -74,22 +74,33 @@ class Admitted:
     duplicates: int
     rejected: list[Admission]
     types: Counter[str]
+    repeated: int = 0  # later versions of a queued event, rejected (among `rejected`)
 
 
 def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
-    """Store a request's events (on the ledger thread). A key the ledger holds with the same
-    content is a repeat (a client's retry): nothing changes. New content under a known key
-    goes to the back of the queue, as `usercom send` does with an edited event."""
+    """Store a request's events (on the ledger thread), all of them or none (a savepoint).
+
+    A key the ledger holds with the same content is a repeat (a client's retry): nothing
+    changes. Other content under the key of an event still queued is the rule of `usercom
+    send` for one input: the later version is rejected under its own key ("messageId repeated
+    with other content at position N"), never replacing an event already answered 200. Other
+    content under the key of a finished event is queued again, as `send` does with an event
+    edited since an earlier run."""
     with ledger.atomic():
         return _admit_all(ledger, admissions, now)
 
 
 def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
-    queued = duplicates = 0
+    queued = duplicates = repeated = 0
     rejected: list[Admission] = []
     types: Counter[str] = Counter()
     for event in admissions:
         known = ledger.state(event.key)
+        if known is not None and known[1] != event.content_hash and known[0] in UNFINISHED:
+            event = _later_version(ledger, event)
+            known = ledger.state(event.key)
+            if known is None or known[1] != event.content_hash:
+                repeated += 1
         if known is not None and known[1] == event.content_hash:
             duplicates += 1
             continue
@@ -103,7 +114,17 @@ def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> A
             queued -= was_queued
         else:
             queued += not was_queued
-    return Admitted(queued, duplicates, rejected, types)
+    return Admitted(queued, duplicates, rejected, types, repeated)
+
+
+def _later_version(ledger: Ledger, event: Admission) -> Admission:
+    first = ledger.get(event.key)
+    position = first.position if first is not None else 0
+    return replace(
+        event,
+        key=repeat_key(event.key, event.content_hash),
+        rejected=repeat_reason(position),
+    )
 
 
 class _SafeJSON(JSONResponse):
@@ -380,6 +401,8 @@ class Service:
                 )
             if admitted.duplicates:
                 self.metrics.duplicates.labels(app=app.app).inc(admitted.duplicates)
+            if admitted.repeated:
+                self.metrics.repeated.labels(app=app.app).inc(admitted.repeated)
             return JSONResponse(
                 {
                     "success": True,
