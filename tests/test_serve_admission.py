@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -119,3 +120,40 @@ def test_an_event_edited_after_delivery_is_delivered_again_as_send_does(
         assert wait_until(lambda: len(sandbox_state(sandbox)["events"]) == 2)
         positions = [event["data"]["position"] for event in sandbox_state(sandbox)["events"]]
         assert positions == [1, 2]
+
+
+def page(user: str, message_id: str, **times: str) -> dict[str, object]:
+    return {
+        "messageId": message_id,
+        "userId": user,
+        "context": {"page": {"url": "https://shop.example.com/p/1", "path": "/p/1"}},
+        **times,
+    }
+
+
+def test_a_page_without_timestamp_gets_one_at_ingest_and_is_delivered(
+    sandbox: str, ledger: Path
+) -> None:
+    with service_in_thread(options(ledger, sandbox)) as service:
+        assert post(service.url, "/v1/identify", identify("u4")).is_success
+        bare = page("u4", "p-bare")
+        skewed = page(
+            "u4",
+            "p-skewed",
+            originalTimestamp="2024-05-01T10:00:00.000Z",
+            sentAt="2024-05-01T10:00:30.000Z",  # the client's clock: 30 s after the event
+        )
+        answer = post(service.url, "/v1/batch", {"batch": [{**bare, "type": "page"}]})
+        assert answer.json()["rejected"] == 0
+        assert post(service.url, "/v1/page", skewed).json()["rejected"] == 0
+        assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 3), ledger_rows(ledger)
+        lines = {row.key: json.loads(row.line) for row in ledger_rows(ledger)}
+        stored_bare, stored_skewed = lines[f"{SUBDOMAIN}:p-bare"], lines[f"{SUBDOMAIN}:p-skewed"]
+        assert stored_bare["timestamp"] == stored_bare["receivedAt"]
+        received = datetime.fromisoformat(stored_skewed["receivedAt"])
+        expected = received - timedelta(seconds=30)
+        assert datetime.fromisoformat(stored_skewed["timestamp"]) == expected
+        views = sandbox_state(sandbox)["site_views"]
+        assert sorted(view["timestamp"] for view in views) == sorted(
+            [stored_bare["timestamp"], stored_skewed["timestamp"]]
+        )

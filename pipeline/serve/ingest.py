@@ -258,6 +258,45 @@ def received_at(now: float) -> str:
     )
 
 
+def _instant(value: object) -> datetime | None:
+    """An ISO 8601 date-time string as an aware datetime (naive ones read as UTC)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def event_time(event: Mapping[str, object], now: float) -> str:
+    """The `timestamp` rudder-server gives an event that has none: `receivedAt - (sentAt -
+    originalTimestamp)`, the client's time corrected for its clock's skew. Without
+    `originalTimestamp` that is `receivedAt`; without `sentAt`, `originalTimestamp` as it is.
+
+    >>> event_time({"originalTimestamp": "2024-05-01T10:00:00Z",
+    ...             "sentAt": "2024-05-01T10:00:05Z"}, 1714557610.0)
+    '2024-05-01T10:00:05.000Z'
+    >>> event_time({"originalTimestamp": "2024-05-01T10:00:00Z"}, 1714557610.0)
+    '2024-05-01T10:00:00.000Z'
+    >>> event_time({"sentAt": "yesterday"}, 0.0)
+    '1970-01-01T00:00:00.000Z'
+    """
+    received = datetime.fromtimestamp(now, UTC)
+    sent = _instant(event.get("sentAt")) or received
+    original = _instant(event.get("originalTimestamp")) or sent
+    try:
+        moment = received - (sent - original)
+    except OverflowError:
+        moment = received
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _has_time(event: Mapping[str, object]) -> bool:
+    value = event.get("timestamp")
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
 def type_label(value: object) -> str:
     """The `type` label of metrics: a known type, `none` (missing) or `other`.
 
@@ -271,10 +310,17 @@ def type_label(value: object) -> str:
 
 
 def admission(
-    app: str, raw: object, kind: str, stamp: str, max_event: int, *, suspect: bool = False
+    app: str,
+    raw: object,
+    kind: str,
+    now: float,
+    max_event: int,
+    *,
+    suspect: bool = False,
 ) -> Admission:
-    """One event of a request as the ledger will hold it (see the module's doc); `suspect`:
-    its request held a number that could not be held, so this event is checked for one."""
+    """One event of a request, received at `now`, as the ledger will hold it (see the module's
+    doc); `suspect`: its request held a number that could not be held, so this event is
+    checked for one."""
     if not isinstance(raw, Mapping):
         line = json_bytes(raw)
         digest = hashlib.sha256(canonical(raw)).hexdigest()
@@ -293,7 +339,9 @@ def admission(
     digest = hashlib.sha256(shape).hexdigest()
     key = event_key(app, event, digest)
     type_name = type_label(event.get("type"))
-    event["receivedAt"] = stamp
+    event["receivedAt"] = received_at(now)
+    if not _has_time(event):
+        event["timestamp"] = event_time(event, now)
     line = json_bytes(event)
     problem = unheld(event) if suspect else None
     if problem is not None:

@@ -50,7 +50,6 @@ from pipeline.serve.ingest import (
     events_of,
     parse_json,
     read_body,
-    received_at,
     write_key,
 )
 from pipeline.serve.logs import emit
@@ -372,8 +371,7 @@ class Service:
             except Refused as refused:
                 return _error(refused)
             now = time.time()
-            stamp = received_at(now)
-            admissions = await self._admissions(app.app, raw_events, kind, stamp, parsed.suspect)
+            admissions = await self._admissions(app.app, raw_events, kind, now, parsed.suspect)
             try:
                 admitted = await self.store.call(
                     lambda: _admit(app.ledger, admissions, now), writes=True
@@ -415,7 +413,7 @@ class Service:
         return ingest
 
     async def _admissions(
-        self, app: str, raw_events: list[object], kind: str, stamp: str, suspect: bool
+        self, app: str, raw_events: list[object], kind: str, now: float, suspect: bool
     ) -> list[Admission]:
         """Each event as the ledger will hold it. A large batch is worked out in a thread so
         the event loop keeps answering other clients meanwhile."""
@@ -423,7 +421,7 @@ class Service:
         def work() -> list[Admission]:
             limit = self.options.max_event
             return [
-                admission(app, event, kind, stamp, limit, suspect=suspect) for event in raw_events
+                admission(app, event, kind, now, limit, suspect=suspect) for event in raw_events
             ]
 
         return await asyncio.to_thread(work) if len(raw_events) > ADMIT_IN_THREAD else work()
