@@ -29,7 +29,7 @@ from serve_helpers import (
     wait_until,
 )
 
-from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.ledger import Ledger, LedgerError
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
 SURROGATE_ID = '{"type":"track","userId":"p1","event":"Cut","messageId":"bad\\ud800id"}'
@@ -200,3 +200,26 @@ def test_one_admission_is_kept_or_discarded_whole_even_past_a_batch_commit(tmp_p
         book.flush()
         assert [row.key for row in book.rows()] == ["before", "after"]
         assert after == 2
+
+
+def test_writes_sqlite_rolled_back_under_an_admission_are_never_reported_committed(
+    tmp_path: Path,
+) -> None:
+    with Ledger.open_writer(tmp_path / "l.sqlite", SUBDOMAIN) as book:
+        with book.atomic():
+            book.enqueue("earlier-request", "h", b"{}")  # same group, not committed yet
+
+        def storing_fails_and_sqlite_rolls_back() -> None:
+            with book.atomic():
+                book.enqueue("this-request", "h", b"{}")
+                book._db.execute("ROLLBACK")  # what SQLite does itself on some errors
+                raise OSError("database or disk is full")
+
+        with pytest.raises(OSError, match="full"):
+            storing_fails_and_sqlite_rolls_back()
+        with pytest.raises(LedgerError, match="rolled back"):
+            book.flush()
+        assert list(book.rows()) == []
+        assert book.enqueue("retried", "h", b"{}") == 1
+        book.flush()
+        assert [row.key for row in book.rows()] == ["retried"]

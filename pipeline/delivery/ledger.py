@@ -172,6 +172,7 @@ class Ledger:
         self._next = 1
         self._closed = False
         self._atomic = 0  # `atomic` blocks open: no batch commit may split them
+        self._aborted = False  # SQLite rolled back a transaction under an `atomic` block
         present = {str(c[1]) for c in db.execute("PRAGMA table_info(events)")}
         self._received = "received" if "received" in present else "NULL"
         self._failures = "failures" if "failures" in present else "0"
@@ -446,9 +447,11 @@ class Ledger:
             try:
                 yield
             except BaseException:
-                if self._db.in_transaction:  # else SQLite rolled the whole transaction back
+                if self._db.in_transaction:
                     self._db.execute("ROLLBACK TO admission")
                     self._db.execute("RELEASE admission")
+                else:  # SQLite rolled the whole transaction back (a full disk, an I/O error)
+                    self._aborted = True
                 self._next, self._batched = before
                 raise
             else:
@@ -605,10 +608,22 @@ class Ledger:
             return int(changed)
 
     def flush(self) -> None:
-        """Commit the batched enqueues."""
+        """Commit the batched enqueues. Raises LedgerError when SQLite rolled back the
+        transaction they were in (see `atomic`): they are not on disk, and no caller may be
+        told otherwise."""
         with self._guard:
             self._require_writer()
+            if self._aborted:
+                self._aborted = False
+                self._next = self._top() + 1
+                raise LedgerError(
+                    f"ledger {self._path}: SQLite rolled back uncommitted writes after an error"
+                )
             self._commit()
+
+    def _top(self) -> int:
+        (top,) = self._db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
+        return int(top)
 
     def rollback(self) -> None:
         """Discard what is not committed yet (after a commit failed, say on a full disk)."""
