@@ -75,7 +75,7 @@ def queue(
         for line in reader:
             position += 1
             event = _first_version(incoming(cfg, position, line), seen, taken)
-            if seen.get(event.key) is not None:
+            if seen.get(event.key, event.content_hash) is not None:
                 continue  # read twice in this file: one event
             if ledger is not None:
                 row = ledger.get(event.key)
@@ -108,8 +108,11 @@ def queue(
 def _first_version(event: Incoming, seen: FirstSeen, taken: dict[str, tuple[str, int]]) -> Incoming:
     """`event`, or its `repeated` self when another version of its key was read before it in
     this input or is still queued in the ledger."""
-    earlier = seen.get(event.key) or taken.get(event.key)
-    if earlier is None or earlier[0] == event.content_hash:
+    earlier = seen.get(event.key, event.content_hash)
+    if earlier is None and event.key in taken:
+        queued_hash, queued_position = taken[event.key]
+        earlier = (queued_hash == event.content_hash, queued_position)
+    if earlier is None or earlier[0]:
         return event
     return repeated(event, earlier[1])
 

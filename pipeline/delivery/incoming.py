@@ -233,32 +233,41 @@ def repeated(event: Incoming, first_position: int) -> Incoming:
 
 
 class FirstSeen:
-    """The keys read so far from one input, with their content hash and position. Kept in a
-    private temporary SQLite file rather than in memory: an input may hold millions of events,
-    and the page cache keeps this within a few MB."""
+    """The keys read so far from one input, with their content and position. Kept in a private
+    temporary SQLite file rather than in memory, as 16-byte digests: an input may hold
+    millions of events, and the page cache keeps this within a few MB."""
 
     def __init__(self) -> None:
         self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(
-            "CREATE TABLE seen (key TEXT PRIMARY KEY, hash TEXT NOT NULL, "
+            "CREATE TABLE seen (key BLOB PRIMARY KEY, content BLOB NOT NULL, "
             "position INTEGER NOT NULL) WITHOUT ROWID"
         )
+        self._db.execute("BEGIN")  # never committed: the file goes when it is closed
 
-    def get(self, key: str) -> tuple[str, int] | None:
-        """The content hash and position of `key` when it was read before."""
-        found = self._db.execute("SELECT hash, position FROM seen WHERE key = ?", (key,)).fetchone()
-        return None if found is None else (str(found[0]), int(found[1]))
+    def get(self, key: str, content_hash: str) -> tuple[bool, int] | None:
+        """Whether `key` was read before with this content, and where; None if never."""
+        found = self._db.execute(
+            "SELECT content, position FROM seen WHERE key = ?", (_digest(key),)
+        ).fetchone()
+        if found is None:
+            return None
+        return bytes(found[0]) == _digest(content_hash), int(found[1])
 
     def add(self, key: str, content_hash: str, position: int) -> None:
         self._db.execute(
-            "INSERT OR IGNORE INTO seen (key, hash, position) VALUES (?, ?, ?)",
-            (key, content_hash, position),
+            "INSERT OR IGNORE INTO seen (key, content, position) VALUES (?, ?, ?)",
+            (_digest(key), _digest(content_hash), position),
         )
 
     def close(self) -> None:
         self._db.close()
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def incoming(cfg: Config, position: int, line: bytes) -> Incoming:
