@@ -223,3 +223,22 @@ def test_writes_sqlite_rolled_back_under_an_admission_are_never_reported_committ
         assert book.enqueue("retried", "h", b"{}") == 1
         book.flush()
         assert [row.key for row in book.rows()] == ["retried"]
+
+
+def test_the_transformer_api_echoes_a_cut_emoji_instead_of_failing(service: Running) -> None:
+    destination = json.dumps({"Config": {"apiKey": API_KEY, "appSubdomain": SUBDOMAIN}})
+    message = '{"type": "identify", "userId": "e1", "traits": {"name": "Ann \\ud83d"}}'
+    body = (
+        f'[{{"message": {message}, "destination": {destination}, "metadata": {{"n": "\\ud800"}}}}]'
+    )
+    answer = httpx.post(
+        f"{service.url}/v0/destinations/user",
+        content=body.encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    (item,) = answer.json()
+    assert item["statusCode"] == 200
+    assert item["metadata"] == {"n": "\ud800"}
+    assert item["output"]["body"]["JSON"]["name"] == "Ann \ud83d"
