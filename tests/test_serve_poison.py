@@ -176,7 +176,7 @@ def test_send_and_serve_key_an_identifier_that_is_not_unicode_the_same_way() -> 
     cfg = parse_config({"apiKey": API_KEY, "appSubdomain": SUBDOMAIN}).unwrap()
     event = json.loads(SURROGATE_ID)
     sent = incoming(cfg, 1, SURROGATE_ID.encode())
-    served = admission(SUBDOMAIN, event, "batch", 1_704_067_200.0, 32 * 1024)
+    served = admission(SUBDOMAIN, event, "batch", "2024-01-01T00:00:00.000Z", 32 * 1024)
     assert sent.key == served.key == f"{SUBDOMAIN}:bad\\ud800id"
     assert sent.problem is None
     assert served.rejected is None

@@ -641,6 +641,20 @@ class Ledger:
             ).fetchone()
         return None if found is None else (cast(Status, found[0]), str(found[1]))
 
+    def states(self, keys: Sequence[str]) -> dict[str, tuple[Status, str]]:
+        """`state` of many keys at once (those the ledger has), a few statements in all."""
+        unique = list(dict.fromkeys(keys))
+        found: dict[str, tuple[Status, str]] = {}
+        with self._guard:
+            for start in range(0, len(unique), _KEYS_PER_STATEMENT):
+                chunk = unique[start : start + _KEYS_PER_STATEMENT]
+                marks = ", ".join("?" * len(chunk))
+                for key, status, content_hash in self._db.execute(
+                    f"SELECT key, status, hash FROM events WHERE key IN ({marks})", chunk
+                ):
+                    found[str(key)] = (cast(Status, status), str(content_hash))
+        return found
+
     # -- internals ------------------------------------------------------------------------------
 
     def _require_writer(self) -> None:

@@ -269,26 +269,29 @@ def _instant(value: object) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def event_time(event: Mapping[str, object], now: float) -> str:
-    """The `timestamp` rudder-server gives an event that has none: `receivedAt - (sentAt -
-    originalTimestamp)`, the client's time corrected for its clock's skew. Without
-    `originalTimestamp` that is `receivedAt`; without `sentAt`, `originalTimestamp` as it is.
+def event_time(event: Mapping[str, object], stamp: str) -> str:
+    """The `timestamp` rudder-server gives an event that has none, received at `stamp`
+    (`receivedAt`): `receivedAt - (sentAt - originalTimestamp)`, the client's time corrected
+    for its clock's skew. Without `originalTimestamp` that is `receivedAt`; without `sentAt`,
+    `originalTimestamp` as it is.
 
     >>> event_time({"originalTimestamp": "2024-05-01T10:00:00Z",
-    ...             "sentAt": "2024-05-01T10:00:05Z"}, 1714557610.0)
+    ...             "sentAt": "2024-05-01T10:00:05Z"}, "2024-05-01T10:00:10.000Z")
     '2024-05-01T10:00:05.000Z'
-    >>> event_time({"originalTimestamp": "2024-05-01T10:00:00Z"}, 1714557610.0)
+    >>> event_time({"originalTimestamp": "2024-05-01T10:00:00Z"}, "2024-05-01T10:00:10.000Z")
     '2024-05-01T10:00:00.000Z'
-    >>> event_time({"sentAt": "yesterday"}, 0.0)
-    '1970-01-01T00:00:00.000Z'
+    >>> event_time({"sentAt": "yesterday"}, "2024-05-01T10:00:10.000Z")
+    '2024-05-01T10:00:10.000Z'
     """
-    received = datetime.fromtimestamp(now, UTC)
-    sent = _instant(event.get("sentAt")) or received
-    original = _instant(event.get("originalTimestamp")) or sent
+    original = _instant(event.get("originalTimestamp"))
+    if original is None:
+        return stamp
+    received = _instant(stamp)
+    sent = _instant(event.get("sentAt"))
     try:
-        moment = received - (sent - original)
+        moment = original if sent is None or received is None else received - (sent - original)
     except OverflowError:
-        moment = received
+        moment = original
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -310,17 +313,11 @@ def type_label(value: object) -> str:
 
 
 def admission(
-    app: str,
-    raw: object,
-    kind: str,
-    now: float,
-    max_event: int,
-    *,
-    suspect: bool = False,
+    app: str, raw: object, kind: str, stamp: str, max_event: int, *, suspect: bool = False
 ) -> Admission:
-    """One event of a request, received at `now`, as the ledger will hold it (see the module's
-    doc); `suspect`: its request held a number that could not be held, so this event is
-    checked for one."""
+    """One event of a request received at `stamp` (`received_at`) as the ledger will hold it
+    (see the module's doc); `suspect`: its request held a number that could not be held, so
+    this event is checked for one."""
     if not isinstance(raw, Mapping):
         line = json_bytes(raw)
         digest = hashlib.sha256(canonical(raw)).hexdigest()
@@ -339,9 +336,9 @@ def admission(
     digest = hashlib.sha256(shape).hexdigest()
     key = event_key(app, event, digest)
     type_name = type_label(event.get("type"))
-    event["receivedAt"] = received_at(now)
+    event["receivedAt"] = stamp
     if not _has_time(event):
-        event["timestamp"] = event_time(event, now)
+        event["timestamp"] = event_time(event, stamp)
     line = json_bytes(event)
     problem = unheld(event) if suspect else None
     if problem is not None:

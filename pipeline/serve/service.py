@@ -50,6 +50,7 @@ from pipeline.serve.ingest import (
     events_of,
     parse_json,
     read_body,
+    received_at,
     write_key,
 )
 from pipeline.serve.logs import emit
@@ -93,8 +94,11 @@ def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> A
     queued = duplicates = repeated = 0
     rejected: list[Admission] = []
     types: Counter[str] = Counter()
+    # One lookup for the whole request; what this request stores is noted as it goes, so a key
+    # it holds twice is seen the second time.
+    states = ledger.states([event.key for event in admissions])
     for event in admissions:
-        known = ledger.state(event.key)
+        known = states.get(event.key)
         if known is not None and known[1] != event.content_hash and known[0] in UNFINISHED:
             event = _later_version(ledger, event)
             known = ledger.state(event.key)
@@ -106,6 +110,10 @@ def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> A
         was_queued = known is not None and known[0] in UNFINISHED
         ledger.enqueue(
             event.key, event.content_hash, event.line, rejected=event.rejected, received=now
+        )
+        states[event.key] = (
+            "pending" if event.rejected is None else "rejected",
+            event.content_hash,
         )
         types[event.type] += 1
         if event.rejected is not None:
@@ -371,7 +379,8 @@ class Service:
             except Refused as refused:
                 return _error(refused)
             now = time.time()
-            admissions = await self._admissions(app.app, raw_events, kind, now, parsed.suspect)
+            stamp = received_at(now)
+            admissions = await self._admissions(app.app, raw_events, kind, stamp, parsed.suspect)
             try:
                 admitted = await self.store.call(
                     lambda: _admit(app.ledger, admissions, now), writes=True
@@ -413,7 +422,7 @@ class Service:
         return ingest
 
     async def _admissions(
-        self, app: str, raw_events: list[object], kind: str, now: float, suspect: bool
+        self, app: str, raw_events: list[object], kind: str, stamp: str, suspect: bool
     ) -> list[Admission]:
         """Each event as the ledger will hold it. A large batch is worked out in a thread so
         the event loop keeps answering other clients meanwhile."""
@@ -421,7 +430,7 @@ class Service:
         def work() -> list[Admission]:
             limit = self.options.max_event
             return [
-                admission(app, event, kind, now, limit, suspect=suspect) for event in raw_events
+                admission(app, event, kind, stamp, limit, suspect=suspect) for event in raw_events
             ]
 
         return await asyncio.to_thread(work) if len(raw_events) > ADMIT_IN_THREAD else work()
