@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
+from pipeline.delivery.ledger import Ledger
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
 API_KEY = "send-SECRET-key-5b7d9f1a3c5e7a9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e7"
@@ -138,4 +139,22 @@ def test_without_a_ledger_the_later_version_is_rejected_too(
     assert found[f"{SUBDOMAIN}:m-two"]["status"] == "delivered"
     (repeat,) = [o for o in outcomes if o["key"].startswith(f"{SUBDOMAIN}:m-two#repeat-")]
     assert repeat["error"] == "messageId repeated with other content at position 2"
+    assert [data["version"] for data in tracks_stored(sandbox)] == [1]
+
+
+def test_a_later_version_made_pending_again_is_still_rejected_as_a_repeat(
+    sandbox: str, config: Path, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "send.sqlite"
+    lines = [identify("r3"), track("r3", "m-3", version=1), track("r3", "m-3", version=2)]
+    send(sandbox, config, lines, tmp_path, "--ledger", str(ledger))
+    with Ledger.open_writer(ledger, SUBDOMAIN) as book:
+        (repeat,) = [row.key for row in book.rows() if "#repeat-" in row.key]
+        assert book.requeue([repeat], rejected=True) == 1
+    code, outcomes, _ = send(sandbox, config, lines, tmp_path, "--ledger", str(ledger))
+    assert code == 1
+    (again,) = outcomes
+    assert again["key"] == repeat
+    assert again["status"] == "rejected"
+    assert again["error"].startswith("messageId repeated with other content at position ")
     assert [data["version"] for data in tracks_stored(sandbox)] == [1]

@@ -28,6 +28,7 @@ from serve_helpers import (
     wait_until,
 )
 
+from pipeline.delivery.ledger import Ledger
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.serve import ServeOptions
 
@@ -157,3 +158,23 @@ def test_a_page_without_timestamp_gets_one_at_ingest_and_is_delivered(
         assert sorted(view["timestamp"] for view in views) == sorted(
             [stored_bare["timestamp"], stored_skewed["timestamp"]]
         )
+
+
+def test_a_later_version_requeued_is_rejected_again_never_delivered(
+    sandbox: str, ledger: Path
+) -> None:
+    first = track("u5", 1)
+    batch = [identify("u5"), first, {**first, "properties": {"position": 2}}]
+    with service_in_thread(options(ledger, sandbox)) as service:
+        assert post(service.url, "/v1/batch", {"batch": batch}).json()["rejected"] == 1
+        assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 2)
+    with Ledger.open_writer(ledger, SUBDOMAIN) as book:  # `usercom requeue --rejected`
+        (repeat,) = [row for row in book.rows() if "#repeat-" in row.key]
+        assert book.requeue([repeat.key], rejected=True) == 1
+    with service_in_thread(options(ledger, sandbox)) as service:
+        assert wait_until(lambda: health(service.url)["queued"] == 0)
+        again = {row.key: row for row in ledger_rows(ledger)}[repeat.key]
+        assert again.status == "rejected"
+        assert again.error == repeat.error
+    positions = [event["data"]["position"] for event in sandbox_state(sandbox)["events"]]
+    assert positions == [1]

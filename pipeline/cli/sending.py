@@ -22,7 +22,14 @@ from rich.text import Text
 
 from pipeline.core.config import Config
 from pipeline.delivery.engine import Control, DeliveryOptions, deliver
-from pipeline.delivery.incoming import FirstSeen, Incoming, LineReader, incoming, repeated
+from pipeline.delivery.incoming import (
+    FirstSeen,
+    Incoming,
+    LineReader,
+    incoming,
+    repeated,
+    stored,
+)
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.outcome import Outcome, Summary
@@ -63,7 +70,14 @@ def queue(
     taken: dict[str, tuple[str, int]] = {}
     if ledger is not None:
         for queued in list(ledger.unfinished()):
-            event = replace(incoming(cfg, queued.position, queued.line), key=queued.key)
+            event = stored(
+                cfg,
+                queued.key,
+                queued.content_hash,
+                queued.position,
+                queued.line,
+                queued.error,
+            )
             taken[queued.key] = (queued.content_hash, queued.position)
             tally.read += 1
             yield event

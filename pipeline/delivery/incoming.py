@@ -216,8 +216,11 @@ def repeat_key(key: str, digest: str) -> str:
     return f"{key}#repeat-{digest[:16]}"
 
 
+REPEATED = "messageId repeated with other content"
+
+
 def repeat_reason(first_position: int) -> str:
-    return f"messageId repeated with other content at position {first_position}"
+    return f"{REPEATED} at position {first_position}"
 
 
 def repeated(event: Incoming, first_position: int) -> Incoming:
@@ -230,6 +233,20 @@ def repeated(event: Incoming, first_position: int) -> Incoming:
         job=None,
         problem=repeat_reason(first_position),
     )
+
+
+def stored(
+    cfg: Config, key: str, content_hash: str, position: int, line: bytes, error: str | None
+) -> Incoming:
+    """An event as a ledger holds it: under its key, which is not the one its line gives when
+    it is a later version (`repeated`). Such a one stays rejected as a repeat whatever made it
+    pending again (`requeue`, a replay): its first version is the event."""
+    found = incoming(cfg, position, line)
+    event = replace(found, key=key, content_hash=content_hash)
+    if key != repeat_key(found.key, content_hash):
+        return event
+    reason = error if error is not None and error.startswith(REPEATED) else REPEATED
+    return replace(event, job=None, problem=reason)
 
 
 class FirstSeen:
