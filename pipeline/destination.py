@@ -36,7 +36,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.flows import DELIVERY, REFERENCE
 from pipeline.core.plan import Plan, plan_of
 from pipeline.core.steps import Final, Step
-from pipeline.delivery.faults import RunFault, run_fault
+from pipeline.delivery.faults import RESUME, RunFault, run_fault
 from pipeline.delivery.incoming import canonical, incoming
 from pipeline.delivery.outcome import Outcome, Status
 from pipeline.runner import AsyncVia, Finished, Target, Via, adrive, asend, drive, scrub, send
@@ -68,10 +68,21 @@ def _missing(answer: Answer) -> bool:
     return isinstance(answer, Reply) and answer.status == 404
 
 
+LIBRARY_RESUME = "nothing was delivered: deliver the event again when fixed"
+
+
+def _in_library_words(fault: str) -> str:
+    """A run fault as a library caller can act on it: they have no ledger and no options."""
+    return fault.replace(RESUME, LIBRARY_RESUME).replace("--base-url", "base_url")
+
+
 def _unreachable_fault(answer: Answer, target: Target) -> str | None:
     if isinstance(answer, Unreachable):
         origin = target.base_url.removesuffix("/api/public")
-        return f"User.com could not be reached at {origin} ({answer.reason}: {answer.detail})"
+        return (
+            f"User.com could not be reached at {origin} ({answer.reason}: {answer.detail}): "
+            f"check base_url, appSubdomain and the network; {LIBRARY_RESUME}"
+        )
     return None
 
 
@@ -160,9 +171,12 @@ class Destination:
     def _checked(self, request: Request, answer: Answer, log: list[str]) -> Answer:
         got = answer.status if isinstance(answer, Reply) else answer.reason
         log.append(f"{request.method} {request.url(self.config.base_url)} -> {got}")
-        fault = run_fault(request, answer, self._target) or _unreachable_fault(answer, self._target)
+        fault = run_fault(request, answer, self._target)
         if fault is not None:
-            raise RunFault(fault)
+            raise RunFault(_in_library_words(fault))
+        unreachable = _unreachable_fault(answer, self._target)
+        if unreachable is not None:
+            raise RunFault(unreachable)
         return answer
 
     def _failed(

@@ -38,9 +38,16 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def usercom_fake(request: pytest.FixtureRequest) -> FakeUserCom:
     """A fresh in-process User.com (``pipeline.testing.FakeUserCom``) for this test."""
+    marker = request.node.get_closest_marker(MARKER)
+    return fake_for(dict(marker.kwargs) if marker is not None else {})
+
+
+def fake_for(options: dict[str, Any]) -> FakeUserCom:
+    """The fake a marker's options describe; a bad option fails the test in one line."""
     # Imported here, not at the top: pytest loads this plugin in every run of every project.
     from pipeline.testing.fake import FakeUserCom
 
-    marker = request.node.get_closest_marker(MARKER)
-    options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
-    return FakeUserCom(**options)
+    try:
+        return FakeUserCom(**options)
+    except (TypeError, ValueError) as error:
+        pytest.fail(f"@pytest.mark.{MARKER}: {error}", pytrace=False)
