@@ -54,8 +54,7 @@ class ConfigError(ValueError):
 
 
 def _parse(config: Mapping[str, Any]) -> Config:
-    raw = config.get("Config", config) if isinstance(config, Mapping) else config
-    match parse_config(raw):
+    match parse_config(config):
         case Success(Config() as cfg):
             return cfg
         case Failure(PipelineError() as error):
@@ -220,7 +219,14 @@ class Destination:
                             return self._failed(event.key, error, log)
             case Failure(PipelineError() as error):
                 return Outcome(event.key, "rejected", 0, (), error.message)
-        return Outcome(event.key, "rejected", 0, (), event.problem)
+        return self._unreadable(message, event.key, event.problem)
+
+    def _unreadable(self, message: Message, key: str, problem: str | None) -> Outcome:
+        # In plan's words (SPEC §3), so plan() and deliver() refuse a non-object alike.
+        match self._job(message):
+            case Failure(PipelineError() as error):
+                return Outcome(key, "rejected", 0, (), error.message)
+        return Outcome(key, "rejected", 0, (), problem)
 
     async def adeliver(self, message: Message) -> Outcome:
         event = incoming(self.config, 0, canonical(message))
@@ -245,7 +251,7 @@ class Destination:
                             return self._failed(event.key, error, log)
             case Failure(PipelineError() as error):
                 return Outcome(event.key, "rejected", 0, (), error.message)
-        return Outcome(event.key, "rejected", 0, (), event.problem)
+        return self._unreadable(message, event.key, event.problem)
 
     # --- lifetime and looks -----------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from pipeline.cli.sending import (
     run_send,
     summary_table,
 )
-from pipeline.core.config import Config, parse_config
+from pipeline.core.config import Config, parse_config, unreadable_config
 from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.faults import RESUME, check_app
@@ -94,7 +94,7 @@ def load_config(path: Path) -> Config:
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read config {path}: {error}") from error
+        raise UsageError(unreadable_config(str(path), error)) from error
     config = raw.get("Config", raw) if isinstance(raw, dict) else raw
     match parse_config(config):
         case Success(Config() as cfg):

@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 from returns.result import Failure, Success
 
-from pipeline.core.config import Config, parse_config
+from pipeline.core.config import Config, parse_config, unreadable_config
 
 KB = 1024
 MB = 1024 * KB
@@ -138,7 +138,7 @@ def load_sources(path: Path, write_keys: tuple[str, ...] = ()) -> Sources:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ServeConfigError(f"cannot read config {path}: {error}") from error
+        raise ServeConfigError(unreadable_config(str(path), error)) from error
     return parse_sources(raw, write_keys, f"config {path}")
 
 

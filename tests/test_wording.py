@@ -1,0 +1,111 @@
+"""Wordings a new user meets first (issue 14.9, 14.16): configs, non-object messages, help.
+
+In process: the pure config parser, `Destination`, and typer's CliRunner.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import KEY
+from returns.result import Success
+from typer.testing import CliRunner
+
+import pipeline
+from pipeline.cli.app import app
+from pipeline.core.config import Config, parse_config
+from pipeline.testing import FakeUserCom
+
+CONFIG = {"apiKey": KEY, "appSubdomain": "acme"}
+
+
+def run(*args: str | Path) -> Any:
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+# --- configs (14.9) ------------------------------------------------------------------------------
+
+
+def test_a_config_that_is_not_json_says_so_with_where(tmp_path: Path) -> None:
+    config = tmp_path / "badcfg.json"
+    config.write_text('{"apiKey": "k",\n', encoding="utf-8")
+    events = tmp_path / "events.jsonl"
+    events.write_text("{}\n", encoding="utf-8")
+    for command in (("check",), ("send", events)):
+        result = run(*command, "--config", config)
+        assert result.exit_code == 2, result.output
+        assert f"config {config} is not valid JSON (line 2 column 1)" in result.output
+        assert "Expecting" not in result.output
+
+
+def test_a_config_file_that_is_missing_says_so_plainly(tmp_path: Path) -> None:
+    result = run("check", "--config", tmp_path / "nowhere.json")
+    assert result.exit_code == 2
+    assert f"cannot read config {tmp_path / 'nowhere.json'}: No such file or directory" in (
+        result.output
+    )
+    assert "Errno" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("notadict", "Destination config must be an object with apiKey and appSubdomain; got str"),
+        ([1, 2], "Destination config must be an object with apiKey and appSubdomain; got list"),
+        (None, "Destination config is missing: give an object with apiKey and appSubdomain"),
+    ],
+)
+def test_a_config_that_is_not_an_object_says_what_was_given(given: object, message: str) -> None:
+    with pytest.raises(pipeline.ConfigError) as refused:
+        pipeline.Destination(given)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+    assert "notadict" not in str(refused.value)  # never echoed: it could be the key
+
+
+def test_parse_config_takes_the_config_wrapper_as_destination_send_and_serve_do() -> None:
+    wrapped = parse_config({"Config": CONFIG})
+    assert wrapped == parse_config(CONFIG)
+    assert isinstance(wrapped, Success)
+    assert isinstance(wrapped.unwrap(), Config)
+    assert pipeline.Destination({"Config": CONFIG}).config == wrapped.unwrap()
+
+
+# --- a message that is not an object (14.9) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("message", ["string", None, [1], 5])
+def test_plan_and_deliver_refuse_a_non_object_alike(message: Any) -> None:
+    with pipeline.Destination(CONFIG, transport=FakeUserCom()) as destination:
+        planned = destination.plan(message)
+        outcome = destination.deliver(message)
+    assert isinstance(planned, pipeline.PipelineError)
+    assert outcome.status == "rejected"
+    assert outcome.error == planned.message == "Event type is required"
+
+
+def test_adeliver_refuses_a_non_object_as_plan_does() -> None:
+    import asyncio
+
+    async def adeliver() -> pipeline.Outcome:
+        async with pipeline.Destination(CONFIG, transport=FakeUserCom()) as destination:
+            return await destination.adeliver("string")  # type: ignore[arg-type]
+
+    assert asyncio.run(adeliver()).error == "Event type is required"
+
+
+def test_json_of_the_config_example_still_parses() -> None:
+    example = Path(pipeline.__file__).parent / "examples" / "config.json"
+    assert isinstance(parse_config(json.loads(example.read_text())), Success)
+
+
+def test_serve_says_the_same_of_a_config_that_is_not_json(tmp_path: Path) -> None:
+    from pipeline.serve.options import ServeConfigError, load_sources
+
+    config = tmp_path / "badcfg.json"
+    config.write_text('{"apiKey": "k",\n', encoding="utf-8")
+    with pytest.raises(ServeConfigError) as refused:
+        load_sources(config)
+    assert str(refused.value) == f"config {config} is not valid JSON (line 2 column 1)"
