@@ -109,3 +109,68 @@ def test_serve_says_the_same_of_a_config_that_is_not_json(tmp_path: Path) -> Non
     with pytest.raises(ServeConfigError) as refused:
         load_sources(config)
     assert str(refused.value) == f"config {config} is not valid JSON (line 2 column 1)"
+
+
+# --- help (14.16) --------------------------------------------------------------------------------
+
+COMMANDS = ("send", "sandbox", "serve", "demo", "check", "failed", "requeue", "explain", "report")
+
+
+def command_list(output: str) -> dict[str, str]:
+    """Each command of `usercom --help` and its description, wrapped lines joined."""
+    listed: dict[str, str] = {}
+    name = ""
+    for line in output.partition("Commands:\n")[2].splitlines():
+        first, _, rest = line.strip().partition(" ")
+        if line.startswith("  ") and not line.startswith("   ") and first in COMMANDS:
+            name = first
+            listed[name] = rest.strip()
+        elif name and line.strip():
+            listed[name] += " " + line.strip()
+    return listed
+
+
+@pytest.mark.parametrize("columns", ["50", "80", "120"])
+def test_the_command_list_gives_whole_sentences_at_any_width(columns: str) -> None:
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": columns})
+    assert result.exit_code == 0
+    listed = command_list(result.stdout)
+    assert sorted(listed) == sorted(COMMANDS)
+    for name, words in listed.items():
+        assert "..." not in words, (name, words)
+        assert words.endswith("."), (name, words)
+        assert len(words) <= 64, (name, words)  # one line at 80 columns
+
+
+def test_a_bare_usercom_prints_help_to_stdout_and_exits_0() -> None:
+    result = CliRunner().invoke(app, [], prog_name="usercom")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("Usage: usercom [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in result.stdout
+    assert result.stderr == ""
+
+
+def test_serve_help_says_config_and_ledger_are_needed_without_demo() -> None:
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if "  --" in line}
+    for option in ("--config", "--ledger"):
+        assert "required unless --demo" in lines[option], lines[option]
+
+
+def test_the_force_error_spells_the_syntax_as_the_help_does() -> None:
+    help_text = CliRunner().invoke(app, ["sandbox", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "[METHOD ]ROUTE=STATUS[xN]" in help_text
+    result = CliRunner().invoke(app, ["sandbox", "--force", "bad"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: bad --force 'bad': expected [METHOD ]ROUTE=STATUS[xN], "
+        "like 'POST /users/update_or_create/=503x180'"
+    )
+
+
+def test_an_error_with_brackets_is_printed_as_written(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG), encoding="utf-8")
+    result = CliRunner().invoke(app, ["check", "--config", str(config), "--base-url", "x[b]"])
+    assert result.exit_code == 2
+    assert "got 'x[b]'" in result.stderr

@@ -57,13 +57,19 @@ from pipeline.serve.logs import configure as configure_logs
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
+    # A bare `usercom` shows the help on stdout and exits 0, as git does (see _options).
+    invoke_without_command=True,
     # Plain click help: no <bool> or {events} placeholders, paragraphs re-wrapped.
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Deliver RudderStack-format events to User.com (or to a local sandbox of it).",
 )
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def refusal(problem: object) -> Text:
+    """`error: PROBLEM` in red, the problem never read as rich markup (`[xN]` would vanish)."""
+    return Text.assemble(("error:", "red"), f" {problem}")
 
 
 def stderr() -> Console:
@@ -80,6 +86,7 @@ def _version(show: bool) -> None:
 
 @app.callback()
 def _options(
+    context: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -88,6 +95,9 @@ def _options(
     ] = False,
 ) -> None:
     """Deliver RudderStack-format events to User.com (or to a local sandbox of it)."""
+    if context.invoked_subcommand is None:
+        typer.echo(context.get_help())
+        raise typer.Exit(0)
 
 
 def load_config(path: Path) -> Config:
@@ -99,7 +109,7 @@ def load_config(path: Path) -> Config:
     match parse_config(config):
         case Success(Config() as cfg):
             for note in cfg.ignored:
-                stderr().print(f"warning: config {path}: {note}", highlight=False)
+                stderr().print(f"warning: config {path}: {note}", highlight=False, markup=False)
             return cfg
         case Failure(problem):
             raise UsageError(f"config {path}: {problem.message}")
@@ -219,7 +229,7 @@ def count_events(events: str) -> int | None:
         return sum(1 for line in handle if line.strip())
 
 
-@app.command()
+@app.command(short_help="Send a JSONL file of events to User.com.")
 def send(
     events: Annotated[
         str,
@@ -342,7 +352,7 @@ def send(
                     )
                     has_ledger = ledger_path is not None
     except UsageError as problem:
-        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     console = err if out is not None and str(out) == "-" else Console()
     if summary.events or summary.skipped or summary.fault is None:
@@ -396,7 +406,7 @@ def _announce(url: str) -> None:
     print(f"sandbox listening on {url}", flush=True)
 
 
-@app.command()
+@app.command(short_help="Serve a local User.com sandbox until stopped.")
 def sandbox(
     port: Annotated[
         int, typer.Option(metavar="PORT", help="port on 127.0.0.1 (0 picks a free one)")
@@ -478,7 +488,7 @@ def sandbox(
         with contextlib.suppress(KeyboardInterrupt):
             run(options, port, log_level="warning", on_listening=_announce)
     except (UsageError, ValueError, ListenError) as problem:
-        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
 
 
@@ -542,22 +552,22 @@ def _serve_options(
     )
 
 
-@app.command()
+@app.command(short_help="Run the live destination: ingest, queue and delivery.")
 def serve(
     config: Annotated[
         Path | None,
         typer.Option(
             metavar="FILE",
-            help='one app\'s destination config, or {"sources": [{"writeKey": K, '
-            '"destination": {...}}, ...]} for several',
+            help='required unless --demo: one app\'s destination config, or {"sources": '
+            '[{"writeKey": K, "destination": {...}}, ...]} for several',
         ),
     ] = None,
     ledger: Annotated[
         Path | None,
         typer.Option(
             metavar="PATH",
-            help="the ledger (the queue): a file for one app; a folder holding "
-            "<subdomain>.sqlite per app for several",
+            help="required unless --demo: the ledger (the queue), a file for one app; a "
+            "folder holding <subdomain>.sqlite per app for several",
         ),
     ] = None,
     host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
@@ -659,7 +669,7 @@ def serve(
             stack.callback(service.store.close)
             sock = listening_socket(options.host, options.port)
         except (UsageError, ServeConfigError, LedgerError, ServeListenError) as problem:
-            err.print(Text.assemble(("error:", "red"), f" {problem}"), highlight=False)
+            err.print(refusal(problem), highlight=False)
             raise typer.Exit(EXIT_USAGE) from problem
         if sources.open:
             err.print(
@@ -705,7 +715,7 @@ def state_tables(state: dict[str, Any]) -> list[Table]:
     return [users, companies, totals]
 
 
-@app.command()
+@app.command(short_help="Send the example events to a local sandbox, show the result.")
 def demo(
     events: Annotated[Path, typer.Option(metavar="FILE", help="events to send")] = EXAMPLES
     / "events.jsonl",
@@ -731,7 +741,7 @@ def demo(
                 )
             state = httpx.get(f"{url}/__sandbox__/state").json()
     except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}")
+        stderr().print(refusal(problem))
         raise typer.Exit(2) from problem
     console.print(summary_table(summary, "usercom demo"))
     for table in state_tables(state):
@@ -741,7 +751,7 @@ def demo(
     raise typer.Exit(exit_status(summary, tally))
 
 
-@app.command()
+@app.command(short_help="Prove the config's key and app with one authenticated read.")
 def check(
     config: Annotated[
         Path, typer.Option(metavar="FILE", help="destination config JSON: apiKey, appSubdomain")
@@ -759,11 +769,11 @@ def check(
         cfg = load_config(config)
         origin = checks.origin(base_url) if base_url is not None else None
     except UsageError as problem:
-        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     fault = run_loop(check_app(cfg, origin))
     if fault is not None:
-        err.print(f"[red]error:[/red] {fault.removesuffix('; ' + RESUME)}", highlight=False)
+        err.print(refusal(fault.removesuffix("; " + RESUME)), highlight=False)
         raise typer.Exit(EXIT_FAULT)
     typer.echo(f"ok: User.com app {cfg.subdomain} answered at {origin or cfg.base_url}")
 
@@ -775,7 +785,7 @@ def reader_ledger(path: Path) -> Ledger:
         raise UsageError(str(error)) from error
 
 
-@app.command()
+@app.command(short_help="Print a ledger's unfinished events as JSONL, in order.")
 def failed(
     ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger of a run")],
     rejected: Annotated[
@@ -794,13 +804,13 @@ def failed(
             for line in book.lines(statuses):
                 sink.write(line + b"\n")
     except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     except BrokenPipeError:
         return
 
 
-@app.command()
+@app.command(short_help="Make a ledger's events pending again.")
 def requeue(
     ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger")],
     keys: Annotated[
@@ -819,12 +829,12 @@ def requeue(
         with contextlib.closing(Ledger.open_writer(ledger, app_name)) as book:
             changed = book.requeue(keys or None, rejected=rejected)
     except (UsageError, LedgerError) as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     typer.echo(f"{changed} events are pending again")
 
 
-@app.command()
+@app.command(short_help="Show one event's story from a ledger.")
 def explain(
     key: Annotated[
         str,
@@ -854,13 +864,13 @@ def explain(
                 else operator.story(book, row)
             )
     except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     for line in lines:
         typer.echo(line)
 
 
-@app.command()
+@app.command(short_help="Sum up everything a ledger holds.")
 def report(
     ledger: Annotated[
         Path, typer.Argument(metavar="LEDGER", help="the ledger of a run or service")
@@ -880,7 +890,7 @@ def report(
         with contextlib.closing(book):
             summed = operator.build_report(book)
     except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     if as_json:
         typer.echo(json.dumps(summed.as_json()))
