@@ -174,3 +174,22 @@ def test_an_error_with_brackets_is_printed_as_written(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["check", "--config", str(config), "--base-url", "x[b]"])
     assert result.exit_code == 2
     assert "got 'x[b]'" in result.stderr
+
+
+# --- make demo at 80 columns (14.17) -------------------------------------------------------------
+
+
+def test_the_demo_fits_80_columns_and_lists_company_members_plainly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(Path(pipeline.__file__).parent.parent)  # where `make demo` runs
+    result = CliRunner().invoke(app, ["demo"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    assert lines[0].startswith("sandbox on http://127.0.0.1:")
+    assert lines[1] == "sending pipeline/examples/events.jsonl as https://demo.user.com/api/public"
+    companies = [line for line in lines if "company-1" in line or "company-2" in line]
+    assert [cell.split("│")[4].strip() for cell in companies] == ["5", "10"]
+    assert "[5]" not in result.stdout
+    assert "member user ids" in result.stdout

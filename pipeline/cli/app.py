@@ -695,6 +695,14 @@ def serve(
         run_service(service, sock, announce)
 
 
+def _shown(path: Path) -> str:
+    """A path as short as it can be told: relative to here when it is below here."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def state_tables(state: dict[str, Any]) -> list[Table]:
     users = Table(title=f"sandbox users ({len(state.get('users', []))})")
     for column in ("id", "custom_id", "email", "user_key"):
@@ -702,10 +710,11 @@ def state_tables(state: dict[str, Any]) -> list[Table]:
     for user in state.get("users", [])[:20]:
         users.add_row(*(str(user.get(c)) for c in ("id", "custom_id", "email", "user_key")))
     companies = Table(title=f"sandbox companies ({len(state.get('companies', []))})")
-    for column in ("id", "custom_id", "name", "employees"):
+    for column in ("id", "custom_id", "name", "member user ids"):
         companies.add_column(column)
     for company in state.get("companies", [])[:20]:
-        companies.add_row(*(str(company.get(c)) for c in ("id", "custom_id", "name", "employees")))
+        members = ", ".join(str(member) for member in company.get("employees") or ())
+        companies.add_row(*(str(company.get(c)) for c in ("id", "custom_id", "name")), members)
     totals = Table(title="sandbox totals")
     totals.add_column("what")
     totals.add_column("count", justify="right")
@@ -727,7 +736,8 @@ def demo(
     try:
         cfg = load_config(config)
         with serve_in_thread(SandboxOptions(api_key=cfg.api_key)) as url:
-            console.print(f"[bold]sandbox[/bold] on {url}; sending {events} as {cfg.base_url}")
+            console.print(f"[bold]sandbox[/bold] on {url}")
+            console.print(f"sending {_shown(events)} as {cfg.base_url}", highlight=False)
             with open_source(str(events)) as source:
                 summary, tally = run_send(
                     source,
