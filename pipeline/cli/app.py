@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -54,6 +55,7 @@ from pipeline.serve import (
 )
 from pipeline.serve import serve as run_service
 from pipeline.serve.logs import configure as configure_logs
+from pipeline.serve.logs import emit, ignored_entries
 
 app = typer.Typer(
     add_completion=False,
@@ -656,9 +658,6 @@ def serve(
                 max_outage=max_outage,
             )
             sources = options.sources
-            for cfg in sources.apps.values():
-                for note in cfg.ignored:
-                    err.print(f"warning: config {config}: {note}", highlight=False)
             if demo:
                 cfg = next(iter(sources.apps.values()))
                 sandbox_url = stack.enter_context(
@@ -671,10 +670,17 @@ def serve(
         except (UsageError, ServeConfigError, LedgerError, ServeListenError) as problem:
             err.print(refusal(problem), highlight=False)
             raise typer.Exit(EXIT_USAGE) from problem
+        # From here on stderr is the service's log: every line logfmt, each warning once.
+        configure_logs()
+        notes = {app: cfg.ignored for app, cfg in sources.apps.items()}
+        for note, apps in ignored_entries(notes):
+            emit(logging.WARNING, "config_entry_ignored", config=config, apps=apps, note=note)
         if sources.open:
-            err.print(
-                f"warning: no --write-key: anyone who can reach {options.host} may send events",
-                highlight=False,
+            emit(
+                logging.WARNING,
+                "ingest_open",
+                host=options.host,
+                note=f"no --write-key: anyone who can reach {options.host} may send events",
             )
 
         def announce(url: str) -> None:
@@ -691,7 +697,6 @@ def serve(
                     flush=True,
                 )
 
-        configure_logs()
         run_service(service, sock, announce)
 
 
