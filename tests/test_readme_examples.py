@@ -43,3 +43,41 @@ def test_the_testing_example_passes_under_pytest(tmp_path: Path) -> None:
 def test_the_framework_example_runs() -> None:
     [code] = python_blocks("Using it from a framework")
     exec(compile(code, f"{README}:Using it from a framework", "exec"), {"__name__": "readme"})
+
+
+# --- the fault examples bite (issue 14.21) -------------------------------------------------------
+
+FORCE_EXAMPLE = re.compile(
+    r"`--force '([^']+)'`\s+answers\s+the\s+first\s+(\d+)\s+event\s+writes\s+with\s+(\d{3})"
+)
+FORCED_EXAMPLE = re.compile(
+    r'`forced=\["([^"]+)"\]`\s+\(the\s+first\s+(\d+)\s+event\s+writes\s+answer\s+(\d{3})'
+)
+
+
+def statuses_of_event_writes(rule: str, writes: int) -> list[str]:
+    """The outcomes of `writes` tracks delivered as `usercom send` delivers them, under `rule`."""
+    import pipeline
+    from pipeline.testing import FakeUserCom
+
+    config = {"apiKey": "k" * 64, "appSubdomain": "acme"}
+    with pipeline.Destination(config, transport=FakeUserCom(forced=[rule])) as destination:
+        assert destination.deliver({"type": "identify", "userId": "u1"}).status == "delivered"
+        return [
+            destination.deliver({"type": "track", "userId": "u1", "event": f"E{n}"}).status
+            for n in range(writes)
+        ]
+
+
+def test_the_force_example_of_the_sandbox_bites_what_send_writes() -> None:
+    [(rule, count, status)] = FORCE_EXAMPLE.findall(README.read_text(encoding="utf-8"))
+    assert status == "503"
+    outcomes = statuses_of_event_writes(rule, int(count) + 1)
+    assert outcomes == ["failed"] * int(count) + ["delivered"]
+
+
+def test_the_forced_example_of_the_fake_bites_what_deliver_writes() -> None:
+    [(rule, count, status)] = FORCED_EXAMPLE.findall(README.read_text(encoding="utf-8"))
+    assert status == "503"
+    outcomes = statuses_of_event_writes(rule, int(count) + 1)
+    assert outcomes == ["failed"] * int(count) + ["delivered"]

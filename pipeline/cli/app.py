@@ -420,8 +420,8 @@ def sandbox(
         list[str] | None,
         typer.Option(
             metavar="RULE",
-            help="force a status: '[METHOD ]ROUTE=STATUS[xN]', e.g. 'POST /events/=503x10' "
-            "(repeatable)",
+            help="force a status: '[METHOD ]ROUTE=STATUS[xN]', e.g. "
+            "'users-by-id-events-create=503x10' for send's event writes (repeatable)",
         ),
     ] = None,
     latency_ms: Annotated[

@@ -20,7 +20,7 @@ needs nothing a plain install lacks (no Starlette, no uvicorn).
 (200, 'https://acme.user.com/api/public/users/1/')
 >>> [(seen.method, seen.url) for seen in fake.requests][-1]
 ('GET', 'https://acme.user.com/api/public/users-by-id/u1/')
->>> FakeUserCom(forced=["POST /events/=503x1"], throttle_rate=0.5, seed=3)
+>>> FakeUserCom(forced="users-by-id-events-create=503x1", throttle_rate=0.5, seed=3)
 FakeUserCom(users=0, companies=0, events=0, site_views=0, requests=0)
 """
 

@@ -8,7 +8,7 @@ Installing the package is enough: any test may ask for the ``usercom_fake`` fixt
         assert usercom_fake.requests[0].method == "GET"
 
 The marker ``@pytest.mark.usercom(**options)`` gives the test's fake options, the keyword
-arguments of ``FakeUserCom`` (``api_key=``, ``forced=["POST /events/=503x2"]``,
+arguments of ``FakeUserCom`` (``api_key=``, ``forced=["users-by-id-events-create=503x2"]``,
 ``throttle_rate=``, ``seed=``, ...).
 
 This module imports only pytest at start-up; the fake is imported when a test first uses it,
