@@ -446,9 +446,9 @@ PLAIN = textwrap.dedent(
     sys.meta_path.insert(0, Absent())
     import pipeline, pipeline.testing, pipeline.testing.plugin
     import pipeline.sandbox, pipeline.sandbox.state
-    from pipeline.testing import FakeUserCom
+    from pipeline.testing import FakeUserCom, ForcedStatus, SandboxOptions
 
-    fake = FakeUserCom()
+    fake = FakeUserCom(SandboxOptions(forced=(ForcedStatus("/companies/", 503, times=1),)))
     config = {"apiKey": "k" * 64, "appSubdomain": "acme"}
     item = {"message": {"type": "identify", "userId": "u1"}, "destination": {"Config": config}}
     assert pipeline.process(item, transport=fake)["statusCode"] == 200
@@ -546,3 +546,15 @@ def test_a_bad_marker_option_fails_the_test_with_one_line_naming_it() -> None:
     with pytest.raises(pytest.fail.Exception, match=r"@pytest.mark.usercom: bad --force 'x'"):
         fake_for({"forced": ["x"]})
     assert fake_for({"seed": 3}).options.seed == 3
+
+
+def test_the_sandbox_options_the_readme_points_to_come_from_pipeline_testing() -> None:
+    import pipeline.testing
+    from pipeline.testing import ForcedStatus as Forced
+    from pipeline.testing import SandboxOptions as Options
+
+    assert Options is SandboxOptions
+    assert Forced is ForcedStatus
+    assert {"SandboxOptions", "ForcedStatus"} <= set(pipeline.testing.__all__)
+    for name in pipeline.testing.__all__:
+        assert getattr(pipeline.testing, name) is not None
