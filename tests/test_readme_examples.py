@@ -81,3 +81,17 @@ def test_the_forced_example_of_the_fake_bites_what_deliver_writes() -> None:
     assert status == "503"
     outcomes = statuses_of_event_writes(rule, int(count) + 1)
     assert outcomes == ["failed"] * int(count) + ["delivered"]
+
+
+# --- no citation of documents the repository does not ship (issue 14.23) -------------------------
+
+CITATION = re.compile(r"\b(?:SPEC|DESIGN)\b|§")
+
+
+def test_the_readme_and_makefile_cite_no_document_the_repository_lacks() -> None:
+    repo = README.parent
+    shipped = {path.stem.upper() for path in repo.glob("*.md")}
+    for name in ("README.md", "Makefile", "pyproject.toml"):
+        text = (repo / name).read_text(encoding="utf-8")
+        cited = {match.group() for match in CITATION.finditer(text)} - shipped
+        assert not cited, f"{name} cites {sorted(cited)}, which the repository does not hold"
