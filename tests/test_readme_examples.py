@@ -95,3 +95,70 @@ def test_the_readme_and_makefile_cite_no_document_the_repository_lacks() -> None
         text = (repo / name).read_text(encoding="utf-8")
         cited = {match.group() for match in CITATION.finditer(text)} - shipped
         assert not cited, f"{name} cites {sorted(cited)}, which the repository does not hold"
+
+
+# --- the --out schema and the install table match (issue 14.24) ---------------------------------
+
+
+def readme_table(heading: str) -> dict[str, str]:
+    """The first table after `heading`: its first cell (backticks dropped) -> the row."""
+    text = README.read_text(encoding="utf-8")
+    rest = text[text.index(heading) :]
+    rows: dict[str, str] = {}
+    for line in rest.splitlines()[1:]:
+        if line.startswith("|"):
+            first = line.split("|")[1].strip().strip("`")
+            if first and not set(first) <= set("-: "):
+                rows[first] = line
+        elif rows:
+            break
+    return rows
+
+
+def outcome_keys(tmp_path: Path, *extra: str) -> set[str]:
+    """The keys of every line `usercom send --out` writes, against a sandbox in a thread."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli.app import app
+    from pipeline.sandbox import SandboxOptions, serve_in_thread
+
+    examples = README.parent / "pipeline" / "examples"
+    out = tmp_path / f"out{len(extra)}.jsonl"
+    with serve_in_thread(SandboxOptions()) as url:
+        arguments = [str(examples / "events.jsonl"), "--config", str(examples / "config.json")]
+        arguments += ["--base-url", url, "--out", str(out), *extra]
+        result = CliRunner().invoke(app, ["send", *arguments])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    return {key for line in lines for key in line} if lines else set()
+
+
+def test_the_out_schema_of_the_readme_is_what_send_writes(tmp_path: Path) -> None:
+    documented = readme_table("### The `--out` file")
+    assert "would" in documented
+    assert "live" in documented["would"]
+    always = set(documented) - {"would"}
+    assert outcome_keys(tmp_path) == always
+    assert outcome_keys(tmp_path, "--dry-run") == always
+    assert outcome_keys(tmp_path, "--dry-run", "--live") == always | {"would"}
+    assert "dry run" in documented["requests"]  # says what `requests` holds when nothing is sent
+
+
+def test_the_install_table_names_every_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    wanted = {
+        re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower()
+        for requirement in [
+            *project["project"]["dependencies"],
+            *(r for extra in project["project"]["optional-dependencies"].values() for r in extra),
+        ]
+    }
+    rows = readme_table("Why each dependency is there:")
+    listed = {name.strip().strip("`").lower() for cell in rows for name in cell.split(",")}
+    assert wanted - listed == set()
+    text = README.read_text(encoding="utf-8")
+    assert "later the service" not in text
