@@ -307,7 +307,7 @@ def send(
             base_url=origin,
             max_outage=checks.seconds("--max-outage", max_outage),
         )
-        out_path = checks.out_path(out, source_name)
+        out_path = checks.out_path(out, source_name, config)
         ledger_path = checks.ledger_path(ledger)
         checks.not_the_ledger(out_path, ledger_path)
         total = count_events(source_name)
