@@ -25,7 +25,7 @@ from typer.testing import CliRunner, Result
 from pipeline.cli import checks
 from pipeline.cli.app import app
 from pipeline.cli.checks import UsageError
-from pipeline.delivery.ledger import Ledger, LedgerError, Status
+from pipeline.delivery.ledger import Ledger, LedgerError, Status, ledger_files
 
 APP = "acme"
 NOBODY = 65534
@@ -279,3 +279,20 @@ def test_out_may_not_name_the_config(files: dict[str, Path], tmp_path: Path) -> 
         line = refused(send_with(files, "--out", out), "--out is the config file")
         assert "API key" in line
     assert files["config"].read_bytes() == before
+
+
+def test_git_ignores_every_file_a_ledger_leaves_in_the_checkout() -> None:
+    """A ledger kept in the checkout (`--ledger run.sqlite`) shows up in no `git status`: the
+    file, its lock and SQLite's sidecars are all ignored (names from the ledger itself)."""
+    for name in ("run.sqlite", "send.db"):
+        owned = [str(path.relative_to(REPO)) for path in ledger_files(REPO / name)]
+        shown = subprocess.run(
+            ["git", "check-ignore", "--no-index", "--verbose", "--non-matching", *owned],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=False,
+        )
+        verdicts = shown.stdout.splitlines()
+        assert len(verdicts) == len(owned), shown.stderr
+        assert not [line for line in verdicts if line.startswith("::")], shown.stdout
