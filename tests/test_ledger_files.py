@@ -25,6 +25,7 @@ from typer.testing import CliRunner, Result
 from pipeline.cli import checks
 from pipeline.cli.app import app
 from pipeline.cli.checks import UsageError
+from pipeline.delivery import ledger as ledger_module
 from pipeline.delivery.ledger import Ledger, LedgerError, Status, ledger_files
 
 APP = "acme"
@@ -187,6 +188,20 @@ def test_every_command_refuses_a_damaged_ledger_in_one_line(
     ):
         line = refused(result, f"ledger {damaged} is damaged")
         assert "backup" in line
+
+
+def test_damage_the_check_at_open_misses_is_one_line_too(
+    damaged: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Damage `quick_check` cannot see (an index that disagrees with its table, or a page
+    damaged after the check) surfaces midway through a command: still one line, exit 2."""
+    monkeypatch.setattr(ledger_module, "_check_intact", lambda _db, _path: None)
+    for result in (
+        cli("report", damaged),
+        cli("failed", damaged),
+        cli("requeue", damaged),
+    ):
+        refused(result, f"ledger {damaged} is damaged")
 
 
 # -- read-only places (13.14) ------------------------------------------------------------------

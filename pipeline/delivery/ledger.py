@@ -59,6 +59,7 @@ __all__ = [
     "Row",
     "Status",
     "ledger_files",
+    "sqlite_errors_as_ledger_errors",
 ]
 
 Status = Literal["pending", "delivered", "rejected", "failed", "held"]
@@ -759,6 +760,19 @@ def _check_intact(db: sqlite3.Connection, path: Path) -> None:
     if verdict != "ok":
         detail = [line for line in verdict.splitlines() if line and not line.startswith("***")]
         raise _damaged(path, "; ".join(detail) or "no verdict")
+
+
+@contextlib.contextmanager
+def sqlite_errors_as_ledger_errors(path: Path) -> Iterator[None]:
+    """Inside, an SQLite error is a one-line LedgerError naming the ledger: damage the check at
+    open cannot see (an index that disagrees with its table, a page damaged after the check)
+    surfaces midway through a command, and must not end it in a traceback."""
+    try:
+        yield
+    except sqlite3.OperationalError as problem:
+        raise LedgerError(f"cannot read ledger {path}: {problem}") from problem
+    except sqlite3.DatabaseError as problem:
+        raise _damaged(path, str(problem)) from problem
 
 
 def _damaged(path: Path, detail: str) -> LedgerError:
