@@ -286,6 +286,18 @@ def test_a_folder_that_takes_no_files_is_named_with_the_fix(files: dict[str, Pat
     assert "choose a --ledger in a folder you can write" in line
 
 
+def test_a_folder_this_user_cannot_write_is_named_with_the_fix(shared_folder: Path) -> None:
+    ledger = make_ledger(shared_folder / "run.sqlite")
+    Path(f"{ledger}.lock").unlink()
+    shared_folder.chmod(0o555)
+    result = as_reader("requeue", ledger)  # reads fine, then needs the writer's lock
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot create files in {shared_folder} (this user may not write there)" in lines[0]
+    assert sorted(p.name for p in shared_folder.iterdir()) == ["run.sqlite"]
+
+
 def test_out_may_not_name_the_config(files: dict[str, Path], tmp_path: Path) -> None:
     before = files["config"].read_bytes()
     alias = tmp_path / "alias.json"
