@@ -107,6 +107,7 @@ def test_a_ledger_with_a_second_hard_link_is_refused(
         os.link(real, other)
         line = refused(send_with(files, "--ledger", other), "has 2 hard links")
         assert "remove the other" in line
+        assert f"-xdev -samefile {other}" in line
     before = sha256(real)
     openers: list[Callable[[], Ledger]] = [
         lambda: Ledger.open_writer(real, APP),

@@ -690,6 +690,14 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def _mount_of(path: Path) -> Path:
+    """The mount point holding `path`: hard links never leave their file system."""
+    place = _real(path)
+    while not os.path.ismount(place) and place != place.parent:
+        place = place.parent
+    return place
+
+
 def _uri(path: Path, query: str) -> str:
     return f"{_real(path).as_uri()}?{query}"
 
@@ -806,8 +814,8 @@ def _inspect(path: Path) -> str | None:
         raise LedgerError(
             f"ledger {path} has {info.st_nlink} hard links: a writer through another name "
             "would not see this one's lock (and SQLite would give it a -wal of its own); "
-            f"remove the other names, keeping one (find / -xdev -samefile {path} lists "
-            "them), or use another --ledger"
+            f"remove the other names, keeping one (find {_mount_of(path)} -xdev -samefile "
+            f"{path} lists them), or use another --ledger"
         )
     if info.st_size == 0:
         return None
