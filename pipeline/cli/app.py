@@ -39,7 +39,12 @@ from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.faults import RESUME, check_app
 from pipeline.delivery.incoming import LineReader, read_jsonl
-from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
+from pipeline.delivery.ledger import (
+    UNFINISHED,
+    Ledger,
+    LedgerError,
+    sqlite_errors_as_ledger_errors,
+)
 from pipeline.delivery.ledger import Status as LedgerStatus
 from pipeline.delivery.loop import run as run_loop
 from pipeline.sandbox import ListenError, SandboxOptions, parse_forced, run, serve_in_thread
@@ -319,7 +324,7 @@ def send(
             base_url=origin,
             max_outage=checks.seconds("--max-outage", max_outage),
         )
-        out_path = checks.out_path(out, source_name)
+        out_path = checks.out_path(out, source_name, config)
         ledger_path = checks.ledger_path(ledger)
         checks.not_the_ledger(out_path, ledger_path)
         total = count_events(source_name)
@@ -814,11 +819,15 @@ def failed(
     try:
         checks.not_the_ledger(out, ledger)
         book = reader_ledger(ledger)
-        with contextlib.closing(book), open_binary_out(out) as sink:
+        with (
+            contextlib.closing(book),
+            open_binary_out(out) as sink,
+            sqlite_errors_as_ledger_errors(ledger),
+        ):
             statuses: tuple[LedgerStatus, ...] = ("rejected",) if rejected else UNFINISHED
             for line in book.lines(statuses):
                 sink.write(line + b"\n")
-    except UsageError as problem:
+    except (UsageError, LedgerError) as problem:
         stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     except BrokenPipeError:
@@ -841,7 +850,10 @@ def requeue(
         cfg_app = reader_ledger(ledger)
         app_name = cfg_app.app
         cfg_app.close()
-        with contextlib.closing(Ledger.open_writer(ledger, app_name)) as book:
+        with (
+            contextlib.closing(Ledger.open_writer(ledger, app_name)) as book,
+            sqlite_errors_as_ledger_errors(ledger),
+        ):
             changed = book.requeue(keys or None, rejected=rejected)
     except (UsageError, LedgerError) as problem:
         stderr().print(refusal(problem), highlight=False)
@@ -871,14 +883,14 @@ def explain(
     """
     try:
         book = reader_ledger(ledger)
-        with contextlib.closing(book):
+        with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
             row = operator.find_event(book, key)
             lines = (
                 [json.dumps(operator.story_json(book, row))]
                 if as_json
                 else operator.story(book, row)
             )
-    except UsageError as problem:
+    except (UsageError, LedgerError) as problem:
         stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     for line in lines:
@@ -902,9 +914,9 @@ def report(
     """
     try:
         book = reader_ledger(ledger)
-        with contextlib.closing(book):
+        with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
             summed = operator.build_report(book)
-    except UsageError as problem:
+    except (UsageError, LedgerError) as problem:
         stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     if as_json:
