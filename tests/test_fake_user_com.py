@@ -515,7 +515,7 @@ def test_forced_takes_one_rule_as_a_string_too() -> None:
         ({"seed": "x"}, "FakeUserCom option seed must be an int, got 'x' (str)"),
         ({"seed": True}, "FakeUserCom option seed must be an int, got True (bool)"),
         ({"error_rate": "0.5"}, "FakeUserCom option error_rate must be a number, got '0.5'"),
-        ({"api_key": 7}, "FakeUserCom option api_key must be a str or None, got 7 (int)"),
+        ({"api_key": b"k" * 64}, "FakeUserCom option api_key must be a str or None, got (bytes)"),
         ({"forced": [3]}, "FakeUserCom option forced must be a rule"),
         ({"forced_status": ["/users/"]}, "FakeUserCom option forced_status must be a mapping"),
         ({"bogus": 1}, "FakeUserCom got an unknown option 'bogus'; known: api_key, "),
@@ -527,6 +527,12 @@ def test_options_of_the_wrong_type_or_name_are_refused_clearly(
     with pytest.raises(TypeError) as refused:
         FakeUserCom(**options)
     assert str(refused.value).startswith(message)
+
+
+def test_every_documented_option_is_checked() -> None:
+    from pipeline.testing.fake import _OPTION_CHECKS
+
+    assert set(_OPTION_CHECKS) == set(get_type_hints(FakeOptions))
 
 
 def test_positional_options_must_be_sandbox_options() -> None:

@@ -180,6 +180,10 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_rule(value: object) -> bool:
     return isinstance(value, str | ForcedStatus)
 
@@ -204,18 +208,14 @@ _OPTION_CHECKS: Mapping[str, tuple[str, Callable[[object], bool]]] = {
         ),
     ),
     "forced": (
-        "a rule ('POST /events/=503x2' or a ForcedStatus) or a list of them",
+        "a rule ('users-by-id-events-create=503x2' or a ForcedStatus) or a list of them",
         lambda value: (
             _is_rule(value)
             or (isinstance(value, Sequence) and all(_is_rule(rule) for rule in value))
         ),
     ),
-    "seed": ("an int", lambda value: _is_int(value)),
+    "seed": ("an int", _is_int),
 }
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_option(name: str, value: object) -> None:
@@ -225,8 +225,10 @@ def _check_option(name: str, value: object) -> None:
         raise TypeError(f"FakeUserCom got an unknown option {name!r}; known: {known}")
     expected, accepts = check
     if not accepts(value):
+        # A key of the wrong type (bytes) is still a key: name its type only.
+        shown = "" if name == "api_key" else f"{value!r} "
         raise TypeError(
-            f"FakeUserCom option {name} must be {expected}, got {value!r} ({type(value).__name__})"
+            f"FakeUserCom option {name} must be {expected}, got {shown}({type(value).__name__})"
         )
 
 
