@@ -193,3 +193,14 @@ def test_the_demo_fits_80_columns_and_lists_company_members_plainly(
     assert [cell.split("│")[4].strip() for cell in companies] == ["5", "10"]
     assert "[5]" not in result.stdout
     assert "member user ids" in result.stdout
+
+
+def test_a_source_without_destination_says_what_to_give_not_where_a_spec_says_it() -> None:
+    from pipeline.serve.options import ServeConfigError, parse_sources
+
+    with pytest.raises(ServeConfigError) as refused:
+        parse_sources({"sources": [{"writeKey": "wk"}]}, (), "config c.json")
+    assert str(refused.value) == (
+        "config c.json: source 1 has no destination: give it one app's apiKey, appSubdomain "
+        "and mappings"
+    )

@@ -112,7 +112,10 @@ def parse_sources(raw: object, write_keys: tuple[str, ...], where: str) -> Sourc
             if key in keys:
                 raise ServeConfigError(f"{here} repeats the writeKey of an earlier source")
             if "destination" not in source:
-                raise ServeConfigError(f"{here} has no destination (SPEC §1 keys)")
+                raise ServeConfigError(
+                    f"{here} has no destination: give it one app's apiKey, appSubdomain "
+                    "and mappings"
+                )
             cfg = _config_of(source["destination"], here)
             known = apps.get(cfg.subdomain)
             if known is not None and known != cfg:
