@@ -158,3 +158,14 @@ def test_a_later_version_made_pending_again_is_still_rejected_as_a_repeat(
     assert again["status"] == "rejected"
     assert again["error"].startswith("messageId repeated with other content at position ")
     assert [data["version"] for data in tracks_stored(sandbox)] == [1]
+
+
+def test_without_a_ledger_an_event_read_twice_is_sent_once(
+    sandbox: str, config: Path, tmp_path: Path
+) -> None:
+    unkeyed = json.dumps({"type": "track", "userId": "r4", "event": "Viewed", "properties": {}})
+    lines = [identify("r4"), unkeyed, track("r4", "m-4", n=1), unkeyed, track("r4", "m-4", n=1)]
+    code, outcomes, _ = send(sandbox, config, lines, tmp_path)
+    assert code == 0
+    assert [o["status"] for o in outcomes] == ["delivered"] * 3
+    assert len(tracks_stored(sandbox)) == 2
