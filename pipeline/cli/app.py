@@ -509,6 +509,9 @@ def _serve_options(
     keep_days: float,
     transformer_token: str | None,
     max_outage: str,
+    max_connections: int,
+    header_timeout: str,
+    body_timeout: str,
 ) -> ServeOptions:
     """`usercom serve`'s options, checked before anything is opened (UsageError or
     ServeConfigError: one line, exit 2)."""
@@ -526,6 +529,8 @@ def _serve_options(
         raise UsageError(f"--keep-days must be a number of days >= 0: got {keep_days}")
     if transformer_token is not None and not transformer_token.strip():
         raise UsageError("--transformer-token must not be empty")
+    if max_connections < 1:
+        raise UsageError(f"--max-connections must be an integer >= 1: got {max_connections}")
     return ServeOptions(
         sources=sources,
         ledgers=ledger_paths(ledger, tuple(sources.apps)),
@@ -539,6 +544,9 @@ def _serve_options(
         keep_days=keep_days,
         transformer_token=transformer_token,
         max_outage=duration("--max-outage", max_outage),
+        max_connections=max_connections,
+        header_timeout=duration("--header-timeout", header_timeout),
+        body_timeout=duration("--body-timeout", body_timeout),
     )
 
 
@@ -607,6 +615,24 @@ def serve(
             help="how long an outage of User.com may last before delivery pauses (probing)",
         ),
     ] = "30m",
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="client connections served at once; past it new ones get 503 (a proxy in "
+            "front holds many more)",
+        ),
+    ] = 1000,
+    header_timeout: Annotated[
+        str,
+        typer.Option(metavar="DURATION", help="a request's head must arrive within this"),
+    ] = "10s",
+    body_timeout: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION", help="a request's body must arrive within this (else 408)"
+        ),
+    ] = "60s",
     demo: Annotated[
         bool,
         typer.Option(
@@ -644,6 +670,9 @@ def serve(
                 keep_days=keep_days,
                 transformer_token=transformer_token,
                 max_outage=max_outage,
+                max_connections=max_connections,
+                header_timeout=header_timeout,
+                body_timeout=body_timeout,
             )
             sources = options.sources
             for cfg in sources.apps.values():

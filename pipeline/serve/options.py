@@ -173,7 +173,7 @@ def ledger_paths(path: Path, apps: tuple[str, ...]) -> Mapping[str, Path]:
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
-    """Everything the service runs with. The fields after `max_outage` are tuning that the
+    """Everything the service runs with. The fields after `max_headers` are tuning that the
     command does not expose (tests shorten them)."""
 
     sources: Sources
@@ -188,6 +188,11 @@ class ServeOptions:
     keep_days: float = 7.0
     transformer_token: str | None = field(default=None, repr=False)
     max_outage: float = 1800.0
+    max_connections: int = 1000  # client connections served at once (a few more get 503)
+    header_timeout: float = 10.0  # a request head must arrive within this
+    body_timeout: float = 60.0  # a request body must arrive within this of its head
+    max_header_bytes: int = 64 * KB
+    max_headers: int = 100
     retry_initial: float = 30.0  # a failed event's first wait before it is tried again
     retry_max: float = 600.0  # the longest wait between two tries of a failed event
     probe_initial: float = 5.0  # a paused app's first probe wait, growing 2x
