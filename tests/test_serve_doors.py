@@ -12,7 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import API_KEY, WRITE_KEY, basic, service_process, write_config
+from serve_helpers import (
+    API_KEY,
+    WRITE_KEY,
+    ServiceProcess,
+    basic,
+    service_process,
+    write_config,
+)
 
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
@@ -51,7 +58,9 @@ def _rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def _serve(tmp_path: Path, sandbox: str, *limits: str) -> contextlib.AbstractContextManager:  # type: ignore[type-arg]
+def _serve(
+    tmp_path: Path, sandbox: str, *limits: str
+) -> contextlib.AbstractContextManager[ServiceProcess]:
     config = write_config(tmp_path / "config.json")
     return service_process(
         "--config",
@@ -89,11 +98,11 @@ def test_a_body_that_never_arrives_is_answered_408_within_the_timeout(
             sock.close()
         # Nothing half-received was stored, and the service still takes events.
         event = {"type": "track", "userId": "u1", "event": "x", "messageId": "m1"}
-        answer = httpx.post(
+        stored = httpx.post(
             f"{service.url}/v1/track", json=event, headers={"Authorization": basic(WRITE_KEY)}
         )
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["events"] == 1
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["events"] == 1
 
 
 def test_endless_heads_are_cut_off_without_memory_growth(tmp_path: Path, sandbox: str) -> None:
