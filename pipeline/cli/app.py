@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -494,6 +494,60 @@ def _demo_defaults(
     return config or EXAMPLES / "config.json", ledger, write_key or [DEMO_WRITE_KEY]
 
 
+WRITE_KEYS_ENV = "USERCOM_WRITE_KEYS"
+TRANSFORMER_TOKEN_ENV = "USERCOM_TRANSFORMER_TOKEN"
+
+
+def _secret_lines(path: Path, option: str) -> list[str]:
+    """The non-blank lines of a secrets file, `#` comments left out."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UsageError(f"cannot read {option} {path}: {reason}") from error
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def serve_secrets(
+    write_keys: tuple[str, ...],
+    write_key_file: Path | None,
+    transformer_token: str | None,
+    transformer_token_file: Path | None,
+    env: Mapping[str, str],
+) -> tuple[tuple[str, ...], str | None]:
+    """The write keys and the transformer token, from the command line (which `ps` shows), a
+    file, or the environment. Keys named on the command line or in --write-key-file replace
+    $USERCOM_WRITE_KEYS (comma-separated); --transformer-token, then --transformer-token-file,
+    replace $USERCOM_TRANSFORMER_TOKEN. A variable set but empty is refused, not read as "no
+    key", which would open the service to anyone."""
+    keys = list(write_keys)
+    if write_key_file is not None:
+        listed = _secret_lines(write_key_file, "--write-key-file")
+        if not listed:
+            raise UsageError(
+                f"--write-key-file {write_key_file} holds no write key (one a line; # comments)"
+            )
+        keys += listed
+    if write_key_file is None and not write_keys and WRITE_KEYS_ENV in env:
+        keys = [key.strip() for key in env[WRITE_KEYS_ENV].split(",") if key.strip()]
+        if not keys:
+            raise UsageError(
+                f"{WRITE_KEYS_ENV} is set but names no key: give keys separated by commas, or "
+                "unset it"
+            )
+    token = transformer_token
+    if token is None and transformer_token_file is not None:
+        lines = _secret_lines(transformer_token_file, "--transformer-token-file")
+        if not lines:
+            raise UsageError(f"--transformer-token-file {transformer_token_file} is empty")
+        token = lines[0]
+    if token is None and TRANSFORMER_TOKEN_ENV in env:
+        token = env[TRANSFORMER_TOKEN_ENV].strip()
+        if not token:
+            raise UsageError(f"{TRANSFORMER_TOKEN_ENV} is set but empty: give a token or unset it")
+    return tuple(keys), token
+
+
 def _serve_options(
     config: Path | None,
     ledger: Path | None,
@@ -576,8 +630,13 @@ def serve(
         list[str] | None,
         typer.Option(
             metavar="KEY",
-            help="a write key accepted for the one app (repeatable); none: anyone may send",
+            help="a write key accepted for the one app (repeatable; visible in ps: prefer "
+            f"--write-key-file or ${WRITE_KEYS_ENV}, comma-separated); none: anyone may send",
         ),
+    ] = None,
+    write_key_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="write keys for the one app, one a line"),
     ] = None,
     base_url: Annotated[
         str | None,
@@ -605,8 +664,14 @@ def serve(
     transformer_token: Annotated[
         str | None,
         typer.Option(
-            metavar="TOKEN", help="require Authorization: Bearer TOKEN on the transformer API"
+            metavar="TOKEN",
+            help="require Authorization: Bearer TOKEN on the transformer API (visible in ps: "
+            f"prefer --transformer-token-file or ${TRANSFORMER_TOKEN_ENV})",
         ),
+    ] = None,
+    transformer_token_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="the transformer token, on the file's first line"),
     ] = None,
     max_outage: Annotated[
         str,
@@ -651,6 +716,14 @@ def serve(
     err = stderr()
     with contextlib.ExitStack() as stack:
         try:
+            keys, transformer_token = serve_secrets(
+                tuple(write_key or ()),
+                write_key_file,
+                transformer_token,
+                transformer_token_file,
+                os.environ,
+            )
+            write_key = list(keys) or None
             if demo:
                 config, ledger, write_key = _demo_defaults(config, ledger, write_key, base_url)
                 if ledger is None:

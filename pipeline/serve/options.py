@@ -76,6 +76,18 @@ class Sources:
         return not self.write_keys
 
 
+def _check_write_key(key: str, where: str) -> None:
+    """A key HTTP Basic auth can carry: the user name ends at the first ':', so a key holding
+    one could never authenticate. The key itself is never shown."""
+    if not key.strip():
+        raise ServeConfigError(f"{where} must not be empty")
+    if ":" in key:
+        raise ServeConfigError(
+            f"{where} contains ':', which HTTP Basic auth cannot carry in the user name (no "
+            "client could ever authenticate with it): choose a write key without ':'"
+        )
+
+
 def _config_of(raw: object, where: str) -> Config:
     config = raw.get("Config", raw) if isinstance(raw, Mapping) else raw
     match parse_config(config):
@@ -109,6 +121,7 @@ def parse_sources(raw: object, write_keys: tuple[str, ...], where: str) -> Sourc
             key = source.get("writeKey")
             if not isinstance(key, str) or not key.strip():
                 raise ServeConfigError(f"{here} has no writeKey (a non-empty string)")
+            _check_write_key(key, f"{here}: its writeKey")
             if key in keys:
                 raise ServeConfigError(f"{here} repeats the writeKey of an earlier source")
             if "destination" not in source:
@@ -125,9 +138,8 @@ def parse_sources(raw: object, write_keys: tuple[str, ...], where: str) -> Sourc
             keys[key] = cfg.subdomain
         return Sources(MappingProxyType(apps), MappingProxyType(keys))
     cfg = _config_of(raw, where)
-    for key in write_keys:
-        if not key.strip():
-            raise ServeConfigError("--write-key must not be empty")
+    for number, key in enumerate(write_keys, start=1):
+        _check_write_key(key, "--write-key" if len(write_keys) == 1 else f"write key {number}")
     return Sources(
         MappingProxyType({cfg.subdomain: cfg}),
         MappingProxyType(dict.fromkeys(write_keys, cfg.subdomain)),
