@@ -4,6 +4,7 @@ that can never authenticate, and keys kept off the command line (where `ps` show
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +155,40 @@ def test_an_unreadable_or_empty_key_file_is_one_line(tmp_path: Path) -> None:
     assert "holds no write key" in _serve_fails(tmp_path, "--write-key-file", str(empty))
     assert "':'" in _serve_fails(tmp_path, env={"USERCOM_WRITE_KEYS": "a:b"})
     assert "names no key" in _serve_fails(tmp_path, env={"USERCOM_WRITE_KEYS": " , "})
+
+
+# --- a failed start leaves nothing behind (issue 14.12) ------------------------------------
+
+
+def _start_fails(tmp_path: Path, ledger: Path, *args: str) -> str:
+    config = write_config(tmp_path / "config.json")
+    before = set(tmp_path.rglob("*"))
+    result = CliRunner().invoke(
+        app, ["serve", "--config", str(config), "--ledger", str(ledger), *args]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert set(tmp_path.rglob("*")) == before  # no ledger, no lock file, no folder
+    return lines[0]
+
+
+@pytest.mark.parametrize("ledger_name", ["serve.sqlite", "a-folder"])
+def test_a_port_in_use_stops_the_start_before_any_ledger_is_made(
+    tmp_path: Path, ledger_name: str
+) -> None:
+    if ledger_name == "a-folder":  # then the ledger would be a-folder/acme.sqlite
+        (tmp_path / ledger_name).mkdir()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        shown = _start_fails(tmp_path, tmp_path / ledger_name, "--port", port)
+    assert f"port {port} on 127.0.0.1 is in use" in shown
+
+
+def test_a_host_that_cannot_be_listened_on_stops_the_start_before_any_ledger_is_made(
+    tmp_path: Path,
+) -> None:
+    shown = _start_fails(tmp_path, tmp_path / "serve.sqlite", "--host", "192.0.2.1", "--port", "0")
+    assert "cannot listen on 192.0.2.1:0" in shown

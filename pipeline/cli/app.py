@@ -47,6 +47,7 @@ from pipeline.serve import (
     ServeConfigError,
     ServeOptions,
     Service,
+    create_ledger_folders,
     duration,
     ledger_paths,
     listening_socket,
@@ -587,7 +588,8 @@ def _serve_options(
         raise UsageError(f"--max-connections must be an integer >= 1: got {max_connections}")
     return ServeOptions(
         sources=sources,
-        ledgers=ledger_paths(ledger, tuple(sources.apps)),
+        # Nothing is created before the address is known to be free (see `serve`).
+        ledgers=ledger_paths(ledger, tuple(sources.apps), create=False),
         host=host,
         port=checks.port(port),
         base_url=origin,
@@ -751,15 +753,18 @@ def serve(
             for cfg in sources.apps.values():
                 for note in cfg.ignored:
                     err.print(f"warning: config {config}: {note}", highlight=False)
+            # Listen first: a port in use or a wrong host must leave no ledger behind.
+            sock = listening_socket(options.host, options.port)
+            stack.callback(sock.close)
             if demo:
                 cfg = next(iter(sources.apps.values()))
                 sandbox_url = stack.enter_context(
                     serve_in_thread(SandboxOptions(api_key=cfg.api_key))
                 )
                 options = dataclasses.replace(options, base_url=sandbox_url)
+            create_ledger_folders(options.ledgers)
             service = Service.open(options)
             stack.callback(service.store.close)
-            sock = listening_socket(options.host, options.port)
         except (UsageError, ServeConfigError, LedgerError, ServeListenError) as problem:
             err.print(Text.assemble(("error:", "red"), f" {problem}"), highlight=False)
             raise typer.Exit(EXIT_USAGE) from problem

@@ -154,9 +154,10 @@ def load_sources(path: Path, write_keys: tuple[str, ...] = ()) -> Sources:
     return parse_sources(raw, write_keys, f"config {path}")
 
 
-def ledger_paths(path: Path, apps: tuple[str, ...]) -> Mapping[str, Path]:
+def ledger_paths(path: Path, apps: tuple[str, ...], *, create: bool = True) -> Mapping[str, Path]:
     """Where each app's ledger is: with one app PATH itself (or `PATH/<subdomain>.sqlite` when
-    PATH is a folder); with several, PATH is a folder (created when its parent exists) holding
+    PATH is a folder); with several, PATH is a folder (created when its parent exists, unless
+    `create` is False: then `create_ledger_folders` makes it later) holding
     `<subdomain>.sqlite` per app."""
     if len(apps) == 1 and not path.is_dir():
         if not path.absolute().parent.is_dir():
@@ -176,11 +177,23 @@ def ledger_paths(path: Path, apps: tuple[str, ...]) -> Mapping[str, Path]:
                 f"--ledger's folder does not exist: {str(path.absolute().parent)!r} "
                 "(create it first)"
             )
-        try:
-            path.mkdir()
-        except OSError as error:
-            raise ServeConfigError(f"cannot create --ledger folder {path}: {error}") from error
+        if create:
+            _make_folder(path)
     return MappingProxyType({app: path / f"{app}.sqlite" for app in apps})
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as error:
+        raise ServeConfigError(f"cannot create --ledger folder {path}: {error}") from error
+
+
+def create_ledger_folders(ledgers: Mapping[str, Path]) -> None:
+    """Make the folder `ledger_paths(..., create=False)` named but left to be made."""
+    for folder in {path.parent for path in ledgers.values()}:
+        if not folder.is_dir():
+            _make_folder(folder)
 
 
 @dataclass(frozen=True, slots=True)
