@@ -397,6 +397,15 @@ def _announce(url: str) -> None:
     print(f"sandbox listening on {url}", flush=True)
 
 
+def _sandbox_key(api_key: str | None) -> str | None:
+    if api_key is not None and not api_key.strip():
+        raise UsageError(
+            "--api-key must not be empty (it would refuse every key): leave it out to accept "
+            "any key, or give the one key to accept"
+        )
+    return api_key
+
+
 @app.command()
 def sandbox(
     port: Annotated[
@@ -460,9 +469,10 @@ def sandbox(
     """
     err = stderr()
     try:
+        key = _sandbox_key(api_key)
         checks.port(port)
         options = SandboxOptions(
-            api_key=api_key,
+            api_key=key,
             forced=tuple(parse_forced(spec) for spec in force or ()),
             latency_ms=latency_ms,
             error_rate=error_rate,
