@@ -206,3 +206,16 @@ def test_any_quoted_stretch_of_a_real_key_is_blanked(key: str, start: int, lengt
     assume(len(quoted) >= SECRET_RUN)
     shown = blank_runs(f'{{"detail": "bad token {quoted}…"}}', key.strip(), "<apiKey>")
     assert shown == '{"detail": "bad token <apiKey>…"}'
+
+
+def test_reprs_show_the_key_length_only() -> None:
+    """Not even its first characters: 4 of a 17-character key is a quarter of it."""
+    key = "sQ7kZ-secret-9x2W"
+    config = {"apiKey": key, "appSubdomain": "acme"}
+    cfg = pipeline.parse_config(config).unwrap()
+    with pipeline.Destination(config) as destination:
+        shown = [repr(cfg), str(cfg), repr(pipeline.Target.of(cfg)), repr(destination)]
+    for text in shown:
+        assert "17 chars" in text, text
+        for start in range(len(key) - 2):
+            assert key[start : start + 3] not in text, text
