@@ -5,6 +5,7 @@ and bodies that never arrive must not take the service down. Real sockets agains
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -167,3 +168,25 @@ def test_past_the_connection_cap_new_ones_get_503_and_idle_ones_are_closed(
         slow.sendall(b"GET /health HTTP/1.1\r\n")
         assert _answer_or_close(slow, within=6).startswith(b"HTTP/1.1 408 ")
         slow.close()
+
+
+def test_a_large_body_arriving_with_its_head_is_not_taken_for_a_long_head(
+    tmp_path: Path, sandbox: str
+) -> None:
+    with _serve(tmp_path, sandbox) as service:
+        batch = [
+            {"type": "track", "userId": f"u{n}", "event": "x" * 200, "messageId": f"m{n}"}
+            for n in range(600)
+        ]
+        body = json.dumps({"batch": batch}).encode()
+        assert 100 * 1024 < len(body) < 200 * 1024  # over the head limit, within one read
+        sock = _connect(service.url)
+        sock.sendall(
+            b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: " + basic(WRITE_KEY).encode() + b"\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        sock.settimeout(20)
+        answer = sock.recv(65536)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]

@@ -106,6 +106,7 @@ class Guarded(HttpToolsProtocol):
         self._head_bytes = 0  # bytes of a head still unterminated
         self._head_size = 0  # the URL and header fields of the head parsed so far
         self._head_fields = 0
+        self._heads = 0  # heads read on this connection
         self._head_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
 
@@ -132,9 +133,12 @@ class Guarded(HttpToolsProtocol):
         between_requests = self.cycle is None or self.cycle.response_complete
         if self._reading_head and between_requests and self._head_timer is None:
             self._arm_head_timer(self.doors.header_timeout)
-        was_reading_head = self._reading_head
+        was_reading_head, heads = self._reading_head, self._heads
         super().data_received(data)
-        if self.transport.is_closing() or not (was_reading_head and self._reading_head):
+        # Only bytes that were all head count: a chunk that ended a head (and maybe held a
+        # whole request) or ended a body is no part of a head still unterminated.
+        whole_chunk_was_head = was_reading_head and self._reading_head and heads == self._heads
+        if self.transport.is_closing() or not whole_chunk_was_head:
             return
         # httptools holds an unterminated head in memory: cut it off at the limit.
         self._head_bytes += len(data)
@@ -153,6 +157,7 @@ class Guarded(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
         self._reading_head = False
+        self._heads += 1
         if (
             self._head_size > self.doors.max_header_bytes
             or self._head_fields > self.doors.max_headers
