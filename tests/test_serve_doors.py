@@ -139,13 +139,37 @@ def test_endless_heads_are_cut_off_without_memory_growth(tmp_path: Path, sandbox
         assert httpx.get(f"{service.url}/health").status_code == 200
 
 
-def test_past_the_connection_cap_new_ones_get_503_and_idle_ones_are_closed(
+def _busy(url: str) -> socket.socket:
+    """A connection whose request is under way: its head sent, its body still to come."""
+    sock = _connect(url)
+    sock.sendall(
+        b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: " + basic(WRITE_KEY).encode() + b"\r\nContent-Length: 100\r\n\r\n{"
+    )
+    return sock
+
+
+def test_idle_connections_never_crowd_out_a_new_request(tmp_path: Path, sandbox: str) -> None:
+    with _serve(tmp_path, sandbox, "--max-connections", "20") as service:
+        idle = [_connect(service.url) for _ in range(25)]
+        time.sleep(0.3)  # let the service accept them all
+        # At the cap a new connection closes the one that waited longest without a request.
+        started = time.monotonic()
+        for _ in range(3):
+            assert httpx.get(f"{service.url}/health", timeout=5).status_code == 200
+        assert time.monotonic() - started < 3
+        assert _answer_or_close(idle[0], within=3) == b""
+        for sock in idle:
+            sock.close()
+
+
+def test_past_the_connection_cap_busy_ones_get_new_ones_503_then_recover(
     tmp_path: Path, sandbox: str
 ) -> None:
-    limits = ("--max-connections", "20", "--header-timeout", "2s")
+    limits = ("--max-connections", "20", "--body-timeout", "2s", "--header-timeout", "2s")
     with _serve(tmp_path, sandbox, *limits) as service:
-        idle = [_connect(service.url) for _ in range(20)]
-        time.sleep(0.3)  # let the service accept them all
+        busy = [_busy(service.url) for _ in range(20)]
+        time.sleep(0.3)
         started = time.monotonic()
         refused = httpx.get(f"{service.url}/health", timeout=5)
         assert refused.status_code == 503
@@ -154,19 +178,21 @@ def test_past_the_connection_cap_new_ones_get_503_and_idle_ones_are_closed(
         # A flood far beyond the cap is dropped at once rather than piling up descriptors.
         flood = [_connect(service.url) for _ in range(60)]
         time.sleep(0.3)
-        # Connections that send no request are closed after --header-timeout, freeing room.
-        started = time.monotonic()
-        for sock in idle:
-            assert _answer_or_close(sock, within=6) == b""
-        assert time.monotonic() - started < 5
-        for sock in idle + flood:
+        for sock in busy:
+            assert _answer_or_close(sock, within=6).startswith(b"HTTP/1.1 408 ")
+        for sock in busy + flood:
             sock.close()
         time.sleep(0.3)
         assert httpx.get(f"{service.url}/health", timeout=5).status_code == 200
-        # A request head that trickles in slower than --header-timeout gets 408.
-        slow = _connect(service.url)
+        # An opened connection that sends nothing is closed after --header-timeout; a head
+        # that trickles in slower than that gets 408.
+        silent, slow = _connect(service.url), _connect(service.url)
         slow.sendall(b"GET /health HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert _answer_or_close(silent, within=6) == b""
         assert _answer_or_close(slow, within=6).startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - started < 5
+        silent.close()
         slow.close()
 
 

@@ -5,9 +5,11 @@ grow without bound while it is unterminated, and waits forever for a body that n
 enough idle sockets exhaust the descriptors and take `/health` and ingest down. `Guarded`
 (uvicorn's httptools protocol, with limits) closes each of those doors:
 
-- at most `max_connections` connections are served; a few more (`overflow`) are answered 503
-  with `Retry-After` as soon as their head is read; beyond those a connection is dropped at once,
-  so the descriptors in use stay bounded whatever a client opens;
+- at most `max_connections` connections are open at once: at the cap a new connection closes
+  the one that has waited longest without sending a request (so idle sockets never crowd out
+  real requests); when every connection is busy with a request, a few more (`overflow`) are
+  answered 503 with `Retry-After` as soon as their head is read, and beyond those a connection
+  is dropped at once, so the descriptors in use stay bounded whatever a client opens;
 - a request head must arrive within `header_timeout` (a connection that sends nothing in that
   time is closed; a partial head gets 408) and stay within `max_header_bytes` and
   `max_headers` fields (431, then the connection is closed);
@@ -109,12 +111,16 @@ class Guarded(HttpToolsProtocol):
         self._heads = 0  # heads read on this connection
         self._head_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
+        self._waiting_since = 0.0
 
     # -- connections -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._waiting_since = self.loop.time()
         over = len(self.connections) - self.doors.max_connections
+        if over > 0 and self._evict_longest_waiting():
+            over -= 1
         if over > self.doors.overflow:
             transport.abort()  # a flood: keep its descriptors from piling up
         elif over > 0:
@@ -122,6 +128,33 @@ class Guarded(HttpToolsProtocol):
             self._arm_head_timer(TURN_AWAY_SECONDS)
         else:
             self._arm_head_timer(self.doors.header_timeout)
+
+    @property
+    def _waiting(self) -> bool:
+        """Between requests: no request of this connection is being read or answered."""
+        between = self.cycle is None or self.cycle.response_complete
+        return between and self._reading_head and not self.transport.is_closing()
+
+    def _evict_longest_waiting(self) -> bool:
+        """At the cap, close the connection that has waited longest without sending a request
+        (idle keep-alive, or opened and left), so that a new client is served rather than
+        refused: idle sockets cannot crowd out real requests. False when none waits."""
+        waiting = [
+            other
+            for other in self.connections
+            if isinstance(other, Guarded) and other is not self and other._waiting
+        ]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda other: other._waiting_since)
+        oldest._cancel_timers()
+        oldest.transport.close()
+        oldest.connections.discard(oldest)
+        return True
+
+    def on_response_complete(self) -> None:
+        self._waiting_since = self.loop.time()
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
