@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import socket
 import time
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from serve_helpers import (
 )
 
 from pipeline.sandbox import SandboxOptions, serve_in_thread
+from pipeline.serve import ServeOptions, Sources
+from pipeline.serve.server import doors_of
 
 
 @pytest.fixture
@@ -104,6 +107,24 @@ def test_a_body_that_never_arrives_is_answered_408_within_the_timeout(
         )
         assert stored.status_code == 200, stored.text
         assert stored.json()["events"] == 1
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one(tmp_path: Path, sandbox: str) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard > 512, "this test needs a hard open-files limit above 512"
+    with contextlib.ExitStack() as stack:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))  # inherited by the service
+        try:
+            service = stack.enter_context(_serve(tmp_path, sandbox))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert service.process is not None
+        (limits,) = [
+            line.split()[3:5]
+            for line in Path(f"/proc/{service.process.pid}/limits").read_text().splitlines()
+            if line.startswith("Max open files")
+        ]
+        assert limits == [str(hard), str(hard)], limits
 
 
 def test_endless_heads_are_cut_off_without_memory_growth(tmp_path: Path, sandbox: str) -> None:
@@ -216,3 +237,11 @@ def test_a_large_body_arriving_with_its_head_is_not_taken_for_a_long_head(
         answer = sock.recv(65536)
         sock.close()
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+
+
+def test_the_connection_cap_leaves_room_for_the_service_own_descriptors() -> None:
+    opts = ServeOptions(Sources({}, {}), {"acme": Path("a.sqlite")}, concurrency=8)
+    assert doors_of(opts, 1_048_576).max_connections == 1000
+    small = doors_of(opts, 1024)
+    assert small.descriptors <= 1024 - 64 - 16
+    assert small.max_connections > 800
