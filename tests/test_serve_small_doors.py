@@ -18,6 +18,7 @@ from serve_helpers import (
     options,
     post,
     service_in_thread,
+    service_process,
     write_config,
 )
 from typer.testing import CliRunner
@@ -192,3 +193,16 @@ def test_a_host_that_cannot_be_listened_on_stops_the_start_before_any_ledger_is_
 ) -> None:
     shown = _start_fails(tmp_path, tmp_path / "serve.sqlite", "--host", "192.0.2.1", "--port", "0")
     assert "cannot listen on 192.0.2.1:0" in shown
+
+
+def test_the_demo_never_prints_a_write_key_of_the_operator(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("wk-operator-secret\n", encoding="utf-8")
+    with service_process("--demo", "--write-key-file", keys, log=tmp_path / "log") as service:
+        assert service.process is not None
+        assert service.process.stdout is not None
+        shown = service.process.stdout.readline() + service.process.stdout.readline()
+        assert "curl -u $WRITE_KEY:" in shown
+        assert "wk-operator-secret" not in shown + (tmp_path / "log").read_text()
+        event = identify("u1")
+        assert post(service.url, "/v1/identify", event, key="wk-operator-secret").is_success

@@ -696,8 +696,8 @@ def serve(
         int,
         typer.Option(
             metavar="N",
-            help="client connections served at once; past it new ones get 503 (a proxy in "
-            "front holds many more)",
+            help="client connections open at once: at the cap the longest idle one is closed "
+            "for a new one; when all are busy new ones get 503 (a proxy in front holds more)",
         ),
     ] = 1000,
     header_timeout: Annotated[
@@ -787,7 +787,9 @@ def serve(
         def announce(url: str) -> None:
             print(f"usercom serve listening on {url}", flush=True)
             if demo:
-                key = (write_key or [DEMO_WRITE_KEY])[0]
+                # A key of the operator's own is never printed: only the demo's.
+                given = (write_key or [DEMO_WRITE_KEY])[0]
+                key = given if given == DEMO_WRITE_KEY else "$WRITE_KEY"
                 print(
                     f"  sandbox User.com: {options.base_url} "
                     f"(what it holds: {options.base_url}/__sandbox__/state)\n"
