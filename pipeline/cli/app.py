@@ -155,6 +155,13 @@ class LazyFile(io.StringIO):
         super().close()
 
 
+def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(requests, warnings) of a dry-run outcome: warnings go where a real run puts them, not
+    among the requests, so that every mode counts them the same."""
+    steps = tuple(line.strip() for line in shown.lines)
+    return tuple(step for step in steps if not step.startswith("warning: ")), shown.warnings
+
+
 def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
     """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
     summary = Summary()
@@ -162,10 +169,8 @@ def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
         match item.job:
             case Success(_):
                 shown = plan_of(item.job)
-                steps = (
-                    tuple(line.strip() for line in shown.lines) if isinstance(shown, Plan) else ()
-                )
-                outcome = Outcome(item.key, "planned", 0, steps, position=item.position)
+                steps, warnings = planned_requests(shown) if isinstance(shown, Plan) else ((), ())
+                outcome = Outcome(item.key, "planned", 0, steps, None, warnings, item.position)
             case Failure(problem):
                 outcome = Outcome(
                     item.key, "rejected", 0, (), problem.message, position=item.position

@@ -15,7 +15,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -387,6 +387,9 @@ _WRITES: Final[Mapping[str, str]] = {
     "add_member": "add the user to the company",
 }
 COULD_NOT_TELL: Final = "could not tell"
+# The reference's reads (a lookup first), with the values cut to fit as a real run cuts them:
+# so a live dry run warns of the same truncations a real send does.
+LIVE: Final = replace(REFERENCE, fit_lengths=True)
 REPEAT: Final = "skip: a repeat of an earlier line (one event)"
 
 
@@ -653,7 +656,7 @@ def _predict(cfg: Config, planner: LivePlanner, item: Incoming) -> tuple[Outcome
     match job:
         case Success(Job() as delivery_job):
             # The drop-in strategy: a live dry run reads the user first, as a lookup can.
-            match job_of(cfg, delivery_job.event, REFERENCE):
+            match job_of(cfg, delivery_job.event, LIVE):
                 case Success(Job() as reference_job):
                     found = planner.plan(reference_job, position)
                     outcome = Outcome(

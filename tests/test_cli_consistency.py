@@ -1,0 +1,69 @@
+"""One syntax, honest counts, right advice (issue 14): `usercom` run in-process with typer's
+CliRunner, against a sandbox in a thread where requests are made."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import table_value, write_config, write_lines
+from typer.testing import CliRunner, Result
+
+from pipeline.cli.app import app
+from pipeline.sandbox import SandboxOptions, serve_in_thread
+
+ENV = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+TRUNCATED = "first_name was 50 characters, over the 40 User.com accepts: truncated"
+
+
+def invoke(*args: str | Path, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(app, [str(arg) for arg in args], input=stdin, env=ENV)
+
+
+def outcomes_of(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def sandbox_url() -> Iterator[str]:
+    with serve_in_thread(SandboxOptions()) as url:
+        yield url
+
+
+def identify_with_a_long_name(message_id: str = "m-long") -> str:
+    return json.dumps(
+        {
+            "type": "identify",
+            "messageId": message_id,
+            "userId": "u-long",
+            "traits": {"email": "long@example.com", "firstName": "A" * 50},
+        }
+    )
+
+
+# -- 14.1: the same warnings, in the same field, counted the same, in every mode -------------
+
+
+def test_warnings_are_the_same_field_and_count_in_dry_run_live_and_real_send(
+    tmp_path: Path, sandbox_url: str
+) -> None:
+    events = write_lines(tmp_path / "events.jsonl", [identify_with_a_long_name()])
+    config = write_config(tmp_path / "config.json")
+    modes = {
+        "dry run": ("--dry-run",),
+        "live dry run": ("--dry-run", "--live"),
+        "send": (),
+    }
+    for mode, flags in modes.items():
+        out = tmp_path / f"{mode}.jsonl"
+        result = invoke(
+            "send", events, "--config", config, "--base-url", sandbox_url, "--out", out, *flags
+        )
+        assert result.exit_code == 0, (mode, result.output)
+        [outcome] = outcomes_of(out.read_text())
+        assert outcome["warnings"] == [TRUNCATED], mode
+        assert not any("warning" in request for request in outcome["requests"]), mode
+        assert table_value(result.stdout, "warnings") == "1", mode
