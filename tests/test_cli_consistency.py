@@ -67,3 +67,46 @@ def test_warnings_are_the_same_field_and_count_in_dry_run_live_and_real_send(
         assert outcome["warnings"] == [TRUNCATED], mode
         assert not any("warning" in request for request in outcome["requests"]), mode
         assert table_value(result.stdout, "warnings") == "1", mode
+
+
+# -- 14.2: one duration syntax, shared by send and serve ---------------------------------------
+
+
+def help_of(command: str) -> str:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0, result.output
+    return " ".join(result.stdout.split())
+
+
+def test_max_outage_has_one_spelling_and_default_in_send_and_serve() -> None:
+    for command in ("send", "serve"):
+        shown = help_of(command)
+        assert "--max-outage DURATION" in shown, command
+        assert "[default: 30m]" in shown, command
+        assert "1800" not in shown, command
+    assert "[default: 7]" in help_of("serve")  # --keep-days counts days, shown as days
+    assert "[default: 7.0]" not in help_of("serve")
+
+
+@pytest.mark.parametrize("given", ["90s", "30m", "45"])
+def test_send_takes_the_durations_serve_takes(tmp_path: Path, given: str) -> None:
+    events = write_lines(tmp_path / "events.jsonl", [identify_with_a_long_name()])
+    config = write_config(tmp_path / "config.json")
+    result = invoke("send", events, "--config", config, "--dry-run", "--max-outage", given)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_bad_duration_is_refused_with_one_same_line_by_send_and_serve(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "events.jsonl", [identify_with_a_long_name()])
+    config = write_config(tmp_path / "config.json")
+    ledger = tmp_path / "serve.sqlite"
+    sent = invoke("send", events, "--config", config, "--dry-run", "--max-outage", "soon")
+    served = invoke("serve", "--config", config, "--ledger", ledger, "--max-outage", "soon")
+    expected = (
+        "error: --max-outage must be a duration like 90s, 30m, 24h or 7d (a number alone is "
+        "seconds): got 'soon'"
+    )
+    for result in (sent, served):
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == expected
+    assert not ledger.exists()

@@ -72,6 +72,28 @@ def stderr() -> Console:
     return Console(stderr=True, soft_wrap=True)
 
 
+# Options `send` and `serve` share, spelled once so that their syntax and defaults cannot drift:
+# a duration is 90s, 30m, 24h or 7d (a bare number is seconds), parsed by `serve.duration`.
+MaxOutage = Annotated[
+    str,
+    typer.Option(
+        "--max-outage",
+        metavar="DURATION",
+        help="how long an outage of User.com may last (90s, 30m, 24h; a bare number is "
+        "seconds): then send stops (exit 3) and serve pauses delivery, probing until it ends",
+    ),
+]
+MAX_OUTAGE = "30m"
+
+
+def duration_of(option: str, raw: str) -> float:
+    """Seconds of a duration option: the service's parser, its refusal as a usage error."""
+    try:
+        return duration(option, raw)
+    except ServeConfigError as problem:
+        raise UsageError(str(problem)) from problem
+
+
 def _version(show: bool) -> None:
     if show:
         typer.echo(f"usercom {package_version('usercom-pipeline')}")
@@ -279,13 +301,7 @@ def send(
     retry_rejected: Annotated[
         bool, typer.Option("--retry-rejected", help="attempt events rejected earlier again")
     ] = False,
-    max_outage: Annotated[
-        float,
-        typer.Option(
-            metavar="SECONDS",
-            help="how long an outage of User.com may last before the run stops (exit 3)",
-        ),
-    ] = 1800.0,
+    max_outage: MaxOutage = MAX_OUTAGE,
 ) -> None:
     """Send a JSONL file of events to User.com.
 
@@ -310,7 +326,7 @@ def send(
             concurrency=checks.concurrency(concurrency),
             rate=checks.rate(rate),
             base_url=origin,
-            max_outage=checks.seconds("--max-outage", max_outage),
+            max_outage=duration_of("--max-outage", max_outage),
         )
         out_path = checks.out_path(out, source_name)
         ledger_path = checks.ledger_path(ledger)
@@ -597,21 +613,17 @@ def serve(
     ] = 1_000_000,
     keep_days: Annotated[
         float,
-        typer.Option(metavar="DAYS", help="delivered and rejected events keep their body so long"),
-    ] = 7.0,
+        typer.Option(
+            metavar="DAYS", help="delivered and rejected events keep their body so many days"
+        ),
+    ] = 7,
     transformer_token: Annotated[
         str | None,
         typer.Option(
             metavar="TOKEN", help="require Authorization: Bearer TOKEN on the transformer API"
         ),
     ] = None,
-    max_outage: Annotated[
-        str,
-        typer.Option(
-            metavar="DURATION",
-            help="how long an outage of User.com may last before delivery pauses (probing)",
-        ),
-    ] = "30m",
+    max_outage: MaxOutage = MAX_OUTAGE,
     demo: Annotated[
         bool,
         typer.Option(
