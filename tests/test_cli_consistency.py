@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from e2e_helpers import table_value, write_config, write_lines
 from typer.testing import CliRunner, Result
 
 from pipeline.cli.app import app
 from pipeline.sandbox import SandboxOptions, serve_in_thread
+from pipeline.serve.ingest import admission
 
 ENV = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
 TRUNCATED = "first_name was 50 characters, over the 40 User.com accepts: truncated"
@@ -21,6 +23,11 @@ TRUNCATED = "first_name was 50 characters, over the 40 User.com accepts: truncat
 
 def invoke(*args: str | Path, stdin: str | None = None) -> Result:
     return CliRunner().invoke(app, [str(arg) for arg in args], input=stdin, env=ENV)
+
+
+def sandbox_requests(url: str) -> int:
+    count: int = httpx.get(f"{url}/__sandbox__/state").json()["request_count"]
+    return count
 
 
 def outcomes_of(text: str) -> list[dict[str, Any]]:
@@ -110,3 +117,37 @@ def test_a_bad_duration_is_refused_with_one_same_line_by_send_and_serve(tmp_path
         assert result.exit_code == 2, result.output
         assert result.stderr.strip() == expected
     assert not ledger.exists()
+
+
+# -- 14.3: one size limit, 32 KB per event, in send as in serve --------------------------------
+
+
+def test_send_rejects_an_event_over_32_kb_with_the_reason_serve_gives(
+    tmp_path: Path, sandbox_url: str
+) -> None:
+    big = {
+        "type": "identify",
+        "messageId": "m-big",
+        "userId": "u-big",
+        "traits": {"email": "big@example.com", "bio": "x" * (40 * 1024)},
+    }
+    events = write_lines(tmp_path / "events.jsonl", [json.dumps(big), identify_with_a_long_name()])
+    config = write_config(tmp_path / "config.json")
+    served = admission("acme", big, "batch", "2026-01-01T00:00:00.000Z", 32 * 1024)
+    assert served.rejected is not None
+    assert "32 KB" in served.rejected
+
+    for flags in ((), ("--dry-run",), ("--dry-run", "--live")):
+        out = tmp_path / f"out{len(flags)}.jsonl"
+        before = sandbox_requests(sandbox_url)
+        result = invoke(
+            "send", events, "--config", config, "--base-url", sandbox_url, "--out", out, *flags
+        )
+        assert result.exit_code == 1, (flags, result.output)
+        big_outcome, small_outcome = outcomes_of(out.read_text())
+        assert big_outcome["status"] == "rejected", flags
+        assert big_outcome["error"] == served.rejected, flags
+        assert big_outcome["requests"] == [], flags
+        assert small_outcome["status"] in ("delivered", "planned"), flags
+        if not flags:  # the probe and the one small identify: nothing of the big one
+            assert sandbox_requests(sandbox_url) - before == 2

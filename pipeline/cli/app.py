@@ -37,7 +37,7 @@ from pipeline.core.config import Config, parse_config
 from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.faults import RESUME, check_app
-from pipeline.delivery.incoming import LineReader, read_jsonl
+from pipeline.delivery.incoming import MAX_EVENT_BYTES, LineReader, read_jsonl
 from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
 from pipeline.delivery.ledger import Status as LedgerStatus
 from pipeline.delivery.loop import run as run_loop
@@ -187,7 +187,7 @@ def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
     """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
     summary = Summary()
-    for item in read_jsonl(LineReader(source), cfg):
+    for item in read_jsonl(LineReader(source), cfg, MAX_EVENT_BYTES):
         match item.job:
             case Success(_):
                 shown = plan_of(item.job)

@@ -35,7 +35,7 @@ from pipeline.core.flows import REFERENCE
 from pipeline.core.steps import Call, Step
 from pipeline.core.types import JSON, as_text, freeze
 from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, RunFault, probe_fault, run_fault
-from pipeline.delivery.incoming import Incoming, LineReader, read_jsonl
+from pipeline.delivery.incoming import MAX_EVENT_BYTES, Incoming, LineReader, read_jsonl
 from pipeline.delivery.ledger import STATUSES, UNFINISHED, Ledger, Row
 from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.runner import Target, send
@@ -624,7 +624,7 @@ def live_dry_run(
         seen: set[str] = set()
         reader = LineReader(source)
         try:
-            for item in read_jsonl(reader, cfg):
+            for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
                 if item.key in seen:
                     result.kinds[REPEAT] += 1
                     continue

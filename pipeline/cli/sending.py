@@ -22,7 +22,7 @@ from rich.text import Text
 
 from pipeline.core.config import Config
 from pipeline.delivery.engine import Control, DeliveryOptions, deliver
-from pipeline.delivery.incoming import Incoming, LineReader, incoming
+from pipeline.delivery.incoming import MAX_EVENT_BYTES, Incoming, LineReader, incoming
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.outcome import Outcome, Summary
@@ -69,7 +69,7 @@ def queue(
     position = 0
     for line in reader:
         position += 1
-        event = incoming(cfg, position, line)
+        event = incoming(cfg, position, line, MAX_EVENT_BYTES)
         if ledger is not None:
             row = ledger.get(event.key)
             if row is not None:
