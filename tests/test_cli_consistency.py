@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_helpers import table_value, write_config, write_lines
+from e2e_helpers import key_of, table_value, write_config, write_lines
 from typer.testing import CliRunner, Result
 
 from pipeline.cli.app import app
+from pipeline.delivery.ledger import Ledger
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.serve.ingest import admission
 
@@ -151,3 +152,64 @@ def test_send_rejects_an_event_over_32_kb_with_the_reason_serve_gives(
         assert small_outcome["status"] in ("delivered", "planned"), flags
         if not flags:  # the probe and the one small identify: nothing of the big one
             assert sandbox_requests(sandbox_url) - before == 2
+
+
+# -- 14.4: requeue matches keys as explain does, and asks before sending a finished event again
+
+
+def ledger_with(path: Path, statuses: dict[str, str]) -> Path:
+    with Ledger.open_writer(path, "acme") as book:
+        for message_id, status in statuses.items():
+            key = key_of(message_id)
+            book.enqueue(key, "hash", json.dumps({"messageId": message_id}).encode())
+            book.record(key, status, 1, [], None, [])  # type: ignore[arg-type]
+    return path
+
+
+def statuses_of(path: Path) -> dict[str, str]:
+    with Ledger.open_reader(path) as book:
+        return {row.key: row.status for row in book.rows()}
+
+
+def test_requeue_takes_a_key_without_the_app_prefix_and_says_1_event(tmp_path: Path) -> None:
+    ledger = ledger_with(tmp_path / "l.sqlite", {"f-1": "failed", "h-1": "held"})
+    result = invoke("requeue", ledger, "f-1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "1 event is pending again"
+    assert statuses_of(ledger) == {key_of("f-1"): "pending", key_of("h-1"): "held"}
+    both = invoke("requeue", ledger, "acme:h-1", "f-1")  # f-1 is pending already
+    assert both.stdout.strip() == "1 event is pending again"
+
+
+def test_requeue_of_an_unknown_key_exits_2_and_changes_nothing(tmp_path: Path) -> None:
+    ledger = ledger_with(tmp_path / "l.sqlite", {"f-1": "failed"})
+    result = invoke("requeue", ledger, "f-1", "nope")
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: no event 'nope' in ledger")
+    assert statuses_of(ledger) == {key_of("f-1"): "failed"}
+
+
+@pytest.mark.parametrize(
+    ("status", "flag"), [("delivered", "--delivered"), ("rejected", "--rejected")]
+)
+def test_requeue_of_a_finished_event_needs_its_flag(tmp_path: Path, status: str, flag: str) -> None:
+    ledger = ledger_with(tmp_path / "l.sqlite", {"done": status, "f-1": "failed"})
+    refused = invoke("requeue", ledger, "done", "f-1")
+    assert refused.exit_code == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert f"is {status}" in line
+    assert flag in line
+    assert statuses_of(ledger) == {key_of("done"): status, key_of("f-1"): "failed"}
+    allowed = invoke("requeue", ledger, "done", "f-1", flag)
+    assert allowed.exit_code == 0, allowed.output
+    assert allowed.stdout.strip() == "2 events are pending again"
+    assert set(statuses_of(ledger).values()) == {"pending"}
+
+
+def test_requeue_never_makes_every_delivered_event_pending_at_once(tmp_path: Path) -> None:
+    ledger = ledger_with(tmp_path / "l.sqlite", {"d-1": "delivered", "f-1": "failed"})
+    result = invoke("requeue", ledger, "--delivered")
+    assert result.exit_code == 2
+    assert "--delivered" in result.stderr
+    assert statuses_of(ledger) == {key_of("d-1"): "delivered", key_of("f-1"): "failed"}

@@ -822,23 +822,43 @@ def requeue(
     ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger")],
     keys: Annotated[
         list[str] | None,
-        typer.Argument(metavar="KEY...", help="keys to requeue (default: all failed and held)"),
+        typer.Argument(
+            metavar="KEY...",
+            help="keys to requeue, as explain takes them (default: all failed and held)",
+        ),
     ] = None,
     rejected: Annotated[
         bool, typer.Option("--rejected", help="requeue rejected events too")
     ] = False,
+    delivered: Annotated[
+        bool,
+        typer.Option("--delivered", help="allow a named delivered event: it is sent again"),
+    ] = False,
 ) -> None:
-    """Make events pending again, so the next run (or the service) tries them."""
+    """Make events pending again, so the next run (or the service) tries them.
+
+    A KEY is matched as `explain` matches it: with or without the app prefix, or a unique
+    prefix. A finished event is requeued only when asked for: a rejected one with --rejected,
+    a delivered one (named by its key) with --delivered.
+    Exit status: 0 done; 2 an unknown key, a finished event without its flag, or not a ledger
+    (nothing was changed).
+    """
     try:
+        operator.check_requeue(keys, delivered=delivered)
         cfg_app = reader_ledger(ledger)
         app_name = cfg_app.app
         cfg_app.close()
         with contextlib.closing(Ledger.open_writer(ledger, app_name)) as book:
-            changed = book.requeue(keys or None, rejected=rejected)
+            chosen = (
+                operator.requeue_keys(book, keys, rejected=rejected, delivered=delivered)
+                if keys
+                else None
+            )
+            changed = book.requeue(chosen, rejected=rejected)
     except (UsageError, LedgerError) as problem:
         stderr().print(f"[red]error:[/red] {problem}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
-    typer.echo(f"{changed} events are pending again")
+    typer.echo(operator.pending_again(changed))
 
 
 @app.command()

@@ -177,6 +177,49 @@ def find_event(book: Ledger, key: str) -> Row:
     )
 
 
+# -- usercom requeue --------------------------------------------------------------------------
+
+_FINISHED_FLAGS: Final[Mapping[str, str]] = {
+    "delivered": "--delivered (User.com gets it a second time)",
+    "rejected": "--rejected (edit and send it instead, if its content is the problem)",
+}
+
+
+def check_requeue(keys: list[str] | None, *, delivered: bool) -> None:
+    """`--delivered` only with named keys: UsageError (exit 2) otherwise."""
+    if delivered and not keys:
+        raise UsageError(
+            "--delivered sends delivered events again: name them (KEY...); it never applies "
+            "to a whole ledger"
+        )
+
+
+def requeue_keys(book: Ledger, keys: list[str], *, rejected: bool, delivered: bool) -> list[str]:
+    """The full keys of the events named, matched as `explain` matches them. UsageError (one
+    line, before anything changes) for an unknown key, or a finished event whose flag is
+    missing: requeueing it sends it again."""
+    allowed = {"delivered": delivered, "rejected": rejected}
+    found: list[str] = []
+    for key in keys:
+        row = find_event(book, key)
+        if not allowed.get(row.status, True):
+            raise UsageError(
+                f"event {printable(row.key)!r} is {row.status}: requeueing it sends it again; "
+                f"add {_FINISHED_FLAGS[row.status]}"
+            )
+        found.append(row.key)
+    return found
+
+
+def pending_again(count: int) -> str:
+    """What requeue says it did.
+
+    >>> pending_again(1), pending_again(2)
+    ('1 event is pending again', '2 events are pending again')
+    """
+    return f"{count} event is pending again" if count == 1 else f"{count} events are pending again"
+
+
 def next_step(row: Row, ledger: str) -> str:
     match row.status:
         case "delivered":
