@@ -3,6 +3,7 @@ CliRunner, against a sandbox in a thread where requests are made."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,15 @@ from typing import Any
 import httpx
 import pytest
 from e2e_helpers import key_of, table_value, write_config, write_lines
+from rich.console import Console
+from rich.table import Table
 from typer.testing import CliRunner, Result
 
+from pipeline.cli import operator
 from pipeline.cli.app import app
+from pipeline.cli.sending import summary_table
 from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.serve.ingest import admission
 
@@ -213,3 +219,69 @@ def test_requeue_never_makes_every_delivered_event_pending_at_once(tmp_path: Pat
     assert result.exit_code == 2
     assert "--delivered" in result.stderr
     assert statuses_of(ledger) == {key_of("d-1"): "delivered", key_of("f-1"): "failed"}
+
+
+# -- 14.6: the summary shows failed errors first, and the next step ----------------------------
+
+
+def summary_of(*outcomes: Outcome) -> Summary:
+    summary = Summary()
+    for outcome in outcomes:
+        summary.add(outcome)
+    return summary
+
+
+def test_failed_errors_come_before_rejected_ones_even_when_rarer() -> None:
+    summary = summary_of(
+        *(Outcome(f"acme:r{n}", "rejected", 1, (), f"refused {n % 3}") for n in range(6)),
+        Outcome("acme:f", "failed", 6, (), "User.com answered 503"),
+    )
+    assert summary.top_errors(3) == [
+        ("failed", "User.com answered 503", 1),
+        ("rejected", "refused 0", 2),
+        ("rejected", "refused 1", 2),
+    ]
+    table = table_text(summary_table(summary, "usercom send"))
+    assert table.index("User.com answered 503") < table.index("refused 0")
+    assert "refused 2" not in table
+
+
+def table_text(table: Table) -> str:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
+
+
+def test_next_step_after_unfinished_events_names_the_ledger() -> None:
+    summary = summary_of(
+        Outcome("acme:f", "failed", 6, (), "User.com answered 503"),
+        Outcome("acme:h", "held", 0, (), None),
+        Outcome("acme:r", "rejected", 1, (), "bad"),
+    )
+    [unfinished, rejected] = operator.send_advice(summary, Path("run.sqlite"))
+    assert unfinished.startswith("2 failed or held: re-run the same command")
+    assert "--ledger run.sqlite" in unfinished
+    assert "usercom explain KEY --ledger run.sqlite" in unfinished
+    assert rejected.startswith("1 rejected: `usercom failed run.sqlite --rejected`")
+    [no_ledger, _] = operator.send_advice(summary, None)
+    assert "nothing keeps them" in no_ledger
+    assert "--ledger" in no_ledger
+    assert operator.send_advice(summary_of(Outcome("acme:d", "delivered", 1)), None) == []
+
+
+def test_send_ending_with_rejected_events_prints_the_next_step(
+    tmp_path: Path, sandbox_url: str
+) -> None:
+    track = {"type": "track", "messageId": "t-1", "userId": "nobody", "event": "Seen"}
+    events = write_lines(tmp_path / "events.jsonl", [json.dumps(track)])
+    config = write_config(tmp_path / "config.json")
+    ledger = tmp_path / "run.sqlite"
+    result = invoke(
+        "send", events, "--config", config, "--base-url", sandbox_url, "--ledger", ledger
+    )
+    assert result.exit_code == 1, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"next: 1 rejected: `usercom failed {ledger} --rejected` exports them to fix and send "
+        f"again; `usercom explain KEY --ledger {ledger}` tells one event's story"
+    )

@@ -25,6 +25,8 @@ from pipeline.cli import checks, operator
 from pipeline.cli.checks import KEY_FIELDS, UNKNOWN_ATTRIBUTES, UsageError
 from pipeline.cli.sending import (
     EXIT_FAULT,
+    EXIT_REJECTED,
+    EXIT_UNFINISHED,
     EXIT_USAGE,
     Tally,
     exit_status,
@@ -371,7 +373,11 @@ def send(
         console.print(summary_table(summary, title))
     for words in final_words(summary, tally, has_ledger):
         err.print(words, highlight=False)
-    raise typer.Exit(0 if dry_run and not summary.rejected else exit_status(summary, tally))
+    status = 0 if dry_run and not summary.rejected else exit_status(summary, tally)
+    if status in (EXIT_REJECTED, EXIT_UNFINISHED):
+        for words in operator.send_advice(summary, ledger_path if has_ledger else None):
+            err.print(f"next: {words}", highlight=False, markup=False)
+    raise typer.Exit(status)
 
 
 dry_run_summary = dry_run
@@ -410,7 +416,9 @@ def finish_live(
     if result.interrupted:
         err.print("interrupted: nothing was written", highlight=False)
         raise typer.Exit(130)
-    raise typer.Exit(1 if summary.rejected else 0)
+    for words in operator.send_advice(summary, None):
+        err.print(f"next: {words}", highlight=False, markup=False)
+    raise typer.Exit(EXIT_REJECTED if summary.rejected else 0)
 
 
 def _announce(url: str) -> None:

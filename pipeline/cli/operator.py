@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import IO, Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -332,11 +333,7 @@ class Report:
                 f"retries its own), or export them with `usercom failed {ledger}`"
             )
         if self.counts["rejected"]:
-            words.append(
-                f"{self.counts['rejected']} rejected: `usercom failed {ledger} --rejected` "
-                "exports them to fix and send again; `usercom explain KEY --ledger "
-                f"{ledger}` tells one event's story"
-            )
+            words.append(rejected_advice(self.counts["rejected"], ledger))
         if not words:
             words.append(
                 "nothing to do: every event is delivered"
@@ -394,6 +391,41 @@ class Report:
             calls.add_row(Text(printable(f"{method} {path}")), answer, str(count))
         tables.append(calls)
         return tables
+
+
+def rejected_advice(count: int, ledger: str) -> str:
+    return (
+        f"{count} rejected: `usercom failed {ledger} --rejected` exports them to fix and send "
+        f"again; `usercom explain KEY --ledger {ledger}` tells one event's story"
+    )
+
+
+def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
+    """What to do after a `send` that left events unfinished (exit 4) or rejected (exit 1),
+    as `report` says it; nothing after a clean run."""
+    words: list[str] = []
+    if summary.unfinished:
+        if ledger is not None:
+            words.append(
+                f"{summary.unfinished} failed or held: re-run the same command (`usercom send "
+                f"EVENTS --config CONFIG --ledger {ledger}`): it takes them first, in order; "
+                f"`usercom explain KEY --ledger {ledger}` tells one event's story"
+            )
+        else:
+            words.append(
+                f"{summary.unfinished} failed or held, and without --ledger nothing keeps them: "
+                "--out lists them by status; next time give --ledger FILE, so that a re-run "
+                "sends only what is unfinished"
+            )
+    if summary.rejected:
+        if ledger is not None:
+            words.append(rejected_advice(summary.rejected, str(ledger)))
+        else:
+            words.append(
+                f"{summary.rejected} rejected: the errors above (and --out) say why; fix those "
+                "events before sending them again"
+            )
+    return words
 
 
 def build_report(book: Ledger) -> Report:

@@ -247,8 +247,8 @@ def summary_table(summary: Summary, title: str) -> Table:
     table.add_row("time", f"{summary.seconds:.2f} s")
     if summary.seconds and summary.sent:
         table.add_row("events sent per second", f"{summary.sent / summary.seconds:.0f}")
-    for error, count in summary.errors.most_common(3):
-        table.add_row(f"error (x{count})", Text(error[:120]))  # never read as rich markup
+    for status, error, count in summary.top_errors(3):
+        table.add_row(f"error, {status} (x{count})", Text(error[:120]))  # never rich markup
     return table
 
 
