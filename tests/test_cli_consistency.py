@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_helpers import key_of, table_value, write_config, write_lines
+from e2e_helpers import RAW_CONFIG, key_of, table_value, write_config, write_lines
 from rich.console import Console
 from rich.table import Table
 from typer.testing import CliRunner, Result
@@ -19,9 +19,16 @@ from typer.testing import CliRunner, Result
 from pipeline.cli import operator
 from pipeline.cli.app import app
 from pipeline.cli.sending import summary_table
+from pipeline.core.answers import Reply
+from pipeline.core.calls import call
+from pipeline.core.config import parse_config
+from pipeline.delivery.faults import outage_fault, run_fault
+from pipeline.delivery.incoming import oversize
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.outcome import Outcome, Summary
+from pipeline.runner import Target
 from pipeline.sandbox import SandboxOptions, serve_in_thread
+from pipeline.serve.delivery import pause_reason
 from pipeline.serve.ingest import admission
 
 ENV = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
@@ -285,3 +292,60 @@ def test_send_ending_with_rejected_events_prints_the_next_step(
         f"next: 1 rejected: `usercom failed {ledger} --rejected` exports them to fix and send "
         f"again; `usercom explain KEY --ledger {ledger}` tells one event's story"
     )
+
+
+# -- 14.7: advice that fits the case -----------------------------------------------------------
+
+
+def explained_next(ledger: Path, key: str) -> str:
+    result = invoke("explain", key, "--ledger", ledger)
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("next ")]
+    return line
+
+
+def test_explain_of_an_event_that_was_never_sent_says_edit_it(tmp_path: Path) -> None:
+    ledger = tmp_path / "l.sqlite"
+    with Ledger.open_writer(ledger, "acme") as book:
+        book.enqueue("acme:big", "h1", b'{"messageId": "big"}', rejected=oversize(40_000))
+        book.enqueue("acme:sha256:0f", "h2", b"not json")
+        book.record("acme:sha256:0f", "rejected", 0, [], "line is not JSON: Expecting value", [])
+        book.enqueue("acme:t-1", "h3", b'{"messageId": "t-1"}')
+        book.record("acme:t-1", "rejected", 1, ["POST x -> 404"], "user not found", [])
+    for key in ("big", "sha256:0f"):
+        advice = explained_next(ledger, key)
+        assert "--retry-rejected" not in advice, key
+        assert "as it is" not in advice, key
+        assert "edit" in advice, key
+        assert f"usercom failed {ledger} --rejected" in advice, key
+    refused = explained_next(ledger, "t-1")
+    assert "--retry-rejected" not in refused  # `usercom serve` has no such flag
+    assert f"usercom requeue {ledger} acme:t-1 --rejected" in refused
+
+
+def test_report_of_a_file_that_is_not_a_ledger_names_the_positional_argument(
+    tmp_path: Path,
+) -> None:
+    events = write_lines(tmp_path / "events.jsonl", [identify_with_a_long_name()])
+    for command in (("report", events), ("failed", events), ("requeue", events)):
+        result = invoke(*command)
+        assert result.exit_code == 2, command
+        [line] = result.stderr.strip().splitlines()
+        assert "--ledger" not in line, command
+        assert "give the LEDGER" in line, command
+    explained = invoke("explain", "k", "--ledger", events)
+    assert "use another --ledger" in explained.stderr  # there it is an option
+
+
+def test_a_refused_key_pauses_the_service_with_fix_the_config_and_restart() -> None:
+    target = Target.of(parse_config(RAW_CONFIG).unwrap(), None)
+    request = call("user_by_id", "x")
+    for status in (401, 403, 301):
+        fault = run_fault(request, Reply(status), target)
+        assert fault is not None
+        reason = pause_reason(fault)
+        assert "resumes by itself" not in reason, status
+        assert "restart" in reason, status
+        assert "re-run" not in reason, status
+    outage = pause_reason(outage_fault(90))
+    assert "resumes by itself once a probe succeeds" in outage

@@ -793,11 +793,19 @@ def check(
     typer.echo(f"ok: User.com app {cfg.subdomain} answered at {origin or cfg.base_url}")
 
 
-def reader_ledger(path: Path) -> Ledger:
+def reader_ledger(path: Path, *, positional: bool = True) -> Ledger:
+    """A ledger opened read-only. The ledger's refusals name `--ledger` (send's option); the
+    commands that take LEDGER as an argument say so instead."""
     try:
         return Ledger.open_reader(path)
     except LedgerError as error:
-        raise UsageError(str(error)) from error
+        words = str(error)
+        if positional:
+            words = words.replace(
+                "use another --ledger",
+                "give the LEDGER file of a run or of the service",
+            )
+        raise UsageError(words) from error
 
 
 @app.command()
@@ -890,7 +898,7 @@ def explain(
     Exit status: 0 shown; 2 no such event, or not a ledger.
     """
     try:
-        book = reader_ledger(ledger)
+        book = reader_ledger(ledger, positional=False)
         with contextlib.closing(book):
             row = operator.find_event(book, key)
             lines = (

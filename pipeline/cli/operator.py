@@ -225,10 +225,19 @@ def next_step(row: Row, ledger: str) -> str:
     match row.status:
         case "delivered":
             return "nothing to do"
+        case "rejected" if row.attempts == 0:
+            # Never sent (unreadable, invalid, too big): as it is, it fails the same way again.
+            return (
+                f"edit the event and send it again (`usercom failed {ledger} --rejected` exports "
+                "the rejected lines): unchanged, it can never be sent"
+            )
         case "rejected":
             return (
                 f"fix the event and send it again (`usercom failed {ledger} --rejected` exports "
-                "the rejected lines), or re-run with --retry-rejected to try it as it is"
+                f"the rejected lines), or try it again as it is (once the user exists, say): "
+                f"`usercom requeue {ledger} {printable(row.key)} --rejected`, then re-run `send` "
+                f"with --ledger {ledger}, or start `usercom serve` again (stop it before the "
+                "requeue)"
             )
         case _:
             return (
