@@ -3,6 +3,7 @@ CliRunner, against a sandbox in a thread where requests are made."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 from collections.abc import Iterator
@@ -349,3 +350,24 @@ def test_a_refused_key_pauses_the_service_with_fix_the_config_and_restart() -> N
         assert "re-run" not in reason, status
     outage = pause_reason(outage_fault(90))
     assert "resumes by itself once a probe succeeds" in outage
+
+
+# -- 14.11: an input that breaks off is an input problem: exit 2, said in one line -------------
+
+
+def test_a_truncated_gzip_input_exits_2_in_every_mode_and_says_so(
+    tmp_path: Path, sandbox_url: str
+) -> None:
+    lines = [identify_with_a_long_name(f"m-{n}") for n in range(200)]
+    whole = gzip.compress("".join(line + "\n" for line in lines).encode())
+    events = tmp_path / "events.jsonl.gz"
+    events.write_bytes(whole[: len(whole) // 2])
+    config = write_config(tmp_path / "config.json")
+    ledger = tmp_path / "run.sqlite"
+    for flags in (("--ledger", ledger), ("--dry-run",), ("--dry-run", "--live")):
+        result = invoke("send", events, "--config", config, "--base-url", sandbox_url, *flags)
+        assert result.exit_code == 2, (flags, result.output)
+        problem = [line for line in result.stderr.splitlines() if "read to its end" in line]
+        assert len(problem) == 1, (flags, result.stderr)
+        assert problem[0].startswith("error: the input could not be read to its end"), flags
+        assert "fix the input" in problem[0], flags

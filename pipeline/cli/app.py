@@ -29,6 +29,7 @@ from pipeline.cli.sending import (
     EXIT_UNFINISHED,
     EXIT_USAGE,
     Tally,
+    broken_input_words,
     exit_status,
     final_words,
     progress_every,
@@ -189,7 +190,8 @@ def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
     """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
     summary = Summary()
-    for item in read_jsonl(LineReader(source), cfg, MAX_EVENT_BYTES):
+    reader = LineReader(source)
+    for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
         match item.job:
             case Success(_):
                 shown = plan_of(item.job)
@@ -204,6 +206,7 @@ def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
         summary.add(outcome)
         if sink is not None:
             sink.write(json.dumps(outcome.as_json()) + "\n")
+    summary.broken_input = reader.broken
     return summary
 
 
@@ -308,15 +311,15 @@ def send(
     """Send a JSONL file of events to User.com.
 
     Exit status: 0 every event delivered (now or earlier); 1 some rejected, nothing left to
-    retry; 2 usage, config or input error; 3 the run stopped on a fault of the key, the URL or
-    the network; 4 some failed, held or pending (re-run with the same --ledger); 130/143
-    interrupted.
+    retry; 2 usage, config or input error (an input that breaks off part-way too); 3 the run
+    stopped on a fault of the key, the URL or the network; 4 some failed, held or pending
+    (re-run with the same --ledger); 130/143 interrupted.
 
     --dry-run neither reads nor writes a ledger: with --ledger it says so in one line and plans
     every event as new. --dry-run --live plans the events one at a time, in order, with real
     reads only; each outcome (status planned) gets a "would" sentence, and the summary counts
-    each kind. Its exit status: 0, or 1 when some events can never be sent (rejected), 3 when
-    the key, the URL or the network fails the run.
+    each kind. Its exit status: 0, or 1 when some events can never be sent (rejected), 2 when
+    the input breaks off, 3 when the key, the URL or the network fails the run.
     """
     err = stderr()
     try:
@@ -373,7 +376,7 @@ def send(
         console.print(summary_table(summary, title))
     for words in final_words(summary, tally, has_ledger):
         err.print(words, highlight=False)
-    status = 0 if dry_run and not summary.rejected else exit_status(summary, tally)
+    status = exit_status(summary, tally)
     if status in (EXIT_REJECTED, EXIT_UNFINISHED):
         for words in operator.send_advice(summary, ledger_path if has_ledger else None):
             err.print(f"next: {words}", highlight=False, markup=False)
@@ -408,8 +411,9 @@ def finish_live(
     if summary.events or result.fault is None:
         console.print(summary_table(summary, "usercom send (dry run, live: reads only)"))
         console.print(operator.kinds_table(result.kinds))
-    if summary.broken_input:
-        err.print(f"warning: {summary.broken_input}", highlight=False, markup=False)
+    if result.fault is None and summary.broken_input:
+        err.print(broken_input_words(summary.broken_input, False), highlight=False, markup=False)
+        raise typer.Exit(EXIT_USAGE)
     if result.fault is not None:
         err.print(f"error: {result.fault}", highlight=False, markup=False)
         raise typer.Exit(EXIT_FAULT)

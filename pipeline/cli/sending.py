@@ -105,9 +105,11 @@ def exit_status(summary: Summary, tally: Tally) -> int:
         return EXIT_SIGNAL.get(tally.signal, 130)
     if summary.fault is not None:
         return EXIT_FAULT
+    if summary.broken_input:  # an input problem: a re-run of the same input breaks off again
+        return EXIT_USAGE
     if summary.unfinished:
         return EXIT_UNFINISHED
-    if summary.rejected or summary.broken_input:
+    if summary.rejected:
         return EXIT_REJECTED
     return EXIT_DELIVERED
 
@@ -252,11 +254,21 @@ def summary_table(summary: Summary, title: str) -> Table:
     return table
 
 
+def broken_input_words(broken: str, has_ledger: bool) -> str:
+    """The one line for an input that breaks off (a truncated gzip file): exit 2."""
+    again = (
+        "send it again with the same --ledger (what was delivered is skipped)"
+        if has_ledger
+        else "send the rest again"
+    )
+    return f"error: {broken}: the events before the break were handled; fix the input and {again}"
+
+
 def final_words(summary: Summary, tally: Tally, has_ledger: bool) -> list[str]:
     """What the operator needs to hear after the table: why it stopped and how to resume."""
     words: list[str] = []
     if summary.broken_input:
-        words.append(f"warning: {summary.broken_input}")
+        words.append(broken_input_words(summary.broken_input, has_ledger))
     if summary.fault is not None:
         words.append(f"error: {summary.fault}")
     if tally.signal is not None:
