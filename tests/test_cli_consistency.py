@@ -18,7 +18,7 @@ from rich.table import Table
 from typer.testing import CliRunner, Result
 
 from pipeline.cli import operator
-from pipeline.cli.app import app
+from pipeline.cli.app import app, dry_run_summary
 from pipeline.cli.sending import summary_table
 from pipeline.core.answers import Reply
 from pipeline.core.calls import call
@@ -371,3 +371,43 @@ def test_a_truncated_gzip_input_exits_2_in_every_mode_and_says_so(
         assert len(problem) == 1, (flags, result.stderr)
         assert problem[0].startswith("error: the input could not be read to its end"), flags
         assert "fix the input" in problem[0], flags
+
+
+# -- 14.13: an empty input says so; real times; no rate from a tiny sample ---------------------
+
+
+def test_an_empty_input_says_it_holds_no_events(tmp_path: Path, sandbox_url: str) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n\n")
+    config = write_config(tmp_path / "config.json")
+    for flags in ((), ("--dry-run",), ("--dry-run", "--live")):
+        result = invoke("send", events, "--config", config, "--base-url", sandbox_url, *flags)
+        assert result.exit_code == 0, (flags, result.output)
+        assert f"{events} holds no events" in result.stderr, flags
+        assert "delivered" not in result.stdout, flags  # no table of zeros
+    piped = invoke("send", "-", "--config", config, "--dry-run", stdin="")
+    assert "stdin holds no events" in piped.stderr
+
+
+def test_a_dry_run_measures_its_time(tmp_path: Path) -> None:
+    lines = "".join(identify_with_a_long_name(f"m-{n}") + "\n" for n in range(50))
+    summary = dry_run_summary(parse_config(RAW_CONFIG).unwrap(), io.BytesIO(lines.encode()), None)
+    assert summary.events == 50
+    assert summary.seconds > 0
+
+
+def test_no_rate_is_shown_from_a_tiny_sample() -> None:
+    tiny = summary_of(Outcome("acme:d", "delivered", 1))
+    tiny.seconds = 0.2
+    assert tiny.rate is None
+    assert "per second" not in table_text(summary_table(tiny, "usercom send"))
+    quick = summary_of(*(Outcome(f"acme:d{n}", "delivered", 1) for n in range(500)))
+    quick.seconds = 0.5  # many events, but under a second: no rate either
+    assert quick.rate is None
+    enough = summary_of(*(Outcome(f"acme:d{n}", "delivered", 1) for n in range(100)))
+    enough.seconds = 2.0
+    assert enough.rate == 50.0
+    assert (
+        table_value(table_text(summary_table(enough, "usercom send")), "events sent per second")
+        == "50"
+    )

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -190,6 +191,7 @@ def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
     """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
     summary = Summary()
+    started = time.monotonic()
     reader = LineReader(source)
     for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
         match item.job:
@@ -207,6 +209,7 @@ def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
         if sink is not None:
             sink.write(json.dumps(outcome.as_json()) + "\n")
     summary.broken_input = reader.broken
+    summary.seconds = time.monotonic() - started
     return summary
 
 
@@ -349,7 +352,7 @@ def send(
                     markup=False,
                 )
             if dry_run and live:
-                finish_live(cfg, source, sink, origin, options.rate, out, err)
+                finish_live(source_name, cfg, source, sink, origin, options.rate, out, err)
             if dry_run:
                 summary = dry_run_summary(cfg, source, sink)
                 tally = Tally()
@@ -371,7 +374,9 @@ def send(
         err.print(f"[red]error:[/red] {problem}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     console = err if out is not None and str(out) == "-" else Console()
-    if summary.events or summary.skipped or summary.fault is None:
+    if held_nothing(summary) and tally.signal is None:
+        err.print(f"{input_name(source_name)} holds no events: nothing to send", highlight=False)
+    elif summary.events or summary.skipped or summary.fault is None:
         title = "usercom send" + (" (dry run)" if dry_run else "")
         console.print(summary_table(summary, title))
     for words in final_words(summary, tally, has_ledger):
@@ -386,7 +391,17 @@ def send(
 dry_run_summary = dry_run
 
 
+def held_nothing(summary: Summary) -> bool:
+    """The input held no event (and nothing else happened): a table of zeros would hide it."""
+    return not (summary.events or summary.skipped or summary.fault or summary.broken_input)
+
+
+def input_name(events: str) -> str:
+    return "stdin" if events == "-" else events
+
+
 def finish_live(
+    events: str,
     cfg: Config,
     source: IO[bytes],
     sink: IO[str] | None,
@@ -408,6 +423,9 @@ def finish_live(
     )
     summary = result.summary
     console = err if out is not None and str(out) == "-" else Console()
+    if held_nothing(summary) and not result.interrupted and not result.kinds:
+        err.print(f"{input_name(events)} holds no events: nothing to plan", highlight=False)
+        raise typer.Exit(0)
     if summary.events or result.fault is None:
         console.print(summary_table(summary, "usercom send (dry run, live: reads only)"))
         console.print(operator.kinds_table(result.kinds))

@@ -247,8 +247,8 @@ def summary_table(summary: Summary, title: str) -> Table:
     for call, count in sorted(summary.calls.items()):
         table.add_row(f"  {call}", str(count))
     table.add_row("time", f"{summary.seconds:.2f} s")
-    if summary.seconds and summary.sent:
-        table.add_row("events sent per second", f"{summary.sent / summary.seconds:.0f}")
+    if summary.rate is not None:
+        table.add_row("events sent per second", f"{summary.rate:.0f}")
     for status, error, count in summary.top_errors(3):
         table.add_row(f"error, {status} (x{count})", Text(error[:120]))  # never rich markup
     return table

@@ -7,6 +7,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# A rate from fewer events or a shorter time says more about start-up than about speed.
+MIN_RATE_EVENTS = 20
+MIN_RATE_SECONDS = 1.0
+
 Status = Literal["delivered", "rejected", "failed", "held", "pending", "planned"]
 FINAL: tuple[Status, ...] = ("delivered", "rejected")
 UNFINISHED: tuple[Status, ...] = ("failed", "held", "pending")
@@ -82,6 +86,13 @@ class Summary:
             key=lambda item: (item[0][0] != "failed", -item[1], item[0][1]),
         )
         return [(status, error, count) for (status, error), count in ranked[:limit]]
+
+    @property
+    def rate(self) -> float | None:
+        """Events sent per second, or None from a sample too small to mean anything."""
+        if self.sent < MIN_RATE_EVENTS or self.seconds < MIN_RATE_SECONDS:
+            return None
+        return self.sent / self.seconds
 
     @property
     def calls_per_event(self) -> float:
