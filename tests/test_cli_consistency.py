@@ -18,7 +18,7 @@ from rich.table import Table
 from typer.testing import CliRunner, Result
 
 from pipeline.cli import operator
-from pipeline.cli.app import app, dry_run_summary
+from pipeline.cli.app import app, demo_banner, dry_run_summary
 from pipeline.cli.sending import summary_table
 from pipeline.core.answers import Reply
 from pipeline.core.calls import call
@@ -411,3 +411,21 @@ def test_no_rate_is_shown_from_a_tiny_sample() -> None:
         table_value(table_text(summary_table(enough, "usercom send")), "events sent per second")
         == "50"
     )
+
+
+# -- 14.15: serve --demo says where its ledger is ----------------------------------------------
+
+
+def test_the_demo_banner_names_its_ledger_and_the_commands_to_try_on_it() -> None:
+    ledger = Path("/tmp/usercom-x/demo.sqlite")
+    shown = demo_banner(
+        "http://127.0.0.1:8080", "http://127.0.0.1:9000", "demo-write-key", ledger, scratch=True
+    )
+    [line] = [line for line in shown.splitlines() if line.strip().startswith("ledger:")]
+    assert str(ledger) in line
+    for command in (f"usercom report {ledger}", f"usercom failed {ledger}", "usercom explain"):
+        assert command in line
+    assert "deleted when the demo stops" in line
+    kept = demo_banner("http://h:1", "http://s:2", "k", Path("mine.sqlite"), scratch=False)
+    assert "deleted" not in kept
+    assert "usercom report mine.sqlite" in kept

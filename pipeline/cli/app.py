@@ -545,6 +545,21 @@ def _demo_defaults(
     return config or EXAMPLES / "config.json", ledger, write_key or [DEMO_WRITE_KEY]
 
 
+def demo_banner(url: str, sandbox_url: str, key: str, ledger: Path, *, scratch: bool) -> str:
+    """What `serve --demo` prints under its address: how to send an event, and where its
+    ledger is, so that report, failed and explain can be tried on what was sent."""
+    kept = " (scratch: deleted when the demo stops)" if scratch else ""
+    return (
+        f"  sandbox User.com: {sandbox_url} (what it holds: {sandbox_url}/__sandbox__/state)\n"
+        f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
+        '-d \'{"userId": "u-1", "traits": {"email": "ada@example.com"}}\' '
+        f"{url}/v1/identify\n"
+        f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops\n"
+        f"  ledger: {ledger}{kept}: try `usercom report {ledger}`, `usercom failed {ledger}`, "
+        f"`usercom explain KEY --ledger {ledger}`"
+    )
+
+
 def _serve_options(
     config: Path | None,
     ledger: Path | None,
@@ -672,11 +687,12 @@ def serve(
     err = stderr()
     with contextlib.ExitStack() as stack:
         try:
+            scratch = demo and ledger is None
             if demo:
                 config, ledger, write_key = _demo_defaults(config, ledger, write_key, base_url)
                 if ledger is None:
-                    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
-                    ledger = Path(scratch) / "demo.sqlite"
+                    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
+                    ledger = Path(folder) / "demo.sqlite"
             options = _serve_options(
                 config,
                 ledger,
@@ -716,17 +732,10 @@ def serve(
 
         def announce(url: str) -> None:
             print(f"usercom serve listening on {url}", flush=True)
-            if demo:
+            if demo and ledger is not None:
                 key = (write_key or [DEMO_WRITE_KEY])[0]
-                print(
-                    f"  sandbox User.com: {options.base_url} "
-                    f"(what it holds: {options.base_url}/__sandbox__/state)\n"
-                    f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
-                    '-d \'{"userId": "u-1", "traits": {"email": "ada@example.com"}}\' '
-                    f"{url}/v1/identify\n"
-                    f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops",
-                    flush=True,
-                )
+                banner = demo_banner(url, options.base_url or "", key, ledger, scratch=scratch)
+                print(banner, flush=True)
 
         configure_logs()
         run_service(service, sock, announce)
