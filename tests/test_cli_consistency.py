@@ -110,6 +110,19 @@ def test_max_outage_has_one_spelling_and_default_in_send_and_serve() -> None:
     assert "[default: 7.0]" not in help_of("serve")
 
 
+def option_help(command: str, option: str) -> str:
+    """The help of one option of `command`, as one line (up to the next option)."""
+    shown = help_of(command)
+    start = shown.index(f" {option} ")
+    ends = (shown.find(after, start + len(option) + 2) for after in (" --", " -h,"))
+    return shown[start : min(end for end in ends if end > 0)]
+
+
+@pytest.mark.parametrize("option", ["--max-outage", "--concurrency", "--rate"])
+def test_options_send_and_serve_share_read_the_same_in_both(option: str) -> None:
+    assert option_help("send", option) == option_help("serve", option)
+
+
 @pytest.mark.parametrize("given", ["90s", "30m", "45"])
 def test_send_takes_the_durations_serve_takes(tmp_path: Path, given: str) -> None:
     events = write_lines(tmp_path / "events.jsonl", [identify_with_a_long_name()])

@@ -88,6 +88,10 @@ MaxOutage = Annotated[
     ),
 ]
 MAX_OUTAGE = "30m"
+Concurrency = Annotated[
+    int, typer.Option(metavar="N", help="users delivered at once, per app (1-1024)")
+]
+Rate = Annotated[float | None, typer.Option(metavar="R", help="max requests per second, per app")]
 
 
 def duration_of(option: str, raw: str) -> float:
@@ -281,10 +285,8 @@ def send(
         Path | None,
         typer.Option(metavar="FILE", help="SQLite ledger: resume a run, skip finished events"),
     ] = None,
-    concurrency: Annotated[
-        int, typer.Option(metavar="N", help="users delivered at once (1-1024)")
-    ] = 8,
-    rate: Annotated[float | None, typer.Option(metavar="R", help="max requests per second")] = None,
+    concurrency: Concurrency = 8,
+    rate: Rate = None,
     out: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="write one outcome per event as JSONL (- for stdout)"),
@@ -641,12 +643,8 @@ def serve(
         str | None,
         typer.Option(metavar="ORIGIN", help="send to another origin (the sandbox, a proxy)"),
     ] = None,
-    concurrency: Annotated[
-        int, typer.Option(metavar="N", help="users delivered at once per app (1-1024)")
-    ] = 8,
-    rate: Annotated[
-        float | None, typer.Option(metavar="R", help="max requests per second per app")
-    ] = None,
+    concurrency: Concurrency = 8,
+    rate: Rate = None,
     give_up_after: Annotated[
         str,
         typer.Option(
