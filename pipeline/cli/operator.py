@@ -422,9 +422,9 @@ def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
             )
         else:
             words.append(
-                f"{summary.unfinished} failed or held, and without --ledger nothing keeps them: "
-                "--out lists them by status; next time give --ledger FILE, so that a re-run "
-                "sends only what is unfinished"
+                f"{summary.unfinished} failed or held, and without --ledger nothing keeps them "
+                "(--out, if given, lists them by status): next time give --ledger FILE, so "
+                "that a re-run sends only what is unfinished"
             )
     if summary.rejected:
         if ledger is not None:
