@@ -214,8 +214,11 @@ class Guarded(HttpToolsProtocol):
 
     def _refuse_head(self) -> None:
         self._cancel_timers()
-        self.transport.write(_answer(431, *self._head_refusal()))
-        self.transport.close()
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(_answer(431, *self._head_refusal()))
+            self.transport.close()
+        else:  # a pipelined head behind an answer still being written: no room to say why
+            self.transport.abort()
 
     # -- timeouts ----------------------------------------------------------------------------
 
