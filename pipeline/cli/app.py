@@ -10,7 +10,8 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -26,8 +27,11 @@ from pipeline.cli import checks, operator
 from pipeline.cli.checks import KEY_FIELDS, UNKNOWN_ATTRIBUTES, UsageError
 from pipeline.cli.sending import (
     EXIT_FAULT,
+    EXIT_REJECTED,
+    EXIT_UNFINISHED,
     EXIT_USAGE,
     Tally,
+    broken_input_words,
     exit_status,
     final_words,
     progress_every,
@@ -38,7 +42,7 @@ from pipeline.core.config import Config, parse_config, unreadable_config
 from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.faults import RESUME, check_app
-from pipeline.delivery.incoming import LineReader, read_jsonl
+from pipeline.delivery.incoming import MAX_EVENT_BYTES, LineReader, read_jsonl
 from pipeline.delivery.ledger import (
     UNFINISHED,
     Ledger,
@@ -53,6 +57,7 @@ from pipeline.serve import (
     ServeConfigError,
     ServeOptions,
     Service,
+    create_ledger_folders,
     duration,
     ledger_paths,
     listening_socket,
@@ -83,6 +88,32 @@ def stderr() -> Console:
     """Progress, errors and (with `--out -`) the summary go to stderr, keeping stdout clean."""
     # soft_wrap: one problem stays one line in a CI log, however narrow the "terminal".
     return Console(stderr=True, soft_wrap=True)
+
+
+# Options `send` and `serve` share, spelled once so that their syntax and defaults cannot drift:
+# a duration is 90s, 30m, 24h or 7d (a bare number is seconds), parsed by `serve.duration`.
+MaxOutage = Annotated[
+    str,
+    typer.Option(
+        "--max-outage",
+        metavar="DURATION",
+        help="how long an outage of User.com may last (90s, 30m, 24h; a bare number is "
+        "seconds): then send stops (exit 3) and serve pauses delivery, probing until it ends",
+    ),
+]
+MAX_OUTAGE = "30m"
+Concurrency = Annotated[
+    int, typer.Option(metavar="N", help="users delivered at once, per app (1-1024)")
+]
+Rate = Annotated[float | None, typer.Option(metavar="R", help="max requests per second, per app")]
+
+
+def duration_of(option: str, raw: str) -> float:
+    """Seconds of a duration option: the service's parser, its refusal as a usage error."""
+    try:
+        return duration(option, raw)
+    except ServeConfigError as problem:
+        raise UsageError(str(problem)) from problem
 
 
 def _version(show: bool) -> None:
@@ -172,17 +203,24 @@ class LazyFile(io.StringIO):
         super().close()
 
 
+def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(requests, warnings) of a dry-run outcome: warnings go where a real run puts them, not
+    among the requests, so that every mode counts them the same."""
+    steps = tuple(line.strip() for line in shown.lines)
+    return tuple(step for step in steps if not step.startswith("warning: ")), shown.warnings
+
+
 def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
     """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
     summary = Summary()
-    for item in read_jsonl(LineReader(source), cfg):
+    started = time.monotonic()
+    reader = LineReader(source)
+    for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
         match item.job:
             case Success(_):
                 shown = plan_of(item.job)
-                steps = (
-                    tuple(line.strip() for line in shown.lines) if isinstance(shown, Plan) else ()
-                )
-                outcome = Outcome(item.key, "planned", 0, steps, position=item.position)
+                steps, warnings = planned_requests(shown) if isinstance(shown, Plan) else ((), ())
+                outcome = Outcome(item.key, "planned", 0, steps, None, warnings, item.position)
             case Failure(problem):
                 outcome = Outcome(
                     item.key, "rejected", 0, (), problem.message, position=item.position
@@ -192,6 +230,8 @@ def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
         summary.add(outcome)
         if sink is not None:
             sink.write(json.dumps(outcome.as_json()) + "\n")
+    summary.broken_input = reader.broken
+    summary.seconds = time.monotonic() - started
     return summary
 
 
@@ -263,10 +303,8 @@ def send(
         Path | None,
         typer.Option(metavar="FILE", help="SQLite ledger: resume a run, skip finished events"),
     ] = None,
-    concurrency: Annotated[
-        int, typer.Option(metavar="N", help="users delivered at once (1-1024)")
-    ] = 8,
-    rate: Annotated[float | None, typer.Option(metavar="R", help="max requests per second")] = None,
+    concurrency: Concurrency = 8,
+    rate: Rate = None,
     out: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="write one outcome per event as JSONL (- for stdout)"),
@@ -291,26 +329,20 @@ def send(
     retry_rejected: Annotated[
         bool, typer.Option("--retry-rejected", help="attempt events rejected earlier again")
     ] = False,
-    max_outage: Annotated[
-        float,
-        typer.Option(
-            metavar="SECONDS",
-            help="how long an outage of User.com may last before the run stops (exit 3)",
-        ),
-    ] = 1800.0,
+    max_outage: MaxOutage = MAX_OUTAGE,
 ) -> None:
     """Send a JSONL file of events to User.com.
 
     Exit status: 0 every event delivered (now or earlier); 1 some rejected, nothing left to
-    retry; 2 usage, config or input error; 3 the run stopped on a fault of the key, the URL or
-    the network; 4 some failed, held or pending (re-run with the same --ledger); 130/143
-    interrupted.
+    retry; 2 usage, config or input error (an input that breaks off part-way too); 3 the run
+    stopped on a fault of the key, the URL or the network; 4 some failed, held or pending
+    (re-run with the same --ledger); 130/143 interrupted.
 
     --dry-run neither reads nor writes a ledger: with --ledger it says so in one line and plans
     every event as new. --dry-run --live plans the events one at a time, in order, with real
     reads only; each outcome (status planned) gets a "would" sentence, and the summary counts
-    each kind. Its exit status: 0, or 1 when some events can never be sent (rejected), 3 when
-    the key, the URL or the network fails the run.
+    each kind. Its exit status: 0, or 1 when some events can never be sent (rejected), 2 when
+    the input breaks off, 3 when the key, the URL or the network fails the run.
     """
     err = stderr()
     try:
@@ -322,7 +354,7 @@ def send(
             concurrency=checks.concurrency(concurrency),
             rate=checks.rate(rate),
             base_url=origin,
-            max_outage=checks.seconds("--max-outage", max_outage),
+            max_outage=duration_of("--max-outage", max_outage),
         )
         out_path = checks.out_path(out, source_name, config)
         ledger_path = checks.ledger_path(ledger)
@@ -340,7 +372,7 @@ def send(
                     markup=False,
                 )
             if dry_run and live:
-                finish_live(cfg, source, sink, origin, options.rate, out, err)
+                finish_live(source_name, cfg, source, sink, origin, options.rate, out, err)
             if dry_run:
                 summary = dry_run_summary(cfg, source, sink)
                 tally = Tally()
@@ -362,18 +394,34 @@ def send(
         err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     console = err if out is not None and str(out) == "-" else Console()
-    if summary.events or summary.skipped or summary.fault is None:
+    if held_nothing(summary) and tally.signal is None:
+        err.print(f"{input_name(source_name)} holds no events: nothing to send", highlight=False)
+    elif summary.events or summary.skipped or summary.fault is None:
         title = "usercom send" + (" (dry run)" if dry_run else "")
         console.print(summary_table(summary, title))
     for words in final_words(summary, tally, has_ledger):
         err.print(words, highlight=False)
-    raise typer.Exit(0 if dry_run and not summary.rejected else exit_status(summary, tally))
+    status = exit_status(summary, tally)
+    if status in (EXIT_REJECTED, EXIT_UNFINISHED):
+        for words in operator.send_advice(summary, ledger_path if has_ledger else None):
+            err.print(f"next: {words}", highlight=False, markup=False)
+    raise typer.Exit(status)
 
 
 dry_run_summary = dry_run
 
 
+def held_nothing(summary: Summary) -> bool:
+    """The input held no event (and nothing else happened): a table of zeros would hide it."""
+    return not (summary.events or summary.skipped or summary.fault or summary.broken_input)
+
+
+def input_name(events: str) -> str:
+    return "stdin" if events == "-" else events
+
+
 def finish_live(
+    events: str,
     cfg: Config,
     source: IO[bytes],
     sink: IO[str] | None,
@@ -395,22 +443,37 @@ def finish_live(
     )
     summary = result.summary
     console = err if out is not None and str(out) == "-" else Console()
+    if held_nothing(summary) and not result.interrupted and not result.kinds:
+        err.print(f"{input_name(events)} holds no events: nothing to plan", highlight=False)
+        raise typer.Exit(0)
     if summary.events or result.fault is None:
         console.print(summary_table(summary, "usercom send (dry run, live: reads only)"))
         console.print(operator.kinds_table(result.kinds))
-    if summary.broken_input:
-        err.print(f"warning: {summary.broken_input}", highlight=False, markup=False)
+    if result.fault is None and summary.broken_input:
+        err.print(broken_input_words(summary.broken_input, False), highlight=False, markup=False)
+        raise typer.Exit(EXIT_USAGE)
     if result.fault is not None:
         err.print(f"error: {result.fault}", highlight=False, markup=False)
         raise typer.Exit(EXIT_FAULT)
     if result.interrupted:
         err.print("interrupted: nothing was written", highlight=False)
         raise typer.Exit(130)
-    raise typer.Exit(1 if summary.rejected else 0)
+    for words in operator.send_advice(summary, None):
+        err.print(f"next: {words}", highlight=False, markup=False)
+    raise typer.Exit(EXIT_REJECTED if summary.rejected else 0)
 
 
 def _announce(url: str) -> None:
     print(f"sandbox listening on {url}", flush=True)
+
+
+def _sandbox_key(api_key: str | None) -> str | None:
+    if api_key is not None and not api_key.strip():
+        raise UsageError(
+            "--api-key must not be empty (it would refuse every key): leave it out to accept "
+            "any key, or give the one key to accept"
+        )
+    return api_key
 
 
 @app.command(short_help="Serve a local User.com sandbox until stopped.")
@@ -476,9 +539,10 @@ def sandbox(
     """
     err = stderr()
     try:
+        key = _sandbox_key(api_key)
         checks.port(port)
         options = SandboxOptions(
-            api_key=api_key,
+            api_key=key,
             forced=tuple(parse_forced(spec) for spec in force or ()),
             latency_ms=latency_ms,
             error_rate=error_rate,
@@ -511,6 +575,75 @@ def _demo_defaults(
     return config or EXAMPLES / "config.json", ledger, write_key or [DEMO_WRITE_KEY]
 
 
+WRITE_KEYS_ENV = "USERCOM_WRITE_KEYS"
+TRANSFORMER_TOKEN_ENV = "USERCOM_TRANSFORMER_TOKEN"
+
+
+def _secret_lines(path: Path, option: str) -> list[str]:
+    """The non-blank lines of a secrets file, `#` comments left out."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UsageError(f"cannot read {option} {path}: {reason}") from error
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def serve_secrets(
+    write_keys: tuple[str, ...],
+    write_key_file: Path | None,
+    transformer_token: str | None,
+    transformer_token_file: Path | None,
+    env: Mapping[str, str],
+) -> tuple[tuple[str, ...], str | None]:
+    """The write keys and the transformer token, from the command line (which `ps` shows), a
+    file, or the environment. Keys named on the command line or in --write-key-file replace
+    $USERCOM_WRITE_KEYS (comma-separated); --transformer-token, then --transformer-token-file,
+    replace $USERCOM_TRANSFORMER_TOKEN. A variable set but empty is refused, not read as "no
+    key", which would open the service to anyone."""
+    keys = list(write_keys)
+    if write_key_file is not None:
+        listed = _secret_lines(write_key_file, "--write-key-file")
+        if not listed:
+            raise UsageError(
+                f"--write-key-file {write_key_file} holds no write key (one a line; # comments)"
+            )
+        keys += listed
+    if write_key_file is None and not write_keys and WRITE_KEYS_ENV in env:
+        keys = [key.strip() for key in env[WRITE_KEYS_ENV].split(",") if key.strip()]
+        if not keys:
+            raise UsageError(
+                f"{WRITE_KEYS_ENV} is set but names no key: give keys separated by commas, or "
+                "unset it"
+            )
+    token = transformer_token
+    if token is None and transformer_token_file is not None:
+        lines = _secret_lines(transformer_token_file, "--transformer-token-file")
+        if not lines:
+            raise UsageError(f"--transformer-token-file {transformer_token_file} is empty")
+        token = lines[0]
+    if token is None and TRANSFORMER_TOKEN_ENV in env:
+        token = env[TRANSFORMER_TOKEN_ENV].strip()
+        if not token:
+            raise UsageError(f"{TRANSFORMER_TOKEN_ENV} is set but empty: give a token or unset it")
+    return tuple(keys), token
+
+
+def demo_banner(url: str, sandbox_url: str, key: str, ledger: Path, *, scratch: bool) -> str:
+    """What `serve --demo` prints under its address: how to send an event, and where its
+    ledger is, so that report, failed and explain can be tried on what was sent."""
+    kept = " (scratch: deleted when the demo stops)" if scratch else ""
+    return (
+        f"  sandbox User.com: {sandbox_url} (what it holds: {sandbox_url}/__sandbox__/state)\n"
+        f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
+        '-d \'{"userId": "u-1", "traits": {"email": "ada@example.com"}}\' '
+        f"{url}/v1/identify\n"
+        f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops\n"
+        f"  ledger: {ledger}{kept}: try `usercom report {ledger}`, `usercom failed {ledger}`, "
+        f"`usercom explain KEY --ledger {ledger}`"
+    )
+
+
 def _serve_options(
     config: Path | None,
     ledger: Path | None,
@@ -526,6 +659,9 @@ def _serve_options(
     keep_days: float,
     transformer_token: str | None,
     max_outage: str,
+    max_connections: int,
+    header_timeout: str,
+    body_timeout: str,
 ) -> ServeOptions:
     """`usercom serve`'s options, checked before anything is opened (UsageError or
     ServeConfigError: one line, exit 2)."""
@@ -543,9 +679,12 @@ def _serve_options(
         raise UsageError(f"--keep-days must be a number of days >= 0: got {keep_days}")
     if transformer_token is not None and not transformer_token.strip():
         raise UsageError("--transformer-token must not be empty")
+    if max_connections < 1:
+        raise UsageError(f"--max-connections must be an integer >= 1: got {max_connections}")
     return ServeOptions(
         sources=sources,
-        ledgers=ledger_paths(ledger, tuple(sources.apps)),
+        # Nothing is created before the address is known to be free (see `serve`).
+        ledgers=ledger_paths(ledger, tuple(sources.apps), create=False),
         host=host,
         port=checks.port(port),
         base_url=origin,
@@ -556,6 +695,9 @@ def _serve_options(
         keep_days=keep_days,
         transformer_token=transformer_token,
         max_outage=duration("--max-outage", max_outage),
+        max_connections=max_connections,
+        header_timeout=duration("--header-timeout", header_timeout),
+        body_timeout=duration("--body-timeout", body_timeout),
     )
 
 
@@ -585,19 +727,20 @@ def serve(
         list[str] | None,
         typer.Option(
             metavar="KEY",
-            help="a write key accepted for the one app (repeatable); none: anyone may send",
+            help="a write key accepted for the one app (repeatable; visible in ps: prefer "
+            f"--write-key-file or ${WRITE_KEYS_ENV}, comma-separated); none: anyone may send",
         ),
+    ] = None,
+    write_key_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="write keys for the one app, one a line"),
     ] = None,
     base_url: Annotated[
         str | None,
         typer.Option(metavar="ORIGIN", help="send to another origin (the sandbox, a proxy)"),
     ] = None,
-    concurrency: Annotated[
-        int, typer.Option(metavar="N", help="users delivered at once per app (1-1024)")
-    ] = 8,
-    rate: Annotated[
-        float | None, typer.Option(metavar="R", help="max requests per second per app")
-    ] = None,
+    concurrency: Concurrency = 8,
+    rate: Rate = None,
     give_up_after: Annotated[
         str,
         typer.Option(
@@ -609,21 +752,41 @@ def serve(
     ] = 1_000_000,
     keep_days: Annotated[
         float,
-        typer.Option(metavar="DAYS", help="delivered and rejected events keep their body so long"),
-    ] = 7.0,
+        typer.Option(
+            metavar="DAYS", help="delivered and rejected events keep their body so many days"
+        ),
+    ] = 7,
     transformer_token: Annotated[
         str | None,
         typer.Option(
-            metavar="TOKEN", help="require Authorization: Bearer TOKEN on the transformer API"
+            metavar="TOKEN",
+            help="require Authorization: Bearer TOKEN on the transformer API (visible in ps: "
+            f"prefer --transformer-token-file or ${TRANSFORMER_TOKEN_ENV})",
         ),
     ] = None,
-    max_outage: Annotated[
+    transformer_token_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="the transformer token, on the file's first line"),
+    ] = None,
+    max_outage: MaxOutage = MAX_OUTAGE,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="client connections open at once: at the cap the longest idle one is closed "
+            "for a new one; when all are busy new ones get 503 (a proxy in front holds more)",
+        ),
+    ] = 1000,
+    header_timeout: Annotated[
+        str,
+        typer.Option(metavar="DURATION", help="a request's head must arrive within this"),
+    ] = "10s",
+    body_timeout: Annotated[
         str,
         typer.Option(
-            metavar="DURATION",
-            help="how long an outage of User.com may last before delivery pauses (probing)",
+            metavar="DURATION", help="a request's body must arrive within this (else 408)"
         ),
-    ] = "30m",
+    ] = "60s",
     demo: Annotated[
         bool,
         typer.Option(
@@ -642,11 +805,20 @@ def serve(
     err = stderr()
     with contextlib.ExitStack() as stack:
         try:
+            keys, transformer_token = serve_secrets(
+                tuple(write_key or ()),
+                write_key_file,
+                transformer_token,
+                transformer_token_file,
+                os.environ,
+            )
+            write_key = list(keys) or None
+            scratch = demo and ledger is None
             if demo:
                 config, ledger, write_key = _demo_defaults(config, ledger, write_key, base_url)
                 if ledger is None:
-                    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
-                    ledger = Path(scratch) / "demo.sqlite"
+                    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
+                    ledger = Path(folder) / "demo.sqlite"
             options = _serve_options(
                 config,
                 ledger,
@@ -661,17 +833,23 @@ def serve(
                 keep_days=keep_days,
                 transformer_token=transformer_token,
                 max_outage=max_outage,
+                max_connections=max_connections,
+                header_timeout=header_timeout,
+                body_timeout=body_timeout,
             )
             sources = options.sources
+            # Listen first: a port in use or a wrong host must leave no ledger behind.
+            sock = listening_socket(options.host, options.port)
+            stack.callback(sock.close)
             if demo:
                 cfg = next(iter(sources.apps.values()))
                 sandbox_url = stack.enter_context(
                     serve_in_thread(SandboxOptions(api_key=cfg.api_key))
                 )
                 options = dataclasses.replace(options, base_url=sandbox_url)
+            create_ledger_folders(options.ledgers)
             service = Service.open(options)
             stack.callback(service.store.close)
-            sock = listening_socket(options.host, options.port)
         except (UsageError, ServeConfigError, LedgerError, ServeListenError) as problem:
             err.print(refusal(problem), highlight=False)
             raise typer.Exit(EXIT_USAGE) from problem
@@ -690,17 +868,12 @@ def serve(
 
         def announce(url: str) -> None:
             print(f"usercom serve listening on {url}", flush=True)
-            if demo:
-                key = (write_key or [DEMO_WRITE_KEY])[0]
-                print(
-                    f"  sandbox User.com: {options.base_url} "
-                    f"(what it holds: {options.base_url}/__sandbox__/state)\n"
-                    f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
-                    '-d \'{"userId": "u-1", "traits": {"email": "ada@example.com"}}\' '
-                    f"{url}/v1/identify\n"
-                    f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops",
-                    flush=True,
-                )
+            if demo and ledger is not None:
+                # A key of the operator's own is never printed: only the demo's.
+                given = (write_key or [DEMO_WRITE_KEY])[0]
+                key = given if given == DEMO_WRITE_KEY else "$WRITE_KEY"
+                banner = demo_banner(url, options.base_url or "", key, ledger, scratch=scratch)
+                print(banner, flush=True)
 
         run_service(service, sock, announce)
 
@@ -798,11 +971,19 @@ def check(
     typer.echo(f"ok: User.com app {cfg.subdomain} answered at {origin or cfg.base_url}")
 
 
-def reader_ledger(path: Path) -> Ledger:
+def reader_ledger(path: Path, *, positional: bool = True) -> Ledger:
+    """A ledger opened read-only. The ledger's refusals name `--ledger` (send's option); the
+    commands that take LEDGER as an argument say so instead."""
     try:
         return Ledger.open_reader(path)
     except LedgerError as error:
-        raise UsageError(str(error)) from error
+        words = str(error)
+        if positional:
+            words = words.replace(
+                "use another --ledger",
+                "give the LEDGER file of a run or of the service",
+            )
+        raise UsageError(words) from error
 
 
 @app.command(short_help="Print a ledger's unfinished events as JSONL, in order.")
@@ -839,14 +1020,29 @@ def requeue(
     ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger")],
     keys: Annotated[
         list[str] | None,
-        typer.Argument(metavar="KEY...", help="keys to requeue (default: all failed and held)"),
+        typer.Argument(
+            metavar="KEY...",
+            help="keys to requeue, as explain takes them (default: all failed and held)",
+        ),
     ] = None,
     rejected: Annotated[
         bool, typer.Option("--rejected", help="requeue rejected events too")
     ] = False,
+    delivered: Annotated[
+        bool,
+        typer.Option("--delivered", help="allow a named delivered event: it is sent again"),
+    ] = False,
 ) -> None:
-    """Make events pending again, so the next run (or the service) tries them."""
+    """Make events pending again, so the next run (or the service) tries them.
+
+    A KEY is matched as `explain` matches it: with or without the app prefix, or a unique
+    prefix. A finished event is requeued only when asked for: a rejected one with --rejected,
+    a delivered one (named by its key) with --delivered.
+    Exit status: 0 done; 2 an unknown key, a finished event without its flag, or not a ledger
+    (nothing was changed).
+    """
     try:
+        operator.check_requeue(keys, delivered=delivered)
         cfg_app = reader_ledger(ledger)
         app_name = cfg_app.app
         cfg_app.close()
@@ -854,11 +1050,16 @@ def requeue(
             contextlib.closing(Ledger.open_writer(ledger, app_name)) as book,
             sqlite_errors_as_ledger_errors(ledger),
         ):
-            changed = book.requeue(keys or None, rejected=rejected)
+            chosen = (
+                operator.requeue_keys(book, keys, rejected=rejected, delivered=delivered)
+                if keys
+                else None
+            )
+            changed = book.requeue(chosen, rejected=rejected)
     except (UsageError, LedgerError) as problem:
         stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
-    typer.echo(f"{changed} events are pending again")
+    typer.echo(operator.pending_again(changed))
 
 
 @app.command(short_help="Show one event's story from a ledger.")
@@ -882,7 +1083,7 @@ def explain(
     Exit status: 0 shown; 2 no such event, or not a ledger.
     """
     try:
-        book = reader_ledger(ledger)
+        book = reader_ledger(ledger, positional=False)
         with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
             row = operator.find_event(book, key)
             lines = (
