@@ -339,6 +339,7 @@ def send(
                         err=err,
                         total=total,
                         retry_rejected=retry_rejected,
+                        has_ledger=ledger_path is not None,
                     )
                     has_ledger = ledger_path is not None
     except UsageError as problem:

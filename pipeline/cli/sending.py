@@ -9,6 +9,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.cli.filing import Filing, refile_kept
 from pipeline.core.config import Config
 from pipeline.delivery.engine import Control, DeliveryOptions, deliver
 from pipeline.delivery.incoming import Incoming, LineReader, incoming
@@ -51,11 +53,13 @@ def queue(
     summary: Summary,
     tally: Tally,
     retry_rejected: bool,
+    filing: Filing | None = None,
 ) -> Iterator[Incoming]:
     """The ledger's unfinished events in position order, then the input's new or changed ones.
 
     Only events finished by an *earlier* run count as skipped: those taken from the queue
-    above, or read twice in this file, are this run's already.
+    above, or read twice in this file, are this run's already. Reading stops when the ledger
+    cannot commit (`filing`): an event it cannot store is not sent.
     """
     taken: set[str] = set()
     if ledger is not None:
@@ -68,6 +72,8 @@ def queue(
     reader = LineReader(source)
     position = 0
     for line in reader:
+        if filing is not None and filing.refused is not None:
+            return
         position += 1
         event = incoming(cfg, position, line)
         if ledger is not None:
@@ -81,7 +87,13 @@ def queue(
                     summary.skipped[row.status] += 1
                     continue
                 summary.changed += int(not same)
-            new_position = ledger.enqueue(event.key, event.content_hash, line)
+            try:
+                new_position = ledger.enqueue(event.key, event.content_hash, line)
+            except sqlite3.Error as error:  # a batch's commit failed: stop reading
+                if filing is None:
+                    raise
+                filing.failed(error)
+                return
             first_new = new_position if first_new is None else first_new
             event = replace(event, position=new_position)
         tally.read += 1
@@ -133,9 +145,25 @@ def run_send(
     err: Console,
     total: int | None,
     retry_rejected: bool,
+    has_ledger: bool = True,
 ) -> tuple[Summary, Tally]:
-    """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM."""
+    """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM,
+    and when the ledger cannot commit (`has_ledger`: it is the operator's, not a scratch one)."""
     tally = Tally()
+    control = Control()
+    given_up = asyncio.Event()
+
+    def say(words: str) -> None:
+        err.print(words, highlight=False, markup=False)
+
+    def cannot_commit(problem: str) -> None:
+        control.stop(f"the ledger cannot commit ({problem})")
+        say(
+            f"usercom send: the ledger cannot commit ({problem}): no new event is sent; the "
+            "outcomes not filed are kept and filed again"
+        )
+
+    filing = None if ledger is None else Filing(ledger, cannot_commit)
     summary_box: list[Summary] = []
     pre = Summary()
     live = err.is_terminal
@@ -152,15 +180,8 @@ def run_send(
     counts = Summary()
 
     def on_outcome(item: Incoming, outcome: Outcome) -> None:
-        if ledger is not None and outcome.status != "planned":
-            ledger.record(
-                outcome.key,
-                outcome.status,
-                outcome.attempts,
-                outcome.requests,
-                outcome.error,
-                outcome.warnings,
-            )
+        if filing is not None and outcome.status != "planned":
+            filing.file(item, outcome)
         if outcome.status == "pending":
             tally.unsent.append(outcome.position)
         if sink is not None:
@@ -171,7 +192,6 @@ def run_send(
             progress.update(task, status=f"[red]{outcome.status}: {outcome.key}")
 
     async def main() -> Summary:
-        control = Control()
         loop = asyncio.get_running_loop()
         started = time.monotonic()
 
@@ -181,6 +201,7 @@ def run_send(
                 sys.stderr.write("\nusercom send: stopped at once\n")
                 raise SystemExit(EXIT_SIGNAL.get(sig, 130))
             tally.signal = sig
+            given_up.set()
             control.stop(f"interrupted ({sig.name})")
 
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -194,13 +215,16 @@ def run_send(
 
         ticking = None if live else asyncio.create_task(ticker())
         try:
-            return await deliver(
-                queue(source, cfg, ledger, pre, tally, retry_rejected),
+            done = await deliver(
+                queue(source, cfg, ledger, pre, tally, retry_rejected, filing),
                 cfg,
                 options,
                 on_outcome,
                 control=control,
             )
+            if filing is not None:
+                await refile_kept(filing, say, given_up)
+            return done
         finally:
             if ticking is not None:
                 ticking.cancel()
@@ -216,9 +240,11 @@ def run_send(
             if sink is not None:
                 with contextlib.suppress(OSError):
                     sink.flush()
-            if ledger is not None:
-                ledger.flush()
+            if filing is not None:
+                filing.flush()
     summary = summary_box[0]
+    if filing is not None:
+        summary.fault = filing.fault(has_ledger=has_ledger) or summary.fault
     summary.skipped, summary.changed, summary.broken_input = (
         pre.skipped,
         pre.changed,
