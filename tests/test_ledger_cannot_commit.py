@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import resource
+import select
+import sqlite3
 import subprocess
 import threading
 import time
@@ -19,7 +22,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from e2e_helpers import (
     API_KEY,
@@ -34,6 +39,14 @@ from e2e_helpers import (
     write_config,
     write_lines,
 )
+from serve_helpers import API_KEY as SERVE_API_KEY
+from serve_helpers import WRITE_KEY, auth, service_in_thread
+from serve_helpers import health as serve_health
+from serve_helpers import identify as serve_identify
+from serve_helpers import options as serve_options
+from serve_helpers import post as serve_post
+from serve_helpers import track as serve_track
+from serve_helpers import write_config as serve_config
 
 from pipeline.delivery.ledger import Ledger
 from pipeline.sandbox import SandboxOptions, serve_in_thread
@@ -180,3 +193,147 @@ def test_send_stops_with_exit_3_when_the_ledger_cannot_commit_and_never_sends_tw
     with Ledger.open_reader(ledger) as book:
         assert book.counts()["delivered"] == 60
         assert book.get(key_of("u0-track-8")) is not None
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    child: Child
+    url: str
+
+    def health(self) -> dict[str, Any]:
+        answer = httpx.get(f"{self.url}/health", timeout=10)
+        assert answer.status_code == 200, answer.text
+        shown: dict[str, Any] = answer.json()
+        return shown
+
+    def post(self, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/batch", json=body, headers=auth(), timeout=30)
+
+
+@contextlib.contextmanager
+def service(args: Sequence[str | Path]) -> Iterator[Service]:
+    child = start_child(("serve", "--port", "0", *args), file_limit=None)
+    try:
+        assert child.process.stdout is not None
+        ready, _, _ = select.select([child.process.stdout], [], [], 20)
+        assert ready, f"the service did not start: {child.text()}"
+        first = child.process.stdout.readline().strip()
+        prefix = "usercom serve listening on "
+        assert first.startswith(prefix), f"{first!r}: {child.text()}"
+        yield Service(child, first.removeprefix(prefix))
+    finally:
+        child.process.terminate()
+        try:
+            child.process.wait(20)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait(10)
+
+
+def tracks(users: int, each: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        serve_track(f"s{n}", position)
+        for n in range(users)
+        for position in range(start, start + each)
+    ]
+
+
+def delivered(ledger: Path) -> int:
+    with Ledger.open_reader(ledger) as book:
+        return book.counts()["delivered"]
+
+
+@pytest.fixture
+def slow_sandbox() -> Iterator[str]:
+    """Every request takes 0.4 s: outcomes come well after their events are admitted."""
+    with serve_in_thread(SandboxOptions(api_key=SERVE_API_KEY, latency_ms=400)) as url:
+        yield url
+
+
+def test_serve_pauses_while_the_ledger_cannot_commit_and_delivers_each_event_once(
+    tmp_path: Path, slow_sandbox: str
+) -> None:
+    config = serve_config(tmp_path / "config.json")
+    ledger = tmp_path / "serve.sqlite"
+    args = ("--config", config, "--ledger", ledger, "--base-url", slow_sandbox)
+    with service((*args, "--write-key", WRITE_KEY)) as running:
+        assert running.post({"batch": [serve_identify(f"s{n}") for n in range(5)]}).is_success
+        when(lambda: delivered(ledger) == 5)
+        assert running.post({"batch": tracks(5, 3)}).status_code == 200
+        # The 15 tracks are committed; from now on the ledger cannot grow: the disk is full.
+        wal = Path(f"{ledger}-wal").stat().st_size
+        resource.prlimit(running.child.process.pid, resource.RLIMIT_FSIZE, (wal, UNLIMITED[1]))
+        when(lambda: running.health()["paused"] is not None)
+        shown = running.health()
+        assert shown["status"] == "paused"
+        assert "ledger" in shown["paused"]
+        assert "cannot commit" in shown["paused"]
+        refused = running.post({"batch": tracks(1, 1, start=3)})
+        assert refused.status_code == 503
+        assert int(refused.headers["Retry-After"]) > 0
+        time.sleep(3)  # a storm would deliver each track many times meanwhile
+        while_full = track_occurrences(sandbox_state(slow_sandbox))
+        assert while_full, "nothing was delivered before the disk filled"
+        assert max(while_full.values()) == 1, while_full
+        assert running.health()["paused"] is not None
+        assert "event=delivery_paused" in running.child.text()
+
+        running.child.give_space_back()
+        when(lambda: running.health()["paused"] is None and delivered(ledger) == 20, timeout=60)
+        assert running.post({"batch": tracks(1, 1, start=3)}).status_code == 200
+        when(lambda: delivered(ledger) == 21)
+        assert "event=delivery_resumed" in running.child.text()
+    final = track_occurrences(sandbox_state(slow_sandbox))
+    expected = {("s0", "Product Viewed", p) for p in range(4)}
+    expected |= {(f"s{n}", "Product Viewed", p) for n in range(1, 5) for p in range(3)}
+    assert set(final) == expected
+    assert set(final.values()) == {1}, final
+
+
+def damage_the_queue_index(ledger: Path) -> None:
+    """Write garbage over the page of the index the service reads its queue through, once the
+    WAL is checkpointed into the file (so the page is read from the file, not the WAL)."""
+    with contextlib.closing(sqlite3.connect(ledger)) as db:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+        (root,) = db.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'events_status_position'"
+        ).fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+    with ledger.open("r+b") as handle:
+        handle.seek((root - 1) * size)
+        handle.write(b"\xde\xad" * (size // 2))
+
+
+def test_a_ledger_damaged_while_serving_pauses_with_the_reason_and_ingest_503(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = tmp_path / "serve.sqlite"
+    with (
+        caplog.at_level(logging.INFO, logger="usercom.serve"),
+        serve_in_thread(SandboxOptions(api_key=SERVE_API_KEY)) as sandbox,
+        service_in_thread(serve_options(ledger, sandbox)) as running,
+    ):
+        first = {"batch": [serve_identify("d1"), serve_track("d1", 1)]}
+        assert serve_post(running.url, "/v1/batch", first).status_code == 200
+        when(lambda: delivered(ledger) == 2)
+        damage_the_queue_index(ledger)
+        # A client's retry of a stored event reads no queue page: answered 200, and the
+        # delivery loop, woken, reads the damaged page.
+        assert serve_post(running.url, "/v1/batch", first).status_code == 200
+        when(lambda: serve_health(running.url)["paused"] is not None, timeout=10)
+        shown = serve_health(running.url)
+        assert shown["status"] == "paused"
+        assert "damaged" in shown["paused"]
+        assert "malformed" in shown["paused"]
+        refused = serve_post(running.url, "/v1/batch", {"batch": [serve_track("d1", 2)]})
+        assert refused.status_code == 503
+        assert int(refused.headers["Retry-After"]) > 0
+        time.sleep(3)  # a ledger that stays damaged: paused still, said once, not every round
+        assert serve_health(running.url)["paused"] == shown["paused"]
+        lines = [record.getMessage() for record in caplog.records]
+        assert sum("event=delivery_paused" in line for line in lines) == 1, lines
+        assert not [line for line in lines if "event=delivery_error" in line]

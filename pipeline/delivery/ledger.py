@@ -584,6 +584,20 @@ class Ledger:
             self._require_writer()
             self._commit()
 
+    def touch(self) -> None:
+        """Write one small row (meta `checked`: now), left for `flush` to commit: whether that
+        commit succeeds tells whether the ledger takes writes again (after a full disk, say).
+        SQLite writes nothing for a row updated to the value it holds, so the value changes."""
+        with self._guard:
+            self._require_writer()
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO meta (name, value) VALUES ('checked', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (repr(time.time()),),
+            )
+
     def rollback(self) -> None:
         """Discard what is not committed yet (after a commit failed, say on a full disk)."""
         with self._guard:

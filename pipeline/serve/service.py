@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
 from pipeline.serve import transformer
-from pipeline.serve.delivery import AppDelivery
+from pipeline.serve.delivery import AppDelivery, ledger_reason, ledger_trouble
 from pipeline.serve.ingest import (
     DRAIN_LIMIT,
     SINGLE_TYPES,
@@ -61,6 +61,7 @@ DISK_CHECK_S = 1.0
 RETENTION_EVERY_S = 3600.0
 QUEUE_RETRY_AFTER_S = 30
 DISK_RETRY_AFTER_S = 60
+LEDGER_RETRY_AFTER_S = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,10 +219,16 @@ class Service:
         while not self.stopping.is_set():
             before = time.time() - self.options.keep_days * 86400
             for app in self.apps.values():
-                while not self.stopping.is_set():
-                    dropped = await self.store.call(
-                        partial(app.ledger.forget_lines, before, 2000), writes=True
-                    )
+                while not self.stopping.is_set() and app.ledger_fault is None:
+                    try:
+                        dropped = await self.store.call(
+                            partial(app.ledger.forget_lines, before, 2000), writes=True
+                        )
+                    except Exception as error:
+                        if not ledger_trouble(error):
+                            raise
+                        app.ledger_failed(ledger_reason(error, "commit"))
+                        break
                     if dropped < 2000:
                         break
             with contextlib.suppress(TimeoutError):
@@ -286,6 +293,14 @@ class Service:
         while the service stops."""
         if self.stopping.is_set():
             raise Refused(503, "stopping", "the service is stopping", {"Retry-After": "5"})
+        if app.ledger_fault is not None:  # what it would store could not be committed
+            raise Refused(
+                503,
+                "not_stored",
+                "the service cannot store events now (its ledger cannot commit or be read): "
+                "try again later",
+                {"Retry-After": str(LEDGER_RETRY_AFTER_S)},
+            )
         if app.queued >= self.options.max_queued:
             raise Refused(
                 503,
@@ -346,6 +361,8 @@ class Service:
                 )
             except Exception as error:  # noqa: BLE001 - not committed: nothing is acknowledged
                 emit(logging.ERROR, "ingest_not_stored", app=app.app, error=str(error))
+                if ledger_trouble(error):
+                    app.ledger_failed(ledger_reason(error, "commit"))
                 return _error(
                     Refused(
                         503,
@@ -422,7 +439,9 @@ class Service:
     # -- health and metrics ----------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        paused = {name: app.paused for name, app in self.apps.items() if app.paused is not None}
+        paused = {
+            name: app.why_paused for name, app in self.apps.items() if app.why_paused is not None
+        }
         if not paused:
             reason = None
         elif len(self.apps) == 1:
@@ -436,7 +455,7 @@ class Service:
             "in_flight": sum(app.in_flight for app in self.apps.values()),
             "paused": reason,
             "apps": {
-                name: {"queued": app.queued, "paused": app.paused, "in_flight": app.in_flight}
+                name: {"queued": app.queued, "paused": app.why_paused, "in_flight": app.in_flight}
                 for name, app in self.apps.items()
             },
         }

@@ -46,6 +46,7 @@ class Store:
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     commits: int = 0  # groups committed (for the benchmark's curiosity)
+    _failing: bool = False  # the last commit failed (said once, not at every retry)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -103,8 +104,11 @@ class Store:
             for ledger in self.ledgers.values():
                 ledger.flush()
             self.commits += 1
+            self._failing = False
         except Exception as error:  # noqa: BLE001 - every waiting job hears of it
-            log.error("event=ledger_commit_failed error=%r", str(error))  # noqa: TRY400
+            if not self._failing:  # the callers pause on it and say so: no line per retry
+                log.error("event=ledger_commit_failed error=%r", str(error))  # noqa: TRY400
+            self._failing = True
             for ledger in self.ledgers.values():
                 with contextlib.suppress(Exception):
                     ledger.rollback()
