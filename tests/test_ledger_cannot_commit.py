@@ -247,6 +247,12 @@ def delivered(ledger: Path) -> int:
 
 
 @pytest.fixture
+def serve_sandbox() -> Iterator[str]:
+    with serve_in_thread(SandboxOptions(api_key=SERVE_API_KEY)) as url:
+        yield url
+
+
+@pytest.fixture
 def slow_sandbox() -> Iterator[str]:
     """Every request takes 0.4 s: outcomes come well after their events are admitted."""
     with serve_in_thread(SandboxOptions(api_key=SERVE_API_KEY, latency_ms=400)) as url:
@@ -293,6 +299,36 @@ def test_serve_pauses_while_the_ledger_cannot_commit_and_delivers_each_event_onc
     assert set(final.values()) == {1}, final
 
 
+def test_serve_pauses_when_ingest_cannot_commit_and_resumes_once_a_commit_works(
+    tmp_path: Path, serve_sandbox: str
+) -> None:
+    config = serve_config(tmp_path / "config.json")
+    ledger = tmp_path / "serve.sqlite"
+    args: tuple[str | Path, ...] = ("--config", config, "--ledger", ledger)
+    args += ("--base-url", serve_sandbox, "--write-key", WRITE_KEY)
+    with service(args) as running:
+        when(lambda: running.health()["status"] == "ok")
+        wal = Path(f"{ledger}-wal").stat().st_size
+        resource.prlimit(running.child.process.pid, resource.RLIMIT_FSIZE, (wal, UNLIMITED[1]))
+        batch = {"batch": [serve_identify("i1"), serve_track("i1", 1)]}
+        first = running.post(batch)
+        assert first.status_code == 503
+        assert int(first.headers["Retry-After"]) > 0
+        when(lambda: running.health()["paused"] is not None)
+        assert "cannot commit" in running.health()["paused"]
+        again = running.post(batch)
+        assert again.status_code == 503
+        assert int(again.headers["Retry-After"]) > 0
+        running.child.give_space_back()
+        when(lambda: running.health()["paused"] is None)
+        assert running.post(batch).status_code == 200
+        when(lambda: delivered(ledger) == 2)
+    words = running.child.text()
+    assert words.count("event=delivery_paused") == 1, words
+    assert "event=delivery_resumed" in words
+    assert "Traceback" not in words
+
+
 def damage_the_queue_index(ledger: Path) -> None:
     """Write garbage over the page of the index the service reads its queue through, once the
     WAL is checkpointed into the file (so the page is read from the file, not the WAL)."""
@@ -309,13 +345,12 @@ def damage_the_queue_index(ledger: Path) -> None:
 
 
 def test_a_ledger_damaged_while_serving_pauses_with_the_reason_and_ingest_503(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, serve_sandbox: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     ledger = tmp_path / "serve.sqlite"
     with (
         caplog.at_level(logging.INFO, logger="usercom.serve"),
-        serve_in_thread(SandboxOptions(api_key=SERVE_API_KEY)) as sandbox,
-        service_in_thread(serve_options(ledger, sandbox)) as running,
+        service_in_thread(serve_options(ledger, serve_sandbox)) as running,
     ):
         first = {"batch": [serve_identify("d1"), serve_track("d1", 1)]}
         assert serve_post(running.url, "/v1/batch", first).status_code == 200
