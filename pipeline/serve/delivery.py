@@ -457,7 +457,7 @@ class AppDelivery:
                     lanes.add(lane)
                     if company is not None:
                         busy_companies.add(company)
-        if not taken:
+        if not taken or self.ledger_fault is not None:  # it failed while the page was read
             return False
         for item, filed in taken:
             self._filed[item.key] = filed
