@@ -109,6 +109,6 @@ def test_a_disk_that_never_frees_names_the_finished_events_a_re_run_sends_again(
         )
         scratch = filing.fault(has_ledger=False)
         assert scratch is not None
-        assert "the run's scratch ledger" in scratch
-        assert "--ledger to resume a run" in scratch
+        assert "the run's scratch ledger (in the temporary folder) cannot commit" in scratch
+        assert scratch.endswith("(or set TMPDIR) and re-run, or use --ledger to resume a run")
         Disk.full = False

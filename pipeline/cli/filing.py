@@ -98,12 +98,14 @@ class Filing:
         """Why the run stopped, for its last words, when the ledger refused a commit."""
         if self.refused is None:
             return None
-        where = f"the ledger {self.ledger.path}" if has_ledger else "the run's scratch ledger"
-        resume = (
-            "re-run with the same --ledger to resume"
-            if has_ledger
-            else "re-run when it has space (with --ledger to resume a run)"
-        )
+        if not has_ledger:  # deleted at the end: what it did not take costs nothing more
+            return (
+                f"the run's scratch ledger (in the temporary folder) cannot commit "
+                f"({self.refused}), so the run stopped sending; free space there (or set "
+                "TMPDIR) and re-run, or use --ledger to resume a run"
+            )
+        where = f"the ledger {self.ledger.path}"
+        resume = "re-run with the same --ledger to resume"
         if not self.kept:
             return (
                 f"{where} could not commit ({self.refused}), so the run stopped sending; every "

@@ -158,10 +158,8 @@ def run_send(
 
     def cannot_commit(problem: str) -> None:
         control.stop(f"the ledger cannot commit ({problem})")
-        say(
-            f"usercom send: the ledger cannot commit ({problem}): no new event is sent; the "
-            "outcomes not filed are kept and filed again"
-        )
+        kept = "; the outcomes not filed are kept and filed again" if has_ledger else ""
+        say(f"usercom send: the ledger cannot commit ({problem}): no new event is sent{kept}")
 
     filing = None if ledger is None else Filing(ledger, cannot_commit)
     summary_box: list[Summary] = []
@@ -222,7 +220,7 @@ def run_send(
                 on_outcome,
                 control=control,
             )
-            if filing is not None:
+            if filing is not None and has_ledger:  # a scratch ledger is deleted anyway
                 await refile_kept(filing, say, given_up)
             return done
         finally:
