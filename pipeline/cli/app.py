@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -33,12 +34,17 @@ from pipeline.cli.sending import (
     run_send,
     summary_table,
 )
-from pipeline.core.config import Config, parse_config
+from pipeline.core.config import Config, parse_config, unreadable_config
 from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.faults import RESUME, check_app
 from pipeline.delivery.incoming import LineReader, read_jsonl
-from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
+from pipeline.delivery.ledger import (
+    UNFINISHED,
+    Ledger,
+    LedgerError,
+    sqlite_errors_as_ledger_errors,
+)
 from pipeline.delivery.ledger import Status as LedgerStatus
 from pipeline.delivery.loop import run as run_loop
 from pipeline.sandbox import ListenError, SandboxOptions, parse_forced, run, serve_in_thread
@@ -54,16 +60,23 @@ from pipeline.serve import (
 )
 from pipeline.serve import serve as run_service
 from pipeline.serve.logs import configure as configure_logs
+from pipeline.serve.logs import emit, ignored_entries
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
+    # A bare `usercom` shows the help on stdout and exits 0, as git does (see _options).
+    invoke_without_command=True,
     # Plain click help: no <bool> or {events} placeholders, paragraphs re-wrapped.
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Deliver RudderStack-format events to User.com (or to a local sandbox of it).",
 )
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def refusal(problem: object) -> Text:
+    """`error: PROBLEM` in red, the problem never read as rich markup (`[xN]` would vanish)."""
+    return Text.assemble(("error:", "red"), f" {problem}")
 
 
 def stderr() -> Console:
@@ -80,6 +93,7 @@ def _version(show: bool) -> None:
 
 @app.callback()
 def _options(
+    context: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -88,18 +102,21 @@ def _options(
     ] = False,
 ) -> None:
     """Deliver RudderStack-format events to User.com (or to a local sandbox of it)."""
+    if context.invoked_subcommand is None:
+        typer.echo(context.get_help())
+        raise typer.Exit(0)
 
 
 def load_config(path: Path) -> Config:
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read config {path}: {error}") from error
+        raise UsageError(unreadable_config(str(path), error)) from error
     config = raw.get("Config", raw) if isinstance(raw, dict) else raw
     match parse_config(config):
         case Success(Config() as cfg):
             for note in cfg.ignored:
-                stderr().print(f"warning: config {path}: {note}", highlight=False)
+                stderr().print(f"warning: config {path}: {note}", highlight=False, markup=False)
             return cfg
         case Failure(problem):
             raise UsageError(f"config {path}: {problem.message}")
@@ -219,7 +236,7 @@ def count_events(events: str) -> int | None:
         return sum(1 for line in handle if line.strip())
 
 
-@app.command()
+@app.command(short_help="Send a JSONL file of events to User.com.")
 def send(
     events: Annotated[
         str,
@@ -307,7 +324,7 @@ def send(
             base_url=origin,
             max_outage=checks.seconds("--max-outage", max_outage),
         )
-        out_path = checks.out_path(out, source_name)
+        out_path = checks.out_path(out, source_name, config)
         ledger_path = checks.ledger_path(ledger)
         checks.not_the_ledger(out_path, ledger_path)
         total = count_events(source_name)
@@ -343,7 +360,7 @@ def send(
                     )
                     has_ledger = ledger_path is not None
     except UsageError as problem:
-        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     console = err if out is not None and str(out) == "-" else Console()
     if summary.events or summary.skipped or summary.fault is None:
@@ -397,7 +414,7 @@ def _announce(url: str) -> None:
     print(f"sandbox listening on {url}", flush=True)
 
 
-@app.command()
+@app.command(short_help="Serve a local User.com sandbox until stopped.")
 def sandbox(
     port: Annotated[
         int, typer.Option(metavar="PORT", help="port on 127.0.0.1 (0 picks a free one)")
@@ -409,8 +426,8 @@ def sandbox(
         list[str] | None,
         typer.Option(
             metavar="RULE",
-            help="force a status: '[METHOD ]ROUTE=STATUS[xN]', e.g. 'POST /events/=503x10' "
-            "(repeatable)",
+            help="force a status: '[METHOD ]ROUTE=STATUS[xN]', e.g. "
+            "'users-by-id-events-create=503x10' for send's event writes (repeatable)",
         ),
     ] = None,
     latency_ms: Annotated[
@@ -479,7 +496,7 @@ def sandbox(
         with contextlib.suppress(KeyboardInterrupt):
             run(options, port, log_level="warning", on_listening=_announce)
     except (UsageError, ValueError, ListenError) as problem:
-        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
 
 
@@ -543,22 +560,22 @@ def _serve_options(
     )
 
 
-@app.command()
+@app.command(short_help="Run the live destination: ingest, queue and delivery.")
 def serve(
     config: Annotated[
         Path | None,
         typer.Option(
             metavar="FILE",
-            help='one app\'s destination config, or {"sources": [{"writeKey": K, '
-            '"destination": {...}}, ...]} for several',
+            help='required unless --demo: one app\'s destination config, or {"sources": '
+            '[{"writeKey": K, "destination": {...}}, ...]} for several',
         ),
     ] = None,
     ledger: Annotated[
         Path | None,
         typer.Option(
             metavar="PATH",
-            help="the ledger (the queue): a file for one app; a folder holding "
-            "<subdomain>.sqlite per app for several",
+            help="required unless --demo: the ledger (the queue), a file for one app; a "
+            "folder holding <subdomain>.sqlite per app for several",
         ),
     ] = None,
     host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
@@ -647,9 +664,6 @@ def serve(
                 max_outage=max_outage,
             )
             sources = options.sources
-            for cfg in sources.apps.values():
-                for note in cfg.ignored:
-                    err.print(f"warning: config {config}: {note}", highlight=False)
             if demo:
                 cfg = next(iter(sources.apps.values()))
                 sandbox_url = stack.enter_context(
@@ -660,12 +674,19 @@ def serve(
             stack.callback(service.store.close)
             sock = listening_socket(options.host, options.port)
         except (UsageError, ServeConfigError, LedgerError, ServeListenError) as problem:
-            err.print(Text.assemble(("error:", "red"), f" {problem}"), highlight=False)
+            err.print(refusal(problem), highlight=False)
             raise typer.Exit(EXIT_USAGE) from problem
+        # From here on stderr is the service's log: every line logfmt, each warning once.
+        configure_logs()
+        notes = {app: cfg.ignored for app, cfg in sources.apps.items()}
+        for note, apps in ignored_entries(notes):
+            emit(logging.WARNING, "config_entry_ignored", config=config, apps=apps, note=note)
         if sources.open:
-            err.print(
-                f"warning: no --write-key: anyone who can reach {options.host} may send events",
-                highlight=False,
+            emit(
+                logging.WARNING,
+                "ingest_open",
+                host=options.host,
+                note=f"no --write-key: anyone who can reach {options.host} may send events",
             )
 
         def announce(url: str) -> None:
@@ -682,8 +703,15 @@ def serve(
                     flush=True,
                 )
 
-        configure_logs()
         run_service(service, sock, announce)
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it can be told: relative to here when it is below here."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def state_tables(state: dict[str, Any]) -> list[Table]:
@@ -693,10 +721,11 @@ def state_tables(state: dict[str, Any]) -> list[Table]:
     for user in state.get("users", [])[:20]:
         users.add_row(*(str(user.get(c)) for c in ("id", "custom_id", "email", "user_key")))
     companies = Table(title=f"sandbox companies ({len(state.get('companies', []))})")
-    for column in ("id", "custom_id", "name", "employees"):
+    for column in ("id", "custom_id", "name", "member user ids"):
         companies.add_column(column)
     for company in state.get("companies", [])[:20]:
-        companies.add_row(*(str(company.get(c)) for c in ("id", "custom_id", "name", "employees")))
+        members = ", ".join(str(member) for member in company.get("employees") or ())
+        companies.add_row(*(str(company.get(c)) for c in ("id", "custom_id", "name")), members)
     totals = Table(title="sandbox totals")
     totals.add_column("what")
     totals.add_column("count", justify="right")
@@ -706,7 +735,7 @@ def state_tables(state: dict[str, Any]) -> list[Table]:
     return [users, companies, totals]
 
 
-@app.command()
+@app.command(short_help="Send the example events to a local sandbox, show the result.")
 def demo(
     events: Annotated[Path, typer.Option(metavar="FILE", help="events to send")] = EXAMPLES
     / "events.jsonl",
@@ -718,7 +747,8 @@ def demo(
     try:
         cfg = load_config(config)
         with serve_in_thread(SandboxOptions(api_key=cfg.api_key)) as url:
-            console.print(f"[bold]sandbox[/bold] on {url}; sending {events} as {cfg.base_url}")
+            console.print(f"[bold]sandbox[/bold] on {url}")
+            console.print(f"sending {_shown(events)} as {cfg.base_url}", highlight=False)
             with open_source(str(events)) as source:
                 summary, tally = run_send(
                     source,
@@ -732,7 +762,7 @@ def demo(
                 )
             state = httpx.get(f"{url}/__sandbox__/state").json()
     except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}")
+        stderr().print(refusal(problem))
         raise typer.Exit(2) from problem
     console.print(summary_table(summary, "usercom demo"))
     for table in state_tables(state):
@@ -742,7 +772,7 @@ def demo(
     raise typer.Exit(exit_status(summary, tally))
 
 
-@app.command()
+@app.command(short_help="Prove the config's key and app with one authenticated read.")
 def check(
     config: Annotated[
         Path, typer.Option(metavar="FILE", help="destination config JSON: apiKey, appSubdomain")
@@ -760,11 +790,11 @@ def check(
         cfg = load_config(config)
         origin = checks.origin(base_url) if base_url is not None else None
     except UsageError as problem:
-        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     fault = run_loop(check_app(cfg, origin))
     if fault is not None:
-        err.print(f"[red]error:[/red] {fault.removesuffix('; ' + RESUME)}", highlight=False)
+        err.print(refusal(fault.removesuffix("; " + RESUME)), highlight=False)
         raise typer.Exit(EXIT_FAULT)
     typer.echo(f"ok: User.com app {cfg.subdomain} answered at {origin or cfg.base_url}")
 
@@ -776,7 +806,7 @@ def reader_ledger(path: Path) -> Ledger:
         raise UsageError(str(error)) from error
 
 
-@app.command()
+@app.command(short_help="Print a ledger's unfinished events as JSONL, in order.")
 def failed(
     ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger of a run")],
     rejected: Annotated[
@@ -790,18 +820,22 @@ def failed(
     try:
         checks.not_the_ledger(out, ledger)
         book = reader_ledger(ledger)
-        with contextlib.closing(book), open_binary_out(out) as sink:
+        with (
+            contextlib.closing(book),
+            open_binary_out(out) as sink,
+            sqlite_errors_as_ledger_errors(ledger),
+        ):
             statuses: tuple[LedgerStatus, ...] = ("rejected",) if rejected else UNFINISHED
             for line in book.lines(statuses):
                 sink.write(line + b"\n")
-    except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+    except (UsageError, LedgerError) as problem:
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     except BrokenPipeError:
         return
 
 
-@app.command()
+@app.command(short_help="Make a ledger's events pending again.")
 def requeue(
     ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger")],
     keys: Annotated[
@@ -817,15 +851,18 @@ def requeue(
         cfg_app = reader_ledger(ledger)
         app_name = cfg_app.app
         cfg_app.close()
-        with contextlib.closing(Ledger.open_writer(ledger, app_name)) as book:
+        with (
+            contextlib.closing(Ledger.open_writer(ledger, app_name)) as book,
+            sqlite_errors_as_ledger_errors(ledger),
+        ):
             changed = book.requeue(keys or None, rejected=rejected)
     except (UsageError, LedgerError) as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     typer.echo(f"{changed} events are pending again")
 
 
-@app.command()
+@app.command(short_help="Show one event's story from a ledger.")
 def explain(
     key: Annotated[
         str,
@@ -847,21 +884,21 @@ def explain(
     """
     try:
         book = reader_ledger(ledger)
-        with contextlib.closing(book):
+        with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
             row = operator.find_event(book, key)
             lines = (
                 [json.dumps(operator.story_json(book, row))]
                 if as_json
                 else operator.story(book, row)
             )
-    except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+    except (UsageError, LedgerError) as problem:
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     for line in lines:
         typer.echo(line)
 
 
-@app.command()
+@app.command(short_help="Sum up everything a ledger holds.")
 def report(
     ledger: Annotated[
         Path, typer.Argument(metavar="LEDGER", help="the ledger of a run or service")
@@ -878,10 +915,10 @@ def report(
     """
     try:
         book = reader_ledger(ledger)
-        with contextlib.closing(book):
+        with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
             summed = operator.build_report(book)
-    except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+    except (UsageError, LedgerError) as problem:
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     if as_json:
         typer.echo(json.dumps(summed.as_json()))

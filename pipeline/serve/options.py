@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 from returns.result import Failure, Success
 
-from pipeline.core.config import Config, parse_config
+from pipeline.core.config import Config, parse_config, unreadable_config
 
 KB = 1024
 MB = 1024 * KB
@@ -112,7 +112,10 @@ def parse_sources(raw: object, write_keys: tuple[str, ...], where: str) -> Sourc
             if key in keys:
                 raise ServeConfigError(f"{here} repeats the writeKey of an earlier source")
             if "destination" not in source:
-                raise ServeConfigError(f"{here} has no destination (SPEC §1 keys)")
+                raise ServeConfigError(
+                    f"{here} has no destination: give it one app's apiKey, appSubdomain "
+                    "and mappings"
+                )
             cfg = _config_of(source["destination"], here)
             known = apps.get(cfg.subdomain)
             if known is not None and known != cfg:
@@ -138,7 +141,7 @@ def load_sources(path: Path, write_keys: tuple[str, ...] = ()) -> Sources:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ServeConfigError(f"cannot read config {path}: {error}") from error
+        raise ServeConfigError(unreadable_config(str(path), error)) from error
     return parse_sources(raw, write_keys, f"config {path}")
 
 
