@@ -112,9 +112,9 @@ def ledger_reason(error: BaseException, doing: str) -> str:
     problem = str(error) or type(error).__name__
     if type(error) is sqlite3.DatabaseError:  # SQLite's words for a damaged file
         return (
-            f"the ledger is damaged ({problem}): ingest answers 503 and delivery waits; stop "
-            "the service, check the file (sqlite3 FILE 'PRAGMA integrity_check') and restore "
-            "it or move it aside"
+            f"the ledger is damaged (SQLite: {problem}): ingest answers 503 and delivery "
+            "waits; stop the service, then restore the ledger from a backup or start with "
+            "another --ledger (sqlite3's .recover can salvage the rows left)"
         )
     return (
         f"the ledger cannot {doing} ({problem}): ingest answers 503, outcomes not filed are "
