@@ -60,7 +60,7 @@ from pipeline.serve.ingest import type_label
 from pipeline.serve.logs import emit
 from pipeline.serve.metrics import Metrics
 from pipeline.serve.options import ServeOptions
-from pipeline.serve.store import Store
+from pipeline.serve.store import Store, ledger_trouble
 
 PAUSED_TAIL = "events stay queued; delivery resumes by itself once a probe succeeds"
 PARSED_KEEP = 50_000  # parsed events kept between rounds (a backlog is parsed once)
@@ -99,12 +99,6 @@ class _Record:
     outcome: Outcome
     attempts: int
     lane: str
-
-
-def ledger_trouble(error: BaseException) -> bool:
-    """Whether an error is the ledger's (its disk, its file), not one event's data: SQLite's
-    operational errors (I/O, full, locked) and a damaged file ("malformed")."""
-    return isinstance(error, sqlite3.OperationalError) or type(error) is sqlite3.DatabaseError
 
 
 def ledger_reason(error: BaseException, doing: str) -> str:
@@ -651,9 +645,7 @@ class AppDelivery:
             self._filing[id(batch)] = batch
             try:
                 filed = await self.store.call(partial(self._record, batch), writes=True)
-            except Exception as error:
-                if not ledger_trouble(error):
-                    raise
+            except Exception as error:  # noqa: BLE001 - whatever it is, they are not on disk
                 self._outbox[:0] = batch
                 self.ledger_failed(ledger_reason(error, "commit"))
                 return

@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
 from pipeline.serve import transformer
-from pipeline.serve.delivery import AppDelivery, ledger_reason, ledger_trouble
+from pipeline.serve.delivery import AppDelivery, ledger_reason
 from pipeline.serve.ingest import (
     DRAIN_LIMIT,
     SINGLE_TYPES,
@@ -54,7 +54,7 @@ from pipeline.serve.ingest import (
 from pipeline.serve.logs import emit
 from pipeline.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from pipeline.serve.options import ServeOptions
-from pipeline.serve.store import Store
+from pipeline.serve.store import Store, ledger_trouble
 
 Handler = Callable[[Request], Awaitable[Response]]
 DISK_CHECK_S = 1.0
