@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -26,8 +27,11 @@ from pipeline.cli import checks, operator
 from pipeline.cli.checks import KEY_FIELDS, UNKNOWN_ATTRIBUTES, UsageError
 from pipeline.cli.sending import (
     EXIT_FAULT,
+    EXIT_REJECTED,
+    EXIT_UNFINISHED,
     EXIT_USAGE,
     Tally,
+    broken_input_words,
     exit_status,
     final_words,
     progress_every,
@@ -38,7 +42,7 @@ from pipeline.core.config import Config, parse_config, unreadable_config
 from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.faults import RESUME, check_app
-from pipeline.delivery.incoming import LineReader, read_jsonl
+from pipeline.delivery.incoming import MAX_EVENT_BYTES, LineReader, read_jsonl
 from pipeline.delivery.ledger import (
     UNFINISHED,
     Ledger,
@@ -83,6 +87,32 @@ def stderr() -> Console:
     """Progress, errors and (with `--out -`) the summary go to stderr, keeping stdout clean."""
     # soft_wrap: one problem stays one line in a CI log, however narrow the "terminal".
     return Console(stderr=True, soft_wrap=True)
+
+
+# Options `send` and `serve` share, spelled once so that their syntax and defaults cannot drift:
+# a duration is 90s, 30m, 24h or 7d (a bare number is seconds), parsed by `serve.duration`.
+MaxOutage = Annotated[
+    str,
+    typer.Option(
+        "--max-outage",
+        metavar="DURATION",
+        help="how long an outage of User.com may last (90s, 30m, 24h; a bare number is "
+        "seconds): then send stops (exit 3) and serve pauses delivery, probing until it ends",
+    ),
+]
+MAX_OUTAGE = "30m"
+Concurrency = Annotated[
+    int, typer.Option(metavar="N", help="users delivered at once, per app (1-1024)")
+]
+Rate = Annotated[float | None, typer.Option(metavar="R", help="max requests per second, per app")]
+
+
+def duration_of(option: str, raw: str) -> float:
+    """Seconds of a duration option: the service's parser, its refusal as a usage error."""
+    try:
+        return duration(option, raw)
+    except ServeConfigError as problem:
+        raise UsageError(str(problem)) from problem
 
 
 def _version(show: bool) -> None:
@@ -172,17 +202,24 @@ class LazyFile(io.StringIO):
         super().close()
 
 
+def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(requests, warnings) of a dry-run outcome: warnings go where a real run puts them, not
+    among the requests, so that every mode counts them the same."""
+    steps = tuple(line.strip() for line in shown.lines)
+    return tuple(step for step in steps if not step.startswith("warning: ")), shown.warnings
+
+
 def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
     """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
     summary = Summary()
-    for item in read_jsonl(LineReader(source), cfg):
+    started = time.monotonic()
+    reader = LineReader(source)
+    for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
         match item.job:
             case Success(_):
                 shown = plan_of(item.job)
-                steps = (
-                    tuple(line.strip() for line in shown.lines) if isinstance(shown, Plan) else ()
-                )
-                outcome = Outcome(item.key, "planned", 0, steps, position=item.position)
+                steps, warnings = planned_requests(shown) if isinstance(shown, Plan) else ((), ())
+                outcome = Outcome(item.key, "planned", 0, steps, None, warnings, item.position)
             case Failure(problem):
                 outcome = Outcome(
                     item.key, "rejected", 0, (), problem.message, position=item.position
@@ -192,6 +229,8 @@ def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
         summary.add(outcome)
         if sink is not None:
             sink.write(json.dumps(outcome.as_json()) + "\n")
+    summary.broken_input = reader.broken
+    summary.seconds = time.monotonic() - started
     return summary
 
 
@@ -263,10 +302,8 @@ def send(
         Path | None,
         typer.Option(metavar="FILE", help="SQLite ledger: resume a run, skip finished events"),
     ] = None,
-    concurrency: Annotated[
-        int, typer.Option(metavar="N", help="users delivered at once (1-1024)")
-    ] = 8,
-    rate: Annotated[float | None, typer.Option(metavar="R", help="max requests per second")] = None,
+    concurrency: Concurrency = 8,
+    rate: Rate = None,
     out: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="write one outcome per event as JSONL (- for stdout)"),
@@ -291,26 +328,20 @@ def send(
     retry_rejected: Annotated[
         bool, typer.Option("--retry-rejected", help="attempt events rejected earlier again")
     ] = False,
-    max_outage: Annotated[
-        float,
-        typer.Option(
-            metavar="SECONDS",
-            help="how long an outage of User.com may last before the run stops (exit 3)",
-        ),
-    ] = 1800.0,
+    max_outage: MaxOutage = MAX_OUTAGE,
 ) -> None:
     """Send a JSONL file of events to User.com.
 
     Exit status: 0 every event delivered (now or earlier); 1 some rejected, nothing left to
-    retry; 2 usage, config or input error; 3 the run stopped on a fault of the key, the URL or
-    the network; 4 some failed, held or pending (re-run with the same --ledger); 130/143
-    interrupted.
+    retry; 2 usage, config or input error (an input that breaks off part-way too); 3 the run
+    stopped on a fault of the key, the URL or the network; 4 some failed, held or pending
+    (re-run with the same --ledger); 130/143 interrupted.
 
     --dry-run neither reads nor writes a ledger: with --ledger it says so in one line and plans
     every event as new. --dry-run --live plans the events one at a time, in order, with real
     reads only; each outcome (status planned) gets a "would" sentence, and the summary counts
-    each kind. Its exit status: 0, or 1 when some events can never be sent (rejected), 3 when
-    the key, the URL or the network fails the run.
+    each kind. Its exit status: 0, or 1 when some events can never be sent (rejected), 2 when
+    the input breaks off, 3 when the key, the URL or the network fails the run.
     """
     err = stderr()
     try:
@@ -322,7 +353,7 @@ def send(
             concurrency=checks.concurrency(concurrency),
             rate=checks.rate(rate),
             base_url=origin,
-            max_outage=checks.seconds("--max-outage", max_outage),
+            max_outage=duration_of("--max-outage", max_outage),
         )
         out_path = checks.out_path(out, source_name, config)
         ledger_path = checks.ledger_path(ledger)
@@ -340,7 +371,7 @@ def send(
                     markup=False,
                 )
             if dry_run and live:
-                finish_live(cfg, source, sink, origin, options.rate, out, err)
+                finish_live(source_name, cfg, source, sink, origin, options.rate, out, err)
             if dry_run:
                 summary = dry_run_summary(cfg, source, sink)
                 tally = Tally()
@@ -363,18 +394,34 @@ def send(
         err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     console = err if out is not None and str(out) == "-" else Console()
-    if summary.events or summary.skipped or summary.fault is None:
+    if held_nothing(summary) and tally.signal is None:
+        err.print(f"{input_name(source_name)} holds no events: nothing to send", highlight=False)
+    elif summary.events or summary.skipped or summary.fault is None:
         title = "usercom send" + (" (dry run)" if dry_run else "")
         console.print(summary_table(summary, title))
     for words in final_words(summary, tally, has_ledger):
         err.print(words, highlight=False)
-    raise typer.Exit(0 if dry_run and not summary.rejected else exit_status(summary, tally))
+    status = exit_status(summary, tally)
+    if status in (EXIT_REJECTED, EXIT_UNFINISHED):
+        for words in operator.send_advice(summary, ledger_path if has_ledger else None):
+            err.print(f"next: {words}", highlight=False, markup=False)
+    raise typer.Exit(status)
 
 
 dry_run_summary = dry_run
 
 
+def held_nothing(summary: Summary) -> bool:
+    """The input held no event (and nothing else happened): a table of zeros would hide it."""
+    return not (summary.events or summary.skipped or summary.fault or summary.broken_input)
+
+
+def input_name(events: str) -> str:
+    return "stdin" if events == "-" else events
+
+
 def finish_live(
+    events: str,
     cfg: Config,
     source: IO[bytes],
     sink: IO[str] | None,
@@ -396,18 +443,24 @@ def finish_live(
     )
     summary = result.summary
     console = err if out is not None and str(out) == "-" else Console()
+    if held_nothing(summary) and not result.interrupted and not result.kinds:
+        err.print(f"{input_name(events)} holds no events: nothing to plan", highlight=False)
+        raise typer.Exit(0)
     if summary.events or result.fault is None:
         console.print(summary_table(summary, "usercom send (dry run, live: reads only)"))
         console.print(operator.kinds_table(result.kinds))
-    if summary.broken_input:
-        err.print(f"warning: {summary.broken_input}", highlight=False, markup=False)
+    if result.fault is None and summary.broken_input:
+        err.print(broken_input_words(summary.broken_input, False), highlight=False, markup=False)
+        raise typer.Exit(EXIT_USAGE)
     if result.fault is not None:
         err.print(f"error: {result.fault}", highlight=False, markup=False)
         raise typer.Exit(EXIT_FAULT)
     if result.interrupted:
         err.print("interrupted: nothing was written", highlight=False)
         raise typer.Exit(130)
-    raise typer.Exit(1 if summary.rejected else 0)
+    for words in operator.send_advice(summary, None):
+        err.print(f"next: {words}", highlight=False, markup=False)
+    raise typer.Exit(EXIT_REJECTED if summary.rejected else 0)
 
 
 def _announce(url: str) -> None:
@@ -512,6 +565,21 @@ def _demo_defaults(
     return config or EXAMPLES / "config.json", ledger, write_key or [DEMO_WRITE_KEY]
 
 
+def demo_banner(url: str, sandbox_url: str, key: str, ledger: Path, *, scratch: bool) -> str:
+    """What `serve --demo` prints under its address: how to send an event, and where its
+    ledger is, so that report, failed and explain can be tried on what was sent."""
+    kept = " (scratch: deleted when the demo stops)" if scratch else ""
+    return (
+        f"  sandbox User.com: {sandbox_url} (what it holds: {sandbox_url}/__sandbox__/state)\n"
+        f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
+        '-d \'{"userId": "u-1", "traits": {"email": "ada@example.com"}}\' '
+        f"{url}/v1/identify\n"
+        f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops\n"
+        f"  ledger: {ledger}{kept}: try `usercom report {ledger}`, `usercom failed {ledger}`, "
+        f"`usercom explain KEY --ledger {ledger}`"
+    )
+
+
 def _serve_options(
     config: Path | None,
     ledger: Path | None,
@@ -593,12 +661,8 @@ def serve(
         str | None,
         typer.Option(metavar="ORIGIN", help="send to another origin (the sandbox, a proxy)"),
     ] = None,
-    concurrency: Annotated[
-        int, typer.Option(metavar="N", help="users delivered at once per app (1-1024)")
-    ] = 8,
-    rate: Annotated[
-        float | None, typer.Option(metavar="R", help="max requests per second per app")
-    ] = None,
+    concurrency: Concurrency = 8,
+    rate: Rate = None,
     give_up_after: Annotated[
         str,
         typer.Option(
@@ -610,21 +674,17 @@ def serve(
     ] = 1_000_000,
     keep_days: Annotated[
         float,
-        typer.Option(metavar="DAYS", help="delivered and rejected events keep their body so long"),
-    ] = 7.0,
+        typer.Option(
+            metavar="DAYS", help="delivered and rejected events keep their body so many days"
+        ),
+    ] = 7,
     transformer_token: Annotated[
         str | None,
         typer.Option(
             metavar="TOKEN", help="require Authorization: Bearer TOKEN on the transformer API"
         ),
     ] = None,
-    max_outage: Annotated[
-        str,
-        typer.Option(
-            metavar="DURATION",
-            help="how long an outage of User.com may last before delivery pauses (probing)",
-        ),
-    ] = "30m",
+    max_outage: MaxOutage = MAX_OUTAGE,
     demo: Annotated[
         bool,
         typer.Option(
@@ -643,11 +703,12 @@ def serve(
     err = stderr()
     with contextlib.ExitStack() as stack:
         try:
+            scratch = demo and ledger is None
             if demo:
                 config, ledger, write_key = _demo_defaults(config, ledger, write_key, base_url)
                 if ledger is None:
-                    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
-                    ledger = Path(scratch) / "demo.sqlite"
+                    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
+                    ledger = Path(folder) / "demo.sqlite"
             options = _serve_options(
                 config,
                 ledger,
@@ -691,17 +752,10 @@ def serve(
 
         def announce(url: str) -> None:
             print(f"usercom serve listening on {url}", flush=True)
-            if demo:
+            if demo and ledger is not None:
                 key = (write_key or [DEMO_WRITE_KEY])[0]
-                print(
-                    f"  sandbox User.com: {options.base_url} "
-                    f"(what it holds: {options.base_url}/__sandbox__/state)\n"
-                    f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
-                    '-d \'{"userId": "u-1", "traits": {"email": "ada@example.com"}}\' '
-                    f"{url}/v1/identify\n"
-                    f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops",
-                    flush=True,
-                )
+                banner = demo_banner(url, options.base_url or "", key, ledger, scratch=scratch)
+                print(banner, flush=True)
 
         run_service(service, sock, announce)
 
@@ -799,11 +853,19 @@ def check(
     typer.echo(f"ok: User.com app {cfg.subdomain} answered at {origin or cfg.base_url}")
 
 
-def reader_ledger(path: Path) -> Ledger:
+def reader_ledger(path: Path, *, positional: bool = True) -> Ledger:
+    """A ledger opened read-only. The ledger's refusals name `--ledger` (send's option); the
+    commands that take LEDGER as an argument say so instead."""
     try:
         return Ledger.open_reader(path)
     except LedgerError as error:
-        raise UsageError(str(error)) from error
+        words = str(error)
+        if positional:
+            words = words.replace(
+                "use another --ledger",
+                "give the LEDGER file of a run or of the service",
+            )
+        raise UsageError(words) from error
 
 
 @app.command(short_help="Print a ledger's unfinished events as JSONL, in order.")
@@ -840,14 +902,29 @@ def requeue(
     ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger")],
     keys: Annotated[
         list[str] | None,
-        typer.Argument(metavar="KEY...", help="keys to requeue (default: all failed and held)"),
+        typer.Argument(
+            metavar="KEY...",
+            help="keys to requeue, as explain takes them (default: all failed and held)",
+        ),
     ] = None,
     rejected: Annotated[
         bool, typer.Option("--rejected", help="requeue rejected events too")
     ] = False,
+    delivered: Annotated[
+        bool,
+        typer.Option("--delivered", help="allow a named delivered event: it is sent again"),
+    ] = False,
 ) -> None:
-    """Make events pending again, so the next run (or the service) tries them."""
+    """Make events pending again, so the next run (or the service) tries them.
+
+    A KEY is matched as `explain` matches it: with or without the app prefix, or a unique
+    prefix. A finished event is requeued only when asked for: a rejected one with --rejected,
+    a delivered one (named by its key) with --delivered.
+    Exit status: 0 done; 2 an unknown key, a finished event without its flag, or not a ledger
+    (nothing was changed).
+    """
     try:
+        operator.check_requeue(keys, delivered=delivered)
         cfg_app = reader_ledger(ledger)
         app_name = cfg_app.app
         cfg_app.close()
@@ -855,11 +932,16 @@ def requeue(
             contextlib.closing(Ledger.open_writer(ledger, app_name)) as book,
             sqlite_errors_as_ledger_errors(ledger),
         ):
-            changed = book.requeue(keys or None, rejected=rejected)
+            chosen = (
+                operator.requeue_keys(book, keys, rejected=rejected, delivered=delivered)
+                if keys
+                else None
+            )
+            changed = book.requeue(chosen, rejected=rejected)
     except (UsageError, LedgerError) as problem:
         stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
-    typer.echo(f"{changed} events are pending again")
+    typer.echo(operator.pending_again(changed))
 
 
 @app.command(short_help="Show one event's story from a ledger.")
@@ -883,7 +965,7 @@ def explain(
     Exit status: 0 shown; 2 no such event, or not a ledger.
     """
     try:
-        book = reader_ledger(ledger)
+        book = reader_ledger(ledger, positional=False)
         with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
             row = operator.find_event(book, key)
             lines = (

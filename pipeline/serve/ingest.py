@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pipeline.delivery.incoming import canonical
+from pipeline.delivery.incoming import canonical, oversize
 
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversize body is read (and dropped) up to this, then cut
@@ -286,10 +286,4 @@ def admission(app: str, raw: object, kind: str, stamp: str, max_event: int) -> A
     type_name = type_label(event.get("type"))
     event["receivedAt"] = stamp
     line = _dumps(event)
-    if len(shape) > max_event:
-        reason = (
-            f"the event is {len(shape)} bytes, over the {max_event // 1024} KB limit of one "
-            "event: send it smaller"
-        )
-        return Admission(key, digest, line, type_name, reason)
-    return Admission(key, digest, line, type_name)
+    return Admission(key, digest, line, type_name, oversize(len(shape), max_event))

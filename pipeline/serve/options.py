@@ -22,6 +22,7 @@ from types import MappingProxyType
 from returns.result import Failure, Success
 
 from pipeline.core.config import Config, parse_config, unreadable_config
+from pipeline.delivery.incoming import MAX_EVENT_BYTES
 
 KB = 1024
 MB = 1024 * KB
@@ -199,7 +200,7 @@ class ServeOptions:
     event_attempts: int = 6  # attempts of one event within one delivery round
     min_free_bytes: int = GB
     max_body: int = 4 * MB
-    max_event: int = 32 * KB
+    max_event: int = MAX_EVENT_BYTES
     drain_seconds: float = 10.0  # SIGTERM: how long in-flight deliveries may take to end
     page: int = 500  # events read from the ledger per delivery step
 
