@@ -228,12 +228,6 @@ class AppDelivery:
     def app(self) -> str:
         return self.cfg.subdomain
 
-    @property
-    def why_paused(self) -> str | None:
-        """What /health shows: the ledger's trouble first (it stops ingest too), else why
-        User.com is not answered."""
-        return self.ledger_fault or self.paused
-
     def delivery_options(self, concurrency: int | None = None) -> DeliveryOptions:
         return DeliveryOptions(
             concurrency=concurrency or self.options.concurrency,
@@ -383,7 +377,7 @@ class AppDelivery:
         rounds stop starting attempts; the loop then checks the ledger until it works."""
         if self.ledger_fault != reason:
             emit(logging.ERROR, "delivery_paused", app=self.app, reason=reason)
-        self.ledger_fault = reason
+        self.ledger_fault = self.paused = reason  # /health shows it: it stops ingest too
         self.metrics.paused.labels(app=self.app).set(1)
         for running in self.rounds:
             running.control.stop("the ledger cannot commit")
@@ -394,14 +388,16 @@ class AppDelivery:
         commit, a read of the queue) with a doubling wait until it works; then resume."""
         if self.rounds:
             await asyncio.wait([r.task for r in self.rounds])
+        self.paused = self.ledger_fault  # a probe that succeeded meanwhile cleared it
         wait = LEDGER_RETRY_FIRST_S
         while not self.stopping.is_set() and self.ledger_fault is not None:
             await self._sleep(wait)
             wait = min(wait * 2, LEDGER_RETRY_MAX_S)
             if not self.stopping.is_set() and await self._ledger_works():
+                # A fault of User.com met before is met again by the next round, and pauses.
                 emit(logging.WARNING, "delivery_resumed", app=self.app, after="the ledger works")
-                self.ledger_fault = None
-                self.metrics.paused.labels(app=self.app).set(int(self.paused is not None))
+                self.ledger_fault = self.paused = None
+                self.metrics.paused.labels(app=self.app).set(0)
                 self.wake.set()
 
     async def _ledger_works(self) -> bool:

@@ -59,9 +59,9 @@ from pipeline.serve.store import Store, ledger_trouble
 Handler = Callable[[Request], Awaitable[Response]]
 DISK_CHECK_S = 1.0
 RETENTION_EVERY_S = 3600.0
+LEDGER_RETRY_AFTER_S = 10
 QUEUE_RETRY_AFTER_S = 30
 DISK_RETRY_AFTER_S = 60
-LEDGER_RETRY_AFTER_S = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,9 +439,7 @@ class Service:
     # -- health and metrics ----------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        paused = {
-            name: app.why_paused for name, app in self.apps.items() if app.why_paused is not None
-        }
+        paused = {name: app.paused for name, app in self.apps.items() if app.paused is not None}
         if not paused:
             reason = None
         elif len(self.apps) == 1:
@@ -455,7 +453,7 @@ class Service:
             "in_flight": sum(app.in_flight for app in self.apps.values()),
             "paused": reason,
             "apps": {
-                name: {"queued": app.queued, "paused": app.why_paused, "in_flight": app.in_flight}
+                name: {"queued": app.queued, "paused": app.paused, "in_flight": app.in_flight}
                 for name, app in self.apps.items()
             },
         }
