@@ -94,7 +94,7 @@ def test_a_disk_that_never_frees_names_the_finished_events_a_re_run_sends_again(
         Disk.full = True
         for item, status in zip(items, ("delivered", "failed", "pending"), strict=True):
             filing.file(item, outcome(item, status))  # type: ignore[arg-type]
-        asyncio.run(refile_kept(filing, said.append, asyncio.Event()))
+        asyncio.run(refile_kept(filing, said.append, lambda: False))
         assert len(filing.kept) == 3
         assert said == [
             "usercom send: filing the outcomes of 3 events again, for up to 0 s (free space "

@@ -382,12 +382,12 @@ def send(
                         source,
                         cfg,
                         ledger=book,
+                        has_ledger=ledger_path is not None,
                         options=options,
                         sink=sink,
                         err=err,
                         total=total,
                         retry_rejected=retry_rejected,
-                        has_ledger=ledger_path is not None,
                     )
                     has_ledger = ledger_path is not None
     except UsageError as problem:

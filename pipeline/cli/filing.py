@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 
@@ -25,6 +25,7 @@ from pipeline.delivery.outcome import Outcome
 PATIENCE_S = 60.0  # how long a stopped run keeps trying to file what it kept
 WAITS_S = (0.5, 1.0, 2.0, 4.0)  # between two tries, then the last one again
 SHOWN_POSITIONS = 20
+TICK_S = 0.1  # how soon a signal ends the waiting
 
 
 def record_outcome(ledger: Ledger, item: Incoming, outcome: Outcome, *, commit: bool) -> None:
@@ -87,13 +88,6 @@ class Filing:
         self.problem = None
         return True
 
-    def flush(self) -> None:
-        """Commit what is batched at the end of the run; a failure is noted, never raised."""
-        try:
-            self.ledger.flush()
-        except sqlite3.Error as error:
-            self.failed(error)
-
     def fault(self, *, has_ledger: bool) -> str | None:
         """Why the run stopped, for its last words, when the ledger refused a commit."""
         if self.refused is None:
@@ -128,8 +122,28 @@ class Filing:
         )
 
 
-async def refile_kept(filing: Filing, say: Callable[[str], None], give_up: asyncio.Event) -> None:
-    """Try to file the kept outcomes for up to PATIENCE_S (until `give_up`, a signal)."""
+def stop_when_refused(events: Iterator[Incoming], filing: Filing) -> Iterator[Incoming]:
+    """The events to send, until the ledger cannot commit: one it could not store is not read
+    (an enqueue's batch commit may fail too)."""
+    try:
+        while filing.refused is None:
+            try:
+                event = next(events)
+            except StopIteration:
+                return
+            except sqlite3.Error as error:
+                filing.failed(error)
+                return
+            yield event
+    finally:
+        if isinstance(events, Generator):
+            events.close()
+
+
+async def refile_kept(
+    filing: Filing, say: Callable[[str], None], give_up: Callable[[], bool]
+) -> None:
+    """Try to file the kept outcomes for up to PATIENCE_S (or until `give_up()`: a signal)."""
     if not filing.kept:
         return
     say(
@@ -140,8 +154,8 @@ async def refile_kept(filing: Filing, say: Callable[[str], None], give_up: async
     for wait in chain(WAITS_S, repeat(WAITS_S[-1])):
         if filing.refile():
             return
-        left = deadline - time.monotonic()
-        if left <= 0 or give_up.is_set():
+        until = time.monotonic() + min(wait, deadline - time.monotonic())
+        while time.monotonic() < until and not give_up():
+            await asyncio.sleep(min(TICK_S, until - time.monotonic()))
+        if time.monotonic() >= deadline or give_up():
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(give_up.wait(), min(wait, left))

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.filing import Filing, refile_kept
+from pipeline.cli.filing import Filing, refile_kept, stop_when_refused
 from pipeline.core.config import Config
 from pipeline.delivery.engine import Control, DeliveryOptions, deliver
 from pipeline.delivery.incoming import MAX_EVENT_BYTES, Incoming, LineReader, incoming
@@ -53,13 +52,11 @@ def queue(
     summary: Summary,
     tally: Tally,
     retry_rejected: bool,
-    filing: Filing | None = None,
 ) -> Iterator[Incoming]:
     """The ledger's unfinished events in position order, then the input's new or changed ones.
 
     Only events finished by an *earlier* run count as skipped: those taken from the queue
-    above, or read twice in this file, are this run's already. Reading stops when the ledger
-    cannot commit (`filing`): an event it cannot store is not sent.
+    above, or read twice in this file, are this run's already.
     """
     taken: set[str] = set()
     if ledger is not None:
@@ -72,8 +69,6 @@ def queue(
     reader = LineReader(source)
     position = 0
     for line in reader:
-        if filing is not None and filing.refused is not None:
-            return
         position += 1
         event = incoming(cfg, position, line, MAX_EVENT_BYTES)
         if ledger is not None:
@@ -87,13 +82,7 @@ def queue(
                     summary.skipped[row.status] += 1
                     continue
                 summary.changed += int(not same)
-            try:
-                new_position = ledger.enqueue(event.key, event.content_hash, line)
-            except sqlite3.Error as error:  # a batch's commit failed: stop reading
-                if filing is None:
-                    raise
-                filing.failed(error)
-                return
+            new_position = ledger.enqueue(event.key, event.content_hash, line)
             first_new = new_position if first_new is None else first_new
             event = replace(event, position=new_position)
         tally.read += 1
@@ -142,18 +131,16 @@ def run_send(
     cfg: Config,
     *,
     ledger: Ledger | None,
+    has_ledger: bool = True,  # False: `ledger` is a scratch one, deleted after the run
     options: DeliveryOptions,
     sink: IO[str] | None,
     err: Console,
     total: int | None,
     retry_rejected: bool,
-    has_ledger: bool = True,
 ) -> tuple[Summary, Tally]:
-    """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM,
-    and when the ledger cannot commit (`has_ledger`: it is the operator's, not a scratch one)."""
+    """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM."""
     tally = Tally()
     control = Control()
-    given_up = asyncio.Event()
 
     def say(words: str) -> None:
         err.print(words, highlight=False, markup=False)
@@ -201,7 +188,6 @@ def run_send(
                 sys.stderr.write("\nusercom send: stopped at once\n")
                 raise SystemExit(EXIT_SIGNAL.get(sig, 130))
             tally.signal = sig
-            given_up.set()
             control.stop(f"interrupted ({sig.name})")
 
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -215,15 +201,16 @@ def run_send(
 
         ticking = None if live else asyncio.create_task(ticker())
         try:
+            events = queue(source, cfg, ledger, pre, tally, retry_rejected)
             done = await deliver(
-                queue(source, cfg, ledger, pre, tally, retry_rejected, filing),
+                events if filing is None else stop_when_refused(events, filing),
                 cfg,
                 options,
                 on_outcome,
                 control=control,
             )
             if filing is not None and has_ledger:  # a scratch ledger is deleted anyway
-                await refile_kept(filing, say, given_up)
+                await refile_kept(filing, say, lambda: tally.signal is not None)
             return done
         finally:
             if ticking is not None:
@@ -240,8 +227,8 @@ def run_send(
             if sink is not None:
                 with contextlib.suppress(OSError):
                     sink.flush()
-            if filing is not None:
-                filing.flush()
+            if ledger is not None:
+                ledger.flush()
     summary = summary_box[0]
     if filing is not None:
         summary.fault = filing.fault(has_ledger=has_ledger) or summary.fault
