@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -57,6 +57,7 @@ from pipeline.serve import (
     ServeConfigError,
     ServeOptions,
     Service,
+    create_ledger_folders,
     duration,
     ledger_paths,
     listening_socket,
@@ -467,6 +468,15 @@ def _announce(url: str) -> None:
     print(f"sandbox listening on {url}", flush=True)
 
 
+def _sandbox_key(api_key: str | None) -> str | None:
+    if api_key is not None and not api_key.strip():
+        raise UsageError(
+            "--api-key must not be empty (it would refuse every key): leave it out to accept "
+            "any key, or give the one key to accept"
+        )
+    return api_key
+
+
 @app.command(short_help="Serve a local User.com sandbox until stopped.")
 def sandbox(
     port: Annotated[
@@ -530,9 +540,10 @@ def sandbox(
     """
     err = stderr()
     try:
+        key = _sandbox_key(api_key)
         checks.port(port)
         options = SandboxOptions(
-            api_key=api_key,
+            api_key=key,
             forced=tuple(parse_forced(spec) for spec in force or ()),
             latency_ms=latency_ms,
             error_rate=error_rate,
@@ -565,6 +576,60 @@ def _demo_defaults(
     return config or EXAMPLES / "config.json", ledger, write_key or [DEMO_WRITE_KEY]
 
 
+WRITE_KEYS_ENV = "USERCOM_WRITE_KEYS"
+TRANSFORMER_TOKEN_ENV = "USERCOM_TRANSFORMER_TOKEN"
+
+
+def _secret_lines(path: Path, option: str) -> list[str]:
+    """The non-blank lines of a secrets file, `#` comments left out."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UsageError(f"cannot read {option} {path}: {reason}") from error
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def serve_secrets(
+    write_keys: tuple[str, ...],
+    write_key_file: Path | None,
+    transformer_token: str | None,
+    transformer_token_file: Path | None,
+    env: Mapping[str, str],
+) -> tuple[tuple[str, ...], str | None]:
+    """The write keys and the transformer token, from the command line (which `ps` shows), a
+    file, or the environment. Keys named on the command line or in --write-key-file replace
+    $USERCOM_WRITE_KEYS (comma-separated); --transformer-token, then --transformer-token-file,
+    replace $USERCOM_TRANSFORMER_TOKEN. A variable set but empty is refused, not read as "no
+    key", which would open the service to anyone."""
+    keys = list(write_keys)
+    if write_key_file is not None:
+        listed = _secret_lines(write_key_file, "--write-key-file")
+        if not listed:
+            raise UsageError(
+                f"--write-key-file {write_key_file} holds no write key (one a line; # comments)"
+            )
+        keys += listed
+    if write_key_file is None and not write_keys and WRITE_KEYS_ENV in env:
+        keys = [key.strip() for key in env[WRITE_KEYS_ENV].split(",") if key.strip()]
+        if not keys:
+            raise UsageError(
+                f"{WRITE_KEYS_ENV} is set but names no key: give keys separated by commas, or "
+                "unset it"
+            )
+    token = transformer_token
+    if token is None and transformer_token_file is not None:
+        lines = _secret_lines(transformer_token_file, "--transformer-token-file")
+        if not lines:
+            raise UsageError(f"--transformer-token-file {transformer_token_file} is empty")
+        token = lines[0]
+    if token is None and TRANSFORMER_TOKEN_ENV in env:
+        token = env[TRANSFORMER_TOKEN_ENV].strip()
+        if not token:
+            raise UsageError(f"{TRANSFORMER_TOKEN_ENV} is set but empty: give a token or unset it")
+    return tuple(keys), token
+
+
 def demo_banner(url: str, sandbox_url: str, key: str, ledger: Path, *, scratch: bool) -> str:
     """What `serve --demo` prints under its address: how to send an event, and where its
     ledger is, so that report, failed and explain can be tried on what was sent."""
@@ -595,6 +660,9 @@ def _serve_options(
     keep_days: float,
     transformer_token: str | None,
     max_outage: str,
+    max_connections: int,
+    header_timeout: str,
+    body_timeout: str,
 ) -> ServeOptions:
     """`usercom serve`'s options, checked before anything is opened (UsageError or
     ServeConfigError: one line, exit 2)."""
@@ -612,9 +680,12 @@ def _serve_options(
         raise UsageError(f"--keep-days must be a number of days >= 0: got {keep_days}")
     if transformer_token is not None and not transformer_token.strip():
         raise UsageError("--transformer-token must not be empty")
+    if max_connections < 1:
+        raise UsageError(f"--max-connections must be an integer >= 1: got {max_connections}")
     return ServeOptions(
         sources=sources,
-        ledgers=ledger_paths(ledger, tuple(sources.apps)),
+        # Nothing is created before the address is known to be free (see `serve`).
+        ledgers=ledger_paths(ledger, tuple(sources.apps), create=False),
         host=host,
         port=checks.port(port),
         base_url=origin,
@@ -625,6 +696,9 @@ def _serve_options(
         keep_days=keep_days,
         transformer_token=transformer_token,
         max_outage=duration("--max-outage", max_outage),
+        max_connections=max_connections,
+        header_timeout=duration("--header-timeout", header_timeout),
+        body_timeout=duration("--body-timeout", body_timeout),
     )
 
 
@@ -654,8 +728,13 @@ def serve(
         list[str] | None,
         typer.Option(
             metavar="KEY",
-            help="a write key accepted for the one app (repeatable); none: anyone may send",
+            help="a write key accepted for the one app (repeatable; visible in ps: prefer "
+            f"--write-key-file or ${WRITE_KEYS_ENV}, comma-separated); none: anyone may send",
         ),
+    ] = None,
+    write_key_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="write keys for the one app, one a line"),
     ] = None,
     base_url: Annotated[
         str | None,
@@ -681,10 +760,34 @@ def serve(
     transformer_token: Annotated[
         str | None,
         typer.Option(
-            metavar="TOKEN", help="require Authorization: Bearer TOKEN on the transformer API"
+            metavar="TOKEN",
+            help="require Authorization: Bearer TOKEN on the transformer API (visible in ps: "
+            f"prefer --transformer-token-file or ${TRANSFORMER_TOKEN_ENV})",
         ),
     ] = None,
+    transformer_token_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="the transformer token, on the file's first line"),
+    ] = None,
     max_outage: MaxOutage = MAX_OUTAGE,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="client connections open at once: at the cap the longest idle one is closed "
+            "for a new one; when all are busy new ones get 503 (a proxy in front holds more)",
+        ),
+    ] = 1000,
+    header_timeout: Annotated[
+        str,
+        typer.Option(metavar="DURATION", help="a request's head must arrive within this"),
+    ] = "10s",
+    body_timeout: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION", help="a request's body must arrive within this (else 408)"
+        ),
+    ] = "60s",
     demo: Annotated[
         bool,
         typer.Option(
@@ -703,6 +806,14 @@ def serve(
     err = stderr()
     with contextlib.ExitStack() as stack:
         try:
+            keys, transformer_token = serve_secrets(
+                tuple(write_key or ()),
+                write_key_file,
+                transformer_token,
+                transformer_token_file,
+                os.environ,
+            )
+            write_key = list(keys) or None
             scratch = demo and ledger is None
             if demo:
                 config, ledger, write_key = _demo_defaults(config, ledger, write_key, base_url)
@@ -723,17 +834,23 @@ def serve(
                 keep_days=keep_days,
                 transformer_token=transformer_token,
                 max_outage=max_outage,
+                max_connections=max_connections,
+                header_timeout=header_timeout,
+                body_timeout=body_timeout,
             )
             sources = options.sources
+            # Listen first: a port in use or a wrong host must leave no ledger behind.
+            sock = listening_socket(options.host, options.port)
+            stack.callback(sock.close)
             if demo:
                 cfg = next(iter(sources.apps.values()))
                 sandbox_url = stack.enter_context(
                     serve_in_thread(SandboxOptions(api_key=cfg.api_key))
                 )
                 options = dataclasses.replace(options, base_url=sandbox_url)
+            create_ledger_folders(options.ledgers)
             service = Service.open(options)
             stack.callback(service.store.close)
-            sock = listening_socket(options.host, options.port)
         except (UsageError, ServeConfigError, LedgerError, ServeListenError) as problem:
             err.print(refusal(problem), highlight=False)
             raise typer.Exit(EXIT_USAGE) from problem
@@ -753,7 +870,9 @@ def serve(
         def announce(url: str) -> None:
             print(f"usercom serve listening on {url}", flush=True)
             if demo and ledger is not None:
-                key = (write_key or [DEMO_WRITE_KEY])[0]
+                # A key of the operator's own is never printed: only the demo's.
+                given = (write_key or [DEMO_WRITE_KEY])[0]
+                key = given if given == DEMO_WRITE_KEY else "$WRITE_KEY"
                 banner = demo_banner(url, options.base_url or "", key, ledger, scratch=scratch)
                 print(banner, flush=True)
 

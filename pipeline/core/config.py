@@ -4,7 +4,7 @@
 >>> cfg.subdomain, cfg.base_url
 ('acme', 'https://acme.user.com/api/public')
 >>> cfg
-Config(subdomain='acme', api_key='kkkk…(64 chars)', user_attributes=(), user_events=(), \
+Config(subdomain='acme', api_key='…(64 chars)', user_attributes=(), user_events=(), \
 company_attributes=())
 """
 
@@ -27,12 +27,13 @@ _KEY = re.compile(r"[\x21-\x7e]+")
 
 
 def mask(secret: str) -> str:
-    """How a key is shown to people: a hint of its start and its length, never all of it.
+    """How a key is shown to people: its length only. Even its first characters are a part of
+    it given away, and tell two keys apart no better than the config file they come from.
 
-    >>> mask("abcdefgh12345678")
-    'abcd…(16 chars)'
+    >>> mask("abcdefgh12345678"), mask("")
+    ('…(16 chars)', '…(0 chars)')
     """
-    return f"{secret[:4]}…({len(secret)} chars)" if len(secret) >= 12 else "…"
+    return f"…({len(secret)} chars)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,45 @@ def write_key(authorization: str | None) -> str | None:
     return user or None
 
 
+# The types a web page may POST to another origin without a CORS preflight (which the service
+# never grants): refusing them keeps a foreign page from sending events through a browser.
+BROWSER_FORM_TYPES = frozenset(
+    {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
+
+
+def json_content_type(header: str | None) -> None:
+    """`Refused` (415) for a body sent as a form or plain text; JSON, or no type, passes.
+
+    >>> json_content_type("application/json; charset=utf-8"), json_content_type(None)
+    (None, None)
+    >>> json_content_type("Text/Plain;charset=UTF-8")
+    Traceback (most recent call last):
+    ...
+    pipeline.serve.ingest.Refused: Content-Type text/plain is not accepted: send the JSON body with Content-Type: application/json
+    """  # noqa: E501
+    media = (header or "").partition(";")[0].strip().lower()
+    if media in BROWSER_FORM_TYPES:
+        raise Refused(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {media} is not accepted: send the JSON body with "
+            "Content-Type: application/json",
+        )
+
+
+def no_foreign_page(origin: str | None) -> None:
+    """`Refused` (403) for a request from a web page (a browser sends `Origin`) where no key
+    guards the door: with no write key, a page on any site could feed the service."""
+    if origin is not None:
+        raise Refused(
+            403,
+            "forbidden",
+            "a web page may not send to a service without write keys: start it with "
+            "--write-key to accept browser clients",
+        )
+
+
 def too_large(limit: int) -> Refused:
     return Refused(
         413,
