@@ -16,6 +16,7 @@ import re
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import NamedTuple
 
 import httpx
 from httpx._urlparse import MAX_URL_LENGTH, ParseResult
@@ -91,8 +92,7 @@ async def adrive(flow: Flow, send: Callable[[Request], Awaitable[Answer]]) -> Fi
 # --- the httpx edge --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
     """A base URL split the way httpx would split it, and the header rows of its requests.
 
     Parsing each request's URL string and normalising its headers were half the CPU of a
@@ -124,7 +124,7 @@ def origin_of(base_url: str, api_key: str) -> Origin | None:
     if plain is None or not api_key.isascii():
         return None
     scheme, host, port_text, path = plain.groups()
-    if {".", ".."} & set(path.split("/")):
+    if "/." in path and {".", ".."} & set(path.split("/")):
         return None
     if _IPV4_LIKE.fullmatch(host):
         try:
@@ -134,7 +134,7 @@ def origin_of(base_url: str, api_key: str) -> Origin | None:
     port = int(port_text) if port_text else None
     port = None if port == _DEFAULT_PORTS[scheme] else port
     netloc = host if port is None else f"{host}:{port}"
-    rows = tuple((name.encode(), value.encode()) for name, value in headers(api_key).items())
+    rows = tuple([(name.encode(), value.encode()) for name, value in headers(api_key).items()])
     return Origin(scheme, host, port, path, (b"Host", netloc.encode()), rows)
 
 

@@ -15,6 +15,7 @@ from helpers import KEY, USER
 from httpx._urlparse import urlparse
 
 from pipeline import process
+from pipeline.core.endpoints import Endpoint
 
 CONFIG = {"apiKey": KEY, "appSubdomain": "acme"}
 
@@ -41,3 +42,11 @@ def test_a_request_to_user_com_is_built_without_parsing_its_url(
     response = process(item, transport=httpx.MockTransport(_answers))
     assert response["statusCode"] == 200
     assert parsed == []
+
+
+def test_an_endpoint_whose_own_path_would_need_encoding_is_refused_where_it_is_defined() -> None:
+    # Requests encode only their subject; the catalogue's fixed parts are checked once, here.
+    with pytest.raises(ValueError, match="would need encoding"):
+        Endpoint("event", "POST", ("events by id",), "an event")
+    with pytest.raises(ValueError, match="would need encoding"):
+        Endpoint("event", "POST", ("users", ".."), "an event")

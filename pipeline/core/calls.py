@@ -74,7 +74,13 @@ class Request:
 
     def encoded(self) -> tuple[str, str | None]:
         """The path (from the base URL on) and the query string, each part encoded."""
-        path = "".join(f"/{_segment(s)}" for s in self.path) + "/"
+        subject = self.subject or ""
+        # The catalogue's own parts need no encoding (Endpoint checks that): only the subject.
+        path = "".join(
+            f"/{_segment(subject)}" if part == SUBJECT else f"/{part}"
+            for part in self.endpoint.path
+        )
+        path += "/"
         if not self.query:
             return path, None
         return path, urlencode(self.query, quote_via=quote, safe="", errors="surrogatepass")

@@ -18,6 +18,7 @@ from returns.result import Failure, Result, Success
 
 from pipeline.core import errors
 from pipeline.core.errors import PipelineError
+from pipeline.core.types import OBJECT_TYPES
 
 Renames = tuple[tuple[str, str], ...]
 
@@ -86,7 +87,7 @@ def _renames(raw: object, where: str, ignored: list[str]) -> Renames:
     """`{from, to}` entries: blank `from` ignored, the last entry for a `from` wins."""
     chosen: dict[str, str] = {}
     for number, entry in enumerate(raw if isinstance(raw, list | tuple) else (), start=1):
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, OBJECT_TYPES):
             ignored.append(f"{where} entry {number} is ignored: it is not an object")
             continue
         source, target = entry.get("from"), entry.get("to")
@@ -104,7 +105,7 @@ def _event_rules(raw: object, ignored: list[str]) -> tuple[EventRule, ...]:
     rules = []
     for number, entry in enumerate(raw if isinstance(raw, list | tuple) else (), start=1):
         where = f"userEvents entry {number}"
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, OBJECT_TYPES):
             ignored.append(f"{where} is ignored: it is not an object")
             continue
         source, target = entry.get("rsEventName"), entry.get("userEventName")
@@ -130,7 +131,7 @@ def _list_error(raw: Mapping[str, object]) -> PipelineError | None:
 
 def parse_config(raw: object) -> Result[Config, PipelineError]:
     """destination.Config -> Config, or the configuration error a user can act on."""
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, OBJECT_TYPES):
         return Failure(errors.configuration("Destination config is missing: expected an object"))
     key, sub = raw.get("apiKey"), raw.get("appSubdomain")
     for name, value in (("apiKey", key), ("appSubdomain", sub)):
