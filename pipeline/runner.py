@@ -182,8 +182,12 @@ def _assembled(origin: Origin, url: httpx.URL, method: str, body: bytes | None) 
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    # get_list, as `get` raises and catches a KeyError inside for every answer without one.
+    said = response.headers.get_list("retry-after")
+    if not said:
+        return None
     try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
+        return max(0.0, float(", ".join(said)))
     except ValueError:
         return None
 
