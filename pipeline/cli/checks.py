@@ -263,10 +263,3 @@ def choice(option: str, raw: str, allowed: tuple[Choice, ...]) -> Choice:
         if raw == value:
             return value
     raise UsageError(f"{option} must be one of {', '.join(allowed)}: got {raw!r}")
-
-
-def seconds(option: str, raw: float) -> float:
-    """A finite, positive number of seconds."""
-    if not math.isfinite(raw) or raw <= 0:
-        raise UsageError(f"{option} must be a finite number of seconds > 0: got {raw}")
-    return raw

@@ -20,9 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.cli.filing import Filing, refile_kept, stop_when_refused
 from pipeline.core.config import Config
 from pipeline.delivery.engine import Control, DeliveryOptions, deliver
-from pipeline.delivery.incoming import Incoming, LineReader, incoming
+from pipeline.delivery.incoming import MAX_EVENT_BYTES, Incoming, LineReader, incoming
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.outcome import Outcome, Summary
@@ -69,7 +70,7 @@ def queue(
     position = 0
     for line in reader:
         position += 1
-        event = incoming(cfg, position, line)
+        event = incoming(cfg, position, line, MAX_EVENT_BYTES)
         if ledger is not None:
             row = ledger.get(event.key)
             if row is not None:
@@ -105,9 +106,11 @@ def exit_status(summary: Summary, tally: Tally) -> int:
         return EXIT_SIGNAL.get(tally.signal, 130)
     if summary.fault is not None:
         return EXIT_FAULT
+    if summary.broken_input:  # an input problem: a re-run of the same input breaks off again
+        return EXIT_USAGE
     if summary.unfinished:
         return EXIT_UNFINISHED
-    if summary.rejected or summary.broken_input:
+    if summary.rejected:
         return EXIT_REJECTED
     return EXIT_DELIVERED
 
@@ -128,6 +131,7 @@ def run_send(
     cfg: Config,
     *,
     ledger: Ledger | None,
+    has_ledger: bool = True,  # False: `ledger` is a scratch one, deleted after the run
     options: DeliveryOptions,
     sink: IO[str] | None,
     err: Console,
@@ -136,6 +140,17 @@ def run_send(
 ) -> tuple[Summary, Tally]:
     """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM."""
     tally = Tally()
+    control = Control()
+
+    def say(words: str) -> None:
+        err.print(words, highlight=False, markup=False)
+
+    def cannot_commit(problem: str) -> None:
+        control.stop(f"the ledger cannot commit ({problem})")
+        kept = "; the outcomes not filed are kept and filed again" if has_ledger else ""
+        say(f"usercom send: the ledger cannot commit ({problem}): no new event is sent{kept}")
+
+    filing = None if ledger is None else Filing(ledger, cannot_commit)
     summary_box: list[Summary] = []
     pre = Summary()
     live = err.is_terminal
@@ -152,15 +167,8 @@ def run_send(
     counts = Summary()
 
     def on_outcome(item: Incoming, outcome: Outcome) -> None:
-        if ledger is not None and outcome.status != "planned":
-            ledger.record(
-                outcome.key,
-                outcome.status,
-                outcome.attempts,
-                outcome.requests,
-                outcome.error,
-                outcome.warnings,
-            )
+        if filing is not None and outcome.status != "planned":
+            filing.file(item, outcome)
         if outcome.status == "pending":
             tally.unsent.append(outcome.position)
         if sink is not None:
@@ -171,7 +179,6 @@ def run_send(
             progress.update(task, status=f"[red]{outcome.status}: {outcome.key}")
 
     async def main() -> Summary:
-        control = Control()
         loop = asyncio.get_running_loop()
         started = time.monotonic()
 
@@ -194,13 +201,17 @@ def run_send(
 
         ticking = None if live else asyncio.create_task(ticker())
         try:
-            return await deliver(
-                queue(source, cfg, ledger, pre, tally, retry_rejected),
+            events = queue(source, cfg, ledger, pre, tally, retry_rejected)
+            done = await deliver(
+                events if filing is None else stop_when_refused(events, filing),
                 cfg,
                 options,
                 on_outcome,
                 control=control,
             )
+            if filing is not None and has_ledger:  # a scratch ledger is deleted anyway
+                await refile_kept(filing, say, lambda: tally.signal is not None)
+            return done
         finally:
             if ticking is not None:
                 ticking.cancel()
@@ -219,6 +230,8 @@ def run_send(
             if ledger is not None:
                 ledger.flush()
     summary = summary_box[0]
+    if filing is not None:
+        summary.fault = filing.fault(has_ledger=has_ledger) or summary.fault
     summary.skipped, summary.changed, summary.broken_input = (
         pre.skipped,
         pre.changed,
@@ -245,18 +258,28 @@ def summary_table(summary: Summary, title: str) -> Table:
     for call, count in sorted(summary.calls.items()):
         table.add_row(f"  {call}", str(count))
     table.add_row("time", f"{summary.seconds:.2f} s")
-    if summary.seconds and summary.sent:
-        table.add_row("events sent per second", f"{summary.sent / summary.seconds:.0f}")
-    for error, count in summary.errors.most_common(3):
-        table.add_row(f"error (x{count})", Text(error[:120]))  # never read as rich markup
+    if summary.rate is not None:
+        table.add_row("events sent per second", f"{summary.rate:.0f}")
+    for status, error, count in summary.top_errors(3):
+        table.add_row(f"error, {status} (x{count})", Text(error[:120]))  # never rich markup
     return table
+
+
+def broken_input_words(broken: str, has_ledger: bool) -> str:
+    """The one line for an input that breaks off (a truncated gzip file): exit 2."""
+    again = (
+        "send it again with the same --ledger (what was delivered is skipped)"
+        if has_ledger
+        else "send the rest again"
+    )
+    return f"error: {broken}: the events before the break were handled; fix the input and {again}"
 
 
 def final_words(summary: Summary, tally: Tally, has_ledger: bool) -> list[str]:
     """What the operator needs to hear after the table: why it stopped and how to resume."""
     words: list[str] = []
     if summary.broken_input:
-        words.append(f"warning: {summary.broken_input}")
+        words.append(broken_input_words(summary.broken_input, has_ledger))
     if summary.fault is not None:
         words.append(f"error: {summary.fault}")
     if tally.signal is not None:
