@@ -66,6 +66,7 @@ from pipeline.serve import (
 from pipeline.serve import serve as run_service
 from pipeline.serve.logs import configure as configure_logs
 from pipeline.serve.logs import emit, ignored_entries
+from pipeline.serve.options import retention_days
 
 app = typer.Typer(
     add_completion=False,
@@ -102,6 +103,17 @@ MaxOutage = Annotated[
     ),
 ]
 MAX_OUTAGE = "30m"
+# Retention takes the same durations; a bare number stays days, as it always was.
+KeepDays = Annotated[
+    str,
+    typer.Option(
+        "--keep-days",
+        metavar="DURATION",
+        help="delivered and rejected events keep their body this long (7d, 36h; a bare "
+        "number is days)",
+    ),
+]
+KEEP_DAYS = "7d"
 Concurrency = Annotated[
     int, typer.Option(metavar="N", help="users delivered at once, per app (1-1024)")
 ]
@@ -112,6 +124,14 @@ def duration_of(option: str, raw: str) -> float:
     """Seconds of a duration option: the service's parser, its refusal as a usage error."""
     try:
         return duration(option, raw)
+    except ServeConfigError as problem:
+        raise UsageError(str(problem)) from problem
+
+
+def retention_of(option: str, raw: str) -> float:
+    """Days of a retention option: the service's parser, its refusal as a usage error."""
+    try:
+        return retention_days(option, raw)
     except ServeConfigError as problem:
         raise UsageError(str(problem)) from problem
 
@@ -657,7 +677,7 @@ def _serve_options(
     rate: float | None,
     give_up_after: str,
     max_queued: int,
-    keep_days: float,
+    keep_days: str,
     transformer_token: str | None,
     max_outage: str,
     max_connections: int,
@@ -676,8 +696,7 @@ def _serve_options(
         raise UsageError("--host must not be empty (127.0.0.1: this machine only)")
     if max_queued < 1:
         raise UsageError(f"--max-queued must be an integer >= 1: got {max_queued}")
-    if not 0 <= keep_days < float("inf"):
-        raise UsageError(f"--keep-days must be a number of days >= 0: got {keep_days}")
+    days_kept = retention_of("--keep-days", keep_days)
     if transformer_token is not None and not transformer_token.strip():
         raise UsageError("--transformer-token must not be empty")
     if max_connections < 1:
@@ -693,7 +712,7 @@ def _serve_options(
         rate=checks.rate(rate),
         give_up_after=duration("--give-up-after", give_up_after),
         max_queued=max_queued,
-        keep_days=keep_days,
+        keep_days=days_kept,
         transformer_token=transformer_token,
         max_outage=duration("--max-outage", max_outage),
         max_connections=max_connections,
@@ -751,12 +770,7 @@ def serve(
     max_queued: Annotated[
         int, typer.Option(metavar="N", help="past this many queued events ingest answers 503")
     ] = 1_000_000,
-    keep_days: Annotated[
-        float,
-        typer.Option(
-            metavar="DAYS", help="delivered and rejected events keep their body so many days"
-        ),
-    ] = 7,
+    keep_days: KeepDays = KEEP_DAYS,
     transformer_token: Annotated[
         str | None,
         typer.Option(
