@@ -269,14 +269,31 @@ def open_source(events: str) -> Iterator[IO[bytes]]:
 
 
 @contextlib.contextmanager
-def writer_ledger(path: Path | None, cfg: Config) -> Iterator[Ledger]:
-    """The ledger asked for, or a scratch one for this run only (so that duplicates are one
-    event and memory stays flat without --ledger too); deleted when the run ends."""
+def scratch_folder() -> Iterator[Path]:
+    """This run's private folder for its scratch files, in TMPDIR as the operator set it (not
+    silently elsewhere: it may have been chosen for its room); deleted when the run ends.
+    Made before anything is read or sent, so a TMPDIR that cannot be used is a usage error."""
+    chosen = os.environ.get("TMPDIR")
+    where = f"{chosen} (TMPDIR)" if chosen else "the system's temporary folder"
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix="usercom-", dir=chosen or None)
+    except OSError as error:
+        raise UsageError(
+            f"cannot make this run's scratch folder in {where}: "
+            f"{error.strerror or error}; set TMPDIR to a writable folder"
+        ) from error
+    with scratch as folder:
+        yield Path(folder)
+
+
+@contextlib.contextmanager
+def writer_ledger(path: Path | None, cfg: Config, scratch: Path) -> Iterator[Ledger]:
+    """The ledger asked for, or one in `scratch` for this run only (so that duplicates are one
+    event and memory stays flat without --ledger too), deleted with it."""
     if path is None:
-        with tempfile.TemporaryDirectory(prefix="usercom-") as scratch:
-            book = Ledger.open_writer(Path(scratch) / "run.sqlite", cfg.subdomain)
-            with contextlib.closing(book):
-                yield book
+        book = Ledger.open_writer(scratch / "run.sqlite", cfg.subdomain)
+        with contextlib.closing(book):
+            yield book
         return
     try:
         book = Ledger.open_writer(path, cfg.subdomain)
@@ -381,6 +398,7 @@ def send(
         checks.not_the_ledger(out_path, ledger_path)
         total = count_events(source_name)
         with (
+            scratch_folder() as scratch,
             open_source(source_name) as source,
             open_out(out_path) as sink,
         ):
@@ -398,7 +416,7 @@ def send(
                 tally = Tally()
                 has_ledger = False
             else:
-                with writer_ledger(ledger_path, cfg) as book:
+                with writer_ledger(ledger_path, cfg, scratch) as book:
                     summary, tally = run_send(
                         source,
                         cfg,
@@ -409,6 +427,7 @@ def send(
                         err=err,
                         total=total,
                         retry_rejected=retry_rejected,
+                        scratch=scratch,
                     )
                     has_ledger = ledger_path is not None
     except UsageError as problem:

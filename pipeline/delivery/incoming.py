@@ -18,6 +18,7 @@ import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, cast
 
 from returns.result import Result, Success
@@ -267,11 +268,15 @@ def stored(
 
 class FirstSeen:
     """The keys read so far from one input, with their content and position. Kept in a private
-    temporary SQLite file rather than in memory, as 16-byte digests: an input may hold
-    millions of events, and the page cache keeps this within a few MB."""
+    SQLite file rather than in memory, as 16-byte digests: an input may hold millions of
+    events, and the page cache keeps this within a few MB.
 
-    def __init__(self) -> None:
-        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+    The file is `folder`/seen.sqlite (the run's scratch folder, made and checked up front), or
+    SQLite's own temporary file without one."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        where = "" if folder is None else str(folder / "seen.sqlite")
+        self._db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(
