@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -42,7 +42,14 @@ from pipeline.core.config import Config, parse_config, unreadable_config
 from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.faults import RESUME, check_app
-from pipeline.delivery.incoming import MAX_EVENT_BYTES, LineReader, read_jsonl
+from pipeline.delivery.incoming import (
+    MAX_EVENT_BYTES,
+    FirstSeen,
+    Incoming,
+    LineReader,
+    once_each,
+    read_jsonl,
+)
 from pipeline.delivery.ledger import (
     UNFINISHED,
     Ledger,
@@ -230,12 +237,23 @@ def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(step for step in steps if not step.startswith("warning: ")), shown.warnings
 
 
-def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
-    """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
-    summary = Summary()
+def dry_run(
+    cfg: Config, source: IO[bytes], sink: IO[str] | None, scratch: Path | None = None
+) -> Summary:
+    """Plan every event with no request at all (the pure pipeline only); writes no ledger.
+    Repeats are taken as a real run takes them (the messageIds read are kept in `scratch`)."""
     started = time.monotonic()
     reader = LineReader(source)
-    for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
+    with contextlib.closing(FirstSeen(scratch)) as seen:
+        summary = _planned(once_each(read_jsonl(reader, cfg, MAX_EVENT_BYTES), seen), sink)
+    summary.broken_input = reader.broken
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _planned(events: Iterable[Incoming], sink: IO[str] | None) -> Summary:
+    summary = Summary()
+    for item in events:
         match item.job:
             case Success(_):
                 shown = plan_of(item.job)
@@ -250,8 +268,6 @@ def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
         summary.add(outcome)
         if sink is not None:
             sink.write(json.dumps(outcome.as_json()) + "\n")
-    summary.broken_input = reader.broken
-    summary.seconds = time.monotonic() - started
     return summary
 
 
@@ -410,9 +426,9 @@ def send(
                     markup=False,
                 )
             if dry_run and live:
-                finish_live(source_name, cfg, source, sink, origin, options.rate, out, err)
+                finish_live(source_name, cfg, source, sink, origin, options.rate, out, err, scratch)
             if dry_run:
-                summary = dry_run_summary(cfg, source, sink)
+                summary = dry_run_summary(cfg, source, sink, scratch)
                 tally = Tally()
                 has_ledger = False
             else:
@@ -469,6 +485,7 @@ def finish_live(
     rate: float | None,
     out: Path | None,
     err: Console,
+    scratch: Path,
 ) -> None:
     """`send --dry-run --live`: plan with reads only, print the tables, exit."""
     result = operator.live_dry_run(
@@ -480,6 +497,7 @@ def finish_live(
         progress=operator.iter_progress(
             progress_every(), lambda words: err.print(words, highlight=False)
         ),
+        scratch=scratch,
     )
     summary = result.summary
     console = err if out is not None and str(out) == "-" else Console()
