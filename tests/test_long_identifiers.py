@@ -40,7 +40,7 @@ from typer.testing import CliRunner
 
 from pipeline import Destination
 from pipeline.cli.app import app
-from pipeline.core.calls import SUBJECT_ENCODED_MAX
+from pipeline.core.calls import ORIGIN_MAX, SUBJECT_ENCODED_MAX
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
 LONG = "u" * 70_000
@@ -188,3 +188,15 @@ def test_serve_rejects_it_and_keeps_delivering(sandbox: str, tmp_path: Path) -> 
         long_row = rows()[f"{SUBDOMAIN}:m-long"]
         assert long_row.status == "rejected"
         assert (long_row.error or "").startswith(WIDE_TOO_LONG)
+
+
+def test_a_destination_base_url_too_long_for_the_bound_is_refused_when_built() -> None:
+    # The bound on identifiers leaves room for an origin of ORIGIN_MAX characters, no more.
+    fits = "http://" + "a" * (ORIGIN_MAX - len("http://"))
+    fake = FakeUserCom({"POST /users-by-id/*": ok({"id": 1})})
+    longest = "u" * SUBJECT_ENCODED_MAX
+    with Destination(config(), base_url=fits, transport=fake.transport) as destination:
+        message = track(userId=longest, event="Viewed", messageId="m-longest")
+        assert destination.deliver(message).status == "delivered"
+    with pytest.raises(ValueError, match=f"base_url is {ORIGIN_MAX + 1} characters, over "):
+        Destination(config(), base_url=fits + "a")

@@ -27,9 +27,11 @@ def clean_body(fields: Mapping[str, JSON]) -> JSONObject:
 
 
 # httpx refuses a URL over 65,536 characters. A config's base URL takes under 100 (its
-# subdomain is one DNS label) and the catalogue's fixed parts under 40: a subject within this
-# bound once encoded keeps every URL under the limit, with room to spare for a longer origin.
+# subdomain is one DNS label), an origin given instead at most ORIGIN_MAX (plus /api/public),
+# the catalogue's fixed parts under 40: a subject within this bound once encoded keeps every
+# URL under the limit.
 SUBJECT_ENCODED_MAX = 64_000
+ORIGIN_MAX = 1_024
 # Percent-encoding turns one character into at most 12 (four UTF-8 bytes, `%XX` each).
 _WIDEST_ENCODING = 12
 
