@@ -204,3 +204,54 @@ def test_a_source_without_destination_says_what_to_give_not_where_a_spec_says_it
         "config c.json: source 1 has no destination: give it one app's apiKey, appSubdomain "
         "and mappings"
     )
+
+
+# --- click's own usage errors are one line too (issue 14 follow-up) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (("serve", "--keep-days", "7d"), "invalid value for '--keep-days': '7d' is not a valid"),
+        (("send", "x", "--rate", "abc"), "invalid value for '--rate': 'abc' is not a valid"),
+        (("serve", "--max-queued", "1e3"), "invalid value for '--max-queued': '1e3' is not a"),
+        (("send", "--concurency", "4"), "no such option: --concurency"),
+        (("send",), "missing argument 'EVENTS'"),
+        (("report",), "missing argument 'LEDGER'"),
+        (("send", "x", "--rate"), "option '--rate' requires an argument"),
+        (("sandbox", "--port", "x"), "invalid value for '--port': 'x' is not a valid integer"),
+    ],
+)
+def test_a_usage_error_of_a_command_is_one_line_naming_its_help(
+    args: tuple[str, ...], what: str
+) -> None:
+    result = CliRunner().invoke(app, list(args), prog_name="usercom", env={"COLUMNS": "80"})
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {what}"), line
+    assert line.endswith(f"; see usercom {args[0]} --help"), line
+    assert "Usage:" not in line
+    assert "Try '" not in line
+
+
+def test_an_unknown_flag_keeps_clicks_did_you_mean_hint() -> None:
+    result = CliRunner().invoke(app, ["send", "--concurency", "4"], prog_name="usercom")
+    assert result.exit_code == 2
+    assert "--concurrency" in result.stderr.strip()
+
+
+def test_a_usage_error_before_the_command_names_the_top_level_help() -> None:
+    for args in (["sendd"], ["--bogus"]):
+        result = CliRunner().invoke(app, args, prog_name="usercom")
+        assert result.exit_code == 2, result.output
+        [line] = result.stderr.splitlines()
+        assert line.startswith("error: no such "), line
+        assert line.endswith("; see usercom --help"), line
+    assert "did you mean 'send'?" in CliRunner().invoke(app, ["sendd"]).stderr.lower()
+
+
+def test_the_help_of_a_command_is_still_shown_whole() -> None:
+    result = CliRunner().invoke(app, ["send", "--help"], prog_name="usercom")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("Usage: usercom send [OPTIONS] EVENTS")
