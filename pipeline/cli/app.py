@@ -621,7 +621,7 @@ def sandbox(
         checks.port(port)
         options = SandboxOptions(
             api_key=key,
-            forced=tuple(parse_forced(spec) for spec in force or ()),
+            forced=tuple(parse_forced(spec, called="--force") for spec in force or ()),
             latency_ms=latency_ms,
             error_rate=error_rate,
             throttle_rate=throttle_rate,

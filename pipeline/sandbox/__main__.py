@@ -118,7 +118,7 @@ def options_from(args: argparse.Namespace) -> SandboxOptions:
         drop_rate=args.drop_rate,
         lost_response_rate=args.lost_response_rate,
         rate_limit_rps=args.rate_limit,
-        forced=tuple(parse_forced(spec) for spec in args.force),
+        forced=tuple(parse_forced(spec, called="--force") for spec in args.force),
         seed=args.seed,
     )
 
