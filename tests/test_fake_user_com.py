@@ -565,6 +565,19 @@ def test_a_bad_marker_option_fails_the_test_with_one_line_naming_it() -> None:
     assert fake_for({"seed": 3}).options.seed == 3
 
 
+def test_a_bad_marker_option_is_reported_once_not_with_the_error_it_came_from() -> None:
+    from pipeline.testing.plugin import fake_for
+
+    for options in ({"bogus": 1}, {"forced": "P"}):
+        with pytest.raises(pytest.fail.Exception) as failed:
+            fake_for(options)
+        # What pytest prints for a failure with pytrace=False: the value, and any chain.
+        shown = str(failed.getrepr(style="value"))
+        assert "During handling" not in shown, shown
+        assert shown.count("@pytest.mark.usercom:") == 1, shown
+        assert len(shown.strip().splitlines()) == 1, shown
+
+
 def test_the_sandbox_options_the_readme_points_to_come_from_pipeline_testing() -> None:
     import pipeline.testing
     from pipeline.testing import ForcedStatus as Forced
