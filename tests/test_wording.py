@@ -5,6 +5,7 @@ In process: the pure config parser, `Destination`, and typer's CliRunner.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,27 @@ def test_the_help_of_a_command_is_still_shown_whole() -> None:
     result = CliRunner().invoke(app, ["send", "--help"], prog_name="usercom")
     assert result.exit_code == 0
     assert result.stdout.startswith("Usage: usercom send [OPTIONS] EVENTS")
+
+
+# --- what help() and --help show describe in place, not by a spec's section number -------------
+
+
+@pytest.mark.parametrize(
+    "module", ["pipeline", "pipeline.compat", "pipeline.serve", "pipeline.testing"]
+)
+def test_a_public_modules_help_does_not_point_to_a_spec_section(module: str) -> None:
+    text = importlib.import_module(module).__doc__ or ""
+    assert "§" not in text, text
+    assert "SPEC" not in text, text
+
+
+def test_the_package_help_says_what_the_drop_in_functions_replace() -> None:
+    assert "rudder-transformer" in (pipeline.__doc__ or "")
+
+
+def test_the_sandbox_module_help_calls_a_force_value_a_rule() -> None:
+    from pipeline.sandbox.__main__ import parser
+
+    shown = parser().format_help()
+    assert "--force RULE" in shown
+    assert "SPEC" not in shown

@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
         "--force",
         action="append",
         default=[],
-        metavar="SPEC",
+        metavar="RULE",
         help=f"force a status, {FORCED_SYNTAX!r}: ROUTE is a route name or a path prefix under "
         f"/api/public, xN forces only the first N matching requests (e.g. {FORCED_EXAMPLE!r}); "
         "repeatable, the first rule with requests left wins",
