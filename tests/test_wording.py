@@ -280,3 +280,23 @@ def test_the_sandbox_module_help_calls_a_force_value_a_rule() -> None:
     shown = parser().format_help()
     assert "--force RULE" in shown
     assert "SPEC" not in shown
+
+
+# --- the report's title at 80 columns keeps the ledger's path whole -----------------------------
+
+
+def test_the_report_title_keeps_the_ledger_path_whole_at_80_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.delivery.ledger import Ledger
+
+    monkeypatch.chdir(tmp_path)
+    ledger = Path("ledgers-kept-for-a-few-weeks-by-the-ops-team") / "demo.sqlite"
+    ledger.parent.mkdir()
+    with Ledger.open_writer(ledger, "acme") as writer:
+        writer.enqueue("acme:m1", "h1", b"{}")
+    result = CliRunner().invoke(app, ["report", str(ledger)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert any(str(ledger) in line for line in lines[:3]), lines[:3]

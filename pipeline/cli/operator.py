@@ -371,7 +371,10 @@ class Report:
         }
 
     def tables(self) -> list[Table]:
-        events = Table(title=f"usercom report: {self.ledger} (app {self.app})")
+        title = f"usercom report: {self.ledger} (app {self.app})"
+        # As wide as the title (as the terminal allows): rich wraps a title to its table's width,
+        # which would cut the ledger's path mid-name; wrapped at the terminal it breaks at spaces.
+        events = Table(title=title, min_width=len(title))
         events.add_column("measure")
         events.add_column("value", justify="right")
         for status in STATUSES:
