@@ -71,7 +71,7 @@ class Admitted:
 
     queued: int  # events that joined the queue
     duplicates: int
-    rejected: list[Admission]
+    rejected: list[tuple[Admission, int]]  # and the position each was filed at
     types: Counter[str]
 
 
@@ -80,7 +80,7 @@ def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admit
     content is a repeat (a client's retry): nothing changes. New content under a known key
     goes to the back of the queue, as `usercom send` does with an edited event."""
     queued = duplicates = 0
-    rejected: list[Admission] = []
+    rejected: list[tuple[Admission, int]] = []
     types: Counter[str] = Counter()
     for event in admissions:
         known = ledger.state(event.key)
@@ -88,12 +88,12 @@ def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admit
             duplicates += 1
             continue
         was_queued = known is not None and known[0] in UNFINISHED
-        ledger.enqueue(
+        position = ledger.enqueue(
             event.key, event.content_hash, event.line, rejected=event.rejected, received=now
         )
         types[event.type] += 1
         if event.rejected is not None:
-            rejected.append(event)
+            rejected.append((event, position))
             queued -= was_queued
         else:
             queued += not was_queued
@@ -359,7 +359,7 @@ class Service:
                     )
                 )
             app.admitted(admitted.queued, admitted.types)
-            for event in admitted.rejected:
+            for event, position in admitted.rejected:
                 self.metrics.rejected.labels(app=app.app, type=event.type).inc()
                 emit(
                     logging.WARNING,
@@ -367,6 +367,7 @@ class Service:
                     app=app.app,
                     id=event.key,
                     type=event.type,
+                    position=position,
                     error=event.rejected,
                 )
             if admitted.duplicates:
