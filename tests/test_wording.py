@@ -300,3 +300,40 @@ def test_the_report_title_keeps_the_ledger_path_whole_at_80_columns(
     lines = result.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines), lines
     assert any(str(ledger) in line for line in lines[:3]), lines[:3]
+
+
+# --- explain labels each answer for what it means on its route ---------------------------------
+
+
+def test_explain_labels_the_custom_id_event_routes_404_as_a_user_not_found_there(
+    tmp_path: Path,
+) -> None:
+    from pipeline.delivery.ledger import Ledger
+
+    base = "https://acme.user.com/api/public"
+    requests = [
+        f"POST {base}/users-by-id/u1/events/ -> 404",
+        f"GET {base}/users-by-id/u1/ -> 200",
+        f"POST {base}/events/ -> 201",
+    ]
+    ledger = tmp_path / "run.sqlite"
+    with Ledger.open_writer(ledger, "acme") as writer:
+        writer.enqueue("acme:t1", "h1", b"{}")
+        writer.record("acme:t1", "delivered", 1, requests, None, [])
+    result = CliRunner().invoke(app, ["explain", "t1", "--ledger", str(ledger)])
+    assert result.exit_code == 0, result.output
+    [first] = [line for line in result.stdout.splitlines() if "/users-by-id/u1/events/" in line]
+    assert "no such route" not in first, first
+    assert first.endswith("(user not found by this custom_id: falls back to the lookup)"), first
+
+
+def test_a_404_is_no_such_route_only_where_the_route_itself_is_missing() -> None:
+    from pipeline.cli.operator import gloss
+
+    base = "https://acme.user.com/api/public"
+    assert gloss("POST", "404", f"{base}/events/") == "no such route"
+    assert gloss("GET", "404", f"{base}/users-by-id/u1/") == "not found"
+    assert gloss("PUT", "404", f"{base}/users/7/") == "not found"
+    assert gloss("POST", "404", f"{base}/users-by-id/u1/events/") == (
+        "user not found by this custom_id: falls back to the lookup"
+    )
