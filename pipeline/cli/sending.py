@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.cli.filing import Filing, refile_kept, stop_when_refused
 from pipeline.core.config import Config
 from pipeline.delivery.engine import Control, DeliveryOptions, deliver
 from pipeline.delivery.incoming import MAX_EVENT_BYTES, Incoming, LineReader, incoming
@@ -130,6 +131,7 @@ def run_send(
     cfg: Config,
     *,
     ledger: Ledger | None,
+    has_ledger: bool = True,  # False: `ledger` is a scratch one, deleted after the run
     options: DeliveryOptions,
     sink: IO[str] | None,
     err: Console,
@@ -138,6 +140,17 @@ def run_send(
 ) -> tuple[Summary, Tally]:
     """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM."""
     tally = Tally()
+    control = Control()
+
+    def say(words: str) -> None:
+        err.print(words, highlight=False, markup=False)
+
+    def cannot_commit(problem: str) -> None:
+        control.stop(f"the ledger cannot commit ({problem})")
+        kept = "; the outcomes not filed are kept and filed again" if has_ledger else ""
+        say(f"usercom send: the ledger cannot commit ({problem}): no new event is sent{kept}")
+
+    filing = None if ledger is None else Filing(ledger, cannot_commit)
     summary_box: list[Summary] = []
     pre = Summary()
     live = err.is_terminal
@@ -154,15 +167,8 @@ def run_send(
     counts = Summary()
 
     def on_outcome(item: Incoming, outcome: Outcome) -> None:
-        if ledger is not None and outcome.status != "planned":
-            ledger.record(
-                outcome.key,
-                outcome.status,
-                outcome.attempts,
-                outcome.requests,
-                outcome.error,
-                outcome.warnings,
-            )
+        if filing is not None and outcome.status != "planned":
+            filing.file(item, outcome)
         if outcome.status == "pending":
             tally.unsent.append(outcome.position)
         if sink is not None:
@@ -173,7 +179,6 @@ def run_send(
             progress.update(task, status=f"[red]{outcome.status}: {outcome.key}")
 
     async def main() -> Summary:
-        control = Control()
         loop = asyncio.get_running_loop()
         started = time.monotonic()
 
@@ -196,13 +201,17 @@ def run_send(
 
         ticking = None if live else asyncio.create_task(ticker())
         try:
-            return await deliver(
-                queue(source, cfg, ledger, pre, tally, retry_rejected),
+            events = queue(source, cfg, ledger, pre, tally, retry_rejected)
+            done = await deliver(
+                events if filing is None else stop_when_refused(events, filing),
                 cfg,
                 options,
                 on_outcome,
                 control=control,
             )
+            if filing is not None and has_ledger:  # a scratch ledger is deleted anyway
+                await refile_kept(filing, say, lambda: tally.signal is not None)
+            return done
         finally:
             if ticking is not None:
                 ticking.cancel()
@@ -221,6 +230,8 @@ def run_send(
             if ledger is not None:
                 ledger.flush()
     summary = summary_box[0]
+    if filing is not None:
+        summary.fault = filing.fault(has_ledger=has_ledger) or summary.fault
     summary.skipped, summary.changed, summary.broken_input = (
         pre.skipped,
         pre.changed,
