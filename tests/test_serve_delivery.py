@@ -239,3 +239,31 @@ def test_one_users_long_retries_do_not_hold_the_others(ledger: Path) -> None:
         assert {r.key: r.status for r in ledger_rows(ledger)}["acme:slow-track-1"] == "pending"
         assert wait_until(lambda: ledger_counts(ledger)["failed"] == 1, timeout=10)
         assert set(tracks_by_user(sandbox_state(sandbox))) == set(users[1:])
+
+
+def test_one_event_always_answered_5xx_is_its_own_failure_not_an_outage(ledger: Path) -> None:
+    # DELIVERY §3, §6 (issue 13.9): u0's event route always answers 503, the probe and every
+    # other route are fine. Its failures fill the window again and again; each time the probe
+    # is answered, so they keep counting against u0's event (filed failed, retried later),
+    # never resent as if User.com were down, and the others are delivered meanwhile.
+    forced = (parse_forced("POST /users-by-id/u0/events/=503"),)
+    with (
+        serve_in_thread(SandboxOptions(api_key=API_KEY, forced=forced)) as sandbox,
+        service_in_thread(
+            options(ledger, sandbox, event_attempts=3, retry_initial=0.1, retry_max=0.2)
+        ) as service,
+    ):
+        batch = [identify("u0"), track("u0", 1), identify("u1"), track("u1", 1)]
+        assert post(service.url, "/v1/batch", {"batch": batch}).status_code == 200
+
+        def poison_attempts() -> int:
+            rows = ledger_rows(ledger)
+            return int(next(r.attempts for r in rows if r.key.endswith("u0-track-1")))
+
+        assert wait_until(lambda: poison_attempts() >= 25, timeout=30)
+        assert health(service.url)["paused"] is None
+        assert post(service.url, "/v1/track", track("u1", 2)).status_code == 200
+        assert wait_until(lambda: tracks_by_user(sandbox_state(sandbox)).get("u1") == [1, 2])
+        counts = ledger_counts(ledger)
+        assert counts["failed"] == 1
+        assert counts["delivered"] == 4

@@ -38,9 +38,10 @@ from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.steps import Final, Step
-from pipeline.delivery.faults import RunFault, outage_fault, probe, run_fault
+from pipeline.delivery.faults import RunFault, probe, probe_once, run_fault
 from pipeline.delivery.identity import IdentityCache
 from pipeline.delivery.incoming import Incoming
+from pipeline.delivery.outage import Outage, Prober, Verdict
 from pipeline.delivery.outcome import Outcome, Status, Summary
 from pipeline.delivery.pacing import Pacer
 from pipeline.runner import Target, adrive, asend, scrub
@@ -103,11 +104,13 @@ def _last_result(state: RetryCallState) -> Attempt:
 @dataclass(slots=True)
 class AppState:
     """What one User.com app's deliveries learn and keep across runs: the pace its limit
-    allows and the users and companies it knows. `usercom send` makes one per run; the
-    service keeps one per app for its lifetime, shared by every delivery round."""
+    allows, the users and companies it knows, and whether it is paused for an outage.
+    `usercom send` makes one per run; the service keeps one per app for its lifetime, shared
+    by every delivery round."""
 
     pacer: Pacer
     cache: IdentityCache = field(default_factory=IdentityCache)
+    outage: Outage = field(default_factory=Outage)
 
     @classmethod
     def new(cls, options: DeliveryOptions) -> AppState:
@@ -129,6 +132,8 @@ class _Run:
         self.target = Target.of(cfg, origin)
         self.pacer = app.pacer
         self.cache = app.cache
+        self.outage = app.outage
+        self.prober = Prober(self._probe, self.target, control.stopping, options.max_outage)
         self.slots: asyncio.Queue[httpx.AsyncBaseTransport] = asyncio.Queue()
         self.summary = Summary()
         # Group events of different users may name one company: one writer per company at a
@@ -143,13 +148,38 @@ class _Run:
         self.control.stop(fault)
         return RunFault(fault)
 
+    def _follow(self, verdict: Verdict) -> None:
+        """Raise what a stopping verdict of the outage watch means for this request."""
+        if verdict.kind == "fault":
+            raise self._fault(verdict.fault)
+        if verdict.kind == "stopped" or self.control.reason is not None:
+            raise Stopped
+
+    async def _probe(self) -> Answer:
+        """The start probe's read, made while the lanes pause: counted like any call."""
+        transport = await self.slots.get()
+        try:
+            answer = await probe_once(self.target, transport)
+        finally:
+            self.slots.put_nowait(transport)
+        self.summary.api_calls += 1
+        got = answer.status if isinstance(answer, Reply) else answer.reason
+        self.summary.calls[f"probe {got}"] += 1
+        if isinstance(answer, Reply) and answer.status == 429:
+            self.pacer.too_many(answer.retry_after)
+        return answer
+
     async def send(self, request: Request, log: list[str]) -> Answer:
         """Send one request: paced, on a free connection slot, counted, logged, learned from.
-        A 429 is waited out and sent again, and so is a failure during an outage, without
-        costing the event an attempt; a run-level fault raises `RunFault`."""
+        A 429 is waited out and sent again without costing the event an attempt. A failure
+        (5xx, timeout, lost connection) is the event's own unless the outage watch pauses
+        the lanes: then the probe decides (DELIVERY §3), and a request that waited out a
+        real outage goes again at no cost. A run-level fault raises `RunFault`."""
         resends = 0
         while True:
-            await self.pacer.acquire()
+            self._follow(await self.outage.clear(self.control.stopping))
+            if not await self.pacer.acquire(self.control.stopping):
+                raise Stopped
             transport = await self.slots.get()
             try:
                 answer = await asend(transport, self.target, request)
@@ -169,14 +199,13 @@ class _Run:
                     continue
                 return answer
             if _user_com_failed(answer):
-                if not self.pacer.failed():
-                    return answer
-                if self.pacer.outage_seconds() > self.options.max_outage:
-                    raise self._fault(outage_fault(self.pacer.outage_seconds()))
-                if self.control.reason is not None:
-                    raise Stopped
-                continue
+                verdict = await self.outage.after_failure(self.prober)
+                self._follow(verdict)
+                if verdict.kind == "resend":
+                    continue
+                return answer
             self.pacer.good()
+            self.outage.answered()
             self.cache.learn(request, answer)
             return answer
 
@@ -386,6 +415,7 @@ async def deliver(
         while running:
             await asyncio.gather(*list(running))
     finally:
+        await run.outage.abandon(run.prober)
         for slot in owned:
             await slot.aclose()
     run.summary.seconds = time.monotonic() - started

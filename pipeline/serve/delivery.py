@@ -294,7 +294,7 @@ class AppDelivery:
                 self.paused = None
                 self.metrics.paused.labels(app=self.app).set(0)
                 if self.state is not None:
-                    self.state.pacer.good()  # an answer: whatever outage there was is over
+                    self.state.outage.watch.probe_answered()  # whatever outage there was is over
                 return
             self._pause(problem)
 
