@@ -32,6 +32,11 @@ PROGRESS_EVERY_S = 10.0
 # Exit statuses (DELIVERY §4).
 EXIT_DELIVERED, EXIT_REJECTED, EXIT_USAGE, EXIT_FAULT, EXIT_UNFINISHED = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# The reader of `--out -` went away (`| head`): what a shell reports for a writer that
+# SIGPIPE ended, so `set -o pipefail` scripts see the run did not finish.
+EXIT_CLOSED_OUT = 128 + signal.SIGPIPE
+STOPPING = "stopping… (Ctrl+C again to leave at once)"
+OUT_CLOSED = "--out - was closed (its reader went away)"
 
 
 @dataclass(slots=True)
@@ -42,6 +47,7 @@ class Tally:
     last_position: int = 0
     unsent: list[int] = field(default_factory=list)  # positions left pending (no ledger)
     signal: signal.Signals | None = None
+    out_closed: bool = False
 
 
 def queue(
@@ -103,6 +109,8 @@ def progress_every() -> float:
 def exit_status(summary: Summary, tally: Tally) -> int:
     if tally.signal is not None:
         return EXIT_SIGNAL.get(tally.signal, 130)
+    if tally.out_closed:
+        return EXIT_CLOSED_OUT
     if summary.fault is not None:
         return EXIT_FAULT
     if summary.unfinished:
@@ -150,6 +158,18 @@ def run_send(
         disable=not live,
     )
     counts = Summary()
+    control = Control()
+
+    def write_out(outcome: Outcome) -> None:
+        if sink is None or tally.out_closed:
+            return
+        try:
+            sink.write(json.dumps(outcome.as_json()) + "\n")
+        except BrokenPipeError:
+            # `--out - | head`: stop reading, let in-flight attempts end, and say why.
+            tally.out_closed = True
+            silence_stdout()
+            control.stop(OUT_CLOSED)
 
     def on_outcome(item: Incoming, outcome: Outcome) -> None:
         if ledger is not None and outcome.status != "planned":
@@ -163,15 +183,13 @@ def run_send(
             )
         if outcome.status == "pending":
             tally.unsent.append(outcome.position)
-        if sink is not None:
-            sink.write(json.dumps(outcome.as_json()) + "\n")
+        write_out(outcome)
         counts.add(outcome)
         progress.advance(task)
         if outcome.status in ("rejected", "failed"):
             progress.update(task, status=f"[red]{outcome.status}: {outcome.key}")
 
     async def main() -> Summary:
-        control = Control()
         loop = asyncio.get_running_loop()
         started = time.monotonic()
 
@@ -181,6 +199,7 @@ def run_send(
                 sys.stderr.write("\nusercom send: stopped at once\n")
                 raise SystemExit(EXIT_SIGNAL.get(sig, 130))
             tally.signal = sig
+            err.print(STOPPING, highlight=False, markup=False)
             control.stop(f"interrupted ({sig.name})")
 
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -213,9 +232,14 @@ def run_send(
         try:
             summary_box.append(run_loop(main()))
         finally:
-            if sink is not None:
-                with contextlib.suppress(OSError):
+            if sink is not None and not tally.out_closed:
+                try:
                     sink.flush()
+                except BrokenPipeError:
+                    tally.out_closed = True
+                    silence_stdout()
+                except OSError:
+                    pass
             if ledger is not None:
                 ledger.flush()
     summary = summary_box[0]
@@ -225,6 +249,15 @@ def run_send(
         pre.broken_input,
     )
     return summary, tally
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone, so that nothing (Python's own flush
+    at exit included) writes to the closed pipe again and complains."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def summary_table(summary: Summary, title: str) -> Table:
@@ -259,13 +292,16 @@ def final_words(summary: Summary, tally: Tally, has_ledger: bool) -> list[str]:
         words.append(f"warning: {summary.broken_input}")
     if summary.fault is not None:
         words.append(f"error: {summary.fault}")
-    if tally.signal is not None:
+    stopped = "interrupted:" if tally.signal is not None else None
+    if stopped is None and tally.out_closed:
+        stopped = f"stopped: {OUT_CLOSED};"
+    if stopped is not None:
         words.append(
-            "interrupted: re-run with the same --ledger to resume"
+            f"{stopped} re-run with the same --ledger to resume"
             if has_ledger
-            else "interrupted: use --ledger next time to resume; see below what was not sent"
+            else f"{stopped} use --ledger next time to resume; see below what was not sent"
         )
-    if not has_ledger and (summary.fault is not None or tally.signal is not None):
+    if not has_ledger and (summary.fault is not None or stopped is not None):
         unsent = ", ".join(str(p) for p in sorted(tally.unsent)[:50])
         more = "…" if len(tally.unsent) > 50 else ""
         read = f"positions {unsent}{more}, and " if unsent else ""

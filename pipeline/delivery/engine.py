@@ -380,6 +380,8 @@ async def deliver(
         run.slots.put_nowait(slot)
     room = asyncio.Semaphore(options.buffer or 16 * width)
 
+    broken: list[BaseException] = []
+
     async def run_lane(lane: str) -> None:
         queue = lanes[lane]
         while queue:
@@ -387,8 +389,15 @@ async def deliver(
             outcome = await run.deliver_one(incoming)
             queue.popleft()
             run.summary.add(outcome)
-            on_outcome(incoming, outcome)
-            room.release()
+            try:
+                on_outcome(incoming, outcome)
+            except Exception as error:  # noqa: BLE001 - raised below, once every lane has ended
+                # A lane that died here would never free its room: the reader would wait
+                # for it forever. Stop the run instead, and let the caller hear why.
+                broken.append(error)
+                run.control.stop("an outcome could not be filed")
+            finally:
+                room.release()
         del lanes[lane]
 
     try:
@@ -418,5 +427,7 @@ async def deliver(
         await run.outage.abandon(run.prober)
         for slot in owned:
             await slot.aclose()
+    if broken:
+        raise broken[0]
     run.summary.seconds = time.monotonic() - started
     return run.summary
