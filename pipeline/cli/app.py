@@ -349,7 +349,7 @@ def send(
         title = "usercom send" + (" (dry run)" if dry_run else "")
         console.print(summary_table(summary, title))
     for words in final_words(summary, tally, has_ledger):
-        err.print(words, highlight=False)
+        err.print(words, highlight=False, markup=False)
     raise typer.Exit(0 if dry_run and not summary.rejected else exit_status(summary, tally))
 
 
@@ -737,7 +737,7 @@ def demo(
     for table in state_tables(state):
         console.print(table)
     for words in final_words(summary, tally, has_ledger=False):
-        stderr().print(words, highlight=False)
+        stderr().print(words, highlight=False, markup=False)
     raise typer.Exit(exit_status(summary, tally))
 
 

@@ -15,19 +15,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import IO
 
+import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from pipeline.core.config import Config
-from pipeline.delivery.engine import Control, DeliveryOptions, deliver
+from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.incoming import Incoming, LineReader, incoming
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.outcome import Outcome, Summary
+from pipeline.delivery.pacing import Pause
 
 PROGRESS_EVERY_S = 10.0
+BAR_EVERY_S = 0.5  # how often the terminal bar looks whether delivery is paused
 
 # Exit statuses (DELIVERY §4).
 EXIT_DELIVERED, EXIT_REJECTED, EXIT_USAGE, EXIT_FAULT, EXIT_UNFINISHED = 0, 1, 2, 3, 4
@@ -120,14 +131,84 @@ def exit_status(summary: Summary, tally: Tally) -> int:
     return EXIT_DELIVERED
 
 
-def progress_line(summary: Summary, started: float, total: int | None) -> str:
-    seconds = max(time.monotonic() - started, 1e-9)
+FINISHED = ("delivered", "rejected", "failed", "held")  # statuses "done" counts
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, rest = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def pause_words(pause: Pause, max_outage: float) -> str:
+    """Why every lane waits, when the next probe goes, and when the run gives up."""
+    why = (
+        "half or more of the last 20 requests failed (5xx, timeouts, lost connections)"
+        if pause.reason == "probing"
+        else pause.reason
+    )
+    probe = (
+        "probing now"
+        if pause.next_probe_in is None
+        else f"next probe in {_duration(pause.next_probe_in)}"
+    )
+    left = _duration(max(0.0, max_outage - pause.outage_for))
+    return f"paused: {why}; {probe}; stops after --max-outage ({_duration(max_outage)}) in {left}"
+
+
+def progress_line(
+    summary: Summary,
+    seconds: float,
+    total: int | None,
+    pause: Pause | None = None,
+    max_outage: float = 1800.0,
+) -> str:
+    """The periodic line: events done (finished statuses only, so the counts add up), the rate,
+    each status, and while paused why and until when."""
     c = summary.counts
-    done = f"{summary.events}/{total}" if total is not None else str(summary.events)
-    return (
-        f"usercom send: {done} done ({summary.events / seconds:.0f}/s): "
+    done = sum(c[status] for status in FINISHED)
+    shown = f"{done}/{total}" if total is not None else str(done)
+    line = (
+        f"usercom send: {shown} done ({done / max(seconds, 1e-9):.0f}/s): "
         f"delivered {c['delivered']}, rejected {c['rejected']}, failed {c['failed']}, "
         f"held {c['held']}"
+    )
+    if c["pending"]:
+        line += f", pending {c['pending']} (not finished)"
+    return line if pause is None else f"{line}; {pause_words(pause, max_outage)}"
+
+
+class StatusColumn(ProgressColumn):
+    """The bar's last words: the pause while paused, else the last problem. Always plain
+    text: a messageId like `[/bold]` is the client's data, never rich markup."""
+
+    def render(self, task: Task) -> Text:
+        pause = task.fields.get("pause")
+        if pause:
+            return Text(str(pause), style="yellow")
+        status = task.fields.get("status")
+        return status if isinstance(status, Text) else Text(str(status or ""))
+
+
+def problem_text(outcome: Outcome) -> Text:
+    return Text(f"{outcome.status}: {outcome.key}", style="red")
+
+
+def send_progress(err: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        StatusColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
     )
 
 
@@ -141,24 +222,18 @@ def run_send(
     err: Console,
     total: int | None,
     retry_rejected: bool,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[Summary, Tally]:
-    """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM."""
+    """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM.
+    `transport` replaces real HTTPS (tests pass `FakeUserCom`)."""
     tally = Tally()
     summary_box: list[Summary] = []
     pre = Summary()
     live = err.is_terminal
-    progress = Progress(
-        TextColumn("[bold]sending"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=err,
-        transient=False,
-        disable=not live,
-    )
+    progress = send_progress(err)
     counts = Summary()
     control = Control()
+    app = AppState.new(options)
 
     def write_out(outcome: Outcome) -> None:
         if sink is None or tally.out_closed:
@@ -185,9 +260,10 @@ def run_send(
             tally.unsent.append(outcome.position)
         write_out(outcome)
         counts.add(outcome)
-        progress.advance(task)
+        if outcome.status in FINISHED:
+            progress.advance(task)
         if outcome.status in ("rejected", "failed"):
-            progress.update(task, status=f"[red]{outcome.status}: {outcome.key}")
+            progress.update(task, status=problem_text(outcome))
 
     async def main() -> Summary:
         loop = asyncio.get_running_loop()
@@ -206,29 +282,43 @@ def run_send(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, on_signal, sig)
 
+        def pause_now() -> Pause | None:
+            return app.outage.watch.pause()
+
         async def ticker() -> None:
             while True:
                 await asyncio.sleep(progress_every())
-                err.print(progress_line(counts, started, total), highlight=False)
+                line = progress_line(
+                    counts, time.monotonic() - started, total, pause_now(), options.max_outage
+                )
+                err.print(line, highlight=False, markup=False)
 
-        ticking = None if live else asyncio.create_task(ticker())
+        async def bar_ticker() -> None:
+            while True:
+                await asyncio.sleep(BAR_EVERY_S)
+                pause = pause_now()
+                words = "" if pause is None else pause_words(pause, options.max_outage)
+                progress.update(task, pause=words)
+
+        ticking = asyncio.create_task(bar_ticker() if live else ticker())
         try:
             return await deliver(
                 queue(source, cfg, ledger, pre, tally, retry_rejected),
                 cfg,
                 options,
                 on_outcome,
+                transport=transport,
                 control=control,
+                app=app,
             )
         finally:
-            if ticking is not None:
-                ticking.cancel()
+            ticking.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
 
     with progress:
-        task = progress.add_task("events", total=total, status="")
+        task = progress.add_task("events", total=total, status="", pause="")
         try:
             summary_box.append(run_loop(main()))
         finally:
