@@ -189,6 +189,17 @@ class AppDelivery:
     def app(self) -> str:
         return self.cfg.subdomain
 
+    @property
+    def pause_reason(self) -> str | None:
+        """Why delivery waits, for `/health`: a run-level fault, or an outage the lanes are
+        riding out (once a probe has failed: the first probe is only a suspicion)."""
+        if self.paused is not None:
+            return self.paused
+        pause = None if self.state is None else self.state.outage.watch.pause()
+        if pause is None or pause.reason == "probing":
+            return None
+        return f"outage: {pause.reason}; {PAUSED_TAIL}"
+
     def delivery_options(self, concurrency: int | None = None) -> DeliveryOptions:
         return DeliveryOptions(
             concurrency=concurrency or self.options.concurrency,
