@@ -43,7 +43,7 @@ def test_done_counts_finished_statuses_only_and_the_counts_add_up() -> None:
 
 def test_a_pause_says_why_when_the_next_probe_goes_and_when_the_run_stops() -> None:
     why = "User.com at https://acme.user.com answered the probe with 503"
-    pause = Pause(why, next_probe_in=4.2, outage_for=30.0)
+    pause = Pause(why, next_probe_in=3.2, outage_for=30.0)
     assert pause_words(pause, 1800.0) == (
         f"paused: {why}; next probe in 4 s; stops after --max-outage (30 min) in 29 min 30 s"
     )

@@ -155,7 +155,7 @@ def pause_words(pause: Pause, max_outage: float) -> str:
     probe = (
         "probing now"
         if pause.next_probe_in is None
-        else f"next probe in {_duration(pause.next_probe_in)}"
+        else f"next probe in {_duration(math.ceil(pause.next_probe_in))}"  # never "in 0 s"
     )
     left = _duration(max(0.0, max_outage - pause.outage_for))
     return f"paused: {why}; {probe}; stops after --max-outage ({_duration(max_outage)}) in {left}"
