@@ -4,6 +4,7 @@ pause/probe decision (`OutageWatch`) with a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -14,6 +15,7 @@ from e2e_helpers import API_KEY, config, lines_of
 from pipeline.cli.sending import Tally, exit_status
 from pipeline.core.answers import Reply, Unreachable
 from pipeline.delivery import DeliveryOptions, Outcome, Summary, deliver, read_jsonl
+from pipeline.delivery.engine import Control
 from pipeline.delivery.faults import probe_verdict
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.pacing import WINDOW, OutageWatch
@@ -201,3 +203,38 @@ def test_what_a_pause_probe_answer_means() -> None:
     verdict, why = probe_verdict(Reply(401, None), target)
     assert verdict == "fault"
     assert "refused the API key (401)" in why
+
+
+class Hangs(httpx.AsyncBaseTransport):
+    """The probe is answered; every other request never is (a host that stopped answering)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("usercom-pipeline-probe/"):
+            return httpx.Response(404, json={"detail": "Not found."})
+        await asyncio.sleep(3600)
+        return httpx.Response(503)
+
+
+def test_a_stop_leaves_requests_that_hang_after_a_short_grace_and_files_them_pending() -> None:
+    # DELIVERY §4: a signal lets in-flight attempts end, "at most a few seconds"; a request
+    # to a host that no longer answers would otherwise hold the run for its whole timeout.
+    heard: list[Outcome] = []
+    control = Control()
+
+    async def main() -> Summary:
+        asyncio.get_running_loop().call_later(0.3, control.stop, "interrupted (SIGINT)")
+        return await asyncio.wait_for(
+            deliver(
+                read_jsonl(lines_of(users(4, 1)), config()),
+                config(),
+                replace(FAST, stop_grace=0.5),
+                lambda _incoming, outcome: heard.append(outcome),
+                transport=Hangs(),
+                control=control,
+            ),
+            timeout=10,
+        )
+
+    summary = run_loop(main())
+    assert summary.seconds < 5
+    assert Counter(o.status for o in heard) == {"pending": 8}

@@ -62,6 +62,7 @@ class DeliveryOptions:
     probe: bool = True  # start with `usercom check`'s authenticated read
     max_outage: float = 1800.0  # seconds of outage (DELIVERY §3) before the run stops
     max_resends: int = 50  # 429s one request may meet before it counts as a failed attempt
+    stop_grace: float = 5.0  # seconds in-flight requests get after a stop, then they are left
 
 
 @dataclass(slots=True)
@@ -134,6 +135,9 @@ class _Run:
         self.cache = app.cache
         self.outage = app.outage
         self.prober = Prober(self._probe, self.target, control.stopping, options.max_outage)
+        # Lanes waiting for an answer, so that a stop can leave them after its grace.
+        self.requesting: set[asyncio.Task[object]] = set()
+        self.abandoned = False
         self.slots: asyncio.Queue[httpx.AsyncBaseTransport] = asyncio.Queue()
         self.summary = Summary()
         # Group events of different users may name one company: one writer per company at a
@@ -169,6 +173,31 @@ class _Run:
             self.pacer.too_many(answer.retry_after)
         return answer
 
+    async def _ask(self, transport: httpx.AsyncBaseTransport, request: Request) -> Answer:
+        """The request's answer; `Stopped` when a stop's grace ran out before it came (its
+        event stays pending: a write may have landed, as with a kill, at least once)."""
+        lane = asyncio.current_task()
+        if lane is None:
+            return await asend(transport, self.target, request)
+        self.requesting.add(lane)
+        try:
+            return await asend(transport, self.target, request)
+        except asyncio.CancelledError:
+            if not self.abandoned:
+                raise
+            lane.uncancel()
+            raise Stopped from None
+        finally:
+            self.requesting.discard(lane)
+
+    async def leave_after_grace(self) -> None:
+        """Once the run is told to stop, give in-flight requests `stop_grace`, then leave them."""
+        await self.control.stopping.wait()
+        await asyncio.sleep(self.options.stop_grace)
+        self.abandoned = True
+        for lane in list(self.requesting):
+            lane.cancel()
+
     async def send(self, request: Request, log: list[str]) -> Answer:
         """Send one request: paced, on a free connection slot, counted, logged, learned from.
         A 429 is waited out and sent again without costing the event an attempt. A failure
@@ -182,7 +211,7 @@ class _Run:
                 raise Stopped
             transport = await self.slots.get()
             try:
-                answer = await asend(transport, self.target, request)
+                answer = await self._ask(transport, request)
             finally:
                 self.slots.put_nowait(transport)
             self.summary.api_calls += 1
@@ -400,6 +429,7 @@ async def deliver(
                 room.release()
         del lanes[lane]
 
+    grace = asyncio.create_task(run.leave_after_grace())
     try:
         if options.probe:
             fault = await probe(run.target, slots[0])
@@ -424,6 +454,7 @@ async def deliver(
         while running:
             await asyncio.gather(*list(running))
     finally:
+        grace.cancel()
         await run.outage.abandon(run.prober)
         for slot in owned:
             await slot.aclose()
