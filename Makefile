@@ -6,11 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo serve test lint imports typecheck pytest clean
 
+INSTALL_LOG := $(VENV)/install.log
+
+# pip's and setuptools' chatter (the editable-install banner) goes to a log, shown only when
+# the install fails: a first `make demo` or `make test` starts with one line, not a screenful.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,cli]'
-	touch $(STAMP)
+	@echo "installing usercom-pipeline[dev,cli] into $(VENV) (log: $(INSTALL_LOG))"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/python -m pip install --quiet --upgrade pip \
+	  && $(BIN)/python -m pip install --quiet -e '.[dev,cli]'; } > $(INSTALL_LOG) 2>&1 \
+	  || { cat $(INSTALL_LOG); echo "install failed: see $(INSTALL_LOG)"; exit 1; }
+	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/usercom demo
@@ -23,15 +29,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The import contracts of pyproject.toml's [tool.importlinter] (DESIGN §2).
+# The import contracts of pyproject.toml's [tool.importlinter]: the pure core imports no
+# effect layer, the sandbox none of the pipeline, delivery neither the command nor the service.
 imports: $(STAMP)
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-dev} $(BIN)/pytest
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-dev} $(BIN)/pytest -n 4
 
 test: lint imports typecheck pytest
 

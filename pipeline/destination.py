@@ -36,7 +36,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.flows import DELIVERY, REFERENCE
 from pipeline.core.plan import Plan, plan_of
 from pipeline.core.steps import Final, Step
-from pipeline.delivery.faults import RunFault, run_fault
+from pipeline.delivery.faults import RESUME, RunFault, run_fault
 from pipeline.delivery.incoming import canonical, incoming
 from pipeline.delivery.outcome import Outcome, Status
 from pipeline.runner import AsyncVia, Finished, Target, Via, adrive, asend, drive, scrub, send
@@ -54,8 +54,7 @@ class ConfigError(ValueError):
 
 
 def _parse(config: Mapping[str, Any]) -> Config:
-    raw = config.get("Config", config) if isinstance(config, Mapping) else config
-    match parse_config(raw):
+    match parse_config(config):
         case Success(Config() as cfg):
             return cfg
         case Failure(PipelineError() as error):
@@ -68,10 +67,21 @@ def _missing(answer: Answer) -> bool:
     return isinstance(answer, Reply) and answer.status == 404
 
 
+LIBRARY_RESUME = "nothing was delivered: deliver the event again when fixed"
+
+
+def _in_library_words(fault: str) -> str:
+    """A run fault as a library caller can act on it: they have no ledger and no options."""
+    return fault.replace(RESUME, LIBRARY_RESUME).replace("--base-url", "base_url")
+
+
 def _unreachable_fault(answer: Answer, target: Target) -> str | None:
     if isinstance(answer, Unreachable):
         origin = target.base_url.removesuffix("/api/public")
-        return f"User.com could not be reached at {origin} ({answer.reason}: {answer.detail})"
+        return (
+            f"User.com could not be reached at {origin} ({answer.reason}: {answer.detail}): "
+            f"check base_url, appSubdomain and the network; {LIBRARY_RESUME}"
+        )
     return None
 
 
@@ -160,9 +170,12 @@ class Destination:
     def _checked(self, request: Request, answer: Answer, log: list[str]) -> Answer:
         got = answer.status if isinstance(answer, Reply) else answer.reason
         log.append(f"{request.method} {request.url(self.config.base_url)} -> {got}")
-        fault = run_fault(request, answer, self._target) or _unreachable_fault(answer, self._target)
+        fault = run_fault(request, answer, self._target)
         if fault is not None:
-            raise RunFault(fault)
+            raise RunFault(_in_library_words(fault))
+        unreachable = _unreachable_fault(answer, self._target)
+        if unreachable is not None:
+            raise RunFault(unreachable)
         return answer
 
     def _failed(
@@ -206,7 +219,14 @@ class Destination:
                             return self._failed(event.key, error, log)
             case Failure(PipelineError() as error):
                 return Outcome(event.key, "rejected", 0, (), error.message)
-        return Outcome(event.key, "rejected", 0, (), event.problem)
+        return self._unreadable(message, event.key, event.problem)
+
+    def _unreadable(self, message: Message, key: str, problem: str | None) -> Outcome:
+        # In plan's words (SPEC §3), so plan() and deliver() refuse a non-object alike.
+        match self._job(message):
+            case Failure(PipelineError() as error):
+                return Outcome(key, "rejected", 0, (), error.message)
+        return Outcome(key, "rejected", 0, (), problem)
 
     async def adeliver(self, message: Message) -> Outcome:
         event = incoming(self.config, 0, canonical(message))
@@ -231,7 +251,7 @@ class Destination:
                             return self._failed(event.key, error, log)
             case Failure(PipelineError() as error):
                 return Outcome(event.key, "rejected", 0, (), error.message)
-        return Outcome(event.key, "rejected", 0, (), event.problem)
+        return self._unreadable(message, event.key, event.problem)
 
     # --- lifetime and looks -----------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from pipeline.core.answers import Answer, Reply, Unreachable
 from pipeline.core.calls import Request, headers
 from pipeline.core.config import Config, mask
 from pipeline.core.errors import PipelineError
+from pipeline.core.secrets import blank_runs
 from pipeline.core.steps import Call, Final, Step
 from pipeline.core.types import JSON, freeze, thaw
 
@@ -105,13 +106,14 @@ SECRET_MIN = 8
 
 
 def blank(value: JSON, secret: str) -> JSON:
-    """`value` with `secret` replaced wherever it occurs in a string (keys included).
+    """`value` with every stretch of 16 or more characters of `secret` (all of a shorter one)
+    replaced wherever it occurs in a string (keys included): a key quoted cut short leaks too.
 
     Blanking the decoded strings, not the raw bytes, catches every way JSON can escape a key
     (`\\"`, `\\/`, `\\u0041`), and leaves the rest of what User.com said readable.
     """
     if isinstance(value, str):
-        return value.replace(secret, MASKED) if secret in value else value
+        return blank_runs(value, secret, MASKED)
     if isinstance(value, Mapping):
         return MappingProxyType({blank(k, secret): blank(v, secret) for k, v in value.items()})  # type: ignore[misc]
     if isinstance(value, tuple):
@@ -194,9 +196,10 @@ async def asend(via: AsyncVia, target: Target, request: Request) -> Answer:
 
 def scrub(error: PipelineError, target: Target) -> PipelineError:
     """User.com may echo the key back in its answer: never let it reach a message."""
-    if len(target.api_key) < SECRET_MIN or target.api_key not in error.message:
+    if len(target.api_key) < SECRET_MIN:
         return error
-    return replace(error, message=error.message.replace(target.api_key, mask(target.api_key)))
+    cleaned = blank_runs(error.message, target.api_key, mask(target.api_key))
+    return error if cleaned == error.message else replace(error, message=cleaned)
 
 
 def run_flow(flow: Flow, via: Via, target: Target) -> Finished:

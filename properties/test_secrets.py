@@ -15,6 +15,7 @@ from returns.result import Failure, Success
 
 import pipeline
 from pipeline.core.config import normalize_subdomain
+from pipeline.core.secrets import SECRET_RUN, blank_runs
 from pipeline.testing.strategies import any_items, api_keys, items, messages, valid_configs
 from properties import fakes
 
@@ -153,3 +154,68 @@ def test_the_api_key_stays_out_even_when_user_com_repeats_it(
     with caplog.at_level(logging.DEBUG):
         # Any 8 leading characters of the key count as the key (a mask shows 4 at most).
         _assert_secret_kept(item, key, fakes.echoing(status, preamble), caplog, needle=key[:8])
+
+
+# --- a key quoted in part: every stretch of 16 or more of its characters is blanked ---------
+
+key_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=16, max_size=80)
+
+
+@st.composite
+def quoting_texts(draw: st.DrawFn) -> tuple[str, str]:
+    """A key, and text that quotes pieces of it (any length, anywhere) among other text."""
+    key = draw(key_text)
+    pieces: list[str] = []
+    for _ in range(draw(st.integers(0, 4))):
+        low = draw(st.integers(0, len(key) - 1))
+        high = draw(st.integers(low + 1, len(key)))
+        pieces.append(key[low:high])
+        pieces.append(draw(st.text(max_size=12)))
+    return key, draw(st.text(max_size=12)) + "".join(pieces)
+
+
+def _pieces_of_the_key(text: str, key: str, run: int) -> list[str]:
+    return [text[i : i + run] for i in range(len(text) - run + 1) if text[i : i + run] in key]
+
+
+@given(case=quoting_texts())
+def test_no_16_characters_of_the_key_survive_blanking(case: tuple[str, str]) -> None:
+    key, text = case
+    assume("\x00" not in text)
+    blanked = blank_runs(text, key, "\x00")
+    for kept in blanked.split("\x00"):
+        assert not _pieces_of_the_key(kept, key, SECRET_RUN), (kept, key)
+
+
+@given(case=quoting_texts())
+def test_blanking_leaves_text_with_no_16_characters_of_the_key_alone(
+    case: tuple[str, str],
+) -> None:
+    key, text = case
+    if not _pieces_of_the_key(text, key, SECRET_RUN):
+        assert blank_runs(text, key, "#") == text
+    # Blanking twice changes nothing more (the marker is not part of the key).
+    assume("#" not in key)
+    once = blank_runs(text, key, "#")
+    assert blank_runs(once, key, "#") == once
+
+
+@given(key=api_keys, start=st.integers(0, 48), length=st.integers(16, 64))
+def test_any_quoted_stretch_of_a_real_key_is_blanked(key: str, start: int, length: int) -> None:
+    quoted = key.strip()[start : start + length]
+    assume(len(quoted) >= SECRET_RUN)
+    shown = blank_runs(f'{{"detail": "bad token {quoted}…"}}', key.strip(), "<apiKey>")
+    assert shown == '{"detail": "bad token <apiKey>…"}'
+
+
+def test_reprs_show_the_key_length_only() -> None:
+    """Not even its first characters: 4 of a 17-character key is a quarter of it."""
+    key = "sQ7kZ-secret-9x2W"
+    config = {"apiKey": key, "appSubdomain": "acme"}
+    cfg = pipeline.parse_config(config).unwrap()
+    with pipeline.Destination(config) as destination:
+        shown = [repr(cfg), str(cfg), repr(pipeline.Target.of(cfg)), repr(destination)]
+    for text in shown:
+        assert "17 chars" in text, text
+        for start in range(len(key) - 2):
+            assert key[start : start + 3] not in text, text

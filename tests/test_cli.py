@@ -206,8 +206,8 @@ def test_stdin_input_and_exit_code_1_when_an_event_is_rejected_by_user_com(tmp_p
     ("config_text", "message"),
     [
         (None, "cannot read config"),
-        ("{not json", "cannot read config"),
-        (json.dumps([1, 2]), "Destination config is missing"),
+        ("{not json", "is not valid JSON (line 1 column 2)"),
+        (json.dumps([1, 2]), "Destination config must be an object"),
         (json.dumps({**RAW_CONFIG, "apiKey": ""}), "API Key is required"),
         (json.dumps({"appSubdomain": "acme"}), "API Key is required"),
         (json.dumps({**RAW_CONFIG, "appSubdomain": None}), "App Subdomain is required"),

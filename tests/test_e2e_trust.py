@@ -543,7 +543,7 @@ def test_final_means_final_for_that_content_retry_rejected_and_requeue(tmp_path:
         changed = send(edited, "--config", config, "--base-url", url, "--ledger", ledger)
         assert changed.returncode == 0, changed.stdout + changed.stderr
         assert table_value(changed.stdout, "changed since last run (sent again)") == "1"
-        requeued = run_cli("requeue", ledger, "acme:t-1")
+        requeued = run_cli("requeue", ledger, "acme:t-1", "--delivered")
         assert requeued.returncode == 0, requeued.stderr
         assert run_cli("failed", ledger).stdout.count("\n") == 1
         resent = send(events, "--config", config, "--base-url", url, "--ledger", ledger)

@@ -446,9 +446,9 @@ PLAIN = textwrap.dedent(
     sys.meta_path.insert(0, Absent())
     import pipeline, pipeline.testing, pipeline.testing.plugin
     import pipeline.sandbox, pipeline.sandbox.state
-    from pipeline.testing import FakeUserCom
+    from pipeline.testing import FakeUserCom, ForcedStatus, SandboxOptions
 
-    fake = FakeUserCom()
+    fake = FakeUserCom(SandboxOptions(forced=(ForcedStatus("/companies/", 503, times=1),)))
     config = {"apiKey": "k" * 64, "appSubdomain": "acme"}
     item = {"message": {"type": "identify", "userId": "u1"}, "destination": {"Config": config}}
     assert pipeline.process(item, transport=fake)["statusCode"] == 200
@@ -476,3 +476,91 @@ def test_the_fake_and_the_plugin_need_no_extra() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# --- library wording and checked options (issue 14.8) --------------------------------------------
+
+
+def test_a_run_fault_from_deliver_speaks_of_the_library_not_the_command() -> None:
+    fake = FakeUserCom(api_key="the-real-key")
+    with (
+        pipeline.Destination(CONFIG, transport=fake) as destination,
+        pytest.raises(pipeline.RunFault) as refused,
+    ):
+        destination.deliver({"type": "identify", "userId": "u1"})
+    message = str(refused.value)
+    assert "refused the API key (401)" in message
+    assert "--" not in message  # no command-line option in a library error
+    assert "ledger" not in message
+    assert message.endswith("nothing was delivered: deliver the event again when fixed")
+
+    wrong_url = FakeUserCom(forced=["POST /users/update_or_create/=404"])
+    with (
+        pipeline.Destination(CONFIG, transport=wrong_url) as destination,
+        pytest.raises(pipeline.RunFault) as missing,
+    ):
+        destination.deliver({"type": "identify", "userId": "u1"})
+    assert "the URL is wrong, check base_url and appSubdomain;" in str(missing.value)
+    assert "--" not in str(missing.value)
+
+
+def test_forced_takes_one_rule_as_a_string_too() -> None:
+    fake = FakeUserCom(forced="POST /events/=503x2")
+    assert fake.options.forced == (ForcedStatus("/events/", 503, method="POST", times=2),)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"seed": "x"}, "FakeUserCom option seed must be an int, got 'x' (str)"),
+        ({"seed": True}, "FakeUserCom option seed must be an int, got True (bool)"),
+        ({"error_rate": "0.5"}, "FakeUserCom option error_rate must be a number, got '0.5'"),
+        ({"api_key": b"k" * 64}, "FakeUserCom option api_key must be a str or None, got (bytes)"),
+        ({"forced": [3]}, "FakeUserCom option forced must be a rule"),
+        ({"forced_status": ["/users/"]}, "FakeUserCom option forced_status must be a mapping"),
+        ({"bogus": 1}, "FakeUserCom got an unknown option 'bogus'; known: api_key, "),
+    ],
+)
+def test_options_of_the_wrong_type_or_name_are_refused_clearly(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TypeError) as refused:
+        FakeUserCom(**options)
+    assert str(refused.value).startswith(message)
+
+
+def test_every_documented_option_is_checked() -> None:
+    from pipeline.testing.fake import _OPTION_CHECKS
+
+    assert set(_OPTION_CHECKS) == set(get_type_hints(FakeOptions))
+
+
+def test_positional_options_must_be_sandbox_options() -> None:
+    with pytest.raises(TypeError, match="FakeUserCom takes SandboxOptions or keywords, got dict"):
+        FakeUserCom({"seed": 1})  # type: ignore[arg-type]
+
+
+def test_a_bad_marker_option_fails_the_test_with_one_line_naming_it() -> None:
+    from pipeline.testing.plugin import fake_for
+
+    with pytest.raises(pytest.fail.Exception) as failed:
+        fake_for({"bogus": 1})
+    assert str(failed.value).startswith(
+        "@pytest.mark.usercom: FakeUserCom got an unknown option 'bogus'"
+    )
+    assert not failed.value.pytrace
+    with pytest.raises(pytest.fail.Exception, match=r"@pytest.mark.usercom: bad --force 'x'"):
+        fake_for({"forced": ["x"]})
+    assert fake_for({"seed": 3}).options.seed == 3
+
+
+def test_the_sandbox_options_the_readme_points_to_come_from_pipeline_testing() -> None:
+    import pipeline.testing
+    from pipeline.testing import ForcedStatus as Forced
+    from pipeline.testing import SandboxOptions as Options
+
+    assert Options is SandboxOptions
+    assert Forced is ForcedStatus
+    assert {"SandboxOptions", "ForcedStatus"} <= set(pipeline.testing.__all__)
+    for name in pipeline.testing.__all__:
+        assert getattr(pipeline.testing, name) is not None

@@ -371,3 +371,45 @@ def test_an_escaped_key_echoed_where_the_message_is_cut_short_is_kept_out(
     check_all_entry_points(
         SCENARIOS["identify, lookup by userId"], 500, key, body_of, needle=key[:16]
     )
+
+
+# --- a key quoted in part (issue 13.8): no 16 characters of it reach a message or an outcome ---
+
+
+def _quoting(cut: Callable[[str], str]) -> Callable[[str], bytes]:
+    """A gateway-style error that quotes a piece of the key it was sent."""
+    return lambda key: json.dumps({"detail": f"bad token {cut(key)}… refused"}).encode()
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [lambda k: k[:40], lambda k: k[20:36], lambda k: k[30:], lambda k: k[:16] + "..." + k[40:]],
+    ids=["first 40", "16 in the middle", "the last 34", "two pieces"],
+)
+@pytest.mark.parametrize("key_name", ["letters", "punctuation"])
+def test_a_key_quoted_in_part_is_kept_out(key_name: str, cut: Callable[[str], str]) -> None:
+    key = KEYS[key_name]
+    for start in range(0, len(key) - 15):
+        needle = key[start : start + 16]
+        if needle in cut(key):
+            check_all_entry_points(
+                SCENARIOS["identify, lookup by userId"], 400, key, _quoting(cut), needle=needle
+            )
+
+
+def test_a_delivered_outcome_keeps_a_key_quoted_in_part_out() -> None:
+    """What `send --out`, the ledger, `explain` and `report` show comes from the outcome."""
+    key = KEYS["letters"]
+    answers = httpx.MockTransport(
+        lambda request: httpx.Response(
+            400,
+            content=_quoting(lambda k: k[:40])(key),
+            headers={"Content-Type": "application/json"},
+        )
+    )
+    with pipeline.Destination({"apiKey": key, "appSubdomain": "acme"}, transport=answers) as dest:
+        outcome = dest.deliver({"type": "identify", "userId": "u1", "messageId": "m1"})
+    shown = json.dumps(outcome.as_json()) + repr(outcome)
+    assert "bad token" in shown
+    for start in range(0, len(key) - 15):
+        assert key[start : start + 16] not in shown, key[start : start + 16]

@@ -286,6 +286,11 @@ def test_the_demo_serves_in_front_of_its_own_sandbox(tmp_path: Path) -> None:
         sandbox = shown.split("sandbox User.com: ", 1)[1].split()[0]
         tried = service.process.stdout.readline()
         assert "curl -u demo-write-key:" in tried
+        service.process.stdout.readline()  # health and metrics
+        kept = service.process.stdout.readline()
+        assert "ledger: " in kept
+        ledger = kept.split("ledger: ", 1)[1].split()[0]
+        assert run_cli("report", ledger).returncode == 0
         event = {"userId": "u-1", "traits": {"email": "ada@example.com"}}
         assert post(service.url, "/v1/identify", event, key="demo-write-key").status_code == 200
         assert wait_until(lambda: sandbox_state(sandbox)["users"] != [])

@@ -6,10 +6,12 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -25,20 +27,28 @@ from pipeline.cli import checks, operator
 from pipeline.cli.checks import KEY_FIELDS, UNKNOWN_ATTRIBUTES, UsageError
 from pipeline.cli.sending import (
     EXIT_FAULT,
+    EXIT_REJECTED,
+    EXIT_UNFINISHED,
     EXIT_USAGE,
     Tally,
+    broken_input_words,
     exit_status,
     final_words,
     progress_every,
     run_send,
     summary_table,
 )
-from pipeline.core.config import Config, parse_config
+from pipeline.core.config import Config, parse_config, unreadable_config
 from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.faults import RESUME, check_app
-from pipeline.delivery.incoming import LineReader, read_jsonl
-from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
+from pipeline.delivery.incoming import MAX_EVENT_BYTES, LineReader, read_jsonl
+from pipeline.delivery.ledger import (
+    UNFINISHED,
+    Ledger,
+    LedgerError,
+    sqlite_errors_as_ledger_errors,
+)
 from pipeline.delivery.ledger import Status as LedgerStatus
 from pipeline.delivery.loop import run as run_loop
 from pipeline.sandbox import ListenError, SandboxOptions, parse_forced, run, serve_in_thread
@@ -47,6 +57,7 @@ from pipeline.serve import (
     ServeConfigError,
     ServeOptions,
     Service,
+    create_ledger_folders,
     duration,
     ledger_paths,
     listening_socket,
@@ -54,10 +65,12 @@ from pipeline.serve import (
 )
 from pipeline.serve import serve as run_service
 from pipeline.serve.logs import configure as configure_logs
+from pipeline.serve.logs import emit, ignored_entries
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
+    # A bare `usercom` shows the help on stdout and exits 0, as git does (see _options).
+    invoke_without_command=True,
     # Plain click help: no <bool> or {events} placeholders, paragraphs re-wrapped.
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -66,10 +79,41 @@ app = typer.Typer(
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+def refusal(problem: object) -> Text:
+    """`error: PROBLEM` in red, the problem never read as rich markup (`[xN]` would vanish)."""
+    return Text.assemble(("error:", "red"), f" {problem}")
+
+
 def stderr() -> Console:
     """Progress, errors and (with `--out -`) the summary go to stderr, keeping stdout clean."""
     # soft_wrap: one problem stays one line in a CI log, however narrow the "terminal".
     return Console(stderr=True, soft_wrap=True)
+
+
+# Options `send` and `serve` share, spelled once so that their syntax and defaults cannot drift:
+# a duration is 90s, 30m, 24h or 7d (a bare number is seconds), parsed by `serve.duration`.
+MaxOutage = Annotated[
+    str,
+    typer.Option(
+        "--max-outage",
+        metavar="DURATION",
+        help="how long an outage of User.com may last (90s, 30m, 24h; a bare number is "
+        "seconds): then send stops (exit 3) and serve pauses delivery, probing until it ends",
+    ),
+]
+MAX_OUTAGE = "30m"
+Concurrency = Annotated[
+    int, typer.Option(metavar="N", help="users delivered at once, per app (1-1024)")
+]
+Rate = Annotated[float | None, typer.Option(metavar="R", help="max requests per second, per app")]
+
+
+def duration_of(option: str, raw: str) -> float:
+    """Seconds of a duration option: the service's parser, its refusal as a usage error."""
+    try:
+        return duration(option, raw)
+    except ServeConfigError as problem:
+        raise UsageError(str(problem)) from problem
 
 
 def _version(show: bool) -> None:
@@ -80,6 +124,7 @@ def _version(show: bool) -> None:
 
 @app.callback()
 def _options(
+    context: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -88,18 +133,21 @@ def _options(
     ] = False,
 ) -> None:
     """Deliver RudderStack-format events to User.com (or to a local sandbox of it)."""
+    if context.invoked_subcommand is None:
+        typer.echo(context.get_help())
+        raise typer.Exit(0)
 
 
 def load_config(path: Path) -> Config:
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read config {path}: {error}") from error
+        raise UsageError(unreadable_config(str(path), error)) from error
     config = raw.get("Config", raw) if isinstance(raw, dict) else raw
     match parse_config(config):
         case Success(Config() as cfg):
             for note in cfg.ignored:
-                stderr().print(f"warning: config {path}: {note}", highlight=False)
+                stderr().print(f"warning: config {path}: {note}", highlight=False, markup=False)
             return cfg
         case Failure(problem):
             raise UsageError(f"config {path}: {problem.message}")
@@ -155,17 +203,24 @@ class LazyFile(io.StringIO):
         super().close()
 
 
+def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(requests, warnings) of a dry-run outcome: warnings go where a real run puts them, not
+    among the requests, so that every mode counts them the same."""
+    steps = tuple(line.strip() for line in shown.lines)
+    return tuple(step for step in steps if not step.startswith("warning: ")), shown.warnings
+
+
 def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
     """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
     summary = Summary()
-    for item in read_jsonl(LineReader(source), cfg):
+    started = time.monotonic()
+    reader = LineReader(source)
+    for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
         match item.job:
             case Success(_):
                 shown = plan_of(item.job)
-                steps = (
-                    tuple(line.strip() for line in shown.lines) if isinstance(shown, Plan) else ()
-                )
-                outcome = Outcome(item.key, "planned", 0, steps, position=item.position)
+                steps, warnings = planned_requests(shown) if isinstance(shown, Plan) else ((), ())
+                outcome = Outcome(item.key, "planned", 0, steps, None, warnings, item.position)
             case Failure(problem):
                 outcome = Outcome(
                     item.key, "rejected", 0, (), problem.message, position=item.position
@@ -175,6 +230,8 @@ def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
         summary.add(outcome)
         if sink is not None:
             sink.write(json.dumps(outcome.as_json()) + "\n")
+    summary.broken_input = reader.broken
+    summary.seconds = time.monotonic() - started
     return summary
 
 
@@ -219,7 +276,7 @@ def count_events(events: str) -> int | None:
         return sum(1 for line in handle if line.strip())
 
 
-@app.command()
+@app.command(short_help="Send a JSONL file of events to User.com.")
 def send(
     events: Annotated[
         str,
@@ -246,10 +303,8 @@ def send(
         Path | None,
         typer.Option(metavar="FILE", help="SQLite ledger: resume a run, skip finished events"),
     ] = None,
-    concurrency: Annotated[
-        int, typer.Option(metavar="N", help="users delivered at once (1-1024)")
-    ] = 8,
-    rate: Annotated[float | None, typer.Option(metavar="R", help="max requests per second")] = None,
+    concurrency: Concurrency = 8,
+    rate: Rate = None,
     out: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="write one outcome per event as JSONL (- for stdout)"),
@@ -274,26 +329,20 @@ def send(
     retry_rejected: Annotated[
         bool, typer.Option("--retry-rejected", help="attempt events rejected earlier again")
     ] = False,
-    max_outage: Annotated[
-        float,
-        typer.Option(
-            metavar="SECONDS",
-            help="how long an outage of User.com may last before the run stops (exit 3)",
-        ),
-    ] = 1800.0,
+    max_outage: MaxOutage = MAX_OUTAGE,
 ) -> None:
     """Send a JSONL file of events to User.com.
 
     Exit status: 0 every event delivered (now or earlier); 1 some rejected, nothing left to
-    retry; 2 usage, config or input error; 3 the run stopped on a fault of the key, the URL or
-    the network; 4 some failed, held or pending (re-run with the same --ledger); 130/143
-    interrupted.
+    retry; 2 usage, config or input error (an input that breaks off part-way too); 3 the run
+    stopped on a fault of the key, the URL or the network; 4 some failed, held or pending
+    (re-run with the same --ledger); 130/143 interrupted.
 
     --dry-run neither reads nor writes a ledger: with --ledger it says so in one line and plans
     every event as new. --dry-run --live plans the events one at a time, in order, with real
     reads only; each outcome (status planned) gets a "would" sentence, and the summary counts
-    each kind. Its exit status: 0, or 1 when some events can never be sent (rejected), 3 when
-    the key, the URL or the network fails the run.
+    each kind. Its exit status: 0, or 1 when some events can never be sent (rejected), 2 when
+    the input breaks off, 3 when the key, the URL or the network fails the run.
     """
     err = stderr()
     try:
@@ -305,9 +354,9 @@ def send(
             concurrency=checks.concurrency(concurrency),
             rate=checks.rate(rate),
             base_url=origin,
-            max_outage=checks.seconds("--max-outage", max_outage),
+            max_outage=duration_of("--max-outage", max_outage),
         )
-        out_path = checks.out_path(out, source_name)
+        out_path = checks.out_path(out, source_name, config)
         ledger_path = checks.ledger_path(ledger)
         checks.not_the_ledger(out_path, ledger_path)
         total = count_events(source_name)
@@ -323,7 +372,7 @@ def send(
                     markup=False,
                 )
             if dry_run and live:
-                finish_live(cfg, source, sink, origin, options.rate, out, err)
+                finish_live(source_name, cfg, source, sink, origin, options.rate, out, err)
             if dry_run:
                 summary = dry_run_summary(cfg, source, sink)
                 tally = Tally()
@@ -342,21 +391,37 @@ def send(
                     )
                     has_ledger = ledger_path is not None
     except UsageError as problem:
-        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     console = err if out is not None and str(out) == "-" else Console()
-    if summary.events or summary.skipped or summary.fault is None:
+    if held_nothing(summary) and tally.signal is None:
+        err.print(f"{input_name(source_name)} holds no events: nothing to send", highlight=False)
+    elif summary.events or summary.skipped or summary.fault is None:
         title = "usercom send" + (" (dry run)" if dry_run else "")
         console.print(summary_table(summary, title))
     for words in final_words(summary, tally, has_ledger):
         err.print(words, highlight=False, markup=False)
-    raise typer.Exit(0 if dry_run and not summary.rejected else exit_status(summary, tally))
+    status = exit_status(summary, tally)
+    if status in (EXIT_REJECTED, EXIT_UNFINISHED):
+        for words in operator.send_advice(summary, ledger_path if has_ledger else None):
+            err.print(f"next: {words}", highlight=False, markup=False)
+    raise typer.Exit(status)
 
 
 dry_run_summary = dry_run
 
 
+def held_nothing(summary: Summary) -> bool:
+    """The input held no event (and nothing else happened): a table of zeros would hide it."""
+    return not (summary.events or summary.skipped or summary.fault or summary.broken_input)
+
+
+def input_name(events: str) -> str:
+    return "stdin" if events == "-" else events
+
+
 def finish_live(
+    events: str,
     cfg: Config,
     source: IO[bytes],
     sink: IO[str] | None,
@@ -378,25 +443,40 @@ def finish_live(
     )
     summary = result.summary
     console = err if out is not None and str(out) == "-" else Console()
+    if held_nothing(summary) and not result.interrupted and not result.kinds:
+        err.print(f"{input_name(events)} holds no events: nothing to plan", highlight=False)
+        raise typer.Exit(0)
     if summary.events or result.fault is None:
         console.print(summary_table(summary, "usercom send (dry run, live: reads only)"))
         console.print(operator.kinds_table(result.kinds))
-    if summary.broken_input:
-        err.print(f"warning: {summary.broken_input}", highlight=False, markup=False)
+    if result.fault is None and summary.broken_input:
+        err.print(broken_input_words(summary.broken_input, False), highlight=False, markup=False)
+        raise typer.Exit(EXIT_USAGE)
     if result.fault is not None:
         err.print(f"error: {result.fault}", highlight=False, markup=False)
         raise typer.Exit(EXIT_FAULT)
     if result.interrupted:
         err.print("interrupted: nothing was written", highlight=False)
         raise typer.Exit(130)
-    raise typer.Exit(1 if summary.rejected else 0)
+    for words in operator.send_advice(summary, None):
+        err.print(f"next: {words}", highlight=False, markup=False)
+    raise typer.Exit(EXIT_REJECTED if summary.rejected else 0)
 
 
 def _announce(url: str) -> None:
     print(f"sandbox listening on {url}", flush=True)
 
 
-@app.command()
+def _sandbox_key(api_key: str | None) -> str | None:
+    if api_key is not None and not api_key.strip():
+        raise UsageError(
+            "--api-key must not be empty (it would refuse every key): leave it out to accept "
+            "any key, or give the one key to accept"
+        )
+    return api_key
+
+
+@app.command(short_help="Serve a local User.com sandbox until stopped.")
 def sandbox(
     port: Annotated[
         int, typer.Option(metavar="PORT", help="port on 127.0.0.1 (0 picks a free one)")
@@ -408,8 +488,8 @@ def sandbox(
         list[str] | None,
         typer.Option(
             metavar="RULE",
-            help="force a status: '[METHOD ]ROUTE=STATUS[xN]', e.g. 'POST /events/=503x10' "
-            "(repeatable)",
+            help="force a status: '[METHOD ]ROUTE=STATUS[xN]', e.g. "
+            "'users-by-id-events-create=503x10' for send's event writes (repeatable)",
         ),
     ] = None,
     latency_ms: Annotated[
@@ -459,9 +539,10 @@ def sandbox(
     """
     err = stderr()
     try:
+        key = _sandbox_key(api_key)
         checks.port(port)
         options = SandboxOptions(
-            api_key=api_key,
+            api_key=key,
             forced=tuple(parse_forced(spec) for spec in force or ()),
             latency_ms=latency_ms,
             error_rate=error_rate,
@@ -478,7 +559,7 @@ def sandbox(
         with contextlib.suppress(KeyboardInterrupt):
             run(options, port, log_level="warning", on_listening=_announce)
     except (UsageError, ValueError, ListenError) as problem:
-        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
 
 
@@ -492,6 +573,75 @@ def _demo_defaults(
     if base_url is not None:
         raise UsageError("--demo sends to its own sandbox: remove --base-url")
     return config or EXAMPLES / "config.json", ledger, write_key or [DEMO_WRITE_KEY]
+
+
+WRITE_KEYS_ENV = "USERCOM_WRITE_KEYS"
+TRANSFORMER_TOKEN_ENV = "USERCOM_TRANSFORMER_TOKEN"
+
+
+def _secret_lines(path: Path, option: str) -> list[str]:
+    """The non-blank lines of a secrets file, `#` comments left out."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UsageError(f"cannot read {option} {path}: {reason}") from error
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def serve_secrets(
+    write_keys: tuple[str, ...],
+    write_key_file: Path | None,
+    transformer_token: str | None,
+    transformer_token_file: Path | None,
+    env: Mapping[str, str],
+) -> tuple[tuple[str, ...], str | None]:
+    """The write keys and the transformer token, from the command line (which `ps` shows), a
+    file, or the environment. Keys named on the command line or in --write-key-file replace
+    $USERCOM_WRITE_KEYS (comma-separated); --transformer-token, then --transformer-token-file,
+    replace $USERCOM_TRANSFORMER_TOKEN. A variable set but empty is refused, not read as "no
+    key", which would open the service to anyone."""
+    keys = list(write_keys)
+    if write_key_file is not None:
+        listed = _secret_lines(write_key_file, "--write-key-file")
+        if not listed:
+            raise UsageError(
+                f"--write-key-file {write_key_file} holds no write key (one a line; # comments)"
+            )
+        keys += listed
+    if write_key_file is None and not write_keys and WRITE_KEYS_ENV in env:
+        keys = [key.strip() for key in env[WRITE_KEYS_ENV].split(",") if key.strip()]
+        if not keys:
+            raise UsageError(
+                f"{WRITE_KEYS_ENV} is set but names no key: give keys separated by commas, or "
+                "unset it"
+            )
+    token = transformer_token
+    if token is None and transformer_token_file is not None:
+        lines = _secret_lines(transformer_token_file, "--transformer-token-file")
+        if not lines:
+            raise UsageError(f"--transformer-token-file {transformer_token_file} is empty")
+        token = lines[0]
+    if token is None and TRANSFORMER_TOKEN_ENV in env:
+        token = env[TRANSFORMER_TOKEN_ENV].strip()
+        if not token:
+            raise UsageError(f"{TRANSFORMER_TOKEN_ENV} is set but empty: give a token or unset it")
+    return tuple(keys), token
+
+
+def demo_banner(url: str, sandbox_url: str, key: str, ledger: Path, *, scratch: bool) -> str:
+    """What `serve --demo` prints under its address: how to send an event, and where its
+    ledger is, so that report, failed and explain can be tried on what was sent."""
+    kept = " (scratch: deleted when the demo stops)" if scratch else ""
+    return (
+        f"  sandbox User.com: {sandbox_url} (what it holds: {sandbox_url}/__sandbox__/state)\n"
+        f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
+        '-d \'{"userId": "u-1", "traits": {"email": "ada@example.com"}}\' '
+        f"{url}/v1/identify\n"
+        f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops\n"
+        f"  ledger: {ledger}{kept}: try `usercom report {ledger}`, `usercom failed {ledger}`, "
+        f"`usercom explain KEY --ledger {ledger}`"
+    )
 
 
 def _serve_options(
@@ -509,6 +659,9 @@ def _serve_options(
     keep_days: float,
     transformer_token: str | None,
     max_outage: str,
+    max_connections: int,
+    header_timeout: str,
+    body_timeout: str,
 ) -> ServeOptions:
     """`usercom serve`'s options, checked before anything is opened (UsageError or
     ServeConfigError: one line, exit 2)."""
@@ -526,9 +679,12 @@ def _serve_options(
         raise UsageError(f"--keep-days must be a number of days >= 0: got {keep_days}")
     if transformer_token is not None and not transformer_token.strip():
         raise UsageError("--transformer-token must not be empty")
+    if max_connections < 1:
+        raise UsageError(f"--max-connections must be an integer >= 1: got {max_connections}")
     return ServeOptions(
         sources=sources,
-        ledgers=ledger_paths(ledger, tuple(sources.apps)),
+        # Nothing is created before the address is known to be free (see `serve`).
+        ledgers=ledger_paths(ledger, tuple(sources.apps), create=False),
         host=host,
         port=checks.port(port),
         base_url=origin,
@@ -539,25 +695,28 @@ def _serve_options(
         keep_days=keep_days,
         transformer_token=transformer_token,
         max_outage=duration("--max-outage", max_outage),
+        max_connections=max_connections,
+        header_timeout=duration("--header-timeout", header_timeout),
+        body_timeout=duration("--body-timeout", body_timeout),
     )
 
 
-@app.command()
+@app.command(short_help="Run the live destination: ingest, queue and delivery.")
 def serve(
     config: Annotated[
         Path | None,
         typer.Option(
             metavar="FILE",
-            help='one app\'s destination config, or {"sources": [{"writeKey": K, '
-            '"destination": {...}}, ...]} for several',
+            help='required unless --demo: one app\'s destination config, or {"sources": '
+            '[{"writeKey": K, "destination": {...}}, ...]} for several',
         ),
     ] = None,
     ledger: Annotated[
         Path | None,
         typer.Option(
             metavar="PATH",
-            help="the ledger (the queue): a file for one app; a folder holding "
-            "<subdomain>.sqlite per app for several",
+            help="required unless --demo: the ledger (the queue), a file for one app; a "
+            "folder holding <subdomain>.sqlite per app for several",
         ),
     ] = None,
     host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
@@ -568,19 +727,20 @@ def serve(
         list[str] | None,
         typer.Option(
             metavar="KEY",
-            help="a write key accepted for the one app (repeatable); none: anyone may send",
+            help="a write key accepted for the one app (repeatable; visible in ps: prefer "
+            f"--write-key-file or ${WRITE_KEYS_ENV}, comma-separated); none: anyone may send",
         ),
+    ] = None,
+    write_key_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="write keys for the one app, one a line"),
     ] = None,
     base_url: Annotated[
         str | None,
         typer.Option(metavar="ORIGIN", help="send to another origin (the sandbox, a proxy)"),
     ] = None,
-    concurrency: Annotated[
-        int, typer.Option(metavar="N", help="users delivered at once per app (1-1024)")
-    ] = 8,
-    rate: Annotated[
-        float | None, typer.Option(metavar="R", help="max requests per second per app")
-    ] = None,
+    concurrency: Concurrency = 8,
+    rate: Rate = None,
     give_up_after: Annotated[
         str,
         typer.Option(
@@ -592,21 +752,41 @@ def serve(
     ] = 1_000_000,
     keep_days: Annotated[
         float,
-        typer.Option(metavar="DAYS", help="delivered and rejected events keep their body so long"),
-    ] = 7.0,
+        typer.Option(
+            metavar="DAYS", help="delivered and rejected events keep their body so many days"
+        ),
+    ] = 7,
     transformer_token: Annotated[
         str | None,
         typer.Option(
-            metavar="TOKEN", help="require Authorization: Bearer TOKEN on the transformer API"
+            metavar="TOKEN",
+            help="require Authorization: Bearer TOKEN on the transformer API (visible in ps: "
+            f"prefer --transformer-token-file or ${TRANSFORMER_TOKEN_ENV})",
         ),
     ] = None,
-    max_outage: Annotated[
+    transformer_token_file: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="the transformer token, on the file's first line"),
+    ] = None,
+    max_outage: MaxOutage = MAX_OUTAGE,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="client connections open at once: at the cap the longest idle one is closed "
+            "for a new one; when all are busy new ones get 503 (a proxy in front holds more)",
+        ),
+    ] = 1000,
+    header_timeout: Annotated[
+        str,
+        typer.Option(metavar="DURATION", help="a request's head must arrive within this"),
+    ] = "10s",
+    body_timeout: Annotated[
         str,
         typer.Option(
-            metavar="DURATION",
-            help="how long an outage of User.com may last before delivery pauses (probing)",
+            metavar="DURATION", help="a request's body must arrive within this (else 408)"
         ),
-    ] = "30m",
+    ] = "60s",
     demo: Annotated[
         bool,
         typer.Option(
@@ -625,11 +805,20 @@ def serve(
     err = stderr()
     with contextlib.ExitStack() as stack:
         try:
+            keys, transformer_token = serve_secrets(
+                tuple(write_key or ()),
+                write_key_file,
+                transformer_token,
+                transformer_token_file,
+                os.environ,
+            )
+            write_key = list(keys) or None
+            scratch = demo and ledger is None
             if demo:
                 config, ledger, write_key = _demo_defaults(config, ledger, write_key, base_url)
                 if ledger is None:
-                    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
-                    ledger = Path(scratch) / "demo.sqlite"
+                    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
+                    ledger = Path(folder) / "demo.sqlite"
             options = _serve_options(
                 config,
                 ledger,
@@ -644,45 +833,57 @@ def serve(
                 keep_days=keep_days,
                 transformer_token=transformer_token,
                 max_outage=max_outage,
+                max_connections=max_connections,
+                header_timeout=header_timeout,
+                body_timeout=body_timeout,
             )
             sources = options.sources
-            for cfg in sources.apps.values():
-                for note in cfg.ignored:
-                    err.print(f"warning: config {config}: {note}", highlight=False)
+            # Listen first: a port in use or a wrong host must leave no ledger behind.
+            sock = listening_socket(options.host, options.port)
+            stack.callback(sock.close)
             if demo:
                 cfg = next(iter(sources.apps.values()))
                 sandbox_url = stack.enter_context(
                     serve_in_thread(SandboxOptions(api_key=cfg.api_key))
                 )
                 options = dataclasses.replace(options, base_url=sandbox_url)
+            create_ledger_folders(options.ledgers)
             service = Service.open(options)
             stack.callback(service.store.close)
-            sock = listening_socket(options.host, options.port)
         except (UsageError, ServeConfigError, LedgerError, ServeListenError) as problem:
-            err.print(Text.assemble(("error:", "red"), f" {problem}"), highlight=False)
+            err.print(refusal(problem), highlight=False)
             raise typer.Exit(EXIT_USAGE) from problem
+        # From here on stderr is the service's log: every line logfmt, each warning once.
+        configure_logs()
+        notes = {app: cfg.ignored for app, cfg in sources.apps.items()}
+        for note, apps in ignored_entries(notes):
+            emit(logging.WARNING, "config_entry_ignored", config=config, apps=apps, note=note)
         if sources.open:
-            err.print(
-                f"warning: no --write-key: anyone who can reach {options.host} may send events",
-                highlight=False,
+            emit(
+                logging.WARNING,
+                "ingest_open",
+                host=options.host,
+                note=f"no --write-key: anyone who can reach {options.host} may send events",
             )
 
         def announce(url: str) -> None:
             print(f"usercom serve listening on {url}", flush=True)
-            if demo:
-                key = (write_key or [DEMO_WRITE_KEY])[0]
-                print(
-                    f"  sandbox User.com: {options.base_url} "
-                    f"(what it holds: {options.base_url}/__sandbox__/state)\n"
-                    f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
-                    '-d \'{"userId": "u-1", "traits": {"email": "ada@example.com"}}\' '
-                    f"{url}/v1/identify\n"
-                    f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops",
-                    flush=True,
-                )
+            if demo and ledger is not None:
+                # A key of the operator's own is never printed: only the demo's.
+                given = (write_key or [DEMO_WRITE_KEY])[0]
+                key = given if given == DEMO_WRITE_KEY else "$WRITE_KEY"
+                banner = demo_banner(url, options.base_url or "", key, ledger, scratch=scratch)
+                print(banner, flush=True)
 
-        configure_logs()
         run_service(service, sock, announce)
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it can be told: relative to here when it is below here."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def state_tables(state: dict[str, Any]) -> list[Table]:
@@ -692,10 +893,11 @@ def state_tables(state: dict[str, Any]) -> list[Table]:
     for user in state.get("users", [])[:20]:
         users.add_row(*(str(user.get(c)) for c in ("id", "custom_id", "email", "user_key")))
     companies = Table(title=f"sandbox companies ({len(state.get('companies', []))})")
-    for column in ("id", "custom_id", "name", "employees"):
+    for column in ("id", "custom_id", "name", "member user ids"):
         companies.add_column(column)
     for company in state.get("companies", [])[:20]:
-        companies.add_row(*(str(company.get(c)) for c in ("id", "custom_id", "name", "employees")))
+        members = ", ".join(str(member) for member in company.get("employees") or ())
+        companies.add_row(*(str(company.get(c)) for c in ("id", "custom_id", "name")), members)
     totals = Table(title="sandbox totals")
     totals.add_column("what")
     totals.add_column("count", justify="right")
@@ -705,7 +907,7 @@ def state_tables(state: dict[str, Any]) -> list[Table]:
     return [users, companies, totals]
 
 
-@app.command()
+@app.command(short_help="Send the example events to a local sandbox, show the result.")
 def demo(
     events: Annotated[Path, typer.Option(metavar="FILE", help="events to send")] = EXAMPLES
     / "events.jsonl",
@@ -717,7 +919,8 @@ def demo(
     try:
         cfg = load_config(config)
         with serve_in_thread(SandboxOptions(api_key=cfg.api_key)) as url:
-            console.print(f"[bold]sandbox[/bold] on {url}; sending {events} as {cfg.base_url}")
+            console.print(f"[bold]sandbox[/bold] on {url}")
+            console.print(f"sending {_shown(events)} as {cfg.base_url}", highlight=False)
             with open_source(str(events)) as source:
                 summary, tally = run_send(
                     source,
@@ -731,7 +934,7 @@ def demo(
                 )
             state = httpx.get(f"{url}/__sandbox__/state").json()
     except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}")
+        stderr().print(refusal(problem))
         raise typer.Exit(2) from problem
     console.print(summary_table(summary, "usercom demo"))
     for table in state_tables(state):
@@ -741,7 +944,7 @@ def demo(
     raise typer.Exit(exit_status(summary, tally))
 
 
-@app.command()
+@app.command(short_help="Prove the config's key and app with one authenticated read.")
 def check(
     config: Annotated[
         Path, typer.Option(metavar="FILE", help="destination config JSON: apiKey, appSubdomain")
@@ -759,23 +962,31 @@ def check(
         cfg = load_config(config)
         origin = checks.origin(base_url) if base_url is not None else None
     except UsageError as problem:
-        err.print(f"[red]error:[/red] {problem}", highlight=False)
+        err.print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     fault = run_loop(check_app(cfg, origin))
     if fault is not None:
-        err.print(f"[red]error:[/red] {fault.removesuffix('; ' + RESUME)}", highlight=False)
+        err.print(refusal(fault.removesuffix("; " + RESUME)), highlight=False)
         raise typer.Exit(EXIT_FAULT)
     typer.echo(f"ok: User.com app {cfg.subdomain} answered at {origin or cfg.base_url}")
 
 
-def reader_ledger(path: Path) -> Ledger:
+def reader_ledger(path: Path, *, positional: bool = True) -> Ledger:
+    """A ledger opened read-only. The ledger's refusals name `--ledger` (send's option); the
+    commands that take LEDGER as an argument say so instead."""
     try:
         return Ledger.open_reader(path)
     except LedgerError as error:
-        raise UsageError(str(error)) from error
+        words = str(error)
+        if positional:
+            words = words.replace(
+                "use another --ledger",
+                "give the LEDGER file of a run or of the service",
+            )
+        raise UsageError(words) from error
 
 
-@app.command()
+@app.command(short_help="Print a ledger's unfinished events as JSONL, in order.")
 def failed(
     ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger of a run")],
     rejected: Annotated[
@@ -789,42 +1000,69 @@ def failed(
     try:
         checks.not_the_ledger(out, ledger)
         book = reader_ledger(ledger)
-        with contextlib.closing(book), open_binary_out(out) as sink:
+        with (
+            contextlib.closing(book),
+            open_binary_out(out) as sink,
+            sqlite_errors_as_ledger_errors(ledger),
+        ):
             statuses: tuple[LedgerStatus, ...] = ("rejected",) if rejected else UNFINISHED
             for line in book.lines(statuses):
                 sink.write(line + b"\n")
-    except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+    except (UsageError, LedgerError) as problem:
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     except BrokenPipeError:
         return
 
 
-@app.command()
+@app.command(short_help="Make a ledger's events pending again.")
 def requeue(
     ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger")],
     keys: Annotated[
         list[str] | None,
-        typer.Argument(metavar="KEY...", help="keys to requeue (default: all failed and held)"),
+        typer.Argument(
+            metavar="KEY...",
+            help="keys to requeue, as explain takes them (default: all failed and held)",
+        ),
     ] = None,
     rejected: Annotated[
         bool, typer.Option("--rejected", help="requeue rejected events too")
     ] = False,
+    delivered: Annotated[
+        bool,
+        typer.Option("--delivered", help="allow a named delivered event: it is sent again"),
+    ] = False,
 ) -> None:
-    """Make events pending again, so the next run (or the service) tries them."""
+    """Make events pending again, so the next run (or the service) tries them.
+
+    A KEY is matched as `explain` matches it: with or without the app prefix, or a unique
+    prefix. A finished event is requeued only when asked for: a rejected one with --rejected,
+    a delivered one (named by its key) with --delivered.
+    Exit status: 0 done; 2 an unknown key, a finished event without its flag, or not a ledger
+    (nothing was changed).
+    """
     try:
+        operator.check_requeue(keys, delivered=delivered)
         cfg_app = reader_ledger(ledger)
         app_name = cfg_app.app
         cfg_app.close()
-        with contextlib.closing(Ledger.open_writer(ledger, app_name)) as book:
-            changed = book.requeue(keys or None, rejected=rejected)
+        with (
+            contextlib.closing(Ledger.open_writer(ledger, app_name)) as book,
+            sqlite_errors_as_ledger_errors(ledger),
+        ):
+            chosen = (
+                operator.requeue_keys(book, keys, rejected=rejected, delivered=delivered)
+                if keys
+                else None
+            )
+            changed = book.requeue(chosen, rejected=rejected)
     except (UsageError, LedgerError) as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
-    typer.echo(f"{changed} events are pending again")
+    typer.echo(operator.pending_again(changed))
 
 
-@app.command()
+@app.command(short_help="Show one event's story from a ledger.")
 def explain(
     key: Annotated[
         str,
@@ -845,22 +1083,22 @@ def explain(
     Exit status: 0 shown; 2 no such event, or not a ledger.
     """
     try:
-        book = reader_ledger(ledger)
-        with contextlib.closing(book):
+        book = reader_ledger(ledger, positional=False)
+        with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
             row = operator.find_event(book, key)
             lines = (
                 [json.dumps(operator.story_json(book, row))]
                 if as_json
                 else operator.story(book, row)
             )
-    except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+    except (UsageError, LedgerError) as problem:
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     for line in lines:
         typer.echo(line)
 
 
-@app.command()
+@app.command(short_help="Sum up everything a ledger holds.")
 def report(
     ledger: Annotated[
         Path, typer.Argument(metavar="LEDGER", help="the ledger of a run or service")
@@ -877,10 +1115,10 @@ def report(
     """
     try:
         book = reader_ledger(ledger)
-        with contextlib.closing(book):
+        with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
             summed = operator.build_report(book)
-    except UsageError as problem:
-        stderr().print(f"[red]error:[/red] {problem}", highlight=False)
+    except (UsageError, LedgerError) as problem:
+        stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
     if as_json:
         typer.echo(json.dumps(summed.as_json()))

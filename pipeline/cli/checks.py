@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from pipeline.delivery.ledger import ledger_files
+
 MAX_CONCURRENCY = 1024
 MAX_PORT = 65535
 ORIGIN_LIKE = "https://host[:port]"
@@ -133,8 +135,9 @@ def concurrency(raw: int) -> int:
     return raw
 
 
-def out_path(out: Path | None, events: str) -> Path | None:
-    """``--out``: ``-`` (stdout), or a file that is not the input and whose folder is writable.
+def out_path(out: Path | None, events: str, config: Path | None = None) -> Path | None:
+    """``--out``: ``-`` (stdout), or a file that is not the input nor the config (which holds
+    the API key) and whose folder is writable.
 
     >>> out_path(Path("-"), "events.jsonl"), out_path(None, "-")
     (PosixPath('-'), None)
@@ -147,6 +150,11 @@ def out_path(out: Path | None, events: str) -> Path | None:
         raise UsageError(
             f"--out is the input file {events!r}: writing it would destroy the events; "
             "choose another path"
+        )
+    if config is not None and _same_file(out, config):
+        raise UsageError(
+            f"--out is the config file {str(config)!r}, which holds the API key: writing it "
+            "would destroy the config and put outcomes where the key is; choose another path"
         )
     folder = _existing_folder("--out", out)
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -225,14 +233,17 @@ def port(raw: int) -> int:
 
 
 def not_the_ledger(out: Path | None, ledger: Path | None) -> None:
-    """`--out` must not name the ledger (or its lock): writing it would destroy the ledger."""
+    """`--out` must not name the ledger nor any file it owns (its lock, SQLite's -wal, -shm and
+    -journal, under its name or the real one behind a symlink): SQLite replays or deletes its
+    sidecars, so outcomes written there would corrupt the ledger or vanish."""
     if out is None or ledger is None or str(out) == STDIO:
         return
-    for guarded in (ledger, Path(f"{ledger}.lock")):
+    for guarded in ledger_files(ledger):
         if _same_file(out, guarded):
+            which = "" if guarded.name == ledger.name else f" (its file {guarded.name})"
             raise UsageError(
-                f"--out is the ledger {str(ledger)!r}: writing it would destroy the ledger; "
-                "choose another path"
+                f"--out is the ledger {str(ledger)!r}{which}: writing it would destroy the "
+                "ledger; choose another path"
             )
 
 
@@ -252,10 +263,3 @@ def choice(option: str, raw: str, allowed: tuple[Choice, ...]) -> Choice:
         if raw == value:
             return value
     raise UsageError(f"{option} must be one of {', '.join(allowed)}: got {raw!r}")
-
-
-def seconds(option: str, raw: float) -> float:
-    """A finite, positive number of seconds."""
-    if not math.isfinite(raw) or raw <= 0:
-        raise UsageError(f"{option} must be a finite number of seconds > 0: got {raw}")
-    return raw

@@ -15,7 +15,8 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import IO, Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -35,7 +36,7 @@ from pipeline.core.flows import REFERENCE
 from pipeline.core.steps import Call, Step
 from pipeline.core.types import JSON, as_text, freeze
 from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, RunFault, probe_fault, run_fault
-from pipeline.delivery.incoming import Incoming, LineReader, read_jsonl
+from pipeline.delivery.incoming import MAX_EVENT_BYTES, Incoming, LineReader, read_jsonl
 from pipeline.delivery.ledger import STATUSES, UNFINISHED, Ledger, Row
 from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.runner import Target, send
@@ -177,14 +178,66 @@ def find_event(book: Ledger, key: str) -> Row:
     )
 
 
+# -- usercom requeue --------------------------------------------------------------------------
+
+_FINISHED_FLAGS: Final[Mapping[str, str]] = {
+    "delivered": "--delivered (User.com gets it a second time)",
+    "rejected": "--rejected (edit and send it instead, if its content is the problem)",
+}
+
+
+def check_requeue(keys: list[str] | None, *, delivered: bool) -> None:
+    """`--delivered` only with named keys: UsageError (exit 2) otherwise."""
+    if delivered and not keys:
+        raise UsageError(
+            "--delivered sends delivered events again: name them (KEY...); it never applies "
+            "to a whole ledger"
+        )
+
+
+def requeue_keys(book: Ledger, keys: list[str], *, rejected: bool, delivered: bool) -> list[str]:
+    """The full keys of the events named, matched as `explain` matches them. UsageError (one
+    line, before anything changes) for an unknown key, or a finished event whose flag is
+    missing: requeueing it sends it again."""
+    allowed = {"delivered": delivered, "rejected": rejected}
+    found: list[str] = []
+    for key in keys:
+        row = find_event(book, key)
+        if not allowed.get(row.status, True):
+            raise UsageError(
+                f"event {printable(row.key)!r} is {row.status}: requeueing it sends it again; "
+                f"add {_FINISHED_FLAGS[row.status]}"
+            )
+        found.append(row.key)
+    return found
+
+
+def pending_again(count: int) -> str:
+    """What requeue says it did.
+
+    >>> pending_again(1), pending_again(2)
+    ('1 event is pending again', '2 events are pending again')
+    """
+    return f"{count} event is pending again" if count == 1 else f"{count} events are pending again"
+
+
 def next_step(row: Row, ledger: str) -> str:
     match row.status:
         case "delivered":
             return "nothing to do"
+        case "rejected" if row.attempts == 0:
+            # Never sent (unreadable, invalid, too big): as it is, it fails the same way again.
+            return (
+                f"edit the event and send it again (`usercom failed {ledger} --rejected` exports "
+                "the rejected lines): unchanged, it can never be sent"
+            )
         case "rejected":
             return (
                 f"fix the event and send it again (`usercom failed {ledger} --rejected` exports "
-                "the rejected lines), or re-run with --retry-rejected to try it as it is"
+                f"the rejected lines), or try it again as it is (once the user exists, say): "
+                f"`usercom requeue {ledger} {printable(row.key)} --rejected`, then re-run `send` "
+                f"with --ledger {ledger}, or start `usercom serve` again (stop it before the "
+                "requeue)"
             )
         case _:
             return (
@@ -289,11 +342,7 @@ class Report:
                 f"retries its own), or export them with `usercom failed {ledger}`"
             )
         if self.counts["rejected"]:
-            words.append(
-                f"{self.counts['rejected']} rejected: `usercom failed {ledger} --rejected` "
-                "exports them to fix and send again; `usercom explain KEY --ledger "
-                f"{ledger}` tells one event's story"
-            )
+            words.append(rejected_advice(self.counts["rejected"], ledger))
         if not words:
             words.append(
                 "nothing to do: every event is delivered"
@@ -353,6 +402,41 @@ class Report:
         return tables
 
 
+def rejected_advice(count: int, ledger: str) -> str:
+    return (
+        f"{count} rejected: `usercom failed {ledger} --rejected` exports them to fix and send "
+        f"again; `usercom explain KEY --ledger {ledger}` tells one event's story"
+    )
+
+
+def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
+    """What to do after a `send` that left events unfinished (exit 4) or rejected (exit 1),
+    as `report` says it; nothing after a clean run."""
+    words: list[str] = []
+    if summary.unfinished:
+        if ledger is not None:
+            words.append(
+                f"{summary.unfinished} failed or held: re-run the same command (`usercom send "
+                f"EVENTS --config CONFIG --ledger {ledger}`): it takes them first, in order; "
+                f"`usercom explain KEY --ledger {ledger}` tells one event's story"
+            )
+        else:
+            words.append(
+                f"{summary.unfinished} failed or held, and without --ledger nothing keeps them "
+                "(--out, if given, lists them by status): next time give --ledger FILE, so "
+                "that a re-run sends only what is unfinished"
+            )
+    if summary.rejected:
+        if ledger is not None:
+            words.append(rejected_advice(summary.rejected, str(ledger)))
+        else:
+            words.append(
+                f"{summary.rejected} rejected: the errors above (and --out) say why; fix those "
+                "events before sending them again"
+            )
+    return words
+
+
 def build_report(book: Ledger) -> Report:
     """The report of a ledger opened read-only, from one consistent snapshot of it."""
     with book.snapshot():
@@ -387,6 +471,9 @@ _WRITES: Final[Mapping[str, str]] = {
     "add_member": "add the user to the company",
 }
 COULD_NOT_TELL: Final = "could not tell"
+# The reference's reads (a lookup first), with the values cut to fit as a real run cuts them:
+# so a live dry run warns of the same truncations a real send does.
+LIVE: Final = replace(REFERENCE, fit_lengths=True)
 REPEAT: Final = "skip: a repeat of an earlier line (one event)"
 
 
@@ -621,7 +708,7 @@ def live_dry_run(
         seen: set[str] = set()
         reader = LineReader(source)
         try:
-            for item in read_jsonl(reader, cfg):
+            for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
                 if item.key in seen:
                     result.kinds[REPEAT] += 1
                     continue
@@ -653,7 +740,7 @@ def _predict(cfg: Config, planner: LivePlanner, item: Incoming) -> tuple[Outcome
     match job:
         case Success(Job() as delivery_job):
             # The drop-in strategy: a live dry run reads the user first, as a lookup can.
-            match job_of(cfg, delivery_job.event, REFERENCE):
+            match job_of(cfg, delivery_job.event, LIVE):
                 case Success(Job() as reference_job):
                     found = planner.plan(reference_job, position)
                     outcome = Outcome(

@@ -31,7 +31,7 @@ from rich.text import Text
 
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
-from pipeline.delivery.incoming import Incoming, LineReader, incoming
+from pipeline.delivery.incoming import MAX_EVENT_BYTES, Incoming, LineReader, incoming
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.outcome import Outcome, Summary
@@ -86,7 +86,7 @@ def queue(
     position = 0
     for line in reader:
         position += 1
-        event = incoming(cfg, position, line)
+        event = incoming(cfg, position, line, MAX_EVENT_BYTES)
         if ledger is not None:
             row = ledger.get(event.key)
             if row is not None:
@@ -124,9 +124,11 @@ def exit_status(summary: Summary, tally: Tally) -> int:
         return EXIT_CLOSED_OUT
     if summary.fault is not None:
         return EXIT_FAULT
+    if summary.broken_input:  # an input problem: a re-run of the same input breaks off again
+        return EXIT_USAGE
     if summary.unfinished:
         return EXIT_UNFINISHED
-    if summary.rejected or summary.broken_input:
+    if summary.rejected:
         return EXIT_REJECTED
     return EXIT_DELIVERED
 
@@ -368,18 +370,28 @@ def summary_table(summary: Summary, title: str) -> Table:
     for call, count in sorted(summary.calls.items()):
         table.add_row(f"  {call}", str(count))
     table.add_row("time", f"{summary.seconds:.2f} s")
-    if summary.seconds and summary.sent:
-        table.add_row("events sent per second", f"{summary.sent / summary.seconds:.0f}")
-    for error, count in summary.errors.most_common(3):
-        table.add_row(f"error (x{count})", Text(error[:120]))  # never read as rich markup
+    if summary.rate is not None:
+        table.add_row("events sent per second", f"{summary.rate:.0f}")
+    for status, error, count in summary.top_errors(3):
+        table.add_row(f"error, {status} (x{count})", Text(error[:120]))  # never rich markup
     return table
+
+
+def broken_input_words(broken: str, has_ledger: bool) -> str:
+    """The one line for an input that breaks off (a truncated gzip file): exit 2."""
+    again = (
+        "send it again with the same --ledger (what was delivered is skipped)"
+        if has_ledger
+        else "send the rest again"
+    )
+    return f"error: {broken}: the events before the break were handled; fix the input and {again}"
 
 
 def final_words(summary: Summary, tally: Tally, has_ledger: bool) -> list[str]:
     """What the operator needs to hear after the table: why it stopped and how to resume."""
     words: list[str] = []
     if summary.broken_input:
-        words.append(f"warning: {summary.broken_input}")
+        words.append(broken_input_words(summary.broken_input, has_ledger))
     if summary.fault is not None:
         words.append(f"error: {summary.fault}")
     stopped = "interrupted:" if tally.signal is not None else None

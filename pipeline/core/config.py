@@ -4,12 +4,13 @@
 >>> cfg.subdomain, cfg.base_url
 ('acme', 'https://acme.user.com/api/public')
 >>> cfg
-Config(subdomain='acme', api_key='kkkk…(64 chars)', user_attributes=(), user_events=(), \
+Config(subdomain='acme', api_key='…(64 chars)', user_attributes=(), user_events=(), \
 company_attributes=())
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,12 +27,13 @@ _KEY = re.compile(r"[\x21-\x7e]+")
 
 
 def mask(secret: str) -> str:
-    """How a key is shown to people: a hint of its start and its length, never all of it.
+    """How a key is shown to people: its length only. Even its first characters are a part of
+    it given away, and tell two keys apart no better than the config file they come from.
 
-    >>> mask("abcdefgh12345678")
-    'abcd…(16 chars)'
+    >>> mask("abcdefgh12345678"), mask("")
+    ('…(16 chars)', '…(0 chars)')
     """
-    return f"{secret[:4]}…({len(secret)} chars)" if len(secret) >= 12 else "…"
+    return f"…({len(secret)} chars)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +130,45 @@ def _list_error(raw: Mapping[str, object]) -> PipelineError | None:
     return None
 
 
+def unreadable_config(where: str, error: OSError | ValueError) -> str:
+    """Why a config file could not be read, in the words of someone who edits it.
+
+    >>> unreadable_config("c.json", json.JSONDecodeError("Expecting value", "[1,", 3))
+    'config c.json is not valid JSON (line 1 column 4)'
+    >>> unreadable_config("c.json", FileNotFoundError(2, "No such file or directory"))
+    'cannot read config c.json: No such file or directory'
+    """
+    if isinstance(error, json.JSONDecodeError):
+        return f"config {where} is not valid JSON (line {error.lineno} column {error.colno})"
+    if isinstance(error, UnicodeDecodeError):
+        return f"config {where} is not UTF-8 text (byte {error.start})"
+    if isinstance(error, OSError) and error.strerror:
+        return f"cannot read config {where}: {error.strerror}"
+    return f"cannot read config {where}: {error}"
+
+
+def _not_an_object(raw: object) -> PipelineError:
+    # Only the type is named: a string given here may well be the API key itself.
+    if raw is None:
+        return errors.configuration(
+            "Destination config is missing: give an object with apiKey and appSubdomain"
+        )
+    return errors.configuration(
+        "Destination config must be an object with apiKey and appSubdomain; "
+        f"got {type(raw).__name__}"
+    )
+
+
 def parse_config(raw: object) -> Result[Config, PipelineError]:
-    """destination.Config -> Config, or the configuration error a user can act on."""
+    """destination.Config -> Config, or the configuration error a user can act on.
+
+    A whole destination (`{"Config": {...}}`, as rudder-transformer items hold it) is taken
+    as its `Config`, as `Destination`, `usercom send` and `usercom serve` take it.
+    """
+    if isinstance(raw, Mapping) and isinstance(raw.get("Config"), Mapping):
+        raw = raw["Config"]
     if not isinstance(raw, Mapping):
-        return Failure(errors.configuration("Destination config is missing: expected an object"))
+        return Failure(_not_an_object(raw))
     key, sub = raw.get("apiKey"), raw.get("appSubdomain")
     for name, value in (("apiKey", key), ("appSubdomain", sub)):
         if value is not None and not isinstance(value, str):

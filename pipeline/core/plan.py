@@ -55,6 +55,8 @@ class Plan:
     event_type: str
     base_url: str
     lines: tuple[str, ...]
+    # Every warning a branch of the flow meets, once each: what the outcome's `warnings` holds.
+    warnings: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return "\n".join((f"{self.event_type} -> {self.base_url}", *self.lines))
@@ -95,12 +97,24 @@ def _describe(step: Result[Step, PipelineError], depth: int) -> list[str]:
     return []
 
 
+def _warnings(step: Result[Step, PipelineError]) -> list[str]:
+    """The warnings of every Final the flow can reach, with the same answers `_describe` feeds."""
+    match step:
+        case Success(Final() as final):
+            fallback = [] if final.fallback is None else _warnings(Success(final.fallback))
+            return [*final.warnings, *fallback]
+        case Success(Call() as call):
+            return [w for _, answer in _BRANCHES[call.expect] for w in _warnings(call.then(answer))]
+    return []
+
+
 def plan_of(prepared: Result[Job, PipelineError]) -> Plan | PipelineError:
     """The plan of a prepared Job, or the error it fails with before any request."""
     match prepared:
         case Success(Job() as job):
             lines = tuple(_describe(Success(job.step), 1))
-            return Plan(job.event.type, job.config.base_url, lines)
+            warnings = tuple(dict.fromkeys(_warnings(Success(job.step))))
+            return Plan(job.event.type, job.config.base_url, lines, warnings)
     return prepared.failure()
 
 

@@ -27,6 +27,22 @@ from pipeline.core.flows import DELIVERY
 
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
+# One event's limit, for `send` as for the service's ingest: larger is rejected, never sent.
+MAX_EVENT_BYTES = 32 * 1024
+
+
+def oversize(size: int, limit: int = MAX_EVENT_BYTES) -> str | None:
+    """Why an event of `size` bytes (canonical JSON) is rejected, or None when it fits.
+
+    >>> oversize(40_000)
+    'the event is 40000 bytes, over the 32 KB limit of one event: send it smaller'
+    """
+    if size <= limit:
+        return None
+    return (
+        f"the event is {size} bytes, over the {limit // 1024} KB limit of one event: "
+        "send it smaller"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +103,10 @@ def _message_id(message: Mapping[str, object]) -> str | None:
     return text if text.strip() else None
 
 
-def incoming(cfg: Config, position: int, line: bytes) -> Incoming:
-    """One line of input (without its line ending) as an Incoming event of app `cfg`."""
+def incoming(cfg: Config, position: int, line: bytes, max_event: int | None = None) -> Incoming:
+    """One line of input (without its line ending) as an Incoming event of app `cfg`; with
+    `max_event`, an event larger than that (canonical JSON) is rejected as the service's
+    ingest rejects it (what is already stored, the library's calls: no limit)."""
     app = cfg.subdomain
     try:
         text = line.decode("utf-8")
@@ -120,11 +138,15 @@ def incoming(cfg: Config, position: int, line: bytes) -> Incoming:
             f"{app}:sha256:{digest}", position, None, digest, line, "line is not a JSON object"
         )
     try:
-        digest = _sha256(canonical(message))
+        shape = canonical(message)
     except (ValueError, RecursionError):
-        digest = _sha256(line)
+        shape = line
+    digest = _sha256(shape)
     message_id = _message_id(message)
     key = f"{app}:{message_id}" if message_id is not None else f"{app}:sha256:{digest}"
+    too_big = None if max_event is None else oversize(len(shape), max_event)
+    if too_big is not None:
+        return Incoming(key, position, None, digest, line, too_big)
     return Incoming(key, position, prepare_message(cfg, message, DELIVERY), digest, line)
 
 
@@ -159,7 +181,9 @@ class LineReader:
             self.broken = f"the input could not be read to its end ({error})"
 
 
-def read_jsonl(lines: Iterable[bytes] | Iterable[str], cfg: Config) -> Iterator[Incoming]:
+def read_jsonl(
+    lines: Iterable[bytes] | Iterable[str], cfg: Config, max_event: int | None = None
+) -> Iterator[Incoming]:
     """Incoming events of `lines` (bytes or text), positions counted from 1."""
     position = 0
     for line in lines:
@@ -168,4 +192,4 @@ def read_jsonl(lines: Iterable[bytes] | Iterable[str], cfg: Config) -> Iterator[
         if not data.strip():
             continue
         position += 1
-        yield incoming(cfg, position, data)
+        yield incoming(cfg, position, data, max_event)

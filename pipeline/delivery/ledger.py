@@ -9,8 +9,14 @@ Safety:
 - **One writer per ledger**: `Ledger.open_writer` takes an exclusive, non-blocking `flock` on a
   sidecar file `<ledger>.lock` that holds the writer's pid. The kernel releases it when the
   process dies, so a killed run never leaves a stale lock. A second writer gets `LedgerBusy`.
+  The lock and SQLite's journals are named after the real file (symlinks resolved), and a file
+  with a second hard link is refused: every name that reaches the file reaches the same lock.
 - **Readers take no lock**: `Ledger.open_reader` opens the file read-only (SQLite URI
-  `mode=ro`); the WAL journal lets it read while a writer commits.
+  `mode=ro`); the WAL journal lets it read while a writer commits. Where SQLite cannot create
+  the `-shm` it needs for that (a read-only folder) and no `-wal` holds unmerged commits, the
+  file is read as `immutable=1`.
+- **A damaged file is refused at open** (`PRAGMA quick_check`, by readers and writers alike),
+  in one line, and left as it is.
 - **A file that is not a ledger of ours is never altered**: before anything writes to it (or
   creates the lock sidecar next to it), the file is inspected read-only: the SQLite header, then
   a `meta` table with `kind = 'usercom-ledger'`. A WAL-mode SQLite file with no `-wal` beside it
@@ -52,6 +58,8 @@ __all__ = [
     "Queued",
     "Row",
     "Status",
+    "ledger_files",
+    "sqlite_errors_as_ledger_errors",
 ]
 
 Status = Literal["pending", "delivered", "rejected", "failed", "held"]
@@ -65,6 +73,10 @@ BATCH: Final = 1000  # enqueues per committed transaction
 PAGE: Final = 500  # rows per query when iterating in position order
 _KEYS_PER_STATEMENT: Final = 500
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+LOCK_SUFFIX: Final = ".lock"
+# SQLite's own sidecars, named after the database path: the write-ahead log, its index, and
+# the rollback journal (used while a new ledger is created).
+_SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
 _OLD_COLUMNS: Final = frozenset({"key", "status", "attempts", "requests", "error", "line"})
 _COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
 _COLUMNS_BY_POSITION: Final = f"position, {_COLUMNS}"
@@ -216,14 +228,17 @@ class Ledger:
         if app is None:
             what = "is empty" if path.exists() else "does not exist"
             raise LedgerError(f"no ledger at {path}: the file {what}")
+        db = _read_only(path, immutable=False)
         try:
-            db = sqlite3.connect(
-                _uri(path, "mode=ro"), uri=True, isolation_level=None, check_same_thread=False
-            )
             db.execute("PRAGMA query_only=ON")
+            _check_intact(db, path)
+            return cls(path, app, db, None)
         except sqlite3.Error as problem:
+            db.close()
             raise LedgerError(f"cannot read ledger {path}: {problem}") from problem
-        return cls(path, app, db, None)
+        except BaseException:
+            db.close()
+            raise
 
     @property
     def app(self) -> str:
@@ -660,12 +675,119 @@ def _statuses(statuses: Sequence[str]) -> tuple[Status, ...]:
     return tuple(cast(Status, s) for s in statuses)
 
 
+def ledger_files(path: Path) -> tuple[Path, ...]:
+    """Every file a ledger at `path` owns (the file, its lock, SQLite's sidecars), under the
+    name given and under the real name behind any symlink: what `--out` must never name."""
+    bases = dict.fromkeys((Path(path), _real(path)))
+    return tuple(
+        Path(f"{base}{suffix}") for base in bases for suffix in ("", LOCK_SUFFIX, *_SQLITE_SIDECARS)
+    )
+
+
+def _real(path: Path) -> Path:
+    """The file behind `path`, symlinks resolved (as far as they exist): the one name the lock
+    and SQLite's sidecars are derived from, so that no alias gets a lock of its own."""
+    return Path(os.path.realpath(path))
+
+
+def _mount_of(path: Path) -> Path:
+    """The mount point holding `path`: hard links never leave their file system."""
+    place = _real(path)
+    while not os.path.ismount(place) and place != place.parent:
+        place = place.parent
+    return place
+
+
 def _uri(path: Path, query: str) -> str:
-    return f"{path.absolute().as_uri()}?{query}"
+    return f"{_real(path).as_uri()}?{query}"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    return sqlite3.connect(_real(path), isolation_level=None, check_same_thread=False)
+
+
+def _read_only(path: Path, *, immutable: bool) -> sqlite3.Connection:
+    """A read-only connection to the ledger at `path`, proved by a first read.
+
+    `immutable`: read the file as it is, touching nothing (no `-shm`/`-wal` appear). Otherwise
+    the WAL is honoured, which needs a `-shm` SQLite may have to create; where it cannot (a
+    read-only folder), the file alone is read immutable, but only when no `-wal` holds commits
+    it lacks: reading it without them would show an old state as if it were current.
+    """
+    try:
+        return _first_read(path, "mode=ro&immutable=1" if immutable else "mode=ro")
+    except sqlite3.OperationalError as problem:
+        if immutable or problem.sqlite_errorcode & 0xFF not in _CANNOT_OPEN:
+            raise LedgerError(f"cannot read ledger {path}: {problem}") from problem
+    except sqlite3.DatabaseError as problem:
+        raise _damaged(path, str(problem)) from problem
+    wal = Path(f"{_real(path)}-wal")
+    with contextlib.suppress(FileNotFoundError):
+        if wal.stat().st_size > 0:
+            raise LedgerError(
+                f"cannot read ledger {path}: this user cannot create {path.name}-shm beside it, "
+                f"and {wal.name} holds commits the ledger file lacks (a writer is running or "
+                f"was stopped); read it as the user that writes it, or copy {path.name} and "
+                f"{wal.name} to a writable folder and read the copy"
+            )
+    try:
+        return _first_read(path, "mode=ro&immutable=1")
+    except sqlite3.OperationalError as problem:
+        raise LedgerError(f"cannot read ledger {path}: {problem}") from problem
+    except sqlite3.DatabaseError as problem:
+        raise _damaged(path, str(problem)) from problem
+
+
+# SQLite's primary codes for "cannot open" and "read-only": what opening a WAL database gives
+# when its -shm cannot be created.
+_CANNOT_OPEN: Final = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY})
+
+
+def _first_read(path: Path, query: str) -> sqlite3.Connection:
+    db = sqlite3.connect(_uri(path, query), uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check_intact(db: sqlite3.Connection, path: Path) -> None:
+    """LedgerError when SQLite finds the file damaged. `quick_check` reads every page once
+    (cost linear in the file, no index cross-check), so a damaged page is found at open, in
+    one line, rather than as a crash midway through a command or a service that runs "ok"
+    and delivers nothing."""
+    try:
+        found = db.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.OperationalError as problem:
+        raise LedgerError(f"cannot read ledger {path}: {problem}") from problem
+    except sqlite3.DatabaseError as problem:
+        raise _damaged(path, str(problem)) from problem
+    verdict = "" if found is None else str(found[0])
+    if verdict != "ok":
+        detail = [line for line in verdict.splitlines() if line and not line.startswith("***")]
+        raise _damaged(path, "; ".join(detail) or "no verdict")
+
+
+@contextlib.contextmanager
+def sqlite_errors_as_ledger_errors(path: Path) -> Iterator[None]:
+    """Inside, an SQLite error is a one-line LedgerError naming the ledger: damage the check at
+    open cannot see (an index that disagrees with its table, a page damaged after the check)
+    surfaces midway through a command, and must not end it in a traceback."""
+    try:
+        yield
+    except sqlite3.OperationalError as problem:
+        raise LedgerError(f"cannot read ledger {path}: {problem}") from problem
+    except sqlite3.DatabaseError as problem:
+        raise _damaged(path, str(problem)) from problem
+
+
+def _damaged(path: Path, detail: str) -> LedgerError:
+    return LedgerError(
+        f"ledger {path} is damaged (SQLite: {detail}): left untouched; restore it from a "
+        "backup, or use another --ledger (sqlite3's .recover can salvage the rows left)"
+    )
 
 
 def _check_app(path: Path, found: str | None, app: str) -> None:
@@ -688,6 +810,13 @@ def _inspect(path: Path) -> str | None:
         raise LedgerError(f"{path} is a folder, not a ledger: use another --ledger")
     if not stat.S_ISREG(info.st_mode):
         raise LedgerError(f"{path} is not a regular file, not a ledger: use another --ledger")
+    if info.st_nlink > 1:
+        raise LedgerError(
+            f"ledger {path} has {info.st_nlink} hard links: a writer through another name "
+            "would not see this one's lock (and SQLite would give it a -wal of its own); "
+            f"remove the other names, keeping one (find {_mount_of(path)} -xdev -samefile "
+            f"{path} lists them), or use another --ledger"
+        )
     if info.st_size == 0:
         return None
     try:
@@ -700,16 +829,15 @@ def _inspect(path: Path) -> str | None:
             f"{path} is not a ledger (not an SQLite file): left untouched; use another --ledger"
         )
     wal = len(header) > 18 and header[18] == 2
-    immutable = wal and not Path(f"{path}-wal").exists()
-    query = "mode=ro&immutable=1" if immutable else "mode=ro"
+    db = _read_only(path, immutable=wal and not Path(f"{_real(path)}-wal").exists())
     try:
-        db = sqlite3.connect(_uri(path, query), uri=True)
-        try:
-            return _marker(db, path)
-        finally:
-            db.close()
-    except sqlite3.Error as problem:
+        return _marker(db, path)
+    except sqlite3.OperationalError as problem:
         raise LedgerError(f"cannot read ledger {path}: {problem}") from problem
+    except sqlite3.DatabaseError as problem:
+        raise _damaged(path, str(problem)) from problem
+    finally:
+        db.close()
 
 
 def _marker(db: sqlite3.Connection, path: Path) -> str:
@@ -755,6 +883,8 @@ def _open_locked(path: Path, app: str, *, durable: bool = False) -> sqlite3.Conn
     except sqlite3.Error as problem:
         raise LedgerError(f"cannot open ledger {path}: {problem}") from problem
     try:
+        if found is not None:
+            _check_intact(db, path)
         _prepare(db, path, app, new=found is None, durable=durable)
     except BaseException:
         db.close()
@@ -801,12 +931,12 @@ def _create(db: sqlite3.Connection, path: Path, app: str) -> None:
 
 
 def _lock(path: Path) -> int:
-    """Take the writer lock of `path` (an flock on `<path>.lock`) and write our pid in it."""
-    lock_path = Path(f"{path}.lock")
+    """Take the writer lock of `path` (an flock on `<real file>.lock`) and write our pid in it."""
+    lock_path = Path(f"{_real(path)}{LOCK_SUFFIX}")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as problem:
-        raise LedgerError(f"cannot lock ledger {path}: {problem.strerror}") from problem
+        raise LedgerError(_cannot_lock(path, lock_path, problem)) from problem
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as problem:
@@ -825,6 +955,27 @@ def _lock(path: Path) -> int:
         _unlock(fd)
         raise LedgerError(f"cannot lock ledger {path}: {problem.strerror}") from problem
     return fd
+
+
+def _cannot_lock(path: Path, lock_path: Path, problem: OSError) -> str:
+    """Why the lock file cannot be opened, said as what the user can change."""
+    fix = "choose a --ledger in a folder you can write"
+    if lock_path.exists():
+        return (
+            f"cannot use ledger {path}: its lock file {lock_path} cannot be opened for writing "
+            f"({problem.strerror}); run as the user that owns it, or {fix}"
+        )
+    folder = lock_path.parent
+    reasons = {
+        errno.EACCES: "this user may not write there",
+        errno.EPERM: "this user may not write there",
+        errno.EROFS: "it is on a read-only file system",
+        errno.ENOENT: "the system allows no new files there"
+        if folder.is_dir()
+        else "it does not exist",
+    }
+    reason = reasons.get(problem.errno or 0, problem.strerror or str(problem))
+    return f"cannot use ledger {path}: cannot create files in {folder} ({reason}); {fix}"
 
 
 def _unlock(fd: int) -> None:

@@ -7,6 +7,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# A rate from fewer events or a shorter time says more about start-up than about speed.
+MIN_RATE_EVENTS = 20
+MIN_RATE_SECONDS = 1.0
+
 Status = Literal["delivered", "rejected", "failed", "held", "pending", "planned"]
 FINAL: tuple[Status, ...] = ("delivered", "rejected")
 UNFINISHED: tuple[Status, ...] = ("failed", "held", "pending")
@@ -55,6 +59,7 @@ class Summary:
     api_calls: int = 0
     calls: Counter[str] = field(default_factory=Counter)  # "endpoint status" -> count
     errors: Counter[str] = field(default_factory=Counter)
+    errors_by_status: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, error)
     warnings: int = 0
     events: int = 0  # events with an outcome in this run
     sent: int = 0  # of those, events this run made requests for
@@ -70,6 +75,24 @@ class Summary:
             self.sent += 1
         if outcome.error is not None and outcome.status in ("rejected", "failed"):
             self.errors[outcome.error] += 1
+            self.errors_by_status[(outcome.status, outcome.error)] += 1
+
+    def top_errors(self, limit: int) -> list[tuple[str, str, int]]:
+        """The most common errors as (status, error, count), every `failed` one before any
+        `rejected` one: a failed error is what stands between a re-run and exit 0, and a tie
+        of rejected errors must not hide it."""
+        ranked = sorted(
+            self.errors_by_status.items(),
+            key=lambda item: (item[0][0] != "failed", -item[1], item[0][1]),
+        )
+        return [(status, error, count) for (status, error), count in ranked[:limit]]
+
+    @property
+    def rate(self) -> float | None:
+        """Events sent per second, or None from a sample too small to mean anything."""
+        if self.sent < MIN_RATE_EVENTS or self.seconds < MIN_RATE_SECONDS:
+            return None
+        return self.sent / self.seconds
 
     @property
     def calls_per_event(self) -> float:

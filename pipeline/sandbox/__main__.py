@@ -23,6 +23,7 @@ PROG = "python -m pipeline.sandbox"
 USAGE_ERROR = 2
 INTERRUPTED = 130
 TERMINATED = 143
+EMPTY_KEY = "must not be empty (it would refuse every key): leave it out to accept any key"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse, listen, announce, serve; the exit status."""
     cli = parser()
     args = cli.parse_args(argv)
+    if args.api_key is not None and not args.api_key.strip():
+        cli.error(f"argument --api-key: {EMPTY_KEY}")
     if not 0 <= args.port <= MAX_PORT:
         cli.error(f"argument --port: must be 0..{MAX_PORT} (0 picks a free one), got {args.port}")
     try:

@@ -12,11 +12,12 @@ drop shows as an empty body.
 from __future__ import annotations
 
 import asyncio
+import logging
 from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,6 +29,7 @@ from pipeline.sandbox.options import SandboxOptions
 from pipeline.sandbox.state import Clock, SandboxState
 
 DECLARED_LENGTH = b"64"
+LOG = logging.getLogger("uvicorn.error")  # where uvicorn writes, at its --log-level
 
 
 def create_app(options: SandboxOptions | None = None, *, clock: Clock | None = None) -> Starlette:
@@ -82,7 +84,16 @@ class Gateway:
         if latency_ms > 0 and is_api(path):
             await asyncio.sleep(latency_ms / 1000)
         query = scope.get("query_string", b"").decode("latin-1")
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            # Nothing to answer, and nothing was done: one line, not uvicorn's traceback.
+            LOG.warning(
+                "%s %s: the client went away before its request arrived whole",
+                request.method,
+                path,
+            )
+            return
         answer = self.api.answer(request.method, path, query, request.headers, body)
         await render(answer)(scope, receive, send)
 

@@ -172,6 +172,10 @@ class SandboxOptions:
     """Seed of the app's single random source (user keys and fault draws)."""
 
     def __post_init__(self) -> None:
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError(
+                "api_key must not be empty: leave it out (None) to accept any non-empty token"
+            )
         if self.user_key_field not in USER_KEY_FIELDS:
             raise ValueError(
                 f"user_key_field must be one of {', '.join(USER_KEY_FIELDS)}, "

@@ -108,8 +108,19 @@ def _when(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _reason(fault: str) -> str:
-    return f"{fault.removesuffix('; ' + RESUME)}; {PAUSED_TAIL}"
+# A refused key or a wrong URL comes from the config, which the service reads only at start:
+# probing goes on, but only a fixed config and a restart end such a pause.
+_CONFIG_FAULTS = ("check apiKey", "the URL is wrong")
+CONFIG_TAIL = (
+    "events stay queued; fix the config and restart usercom serve (it reads the config only at "
+    "start)"
+)
+
+
+def pause_reason(fault: str) -> str:
+    """Why delivery is paused, and what ends the pause."""
+    tail = CONFIG_TAIL if any(hint in fault for hint in _CONFIG_FAULTS) else PAUSED_TAIL
+    return f"{fault.removesuffix('; ' + RESUME)}; {tail}"
 
 
 class Pools(httpx.AsyncBaseTransport):
@@ -282,7 +293,7 @@ class AppDelivery:
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
     def _pause(self, fault: str) -> None:
-        reason = _reason(fault)
+        reason = pause_reason(fault)
         if self.paused != reason:
             emit(logging.ERROR, "delivery_paused", app=self.app, reason=reason)
         self.paused = reason

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pipeline.delivery.incoming import canonical
+from pipeline.delivery.incoming import canonical, oversize
 
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversize body is read (and dropped) up to this, then cut
@@ -67,6 +67,45 @@ def write_key(authorization: str | None) -> str | None:
         return None
     user = decoded.partition(":")[0]
     return user or None
+
+
+# The types a web page may POST to another origin without a CORS preflight (which the service
+# never grants): refusing them keeps a foreign page from sending events through a browser.
+BROWSER_FORM_TYPES = frozenset(
+    {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
+
+
+def json_content_type(header: str | None) -> None:
+    """`Refused` (415) for a body sent as a form or plain text; JSON, or no type, passes.
+
+    >>> json_content_type("application/json; charset=utf-8"), json_content_type(None)
+    (None, None)
+    >>> json_content_type("Text/Plain;charset=UTF-8")
+    Traceback (most recent call last):
+    ...
+    pipeline.serve.ingest.Refused: Content-Type text/plain is not accepted: send the JSON body with Content-Type: application/json
+    """  # noqa: E501
+    media = (header or "").partition(";")[0].strip().lower()
+    if media in BROWSER_FORM_TYPES:
+        raise Refused(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {media} is not accepted: send the JSON body with "
+            "Content-Type: application/json",
+        )
+
+
+def no_foreign_page(origin: str | None) -> None:
+    """`Refused` (403) for a request from a web page (a browser sends `Origin`) where no key
+    guards the door: with no write key, a page on any site could feed the service."""
+    if origin is not None:
+        raise Refused(
+            403,
+            "forbidden",
+            "a web page may not send to a service without write keys: start it with "
+            "--write-key to accept browser clients",
+        )
 
 
 def too_large(limit: int) -> Refused:
@@ -286,10 +325,4 @@ def admission(app: str, raw: object, kind: str, stamp: str, max_event: int) -> A
     type_name = type_label(event.get("type"))
     event["receivedAt"] = stamp
     line = _dumps(event)
-    if len(shape) > max_event:
-        reason = (
-            f"the event is {len(shape)} bytes, over the {max_event // 1024} KB limit of one "
-            "event: send it smaller"
-        )
-        return Admission(key, digest, line, type_name, reason)
-    return Admission(key, digest, line, type_name)
+    return Admission(key, digest, line, type_name, oversize(len(shape), max_event))

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 
 LOGGER = "usercom.serve"
 log = logging.getLogger(LOGGER)
@@ -32,6 +33,23 @@ def line(what: str, **fields: object) -> str:
     parts = [f"event={_value(what)}"]
     parts.extend(f"{name}={_value(value)}" for name, value in fields.items())
     return " ".join(parts)
+
+
+def ignored_entries(notes: Mapping[str, tuple[str, ...]]) -> list[tuple[str, str]]:
+    """Each ignored mapping entry once, with the apps whose config has it (`note`, `apps`).
+
+    Sources often share one mapping: its warning is worth one line, not one per app.
+
+    >>> ignored_entries({"acme": ("entry 1 is ignored",), "beta": ("entry 1 is ignored",)})
+    [('entry 1 is ignored', 'acme,beta')]
+    """
+    apps_of: dict[str, list[str]] = {}
+    for app, app_notes in notes.items():
+        for note in app_notes:
+            apps_of.setdefault(note, [])
+            if app not in apps_of[note]:
+                apps_of[note].append(app)
+    return [(note, ",".join(apps)) for note, apps in apps_of.items()]
 
 
 def emit(level: int, what: str, **fields: object) -> None:

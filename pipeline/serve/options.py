@@ -21,7 +21,8 @@ from types import MappingProxyType
 
 from returns.result import Failure, Success
 
-from pipeline.core.config import Config, parse_config
+from pipeline.core.config import Config, parse_config, unreadable_config
+from pipeline.delivery.incoming import MAX_EVENT_BYTES
 
 KB = 1024
 MB = 1024 * KB
@@ -76,6 +77,18 @@ class Sources:
         return not self.write_keys
 
 
+def _check_write_key(key: str, where: str) -> None:
+    """A key HTTP Basic auth can carry: the user name ends at the first ':', so a key holding
+    one could never authenticate. The key itself is never shown."""
+    if not key.strip():
+        raise ServeConfigError(f"{where} must not be empty")
+    if ":" in key:
+        raise ServeConfigError(
+            f"{where} contains ':', which HTTP Basic auth cannot carry in the user name (no "
+            "client could ever authenticate with it): choose a write key without ':'"
+        )
+
+
 def _config_of(raw: object, where: str) -> Config:
     config = raw.get("Config", raw) if isinstance(raw, Mapping) else raw
     match parse_config(config):
@@ -109,10 +122,14 @@ def parse_sources(raw: object, write_keys: tuple[str, ...], where: str) -> Sourc
             key = source.get("writeKey")
             if not isinstance(key, str) or not key.strip():
                 raise ServeConfigError(f"{here} has no writeKey (a non-empty string)")
+            _check_write_key(key, f"{here}: its writeKey")
             if key in keys:
                 raise ServeConfigError(f"{here} repeats the writeKey of an earlier source")
             if "destination" not in source:
-                raise ServeConfigError(f"{here} has no destination (SPEC §1 keys)")
+                raise ServeConfigError(
+                    f"{here} has no destination: give it one app's apiKey, appSubdomain "
+                    "and mappings"
+                )
             cfg = _config_of(source["destination"], here)
             known = apps.get(cfg.subdomain)
             if known is not None and known != cfg:
@@ -125,9 +142,8 @@ def parse_sources(raw: object, write_keys: tuple[str, ...], where: str) -> Sourc
             keys[key] = cfg.subdomain
         return Sources(MappingProxyType(apps), MappingProxyType(keys))
     cfg = _config_of(raw, where)
-    for key in write_keys:
-        if not key.strip():
-            raise ServeConfigError("--write-key must not be empty")
+    for number, key in enumerate(write_keys, start=1):
+        _check_write_key(key, "--write-key" if len(write_keys) == 1 else f"write key {number}")
     return Sources(
         MappingProxyType({cfg.subdomain: cfg}),
         MappingProxyType(dict.fromkeys(write_keys, cfg.subdomain)),
@@ -138,13 +154,14 @@ def load_sources(path: Path, write_keys: tuple[str, ...] = ()) -> Sources:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ServeConfigError(f"cannot read config {path}: {error}") from error
+        raise ServeConfigError(unreadable_config(str(path), error)) from error
     return parse_sources(raw, write_keys, f"config {path}")
 
 
-def ledger_paths(path: Path, apps: tuple[str, ...]) -> Mapping[str, Path]:
+def ledger_paths(path: Path, apps: tuple[str, ...], *, create: bool = True) -> Mapping[str, Path]:
     """Where each app's ledger is: with one app PATH itself (or `PATH/<subdomain>.sqlite` when
-    PATH is a folder); with several, PATH is a folder (created when its parent exists) holding
+    PATH is a folder); with several, PATH is a folder (created when its parent exists, unless
+    `create` is False: then `create_ledger_folders` makes it later) holding
     `<subdomain>.sqlite` per app."""
     if len(apps) == 1 and not path.is_dir():
         if not path.absolute().parent.is_dir():
@@ -164,16 +181,28 @@ def ledger_paths(path: Path, apps: tuple[str, ...]) -> Mapping[str, Path]:
                 f"--ledger's folder does not exist: {str(path.absolute().parent)!r} "
                 "(create it first)"
             )
-        try:
-            path.mkdir()
-        except OSError as error:
-            raise ServeConfigError(f"cannot create --ledger folder {path}: {error}") from error
+        if create:
+            _make_folder(path)
     return MappingProxyType({app: path / f"{app}.sqlite" for app in apps})
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as error:
+        raise ServeConfigError(f"cannot create --ledger folder {path}: {error}") from error
+
+
+def create_ledger_folders(ledgers: Mapping[str, Path]) -> None:
+    """Make the folder `ledger_paths(..., create=False)` named but left to be made."""
+    for folder in {path.parent for path in ledgers.values()}:
+        if not folder.is_dir():
+            _make_folder(folder)
 
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
-    """Everything the service runs with. The fields after `max_outage` are tuning that the
+    """Everything the service runs with. The fields after `max_headers` are tuning that the
     command does not expose (tests shorten them)."""
 
     sources: Sources
@@ -188,6 +217,11 @@ class ServeOptions:
     keep_days: float = 7.0
     transformer_token: str | None = field(default=None, repr=False)
     max_outage: float = 1800.0
+    max_connections: int = 1000  # client connections served at once (a few more get 503)
+    header_timeout: float = 10.0  # a request head must arrive within this
+    body_timeout: float = 60.0  # a request body must arrive within this of its head
+    max_header_bytes: int = 64 * KB
+    max_headers: int = 100
     retry_initial: float = 30.0  # a failed event's first wait before it is tried again
     retry_max: float = 600.0  # the longest wait between two tries of a failed event
     probe_initial: float = 5.0  # a paused app's first probe wait, growing 2x
@@ -196,7 +230,7 @@ class ServeOptions:
     event_attempts: int = 6  # attempts of one event within one delivery round
     min_free_bytes: int = GB
     max_body: int = 4 * MB
-    max_event: int = 32 * KB
+    max_event: int = MAX_EVENT_BYTES
     drain_seconds: float = 10.0  # SIGTERM: how long in-flight deliveries may take to end
     page: int = 500  # events read from the ledger per delivery step
 

@@ -46,6 +46,8 @@ from pipeline.serve.ingest import (
     Refused,
     admission,
     events_of,
+    json_content_type,
+    no_foreign_page,
     parse_json,
     read_body,
     received_at,
@@ -268,6 +270,7 @@ class Service:
     def _authorize(self, request: Request) -> AppDelivery:
         sources = self.options.sources
         if sources.open:
+            no_foreign_page(request.headers.get("origin"))
             return next(iter(self.apps.values()))
         given = write_key(request.headers.get("authorization"))
         if given is None:
@@ -325,6 +328,7 @@ class Service:
         async def ingest(request: Request) -> Response:
             try:
                 app = self._authorize(request)
+                json_content_type(request.headers.get("content-type"))
                 self._room(app)
             except Refused as refused:
                 await _drain(request, self.options.drain_seconds)
@@ -379,8 +383,10 @@ class Service:
         return ingest
 
     def _transformer_auth(self, request: Request) -> None:
+        json_content_type(request.headers.get("content-type"))
         token = self.options.transformer_token
         if token is None:
+            no_foreign_page(request.headers.get("origin"))
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(

@@ -5,7 +5,8 @@
   see `pipeline.testing.strategies`.
 - `FakeUserCom`: an in-process User.com (the sandbox's state, handlers and faults) that is both
   an `httpx.BaseTransport` and an `httpx.AsyncBaseTransport`; no socket, no extra dependency.
-  `Received` is one request it saw; `FakeOptions` its keyword arguments.
+  `Received` is one request it saw; `FakeOptions` its keyword arguments; `SandboxOptions` and
+  `ForcedStatus` the sandbox's options and forced answers it takes (from `pipeline.sandbox`).
 - A pytest plugin (installed with the package, entry point `pytest11` `usercom`): the fixture
   `usercom_fake` gives each test a fresh `FakeUserCom`; see `pipeline.testing.plugin`.
 
@@ -19,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pipeline.sandbox.options import ForcedStatus, SandboxOptions
     from pipeline.testing.fake import FakeOptions, FakeUserCom, Received
     from pipeline.testing.strategies import configs, events, valid_configs, valid_events
 
@@ -30,12 +32,16 @@ _WHERE = {
     "FakeUserCom": "pipeline.testing.fake",
     "FakeOptions": "pipeline.testing.fake",
     "Received": "pipeline.testing.fake",
+    "SandboxOptions": "pipeline.sandbox.options",
+    "ForcedStatus": "pipeline.sandbox.options",
 }
 
 __all__ = [
     "FakeOptions",
     "FakeUserCom",
+    "ForcedStatus",
     "Received",
+    "SandboxOptions",
     "configs",
     "events",
     "valid_configs",

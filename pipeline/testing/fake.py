@@ -20,7 +20,7 @@ needs nothing a plain install lacks (no Starlette, no uvicorn).
 (200, 'https://acme.user.com/api/public/users/1/')
 >>> [(seen.method, seen.url) for seen in fake.requests][-1]
 ('GET', 'https://acme.user.com/api/public/users-by-id/u1/')
->>> FakeUserCom(forced=["POST /events/=503x1"], throttle_rate=0.5, seed=3)
+>>> FakeUserCom(forced="users-by-id-events-create=503x1", throttle_rate=0.5, seed=3)
 FakeUserCom(users=0, companies=0, events=0, site_views=0, requests=0)
 """
 
@@ -30,7 +30,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypedDict, Unpack
 
@@ -50,7 +50,8 @@ DISCONNECTED = "Server disconnected without sending a response."
 class FakeOptions(TypedDict, total=False):
     """``FakeUserCom``'s keyword arguments: the fields of ``SandboxOptions`` (see there).
 
-    ``forced`` also takes the ``--force`` syntax as text (``"POST /events/=503x3"``).
+    ``forced`` also takes the ``--force`` syntax as text (``"POST /events/=503x3"``), one rule
+    or a list of them. A wrong name or type is a ``TypeError`` naming the option.
     """
 
     api_key: str | None
@@ -63,7 +64,7 @@ class FakeOptions(TypedDict, total=False):
     lost_response_rate: float
     rate_limit_rps: float | None
     forced_status: Mapping[str, int]
-    forced: Sequence[ForcedStatus | str]
+    forced: Sequence[ForcedStatus | str] | ForcedStatus | str
     seed: int
 
 
@@ -103,6 +104,10 @@ class FakeUserCom(httpx.BaseTransport, httpx.AsyncBaseTransport):
         clock: Clock | None = None,
         **changes: Unpack[FakeOptions],
     ) -> None:
+        if options is not None and not isinstance(options, SandboxOptions):
+            raise TypeError(
+                f"FakeUserCom takes SandboxOptions or keywords, got {type(options).__name__}"
+            )
         self.options = _with(options or SandboxOptions(), changes)
         self._clock = clock
         self._lock = threading.Lock()
@@ -164,11 +169,74 @@ def _with(options: SandboxOptions, changes: FakeOptions) -> SandboxOptions:
     if not changes:
         return options
     fields: dict[str, Any] = dict(changes)
-    if "forced" in changes:
-        fields["forced"] = tuple(
-            parse_forced(rule) if isinstance(rule, str) else rule for rule in changes["forced"]
-        )
+    for name, value in fields.items():
+        _check_option(name, value)
+    if "forced" in fields:
+        fields["forced"] = _forced_rules(fields["forced"])
     return replace(options, **fields)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_rule(value: object) -> bool:
+    return isinstance(value, str | ForcedStatus)
+
+
+# Checked here because the keywords come untyped from tests and markers, and a wrong type
+# (seed="x", forced="...") would otherwise be accepted and misread rather than refused.
+_OPTION_CHECKS: Mapping[str, tuple[str, Callable[[object], bool]]] = {
+    "api_key": ("a str or None", lambda value: value is None or isinstance(value, str)),
+    "user_key_field": ("a str", lambda value: isinstance(value, str)),
+    "unknown_attributes": ("a str", lambda value: isinstance(value, str)),
+    "latency_ms": ("a number", _is_number),
+    "error_rate": ("a number", _is_number),
+    "throttle_rate": ("a number", _is_number),
+    "drop_rate": ("a number", _is_number),
+    "lost_response_rate": ("a number", _is_number),
+    "rate_limit_rps": ("a number or None", lambda value: value is None or _is_number(value)),
+    "forced_status": (
+        "a mapping of route to status",
+        lambda value: (
+            isinstance(value, Mapping)
+            and all(isinstance(key, str) and _is_int(status) for key, status in value.items())
+        ),
+    ),
+    "forced": (
+        "a rule ('users-by-id-events-create=503x2' or a ForcedStatus) or a list of them",
+        lambda value: (
+            _is_rule(value)
+            or (isinstance(value, Sequence) and all(_is_rule(rule) for rule in value))
+        ),
+    ),
+    "seed": ("an int", _is_int),
+}
+
+
+def _check_option(name: str, value: object) -> None:
+    check = _OPTION_CHECKS.get(name)
+    if check is None:
+        known = ", ".join(_OPTION_CHECKS)
+        raise TypeError(f"FakeUserCom got an unknown option {name!r}; known: {known}")
+    expected, accepts = check
+    if not accepts(value):
+        # A key of the wrong type (bytes) is still a key: name its type only.
+        shown = "" if name == "api_key" else f"{value!r} "
+        raise TypeError(
+            f"FakeUserCom option {name} must be {expected}, got {shown}({type(value).__name__})"
+        )
+
+
+def _forced_rules(
+    forced: Sequence[ForcedStatus | str] | ForcedStatus | str,
+) -> tuple[ForcedStatus, ...]:
+    rules = (forced,) if isinstance(forced, str | ForcedStatus) else forced
+    return tuple(parse_forced(rule) if isinstance(rule, str) else rule for rule in rules)
 
 
 def _parsed(body: bytes) -> Any:

@@ -8,7 +8,7 @@ Installing the package is enough: any test may ask for the ``usercom_fake`` fixt
         assert usercom_fake.requests[0].method == "GET"
 
 The marker ``@pytest.mark.usercom(**options)`` gives the test's fake options, the keyword
-arguments of ``FakeUserCom`` (``api_key=``, ``forced=["POST /events/=503x2"]``,
+arguments of ``FakeUserCom`` (``api_key=``, ``forced=["users-by-id-events-create=503x2"]``,
 ``throttle_rate=``, ``seed=``, ...).
 
 This module imports only pytest at start-up; the fake is imported when a test first uses it,
@@ -38,9 +38,16 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def usercom_fake(request: pytest.FixtureRequest) -> FakeUserCom:
     """A fresh in-process User.com (``pipeline.testing.FakeUserCom``) for this test."""
+    marker = request.node.get_closest_marker(MARKER)
+    return fake_for(dict(marker.kwargs) if marker is not None else {})
+
+
+def fake_for(options: dict[str, Any]) -> FakeUserCom:
+    """The fake a marker's options describe; a bad option fails the test in one line."""
     # Imported here, not at the top: pytest loads this plugin in every run of every project.
     from pipeline.testing.fake import FakeUserCom
 
-    marker = request.node.get_closest_marker(MARKER)
-    options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
-    return FakeUserCom(**options)
+    try:
+        return FakeUserCom(**options)
+    except (TypeError, ValueError) as error:
+        pytest.fail(f"@pytest.mark.{MARKER}: {error}", pytrace=False)
