@@ -201,7 +201,7 @@ class AppDelivery:
         return self.cfg.subdomain
 
     @property
-    def pause_reason(self) -> str | None:
+    def waiting_for(self) -> str | None:
         """Why delivery waits, for `/health`: a run-level fault, or an outage the lanes are
         riding out (once a probe has failed: the first probe is only a suspicion)."""
         if self.paused is not None:

@@ -428,7 +428,7 @@ class Service:
     # -- health and metrics ----------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        reasons = {name: app.pause_reason for name, app in self.apps.items()}
+        reasons = {name: app.waiting_for for name, app in self.apps.items()}
         paused = {name: why for name, why in reasons.items() if why is not None}
         if not paused:
             reason = None
