@@ -237,3 +237,32 @@ def test_a_stop_leaves_requests_that_hang_after_a_short_grace_and_files_them_pen
 
     run_loop(main())  # within its 10 s bound: the hanging requests were left
     assert Counter(o.status for o in heard) == {"pending": 8}
+
+
+class NeverAnswers(httpx.AsyncBaseTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(3600)
+        return httpx.Response(503)
+
+
+def test_a_stop_during_the_start_probe_ends_the_run_at_once_with_nothing_filed() -> None:
+    heard: list[Outcome] = []
+    control = Control()
+
+    async def main() -> Summary:
+        asyncio.get_running_loop().call_later(0.3, control.stop, "interrupted (SIGTERM)")
+        return await asyncio.wait_for(
+            deliver(
+                read_jsonl(lines_of(users(2, 1)), config()),
+                config(),
+                FAST,
+                lambda _incoming, outcome: heard.append(outcome),
+                transport=NeverAnswers(),
+                control=control,
+            ),
+            timeout=10,  # the probe would wait for its 30 s timeout, three times
+        )
+
+    summary = run_loop(main())
+    assert summary.fault is None
+    assert {o.status for o in heard} <= {"pending"}

@@ -190,6 +190,19 @@ class _Run:
         finally:
             self.requesting.discard(lane)
 
+    async def unless_stopped(self, probing: Awaitable[str | None]) -> str | None:
+        """The start probe's fault, or None when the run is stopped first: a probe to a host
+        that never answers would hold a signal for its timeouts, three times over."""
+        task = asyncio.ensure_future(probing)
+        stop = asyncio.ensure_future(self.control.stopping.wait())
+        try:
+            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+        return task.result() if task.done() and not task.cancelled() else None
+
     async def leave_after_grace(self) -> None:
         """Once the run is told to stop, give in-flight requests `stop_grace`, then leave them."""
         await self.control.stopping.wait()
@@ -432,7 +445,7 @@ async def deliver(
     grace = asyncio.create_task(run.leave_after_grace())
     try:
         if options.probe:
-            fault = await probe(run.target, slots[0])
+            fault = await run.unless_stopped(probe(run.target, slots[0]))
             if fault is not None:
                 run.summary.fault = fault
                 return run.summary
