@@ -383,6 +383,7 @@ def send(
                         source,
                         cfg,
                         ledger=book,
+                        has_ledger=ledger_path is not None,
                         options=options,
                         sink=sink,
                         err=err,

@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.cli.filing import Filing, refile_kept, stop_when_refused
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.incoming import MAX_EVENT_BYTES, Incoming, LineReader, incoming
@@ -219,6 +220,7 @@ def run_send(
     cfg: Config,
     *,
     ledger: Ledger | None,
+    has_ledger: bool = True,  # False: `ledger` is a scratch one, deleted after the run
     options: DeliveryOptions,
     sink: IO[str] | None,
     err: Console,
@@ -229,12 +231,22 @@ def run_send(
     """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM.
     `transport` replaces real HTTPS (tests pass `FakeUserCom`)."""
     tally = Tally()
+    control = Control()
+
+    def say(words: str) -> None:
+        err.print(words, highlight=False, markup=False)
+
+    def cannot_commit(problem: str) -> None:
+        control.stop(f"the ledger cannot commit ({problem})")
+        kept = "; the outcomes not filed are kept and filed again" if has_ledger else ""
+        say(f"usercom send: the ledger cannot commit ({problem}): no new event is sent{kept}")
+
+    filing = None if ledger is None else Filing(ledger, cannot_commit)
     summary_box: list[Summary] = []
     pre = Summary()
     live = err.is_terminal
     progress = send_progress(err)
     counts = Summary()
-    control = Control()
     app = AppState.new(options)
 
     def write_out(outcome: Outcome) -> None:
@@ -249,15 +261,8 @@ def run_send(
             control.stop(OUT_CLOSED)
 
     def on_outcome(item: Incoming, outcome: Outcome) -> None:
-        if ledger is not None and outcome.status != "planned":
-            ledger.record(
-                outcome.key,
-                outcome.status,
-                outcome.attempts,
-                outcome.requests,
-                outcome.error,
-                outcome.warnings,
-            )
+        if filing is not None and outcome.status != "planned":
+            filing.file(item, outcome)
         if outcome.status == "pending":
             tally.unsent.append(outcome.position)
         write_out(outcome)
@@ -304,8 +309,9 @@ def run_send(
 
         ticking = asyncio.create_task(bar_ticker() if live else ticker())
         try:
-            return await deliver(
-                queue(source, cfg, ledger, pre, tally, retry_rejected),
+            events = queue(source, cfg, ledger, pre, tally, retry_rejected)
+            done = await deliver(
+                events if filing is None else stop_when_refused(events, filing),
                 cfg,
                 options,
                 on_outcome,
@@ -313,6 +319,9 @@ def run_send(
                 control=control,
                 app=app,
             )
+            if filing is not None and has_ledger:  # a scratch ledger is deleted anyway
+                await refile_kept(filing, say, lambda: tally.signal is not None)
+            return done
         finally:
             ticking.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -335,6 +344,8 @@ def run_send(
             if ledger is not None:
                 ledger.flush()
     summary = summary_box[0]
+    if filing is not None:
+        summary.fault = filing.fault(has_ledger=has_ledger) or summary.fault
     summary.skipped, summary.changed, summary.broken_input = (
         pre.skipped,
         pre.changed,

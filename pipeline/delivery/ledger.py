@@ -571,6 +571,20 @@ class Ledger:
         when = min(present, key=itemgetter(0))[1]
         return None if when is None else float(when)
 
+    def touch(self) -> None:
+        """Write one small row (meta `checked`: now), left for `flush` to commit: whether that
+        commit succeeds tells whether the ledger takes writes again (after a full disk, say).
+        SQLite writes nothing for a row updated to the value it holds, so the value changes."""
+        with self._guard:
+            self._require_writer()
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO meta (name, value) VALUES ('checked', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (repr(time.time()),),
+            )
+
     def forget_lines(self, before: float, limit: int = 5000) -> int:
         """Retention: drop the line of up to `limit` delivered or rejected events last changed
         before `before` (seconds since the epoch), keeping their key, hash and status, so a

@@ -20,6 +20,11 @@ looks for the next round.
   start, too.
 - Events are stored raw and transformed here, so a restart with a corrected config applies to
   what is queued.
+- A ledger that cannot commit (a full disk, a quota, an I/O error) or be read (a damaged file)
+  *pauses* the app too, or each event whose outcome is not on disk would be sent again by the
+  next round: the rounds stop, the outcomes not filed are kept in memory, their users (lanes)
+  are not taken again, ingest answers 503, and the kept outcomes are filed (and the ledger
+  checked) again with a doubling wait until it works; then delivery resumes by itself.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import ssl
 import time
 from collections import Counter, OrderedDict
@@ -54,12 +60,14 @@ from pipeline.serve.ingest import type_label
 from pipeline.serve.logs import emit
 from pipeline.serve.metrics import Metrics
 from pipeline.serve.options import ServeOptions
-from pipeline.serve.store import Store
+from pipeline.serve.store import Store, ledger_trouble
 
 PAUSED_TAIL = "events stay queued; delivery resumes by itself once a probe succeeds"
 PARSED_KEEP = 50_000  # parsed events kept between rounds (a backlog is parsed once)
 MAX_ROUNDS = 16  # rounds at once: a slow one (a user's retries) never stops the others
 SCAN_PAGES = 8  # pages of the queue looked through for users that are free, at most
+LEDGER_RETRY_FIRST_S = 0.5  # a paused ledger's first check, then doubling
+LEDGER_RETRY_MAX_S = 10.0  # a commit is cheap to try: a full disk is noticed soon after it frees
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,23 @@ class _Record:
     content_hash: str
     outcome: Outcome
     attempts: int
+    lane: str
+
+
+def ledger_reason(error: BaseException, doing: str) -> str:
+    """What /health and the logs say while the ledger cannot `doing` ("commit", "be read")."""
+    problem = str(error) or type(error).__name__
+    if type(error) is sqlite3.DatabaseError:  # SQLite's words for a damaged file
+        return (
+            f"the ledger is damaged (SQLite: {problem}): ingest answers 503 and delivery "
+            "waits; stop the service, then restore the ledger from a backup or start with "
+            "another --ledger (sqlite3's .recover can salvage the rows left)"
+        )
+    return (
+        f"the ledger cannot {doing} ({problem}): ingest answers 503, outcomes not filed are "
+        "kept in memory and their users wait; delivery resumes by itself once it works again "
+        "(check the free space of its disk)"
+    )
 
 
 def event_type(item: Incoming) -> str:
@@ -195,6 +220,9 @@ class AppDelivery:
     _filed: dict[str, _Filed] = field(default_factory=dict)
     _throttled: int = 0
     _given_up: set[str] = field(default_factory=set)
+    ledger_fault: str | None = None  # why the ledger cannot commit or be read, while it lasts
+    _filing: dict[int, list[_Record]] = field(default_factory=dict)  # handed in, not committed
+    _skipped_unfiled: bool = False  # a round left a user out: its outcome was not filed yet
 
     @property
     def app(self) -> str:
@@ -236,6 +264,9 @@ class AppDelivery:
         try:
             await self._probe_until_ok(first=True)
             while not self.stopping.is_set():
+                if self.ledger_fault is not None:
+                    await self._until_the_ledger_works()
+                    continue
                 if self.fault is not None:
                     await self._settle_fault()
                     continue
@@ -248,6 +279,9 @@ class AppDelivery:
                         if await self._start_round():
                             continue  # a full page: more may be waiting
                     except Exception as error:  # noqa: BLE001 - a bug or a ledger error: log, go on
+                        if ledger_trouble(error):
+                            self.ledger_failed(ledger_reason(error, "be read"))
+                            continue
                         emit(logging.ERROR, "delivery_error", app=self.app, error=repr(error))
                         await self._sleep(self.options.probe_initial)
                         continue
@@ -257,6 +291,15 @@ class AppDelivery:
             if self.rounds:
                 await asyncio.wait([r.task for r in self.rounds])
             await self._flush()
+            if self._outbox:
+                emit(
+                    logging.ERROR,
+                    "outcomes_not_filed",
+                    app=self.app,
+                    count=len(self._outbox),
+                    hint="the ledger could not commit them: those events are sent again at the "
+                    "next start",
+                )
             await self._transport.aclose()
 
     def stop(self) -> None:
@@ -338,6 +381,57 @@ class AppDelivery:
             case Unreachable(reason=reason, detail=detail):
                 return f"User.com could not be reached ({reason}: {detail})"
 
+    # -- a ledger that cannot commit or be read --------------------------------------------------
+
+    def ledger_failed(self, reason: str) -> None:
+        """The ledger cannot commit or be read: pause delivery (and ingest) until it can. The
+        rounds stop starting attempts; the loop then checks the ledger until it works."""
+        if self.ledger_fault != reason:
+            emit(logging.ERROR, "delivery_paused", app=self.app, reason=reason)
+        self.ledger_fault = self.paused = reason  # /health shows it: it stops ingest too
+        self.metrics.paused.labels(app=self.app).set(1)
+        for running in self.rounds:
+            running.control.stop("the ledger cannot commit")
+        self.wake.set()
+
+    async def _until_the_ledger_works(self) -> None:
+        """Wait for the rounds to end, then file the kept outcomes and check the ledger (a
+        commit, a read of the queue) with a doubling wait until it works; then resume."""
+        if self.rounds:
+            await asyncio.wait([r.task for r in self.rounds])
+        self.paused = self.ledger_fault  # a probe that succeeded meanwhile cleared it
+        wait = LEDGER_RETRY_FIRST_S
+        while not self.stopping.is_set() and self.ledger_fault is not None:
+            await self._sleep(wait)
+            wait = min(wait * 2, LEDGER_RETRY_MAX_S)
+            if not self.stopping.is_set() and await self._ledger_works():
+                # A fault of User.com met before is met again by the next round, and pauses.
+                emit(logging.WARNING, "delivery_resumed", app=self.app, after="the ledger works")
+                self.ledger_fault = self.paused = None
+                self.metrics.paused.labels(app=self.app).set(0)
+                self.wake.set()
+
+    async def _ledger_works(self) -> bool:
+        """File what is kept, then commit a small write and read the queue's first page."""
+        await self._flush()
+        if self._outbox:
+            return False
+        doing = "commit"
+        try:
+            await self.store.call(self.ledger.touch, writes=True)
+            doing = "be read"
+            await self.store.call(self._page(0), writes=False)
+        except Exception as error:
+            if not ledger_trouble(error):
+                raise
+            self.ledger_failed(ledger_reason(error, doing))
+            return False
+        return True
+
+    def _unfiled_lanes(self) -> set[str]:
+        handed = (record for batch in self._filing.values() for record in batch)
+        return {record.lane for record in (*handed, *self._outbox)}
+
     # -- rounds --------------------------------------------------------------------------------
 
     async def _start_round(self) -> bool:
@@ -345,6 +439,8 @@ class AppDelivery:
         running round holds, and deliver them in a round of their own. True when the page
         was full (more may be waiting)."""
         busy_lanes = {lane for r in self.rounds for lane in r.lanes}
+        unfiled = self._unfiled_lanes()  # never attempted again before its outcome is on disk
+        busy_lanes |= unfiled
         busy_companies = {company for r in self.rounds for company in r.companies}
         skipped: set[str] = set()
         blockers: dict[str, str] = {}
@@ -363,6 +459,7 @@ class AppDelivery:
                 busy = lane in busy_lanes or (company is not None and company in busy_companies)
                 if busy or lane in skipped:
                     skipped.add(lane)  # its later events wait too: its order is kept
+                    self._skipped_unfiled |= lane in unfiled
                 elif item.deferred is not None:
                     blockers.setdefault(lane, item.key)  # failed, not due: holds its user
                 elif lane in blockers:
@@ -372,7 +469,7 @@ class AppDelivery:
                     lanes.add(lane)
                     if company is not None:
                         busy_companies.add(company)
-        if not taken:
+        if not taken or self.ledger_fault is not None:  # it failed while the page was read
             return False
         for item, filed in taken:
             self._filed[item.key] = filed
@@ -496,7 +593,7 @@ class AppDelivery:
         attempts = outcome.attempts
         if before == "failed" and filed is not None:
             attempts += filed.attempts
-        self._outbox.append(_Record(item.key, item.content_hash, outcome, attempts))
+        self._outbox.append(_Record(item.key, item.content_hash, outcome, attempts, item.lane))
         kind = filed.type if filed is not None else event_type(item)
         labels = {"app": self.app, "type": kind}
         if outcome.status == "delivered":
@@ -532,7 +629,8 @@ class AppDelivery:
                     retry_at=_when(due),
                     error=outcome.error,
                 )
-        if self._flushing is None or self._flushing.done():
+        paused = self.ledger_fault is not None  # then the loop files what is kept, not each one
+        if not paused and (self._flushing is None or self._flushing.done()):
             self._flushing = asyncio.ensure_future(self._flush_outbox())
 
     def _give_up(self, key: str, position: int, error: str | None) -> None:
@@ -558,11 +656,24 @@ class AppDelivery:
             await self._flush_outbox()
 
     async def _flush_outbox(self) -> None:
+        """File what is waiting; when the ledger cannot commit, keep it (for the next try) and
+        pause: an outcome lost here would have its event sent again."""
         while self._outbox:
             batch, self._outbox = self._outbox, []
-            filed = await self.store.call(partial(self._record, batch), writes=True)
+            self._filing[id(batch)] = batch
+            try:
+                filed = await self.store.call(partial(self._record, batch), writes=True)
+            except Exception as error:  # noqa: BLE001 - whatever it is, they are not on disk
+                self._outbox[:0] = batch
+                self.ledger_failed(ledger_reason(error, "commit"))
+                return
+            finally:
+                del self._filing[id(batch)]
             self.queued -= filed
             self.metrics.queued.labels(app=self.app).set(self.queued)
+        if self._skipped_unfiled:  # a user left out for its unfiled outcome is free again
+            self._skipped_unfiled = False
+            self.wake.set()
 
     def _record(self, batch: Sequence[_Record]) -> int:
         """File outcomes (on the ledger thread); how many events left the queue. An outcome of

@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
 from pipeline.serve import transformer
-from pipeline.serve.delivery import AppDelivery
+from pipeline.serve.delivery import AppDelivery, ledger_reason
 from pipeline.serve.ingest import (
     DRAIN_LIMIT,
     SINGLE_TYPES,
@@ -56,11 +56,12 @@ from pipeline.serve.ingest import (
 from pipeline.serve.logs import emit
 from pipeline.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 from pipeline.serve.options import ServeOptions
-from pipeline.serve.store import Store
+from pipeline.serve.store import Store, ledger_trouble
 
 Handler = Callable[[Request], Awaitable[Response]]
 DISK_CHECK_S = 1.0
 RETENTION_EVERY_S = 3600.0
+LEDGER_RETRY_AFTER_S = 10
 QUEUE_RETRY_AFTER_S = 30
 DISK_RETRY_AFTER_S = 60
 
@@ -220,10 +221,16 @@ class Service:
         while not self.stopping.is_set():
             before = time.time() - self.options.keep_days * 86400
             for app in self.apps.values():
-                while not self.stopping.is_set():
-                    dropped = await self.store.call(
-                        partial(app.ledger.forget_lines, before, 2000), writes=True
-                    )
+                while not self.stopping.is_set() and app.ledger_fault is None:
+                    try:
+                        dropped = await self.store.call(
+                            partial(app.ledger.forget_lines, before, 2000), writes=True
+                        )
+                    except Exception as error:
+                        if not ledger_trouble(error):
+                            raise
+                        app.ledger_failed(ledger_reason(error, "commit"))
+                        break
                     if dropped < 2000:
                         break
             with contextlib.suppress(TimeoutError):
@@ -289,6 +296,14 @@ class Service:
         while the service stops."""
         if self.stopping.is_set():
             raise Refused(503, "stopping", "the service is stopping", {"Retry-After": "5"})
+        if app.ledger_fault is not None:  # what it would store could not be committed
+            raise Refused(
+                503,
+                "not_stored",
+                "the service cannot store events now (its ledger cannot commit or be read): "
+                "try again later",
+                {"Retry-After": str(LEDGER_RETRY_AFTER_S)},
+            )
         if app.queued >= self.options.max_queued:
             raise Refused(
                 503,
@@ -350,6 +365,8 @@ class Service:
                 )
             except Exception as error:  # noqa: BLE001 - not committed: nothing is acknowledged
                 emit(logging.ERROR, "ingest_not_stored", app=app.app, error=str(error))
+                if ledger_trouble(error):
+                    app.ledger_failed(ledger_reason(error, "commit"))
                 return _error(
                     Refused(
                         503,
