@@ -123,3 +123,29 @@ def test_a_signal_during_an_outage_pause_stops_within_seconds_with_summary_and_r
     assert "interrupted: re-run with the same --ledger to resume" in said
     assert "pending" in table.decode()  # the summary table
     assert set(statuses(ledger)) == {"pending"}
+
+
+def test_a_second_sigint_leaves_at_once_and_still_says_how_to_resume(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(20, 1)))
+    config = write_config(tmp_path / "c.json")
+    ledger, errors = tmp_path / "l.db", tmp_path / "stderr.txt"
+    # Every answer takes 3 s: after the first SIGINT, the writes in flight are waited for.
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, latency_ms=3000)) as url:
+        process = send_process(
+            events, "--config", config, "--base-url", url, "--ledger", ledger, stderr=errors
+        )
+        try:
+            assert wait_until(lambda: sandbox_state(url)["request_count"] >= 1, 30, 0.05)
+            time.sleep(0.5)  # the probe was answered: the first writes are in flight
+            process.send_signal(signal.SIGINT)
+            assert wait_until(lambda: STOPPING in errors.read_text(), 2, 0.02)
+            process.send_signal(signal.SIGINT)
+            process.communicate(timeout=2)  # at once, not after the writes in flight
+        finally:
+            process.kill()
+    said = errors.read_text(encoding="utf-8")
+    assert process.returncode == 130, said
+    assert "Traceback" not in said
+    assert "stopped at once: re-run with the same --ledger to resume" in said
+    with contextlib.closing(Ledger.open_reader(ledger)) as book:
+        assert book.counts()["pending"] >= 1  # readable, consistent: what was read is pending

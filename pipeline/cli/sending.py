@@ -279,7 +279,12 @@ def run_send(
         def on_signal(sig: signal.Signals) -> None:
             if tally.signal is not None:  # a second signal: leave at once
                 err.show_cursor(True)
-                sys.stderr.write("\nusercom send: stopped at once\n")
+                resume = (
+                    "re-run with the same --ledger to resume"
+                    if has_ledger and ledger is not None
+                    else "use --ledger next time to resume"
+                )
+                sys.stderr.write(f"\nusercom send: stopped at once: {resume}\n")
                 raise SystemExit(EXIT_SIGNAL.get(sig, 130))
             tally.signal = sig
             err.print(STOPPING, highlight=False, markup=False)
