@@ -18,7 +18,7 @@ from pipeline.core.compose import prepare
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.steps import Final
-from pipeline.core.types import thaw
+from pipeline.core.types import OBJECT_TYPES, thaw
 from pipeline.runner import AsyncVia, Target, Via, arun_flow, run_flow
 from pipeline.shared_client import SHARED
 
@@ -76,7 +76,7 @@ def processor_item(
                 "statusCode": error.status,
                 "statTags": stat_tags(error, "processor"),
             }
-    if isinstance(item, Mapping) and "metadata" in item:
+    if isinstance(item, OBJECT_TYPES) and "metadata" in item:
         response["metadata"] = item["metadata"]
     return response
 
@@ -85,7 +85,7 @@ def _router_item(
     item: object, outcome: Result[tuple[Config, Final], PipelineError]
 ) -> dict[str, Any]:
     response: dict[str, Any] = {}
-    if isinstance(item, Mapping) and "metadata" in item:
+    if isinstance(item, OBJECT_TYPES) and "metadata" in item:
         response["metadata"] = [item["metadata"]]
     response["batched"] = False
     match outcome:
@@ -98,7 +98,7 @@ def _router_item(
             response["statusCode"] = error.status
             response["error"] = error.message
             response["statTags"] = stat_tags(error, "router")
-    response["destination"] = item.get("destination") if isinstance(item, Mapping) else None
+    response["destination"] = item.get("destination") if isinstance(item, OBJECT_TYPES) else None
     return response
 
 

@@ -547,7 +547,10 @@ def test_final_means_final_for_that_content_retry_rejected_and_requeue(tmp_path:
         assert requeued.returncode == 0, requeued.stderr
         assert run_cli("failed", ledger).stdout.count("\n") == 1
         resent = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
-        assert resent.returncode == 0, resent.stdout + resent.stderr
+        # The requeued (edited) version is the event; the file's older version under the
+        # same messageId is a repeat with other content (issue 13 item 12), rejected.
+        assert resent.returncode == 1, resent.stdout + resent.stderr
+        assert "messageId repeated with other content" in resent.stdout
         state = sandbox_state(url)
     assert len(state["events"]) == 2
 

@@ -11,7 +11,6 @@ True
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,7 +18,7 @@ from returns.result import Failure, Result, Success
 
 from pipeline.core import errors, messages
 from pipeline.core.errors import PipelineError
-from pipeline.core.types import JSON, JSONObject, is_present, thaw
+from pipeline.core.types import JSON, OBJECT_TYPES, JSONObject, is_present, thaw
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +43,7 @@ Answer = Reply | Unreachable
 
 def _said(body: JSON) -> str:
     """User.com's own short message, when its body carries one."""
-    if isinstance(body, Mapping):
+    if isinstance(body, OBJECT_TYPES):
         for key in ("detail", "message", "error", "errors"):
             if body.get(key) is not None:
                 said = body[key]
@@ -85,7 +84,7 @@ def answer_error(answer: Answer, doing: str) -> PipelineError:
 
 
 def _object(answer: Answer) -> JSONObject | None:
-    if isinstance(answer, Reply) and isinstance(answer.body, Mapping):
+    if isinstance(answer, Reply) and isinstance(answer.body, OBJECT_TYPES):
         return answer.body
     return None
 
@@ -122,7 +121,7 @@ def _single_result(listing: JSONObject | None) -> Result[JSONObject | None, Pipe
     if len(results) > 1:
         return Failure(errors.not_found(messages.SEVERAL_USERS_FOR_LOOKUP))
     user = results[0]
-    if not isinstance(user, Mapping):
+    if not isinstance(user, OBJECT_TYPES):
         return Failure(errors.aborted("User.com answered the phone search with a non-object user"))
     return Success(user)
 

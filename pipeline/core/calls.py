@@ -69,13 +69,21 @@ class Request:
         return ((key, self.subject or ""),) if key is not None else ()
 
     def url(self, base: str) -> str:
-        segments = "".join(f"/{_segment(s)}" for s in self.path)
-        query = (
-            f"?{urlencode(self.query, quote_via=quote, safe='', errors='surrogatepass')}"
-            if self.query
-            else ""
+        path, query = self.encoded()
+        return f"{base}{path}" if query is None else f"{base}{path}?{query}"
+
+    def encoded(self) -> tuple[str, str | None]:
+        """The path (from the base URL on) and the query string, each part encoded."""
+        subject = self.subject or ""
+        # The catalogue's own parts need no encoding (Endpoint checks that): only the subject.
+        path = "".join(
+            f"/{_segment(subject)}" if part == SUBJECT else f"/{part}"
+            for part in self.endpoint.path
         )
-        return f"{base}{segments}/{query}"
+        path += "/"
+        if not self.query:
+            return path, None
+        return path, urlencode(self.query, quote_via=quote, safe="", errors="surrogatepass")
 
     def readable_path(self) -> str:
         """The path as a person reads it, unencoded (for plans and reprs)."""

@@ -13,7 +13,6 @@ need besides the flow: the event type, its lane (whose order it keeps) and its c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from returns.result import Result
@@ -24,7 +23,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.flows import REFERENCE, Strategy, event_flow
 from pipeline.core.normalize import Event, normalize
 from pipeline.core.steps import Step
-from pipeline.core.types import as_text
+from pipeline.core.types import OBJECT_TYPES, as_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +67,7 @@ def prepare_message(
 
 
 def _part(item: object, key: str) -> object:
-    return item.get(key) if isinstance(item, Mapping) else None
+    return item.get(key) if isinstance(item, OBJECT_TYPES) else None
 
 
 def prepare(item: object, strategy: Strategy = REFERENCE) -> Result[Job, PipelineError]:

@@ -19,6 +19,7 @@ from returns.result import Failure, Result, Success
 
 from pipeline.core import errors
 from pipeline.core.errors import PipelineError
+from pipeline.core.types import OBJECT_TYPES
 
 Renames = tuple[tuple[str, str], ...]
 
@@ -88,7 +89,7 @@ def _renames(raw: object, where: str, ignored: list[str]) -> Renames:
     """`{from, to}` entries: blank `from` ignored, the last entry for a `from` wins."""
     chosen: dict[str, str] = {}
     for number, entry in enumerate(raw if isinstance(raw, list | tuple) else (), start=1):
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, OBJECT_TYPES):
             ignored.append(f"{where} entry {number} is ignored: it is not an object")
             continue
         source, target = entry.get("from"), entry.get("to")
@@ -106,7 +107,7 @@ def _event_rules(raw: object, ignored: list[str]) -> tuple[EventRule, ...]:
     rules = []
     for number, entry in enumerate(raw if isinstance(raw, list | tuple) else (), start=1):
         where = f"userEvents entry {number}"
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, OBJECT_TYPES):
             ignored.append(f"{where} is ignored: it is not an object")
             continue
         source, target = entry.get("rsEventName"), entry.get("userEventName")
@@ -165,9 +166,9 @@ def parse_config(raw: object) -> Result[Config, PipelineError]:
     A whole destination (`{"Config": {...}}`, as rudder-transformer items hold it) is taken
     as its `Config`, as `Destination`, `usercom send` and `usercom serve` take it.
     """
-    if isinstance(raw, Mapping) and isinstance(raw.get("Config"), Mapping):
+    if isinstance(raw, OBJECT_TYPES) and isinstance(raw.get("Config"), OBJECT_TYPES):
         raw = raw["Config"]
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, OBJECT_TYPES):
         return Failure(_not_an_object(raw))
     key, sub = raw.get("apiKey"), raw.get("appSubdomain")
     for name, value in (("apiKey", key), ("appSubdomain", sub)):

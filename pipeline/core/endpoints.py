@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
+from urllib.parse import quote
 
 Method = Literal["GET", "POST", "PUT"]
 
@@ -49,6 +50,11 @@ class Endpoint:
     query: str | None = None  # a search: the subject goes in this query parameter
     collection: bool = False  # always exists: a 404 here means the base URL is wrong
     finds: Literal["user", "company"] | None = None  # a lookup, and of what
+
+    def __post_init__(self) -> None:
+        for part in self.path:
+            if part != SUBJECT and (part in (".", "..") or quote(part, safe="") != part):
+                raise ValueError(f"{self.name}: path part {part!r} would need encoding")
 
     @property
     def needs_subject(self) -> bool:

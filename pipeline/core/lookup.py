@@ -19,7 +19,7 @@ from pipeline.core.answers import Answer, classify_lookup, classify_phone_search
 from pipeline.core.calls import Request, call
 from pipeline.core.endpoints import EndpointName
 from pipeline.core.errors import PipelineError
-from pipeline.core.types import JSON, JSONObject, as_text, is_present
+from pipeline.core.types import JSON, OBJECT_TYPES, JSONObject, as_text, is_present
 
 LookupBy = Literal["userKey", "email", "phone", "userId"]
 
@@ -63,7 +63,7 @@ def user_key(message: JSONObject) -> JSON:
     """The first `{type: "userKey", id}` of context.externalId with a usable id."""
     external = paths.get_path(message, ("context", "externalId"))
     for entry in external if isinstance(external, tuple) else ():
-        if isinstance(entry, Mapping) and entry.get("type") == "userKey":
+        if isinstance(entry, OBJECT_TYPES) and entry.get("type") == "userKey":
             key = entry.get("id")
             if isinstance(key, str | int | float) and not isinstance(key, bool) and key != "":
                 return key
@@ -73,11 +73,11 @@ def user_key(message: JSONObject) -> JSON:
 def lookup_field(message: JSONObject) -> JSON:
     """`lookup` of the first integrations entry for this destination that is an object."""
     integrations = message.get("integrations")
-    if not isinstance(integrations, Mapping):
+    if not isinstance(integrations, OBJECT_TYPES):
         return None
     for name in INTEGRATION_NAMES:
         options = integrations.get(name)
-        if isinstance(options, Mapping):
+        if isinstance(options, OBJECT_TYPES):
             return options.get("lookup")
     return None
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from returns.result import Failure, Result, Success
@@ -41,7 +41,7 @@ class Payload:
         combined = dict(self.fields)
         for layer in layers:
             combined.update(layer)
-        return replace(self, fields=MappingProxyType(combined))
+        return Payload(MappingProxyType(combined), self.warnings)
 
 
 IDENTIFY: tuple[FieldRule, ...] = (

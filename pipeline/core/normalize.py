@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,7 +15,7 @@ from returns.result import Failure, Result, Success
 
 from pipeline.core import errors, messages
 from pipeline.core.errors import PipelineError
-from pipeline.core.types import EMPTY, JSONObject, freeze_object
+from pipeline.core.types import EMPTY, OBJECT_TYPES, JSONObject, freeze_object
 
 EventType = Literal["identify", "track", "page", "group"]
 SUPPORTED: tuple[EventType, ...] = ("identify", "track", "page", "group")
@@ -32,7 +31,7 @@ class Event:
 
 def normalize(raw: object) -> Result[Event, PipelineError]:
     try:
-        message = freeze_object(raw) if isinstance(raw, Mapping) else EMPTY
+        message = freeze_object(raw) if isinstance(raw, OBJECT_TYPES) else EMPTY
     except RecursionError:
         return Failure(errors.instrumentation(messages.EVENT_TOO_DEEP))
     kind = message.get("type")

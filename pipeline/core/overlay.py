@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from types import MappingProxyType
 
 from toolz import merge
@@ -16,7 +15,7 @@ from toolz import merge
 from pipeline.core import paths
 from pipeline.core.config import Renames
 from pipeline.core.mapping import Payload
-from pipeline.core.types import EMPTY, JSON, JSONObject, is_present
+from pipeline.core.types import EMPTY, JSON, OBJECT_TYPES, JSONObject, is_present
 
 
 def overlay_fields(traits: JSONObject, renames: Renames, standard: frozenset[str]) -> JSONObject:
@@ -44,7 +43,7 @@ def overlay(
 def merged_traits(message: JSONObject) -> JSONObject:
     """`{**traits, **context.traits}`: context.traits wins in the identify overlay (§5.2)."""
     layers = [paths.get_path(message, p) for p in paths.TRAITS]
-    objects = [layer for layer in layers if isinstance(layer, Mapping)]
+    objects = [layer for layer in layers if isinstance(layer, OBJECT_TYPES)]
     if not objects:
         return EMPTY
     return MappingProxyType(merge(*objects))

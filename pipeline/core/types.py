@@ -19,6 +19,9 @@ JSON: TypeAlias = "bool | int | float | str | tuple[JSON, ...] | Mapping[str, JS
 JSONObject: TypeAlias = Mapping[str, JSON]
 
 EMPTY: JSONObject = MappingProxyType({})
+# For `isinstance(value, OBJECT_TYPES)`: the same answer as against Mapping, but frozen objects
+# (MappingProxyType) and raw ones (dict) match by type, before the ABC's much slower check.
+OBJECT_TYPES = (MappingProxyType, dict, Mapping)
 _MAX_BITS = 13_000  # about 3,900 decimal digits, under Python's 4,300-digit print limit
 
 
@@ -28,13 +31,25 @@ def freeze(value: object) -> JSON:
     Anything that JSON cannot hold (sets, objects, NaN) becomes its string form, so later
     stages only ever see JSON shapes.
     """
+    # Exact JSON types first (what json.loads gives): one type lookup each, not a chain of
+    # isinstance checks against unions and ABCs; anything else takes the general path below.
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value  # type: ignore[return-value]
+    if type(value) is dict:
+        # Through freeze_object, as below: the frames per level set how deep an event may be.
+        return freeze_object(value)
+    if type(value) is int:
+        return value if value.bit_length() <= _MAX_BITS else None
+    if type(value) is list:
+        return tuple([freeze(v) for v in value])
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_BITS:
         return None  # beyond what str() and json.dumps can print: no JSON can carry it
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
+    if isinstance(value, OBJECT_TYPES):
         return freeze_object(value)
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
@@ -48,7 +63,12 @@ def freeze_object(value: Mapping[Any, object]) -> JSONObject:
 
 def thaw(value: JSON) -> Any:
     """Plain dicts and lists again, for JSON output."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return value
+    if type(value) is MappingProxyType:
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, OBJECT_TYPES):
         return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, tuple):
         return [thaw(v) for v in value]
@@ -57,7 +77,7 @@ def thaw(value: JSON) -> Any:
 
 def as_object(value: JSON) -> JSONObject | None:
     """The value when it is a JSON object, else None."""
-    return value if isinstance(value, Mapping) else None
+    return value if isinstance(value, OBJECT_TYPES) else None
 
 
 def is_present(value: JSON) -> bool:

@@ -13,9 +13,11 @@ import gzip
 import hashlib
 import io
 import json
+import math
+import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, cast
 
 from returns.result import Result, Success
@@ -78,29 +80,227 @@ class Incoming:
         return None
 
 
-def canonical(message: object) -> bytes:
-    """Sorted keys, no insignificant whitespace, UTF-8. Values JSON lacks (a framework's
-    datetime) are written as their text, as a JSON encoder of that framework would."""
+def json_bytes(value: object, *, sort_keys: bool = False) -> bytes:
+    """Compact JSON as UTF-8 that always encodes: a lone surrogate (what JavaScript leaves when
+    it cuts an emoji in half, sent as a `\\ud83d` escape) is written back as that escape, so
+    the text reads back as the same value. Values JSON lacks (a framework's datetime, a number
+    `loads` could not hold) are written as their text, as a JSON encoder of that framework would.
+    """
     return json.dumps(
-        message,
-        sort_keys=True,
+        value,
+        sort_keys=sort_keys,
         separators=(",", ":"),
         ensure_ascii=False,
         allow_nan=True,
         default=str,
-    ).encode("utf-8", errors="surrogatepass")
+    ).encode("utf-8", errors="backslashreplace")
+
+
+def canonical(message: object) -> bytes:
+    """Sorted keys, no insignificant whitespace, UTF-8 (see `json_bytes`)."""
+    return json_bytes(message, sort_keys=True)
+
+
+class Unheld:
+    """A JSON number Python cannot hold as a value a request can carry: an integer over
+    Python's digit limit, a float out of range (`1e999`), or `NaN`/`Infinity` (not JSON).
+    `loads` puts one in place of each, so the event holding it is rejected, not its request."""
+
+    __slots__ = ("text", "why")
+
+    def __init__(self, text: str, why: str) -> None:
+        self.text = text
+        self.why = why
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Unheld({self.text[:20]!r})"
+
+
+@dataclass(slots=True)
+class _Hooks:
+    """`json.loads` hooks that mark what they could not hold (and count it)."""
+
+    unheld: int = 0
+
+    def integer(self, text: str) -> int | Unheld:
+        try:
+            return int(text)
+        except ValueError:
+            self.unheld += 1
+            return Unheld(text, f"an integer of {len(text.lstrip('-'))} digits")
+
+    def real(self, text: str) -> float | Unheld:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+        self.unheld += 1
+        return Unheld(text, "a number out of range")
+
+    def constant(self, text: str) -> Unheld:
+        self.unheld += 1
+        return Unheld(text, "not a JSON number")
+
+
+def loads(text: str | bytes) -> tuple[object, bool]:
+    """JSON text as a value, and whether any number in it could not be held (an `Unheld` sits
+    in its place; see `unheld`). Raises ValueError or RecursionError as `json.loads` does.
+
+    >>> loads('{"a": 1e999, "b": 2}')
+    ({'a': Unheld('1e999'), 'b': 2}, True)
+    """
+    hooks = _Hooks()
+    value = json.loads(
+        text, parse_int=hooks.integer, parse_float=hooks.real, parse_constant=hooks.constant
+    )
+    return value, hooks.unheld > 0
+
+
+def unheld(value: object) -> str | None:
+    """Why `value` (from `loads`) cannot be sent: the first number it could not hold, by path.
+
+    >>> unheld({"properties": {"n": [1, loads("1e999")[0]]}})
+    'properties.n[1] is a number out of range (1e999): send it as a string'
+    """
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, Unheld):
+            shown = item.text if len(item.text) <= 20 else f"{item.text[:12]}…"
+            where = path or "the event"
+            return f"{where} is {item.why} ({shown}): send it as a string"
+        if isinstance(item, Mapping):
+            stack.extend(
+                (f"{path}.{name}" if path else str(name), inner)
+                for name, inner in reversed(list(item.items()))
+            )
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{n}]", inner) for n, inner in reversed(list(enumerate(item))))
+    return None
+
+
+def plain(value: object) -> object:
+    """`value` with every `Unheld` number replaced by its text (to echo it back as JSON)."""
+    if isinstance(value, Unheld):
+        return value.text
+    if isinstance(value, Mapping):
+        return {name: plain(inner) for name, inner in value.items()}
+    if isinstance(value, list):
+        return [plain(inner) for inner in value]
+    return value
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _message_id(message: Mapping[str, object]) -> str | None:
+def message_id(message: Mapping[str, object]) -> str | None:
+    """The `messageId` as keys use it (a string or an integer, not blank)."""
     value = message.get("messageId")
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = str(value)
     return text if text.strip() else None
+
+
+def event_key(app: str, message: Mapping[str, object], digest: str) -> str:
+    """The key of an event (DELIVERY §4), the one rule of `send` and `serve`: the app plus the
+    `messageId`, else the app plus `digest` (its content hash). A messageId that is not valid
+    Unicode (a lone surrogate, sent as a JSON escape) is written with that escape, so every
+    key is text SQLite, outcomes and terminals can hold.
+
+    >>> event_key("acme", {"messageId": "bad\\ud800id"}, "d1")
+    'acme:bad\\\\ud800id'
+    >>> event_key("acme", {"messageId": " "}, "d1")
+    'acme:sha256:d1'
+    """
+    found = message_id(message)
+    if found is None:
+        return f"{app}:sha256:{digest}"
+    return f"{app}:{found.encode('utf-8', 'backslashreplace').decode('utf-8')}"
+
+
+def repeat_key(key: str, digest: str) -> str:
+    """The key of a later version (content `digest`) of the event `key`: its own row, so the
+    first version keeps its key and its place in the queue.
+
+    >>> repeat_key("acme:m-1", "0123456789abcdef0123")
+    'acme:m-1#repeat-0123456789abcdef'
+    """
+    return f"{key}#repeat-{digest[:16]}"
+
+
+REPEATED = "messageId repeated with other content"
+
+
+def repeat_reason(first_position: int) -> str:
+    return f"{REPEATED} at position {first_position}"
+
+
+def repeated(event: Incoming, first_position: int) -> Incoming:
+    """`event` as a later version of an event still to be delivered (or read before it in the
+    same input): rejected under its own key, never sent, so the first version is not
+    silently replaced and a re-run of the same input does not alternate between the two."""
+    return replace(
+        event,
+        key=repeat_key(event.key, event.content_hash),
+        job=None,
+        problem=repeat_reason(first_position),
+    )
+
+
+def stored(
+    cfg: Config, key: str, content_hash: str, position: int, line: bytes, error: str | None
+) -> Incoming:
+    """An event as a ledger holds it: under its key, which is not the one its line gives when
+    it is a later version (`repeated`). Such a one stays rejected as a repeat whatever made it
+    pending again (`requeue`, a replay): its first version is the event."""
+    found = incoming(cfg, position, line)
+    event = replace(found, key=key, content_hash=content_hash)
+    if key != repeat_key(found.key, content_hash):
+        return event
+    reason = error if error is not None and error.startswith(REPEATED) else REPEATED
+    return replace(event, job=None, problem=reason)
+
+
+class FirstSeen:
+    """The keys read so far from one input, with their content and position. Kept in a private
+    temporary SQLite file rather than in memory, as 16-byte digests: an input may hold
+    millions of events, and the page cache keeps this within a few MB."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE seen (key BLOB PRIMARY KEY, content BLOB NOT NULL, "
+            "position INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        self._db.execute("BEGIN")  # never committed: the file goes when it is closed
+
+    def get(self, key: str, content_hash: str) -> tuple[bool, int] | None:
+        """Whether `key` was read before with this content, and where; None if never."""
+        found = self._db.execute(
+            "SELECT content, position FROM seen WHERE key = ?", (_digest(key),)
+        ).fetchone()
+        if found is None:
+            return None
+        return bytes(found[0]) == _digest(content_hash), int(found[1])
+
+    def add(self, key: str, content_hash: str, position: int) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO seen (key, content, position) VALUES (?, ?, ?)",
+            (_digest(key), _digest(content_hash), position),
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def incoming(cfg: Config, position: int, line: bytes, max_event: int | None = None) -> Incoming:
@@ -121,7 +321,7 @@ def incoming(cfg: Config, position: int, line: bytes, max_event: int | None = No
             f"line is not UTF-8 text (byte {error.start})",
         )
     try:
-        message = json.loads(text)
+        message, suspect = loads(text)
     except (ValueError, RecursionError) as error:
         digest = _sha256(line)
         return Incoming(
@@ -142,11 +342,12 @@ def incoming(cfg: Config, position: int, line: bytes, max_event: int | None = No
     except (ValueError, RecursionError):
         shape = line
     digest = _sha256(shape)
-    message_id = _message_id(message)
-    key = f"{app}:{message_id}" if message_id is not None else f"{app}:sha256:{digest}"
-    too_big = None if max_event is None else oversize(len(shape), max_event)
-    if too_big is not None:
-        return Incoming(key, position, None, digest, line, too_big)
+    key = event_key(app, message, digest)
+    problem = unheld(message) if suspect else None
+    if problem is None and max_event is not None:
+        problem = oversize(len(shape), max_event)
+    if problem is not None:
+        return Incoming(key, position, None, digest, line, problem)
     return Incoming(key, position, prepare_message(cfg, message, DELIVERY), digest, line)
 
 

@@ -183,6 +183,8 @@ class Ledger:
         self._batched = 0
         self._next = 1
         self._closed = False
+        self._atomic = 0  # `atomic` blocks open: no batch commit may split them
+        self._aborted = False  # SQLite rolled back a transaction under an `atomic` block
         present = {str(c[1]) for c in db.execute("PRAGMA table_info(events)")}
         self._received = "received" if "received" in present else "NULL"
         self._failures = "failures" if "failures" in present else "0"
@@ -441,9 +443,36 @@ class Ledger:
             )
             self._next += 1
             self._batched += 1
-            if self._batched >= BATCH:
+            if self._batched >= BATCH and not self._atomic:
                 self._commit()
             return position
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """The writes inside are kept or discarded together (an SQLite savepoint): one ingest
+        request is admitted whole or not at all, even when its group shares a commit with
+        other requests. Committed by the next `flush` (or commit) after it, never within."""
+        with self._guard:
+            self._require_writer()
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("SAVEPOINT admission")
+            before = (self._next, self._batched)
+            self._atomic += 1
+            try:
+                yield
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK TO admission")
+                    self._db.execute("RELEASE admission")
+                else:  # SQLite rolled the whole transaction back (a full disk, an I/O error)
+                    self._aborted = True
+                self._next, self._batched = before
+                raise
+            else:
+                self._db.execute("RELEASE admission")
+            finally:
+                self._atomic -= 1
 
     def record(
         self,
@@ -608,10 +637,22 @@ class Ledger:
             return int(changed)
 
     def flush(self) -> None:
-        """Commit the batched enqueues."""
+        """Commit the batched enqueues. Raises LedgerError when SQLite rolled back the
+        transaction they were in (see `atomic`): they are not on disk, and no caller may be
+        told otherwise."""
         with self._guard:
             self._require_writer()
+            if self._aborted:
+                self._aborted = False
+                self._next = self._top() + 1
+                raise LedgerError(
+                    f"ledger {self._path}: SQLite rolled back uncommitted writes after an error"
+                )
             self._commit()
+
+    def _top(self) -> int:
+        (top,) = self._db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
+        return int(top)
 
     def rollback(self) -> None:
         """Discard what is not committed yet (after a commit failed, say on a full disk)."""
@@ -628,6 +669,20 @@ class Ledger:
                 "SELECT status, hash FROM events WHERE key = ?", (key,)
             ).fetchone()
         return None if found is None else (cast(Status, found[0]), str(found[1]))
+
+    def states(self, keys: Sequence[str]) -> dict[str, tuple[Status, str]]:
+        """`state` of many keys at once (those the ledger has), a few statements in all."""
+        unique = list(dict.fromkeys(keys))
+        found: dict[str, tuple[Status, str]] = {}
+        with self._guard:
+            for start in range(0, len(unique), _KEYS_PER_STATEMENT):
+                chunk = unique[start : start + _KEYS_PER_STATEMENT]
+                marks = ", ".join("?" * len(chunk))
+                for key, status, content_hash in self._db.execute(
+                    f"SELECT key, status, hash FROM events WHERE key IN ({marks})", chunk
+                ):
+                    found[str(key)] = (cast(Status, status), str(content_hash))
+        return found
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -43,14 +43,18 @@ class Answer:
 
 
 def json_bytes(value: Any) -> bytes:
-    """Compact JSON, non-ASCII kept as UTF-8, as Starlette's ``JSONResponse`` renders it.
+    """Compact JSON, non-ASCII kept as UTF-8, as Starlette's ``JSONResponse`` renders it, except
+    that a lone surrogate a client sent (as a ``\\ud83d`` escape) is written back as that escape
+    instead of failing the answer.
 
     >>> json_bytes({"name": "Zoë", "n": [1, 2]})
     b'{"name":"Zo\\xc3\\xab","n":[1,2]}'
+    >>> json_bytes({"name": "cut \\ud83d"})
+    b'{"name":"cut \\\\ud83d"}'
     """
     return json.dumps(
         value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
+    ).encode("utf-8", errors="backslashreplace")
 
 
 DROPPED = Answer(200, dropped=True)

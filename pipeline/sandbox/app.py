@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.sandbox.answers import Answer
+from pipeline.sandbox.answers import Answer, json_bytes
 from pipeline.sandbox.api import API_PREFIX, STATE_PATH, PublicApi, is_api, method_not_allowed
 from pipeline.sandbox.errors import not_found_body
 from pipeline.sandbox.options import SandboxOptions
@@ -43,7 +43,7 @@ def create_app(options: SandboxOptions | None = None, *, clock: Clock | None = N
     state = api.state
 
     async def show_state(_: Request) -> Response:
-        return JSONResponse(state.snapshot())
+        return Response(json_bytes(state.snapshot()), media_type="application/json")
 
     app = Starlette(
         routes=[Route(STATE_PATH, show_state, methods=["GET"])],
@@ -104,7 +104,12 @@ def render(answer: Answer) -> Response:
         return DroppedConnection()
     if answer.body is None:
         return Response(status_code=answer.status, headers=dict(answer.headers))
-    return JSONResponse(answer.body, status_code=answer.status, headers=dict(answer.headers))
+    return Response(
+        answer.content(),
+        status_code=answer.status,
+        headers=dict(answer.headers),
+        media_type="application/json",
+    )
 
 
 class DroppedConnection(Response):

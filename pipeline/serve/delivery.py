@@ -52,7 +52,7 @@ from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, probe_fault
-from pipeline.delivery.incoming import Incoming, incoming
+from pipeline.delivery.incoming import Incoming, stored
 from pipeline.delivery.ledger import UNFINISHED, Ledger, Queued
 from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.runner import Target, asend
@@ -508,7 +508,7 @@ class AppDelivery:
             if row.status == "failed" and given_up:
                 self._give_up(row.key, row.position, row.error)
                 continue  # stays failed, holds nobody
-            item = self._parse(row.key, row.content_hash, row.position, row.line)
+            item = self._parse(row.key, row.content_hash, row.position, row.line, row.error)
             if row.status == "failed":
                 due = (queued.updated or 0.0) + self.options.retry_delay(max(queued.failures, 1))
                 if due > now:
@@ -529,12 +529,14 @@ class AppDelivery:
     def _due(self, when: float) -> None:
         self.next_due = when if self.next_due is None else min(self.next_due, when)
 
-    def _parse(self, key: str, content_hash: str, position: int, line: bytes) -> Incoming:
+    def _parse(
+        self, key: str, content_hash: str, position: int, line: bytes, error: str | None
+    ) -> Incoming:
         cached = self._parsed.get((key, content_hash, position))
         if cached is not None:
             self._parsed.move_to_end((key, content_hash, position))
             return cached
-        item = replace(incoming(self.cfg, position, line), key=key, content_hash=content_hash)
+        item = stored(self.cfg, key, content_hash, position, line, error)
         self._parsed[(key, content_hash, position)] = item
         while len(self._parsed) > PARSED_KEEP:
             self._parsed.popitem(last=False)

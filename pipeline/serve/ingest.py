@@ -18,13 +18,12 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import json
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pipeline.delivery.incoming import canonical, oversize
+from pipeline.delivery.incoming import canonical, event_key, json_bytes, loads, oversize, unheld
 
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversize body is read (and dropped) up to this, then cut
@@ -211,14 +210,23 @@ def _length(raw: str | None) -> int | None:
         return None
 
 
-def _loads(body: bytes) -> object:
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A request body as JSON; `suspect`: some number in it could not be held (an `Unheld`
+    stands in its place), so its events are checked one by one (`unheld`)."""
+
+    document: object
+    suspect: bool = False
+
+
+def _loads(body: bytes) -> Parsed:
     try:
-        return json.loads(body)
+        return Parsed(*loads(body))
     except (ValueError, RecursionError) as error:
         raise Refused(400, "invalid_request", f"the body is not JSON: {str(error)[:200]}") from None
 
 
-async def parse_json(body: bytes) -> object:
+async def parse_json(body: bytes) -> Parsed:
     if not body.strip():
         raise Refused(400, "invalid_request", "the body is empty: send a JSON event or batch")
     if len(body) > PARSE_IN_THREAD:
@@ -226,8 +234,22 @@ async def parse_json(body: bytes) -> object:
     return _loads(body)
 
 
-def events_of(document: object, kind: str) -> list[object]:
-    """The events of a request body: `kind` is a single type, `batch` or `webhook`."""
+def events_of(document: object, kind: str, limit: int) -> list[object]:
+    """The events of a request body: `kind` is a single type, `batch` or `webhook`; more than
+    `limit` of them is refused (413): one huge batch of tiny events would keep the ledger's one
+    writer busy for seconds, and every other client waiting behind it."""
+    events = _events_of(document, kind)
+    if len(events) > limit:
+        raise Refused(
+            413,
+            "too_many_events",
+            f"the request holds {len(events)} events, over the limit of {limit} per request: "
+            "send smaller batches",
+        )
+    return events
+
+
+def _events_of(document: object, kind: str) -> list[object]:
     if kind == "batch":
         batch = document.get("batch") if isinstance(document, Mapping) else None
         if not isinstance(batch, list):
@@ -264,21 +286,6 @@ class Admission:
     rejected: str | None = None
 
 
-def _message_id(message: Mapping[str, object]) -> str | None:
-    """The `messageId` as DELIVERY §4 keys use it (a string or an integer, not blank)."""
-    value = message.get("messageId")
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None
-    text = str(value)
-    return text if text.strip() else None
-
-
-def _dumps(value: object) -> bytes:
-    return json.dumps(
-        value, separators=(",", ":"), ensure_ascii=False, allow_nan=True, default=str
-    ).encode("utf-8", errors="surrogatepass")
-
-
 def received_at(now: float) -> str:
     """`receivedAt` as RudderStack writes it: ISO 8601, UTC, milliseconds.
 
@@ -288,6 +295,48 @@ def received_at(now: float) -> str:
     return (
         datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
+
+
+def _instant(value: object) -> datetime | None:
+    """An ISO 8601 date-time string as an aware datetime (naive ones read as UTC)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def event_time(event: Mapping[str, object], stamp: str) -> str:
+    """The `timestamp` rudder-server gives an event that has none, received at `stamp`
+    (`receivedAt`): `receivedAt - (sentAt - originalTimestamp)`, the client's time corrected
+    for its clock's skew. Without `originalTimestamp` that is `receivedAt`; without `sentAt`,
+    `originalTimestamp` as it is.
+
+    >>> event_time({"originalTimestamp": "2024-05-01T10:00:00Z",
+    ...             "sentAt": "2024-05-01T10:00:05Z"}, "2024-05-01T10:00:10.000Z")
+    '2024-05-01T10:00:05.000Z'
+    >>> event_time({"originalTimestamp": "2024-05-01T10:00:00Z"}, "2024-05-01T10:00:10.000Z")
+    '2024-05-01T10:00:00.000Z'
+    >>> event_time({"sentAt": "yesterday"}, "2024-05-01T10:00:10.000Z")
+    '2024-05-01T10:00:10.000Z'
+    """
+    original = _instant(event.get("originalTimestamp"))
+    if original is None:
+        return stamp
+    received = _instant(stamp)
+    sent = _instant(event.get("sentAt"))
+    try:
+        moment = original if sent is None or received is None else received - (sent - original)
+    except OverflowError:
+        moment = original
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _has_time(event: Mapping[str, object]) -> bool:
+    value = event.get("timestamp")
+    return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 def type_label(value: object) -> str:
@@ -302,10 +351,14 @@ def type_label(value: object) -> str:
     return name if name in SINGLE_TYPES else "other"
 
 
-def admission(app: str, raw: object, kind: str, stamp: str, max_event: int) -> Admission:
-    """One event of a request as the ledger will hold it (see the module's doc)."""
+def admission(
+    app: str, raw: object, kind: str, stamp: str, max_event: int, *, suspect: bool = False
+) -> Admission:
+    """One event of a request received at `stamp` (`received_at`) as the ledger will hold it
+    (see the module's doc); `suspect`: its request held a number that could not be held, so
+    this event is checked for one."""
     if not isinstance(raw, Mapping):
-        line = _dumps(raw)
+        line = json_bytes(raw)
         digest = hashlib.sha256(canonical(raw)).hexdigest()
         what = "null" if raw is None else type(raw).__name__
         return Admission(
@@ -320,9 +373,13 @@ def admission(app: str, raw: object, kind: str, stamp: str, max_event: int) -> A
         event["type"] = kind
     shape = canonical(event)
     digest = hashlib.sha256(shape).hexdigest()
-    message_id = _message_id(event)
-    key = f"{app}:{message_id}" if message_id is not None else f"{app}:sha256:{digest}"
+    key = event_key(app, event, digest)
     type_name = type_label(event.get("type"))
     event["receivedAt"] = stamp
-    line = _dumps(event)
-    return Admission(key, digest, line, type_name, oversize(len(shape), max_event))
+    if not _has_time(event):
+        event["timestamp"] = event_time(event, stamp)
+    line = json_bytes(event)
+    problem = unheld(event) if suspect else None
+    if problem is None:
+        problem = oversize(len(shape), max_event)
+    return Admission(key, digest, line, type_name, problem)

@@ -26,6 +26,13 @@ class Metrics:
             ["app"],
             registry=r,
         )
+        self.repeated = Counter(
+            "usercom_events_repeated",
+            "Events received under the key of a queued event with other content: rejected, "
+            "the queued one kept",
+            ["app"],
+            registry=r,
+        )
         self.delivered = Counter(
             "usercom_events_delivered", "Events delivered to User.com", ["app", "type"], registry=r
         )
@@ -96,6 +103,7 @@ class Metrics:
             gauge.labels(app=app).set(0)
         self.throttled.labels(app=app)
         self.given_up.labels(app=app)
+        self.repeated.labels(app=app)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -231,6 +231,7 @@ class ServeOptions:
     min_free_bytes: int = GB
     max_body: int = 4 * MB
     max_event: int = MAX_EVENT_BYTES
+    max_events: int = 10_000  # per request; the SDKs send a few hundred at most
     drain_seconds: float = 10.0  # SIGTERM: how long in-flight deliveries may take to end
     page: int = 500  # events read from the ledger per delivery step
 

@@ -25,7 +25,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pipeline.delivery.incoming import json_bytes, repeat_key, repeat_reason
 from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery, ledger_reason
@@ -43,6 +44,7 @@ from pipeline.serve.ingest import (
     DRAIN_LIMIT,
     SINGLE_TYPES,
     Admission,
+    Parsed,
     Refused,
     admission,
     events_of,
@@ -64,6 +66,7 @@ RETENTION_EVERY_S = 3600.0
 LEDGER_RETRY_AFTER_S = 10
 QUEUE_RETRY_AFTER_S = 30
 DISK_RETRY_AFTER_S = 60
+ADMIT_IN_THREAD = 500  # events of one request worked out off the event loop above this
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +77,36 @@ class Admitted:
     duplicates: int
     rejected: list[Admission]
     types: Counter[str]
+    repeated: int = 0  # later versions of a queued event, rejected (among `rejected`)
 
 
 def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
-    """Store a request's events (on the ledger thread). A key the ledger holds with the same
-    content is a repeat (a client's retry): nothing changes. New content under a known key
-    goes to the back of the queue, as `usercom send` does with an edited event."""
-    queued = duplicates = 0
+    """Store a request's events (on the ledger thread), all of them or none (a savepoint).
+
+    A key the ledger holds with the same content is a repeat (a client's retry): nothing
+    changes. Other content under the key of an event still queued is the rule of `usercom
+    send` for one input: the later version is rejected under its own key ("messageId repeated
+    with other content at position N"), never replacing an event already answered 200. Other
+    content under the key of a finished event is queued again, as `send` does with an event
+    edited since an earlier run."""
+    with ledger.atomic():
+        return _admit_all(ledger, admissions, now)
+
+
+def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
+    queued = duplicates = repeated = 0
     rejected: list[Admission] = []
     types: Counter[str] = Counter()
+    # One lookup for the whole request; what this request stores is noted as it goes, so a key
+    # it holds twice is seen the second time.
+    states = ledger.states([event.key for event in admissions])
     for event in admissions:
-        known = ledger.state(event.key)
+        known = states.get(event.key)
+        if known is not None and known[1] != event.content_hash and known[0] in UNFINISHED:
+            event = _later_version(ledger, event)
+            known = ledger.state(event.key)
+            if known is None or known[1] != event.content_hash:
+                repeated += 1
         if known is not None and known[1] == event.content_hash:
             duplicates += 1
             continue
@@ -92,13 +114,35 @@ def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admit
         ledger.enqueue(
             event.key, event.content_hash, event.line, rejected=event.rejected, received=now
         )
+        states[event.key] = (
+            "pending" if event.rejected is None else "rejected",
+            event.content_hash,
+        )
         types[event.type] += 1
         if event.rejected is not None:
             rejected.append(event)
             queued -= was_queued
         else:
             queued += not was_queued
-    return Admitted(queued, duplicates, rejected, types)
+    return Admitted(queued, duplicates, rejected, types, repeated)
+
+
+def _later_version(ledger: Ledger, event: Admission) -> Admission:
+    first = ledger.get(event.key)
+    position = first.position if first is not None else 0
+    return replace(
+        event,
+        key=repeat_key(event.key, event.content_hash),
+        rejected=repeat_reason(position),
+    )
+
+
+class _SafeJSON(JSONResponse):
+    """JSON that always encodes: the transformer API echoes client values, which may hold a
+    lone surrogate (written back as its escape, see `json_bytes`)."""
+
+    def render(self, content: Any) -> bytes:
+        return json_bytes(content)
 
 
 def _error(refused: Refused) -> JSONResponse:
@@ -329,7 +373,7 @@ class Service:
                 {"Retry-After": str(DISK_RETRY_AFTER_S)},
             )
 
-    async def _body(self, request: Request) -> object:
+    async def _body(self, request: Request) -> Parsed:
         body = await read_body(
             request.stream(),
             encoding=request.headers.get("content-encoding"),
@@ -349,16 +393,13 @@ class Service:
                 await _drain(request, self.options.drain_seconds)
                 return _error(refused)
             try:
-                document = await self._body(request)
-                raw_events = events_of(document, kind)
+                parsed = await self._body(request)
+                raw_events = events_of(parsed.document, kind, self.options.max_events)
             except Refused as refused:
                 return _error(refused)
             now = time.time()
             stamp = received_at(now)
-            admissions = [
-                admission(app.app, event, kind, stamp, self.options.max_event)
-                for event in raw_events
-            ]
+            admissions = await self._admissions(app.app, raw_events, kind, stamp, parsed.suspect)
             try:
                 admitted = await self.store.call(
                     lambda: _admit(app.ledger, admissions, now), writes=True
@@ -388,6 +429,8 @@ class Service:
                 )
             if admitted.duplicates:
                 self.metrics.duplicates.labels(app=app.app).inc(admitted.duplicates)
+            if admitted.repeated:
+                self.metrics.repeated.labels(app=app.app).inc(admitted.repeated)
             return JSONResponse(
                 {
                     "success": True,
@@ -398,6 +441,20 @@ class Service:
             )
 
         return ingest
+
+    async def _admissions(
+        self, app: str, raw_events: list[object], kind: str, stamp: str, suspect: bool
+    ) -> list[Admission]:
+        """Each event as the ledger will hold it. A large batch is worked out in a thread so
+        the event loop keeps answering other clients meanwhile."""
+
+        def work() -> list[Admission]:
+            limit = self.options.max_event
+            return [
+                admission(app, event, kind, stamp, limit, suspect=suspect) for event in raw_events
+            ]
+
+        return await asyncio.to_thread(work) if len(raw_events) > ADMIT_IN_THREAD else work()
 
     def _transformer_auth(self, request: Request) -> None:
         json_content_type(request.headers.get("content-type"))
@@ -428,7 +485,7 @@ class Service:
             answer: Any = await transformer.processor(await self._body(request), self._via())
         except Refused as refused:
             return _error(refused)
-        return JSONResponse(answer)
+        return _SafeJSON(answer)
 
     async def _router(self, request: Request) -> Response:
         try:
@@ -440,7 +497,7 @@ class Service:
             answer: Any = await transformer.router(await self._body(request), self._via())
         except Refused as refused:
             return _error(refused)
-        return JSONResponse(answer)
+        return _SafeJSON(answer)
 
     # -- health and metrics ----------------------------------------------------------------------
 

@@ -13,9 +13,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+from returns.result import Failure, Result
 
 from pipeline.compat import _router_item, arun_item, processor_item
-from pipeline.serve.ingest import Refused
+from pipeline.core.config import Config
+from pipeline.core.errors import PipelineError, instrumentation
+from pipeline.core.steps import Final
+from pipeline.delivery.incoming import plain, unheld
+from pipeline.serve.ingest import Parsed, Refused
+
+Outcome = Result[tuple[Config, Final], PipelineError]
 
 
 class Redirect(httpx.AsyncBaseTransport):
@@ -49,13 +56,27 @@ def transport(base_url: str | None) -> httpx.AsyncBaseTransport:
     return inner if base_url is None else Redirect(inner, base_url)
 
 
-async def processor(document: object, via: httpx.AsyncBaseTransport) -> list[dict[str, Any]]:
+async def _run(
+    item: object, suspect: bool, via: httpx.AsyncBaseTransport
+) -> tuple[object, Outcome]:
+    """The item (as it can be echoed) and its outcome. An item holding a number Python cannot
+    hold (`1e999`, an integer over its digit limit) is that item's error, never its
+    neighbours': it is echoed with that number as its text."""
+    why = unheld(item) if suspect else None
+    if why is not None:
+        return plain(item), Failure(instrumentation(why))
+    return item, await arun_item(item, via)
+
+
+async def processor(parsed: Parsed, via: httpx.AsyncBaseTransport) -> list[dict[str, Any]]:
+    document = parsed.document
     if not isinstance(document, list):
         raise Refused(400, "invalid_request", "the body must be a JSON array of processor items")
-    return [processor_item(item, await arun_item(item, via)) for item in document]
+    return [processor_item(*await _run(item, parsed.suspect, via)) for item in document]
 
 
-async def router(document: object, via: httpx.AsyncBaseTransport) -> dict[str, Any]:
+async def router(parsed: Parsed, via: httpx.AsyncBaseTransport) -> dict[str, Any]:
+    document = parsed.document
     if not isinstance(document, Mapping):
         raise Refused(
             400, "invalid_request", 'the body must be {"destType": "USER", "input": [...]}'
@@ -70,4 +91,4 @@ async def router(document: object, via: httpx.AsyncBaseTransport) -> dict[str, A
     items = document.get("input")
     if not isinstance(items, list):
         raise Refused(400, "invalid_request", "input must be a JSON array of router items")
-    return {"output": [_router_item(item, await arun_item(item, via)) for item in items]}
+    return {"output": [_router_item(*await _run(item, parsed.suspect, via)) for item in items]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
 from types import MappingProxyType
 
@@ -17,12 +16,12 @@ from pipeline.core.flows.common import StepResult, final, with_id
 from pipeline.core.mapping import COMPANY, COMPANY_SOURCE_KEYS, Payload, apply_table
 from pipeline.core.overlay import overlay
 from pipeline.core.steps import Call
-from pipeline.core.types import JSON, JSONObject, as_text, is_present
+from pipeline.core.types import JSON, OBJECT_TYPES, JSONObject, as_text, is_present
 
 
 def joined_address(value: JSON) -> JSON:
     """An address object becomes one string: its non-empty text/number values, ", "-joined."""
-    if not isinstance(value, Mapping):
+    if not isinstance(value, OBJECT_TYPES):
         return value
     parts = [
         as_text(v)

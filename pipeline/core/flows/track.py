@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 
 from returns.result import Failure, Result
@@ -16,7 +16,7 @@ from pipeline.core.lookup import Lookup
 from pipeline.core.mapping import TRACK_TIMESTAMP, Payload, apply_table
 from pipeline.core.overlay import overlay_fields
 from pipeline.core.steps import Call, Final, Step
-from pipeline.core.types import JSON, JSONObject
+from pipeline.core.types import JSON, OBJECT_TYPES, JSONObject
 
 
 def event_rule(cfg: Config, name: JSON) -> EventRule | None:
@@ -30,7 +30,7 @@ def track_payload(cfg: Config, message: JSONObject) -> Result[Payload, PipelineE
     rule = event_rule(cfg, name)
     properties = message.get("properties")
     fields: dict[str, JSON] = {"name": rule.user_event_name if rule else name}
-    if isinstance(properties, Mapping):
+    if isinstance(properties, OBJECT_TYPES):
         fields["data"] = (
             overlay_fields(properties, rule.properties, frozenset()) if rule else properties
         )

@@ -1,0 +1,244 @@
+"""`usercom serve` against poison values (issue 13 items 3, 4): one request is admitted whole or
+not at all, every key encodes, and a value Python cannot hold costs only its own event.
+
+The service runs in a thread in front of a sandbox, both on loopback sockets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from serve_helpers import (
+    API_KEY,
+    SUBDOMAIN,
+    Running,
+    health,
+    identify,
+    ledger_counts,
+    ledger_rows,
+    options,
+    post,
+    sandbox_state,
+    service_in_thread,
+    track,
+    wait_until,
+)
+
+from pipeline.delivery.ledger import Ledger, LedgerError
+from pipeline.sandbox import SandboxOptions, serve_in_thread
+
+SURROGATE_ID = '{"type":"track","userId":"p1","event":"Cut","messageId":"bad\\ud800id"}'
+HUGE_INT = '{"type":"track","userId":"p1","event":"Big","messageId":"m-big","properties":{"n":%s}}'
+OUT_OF_RANGE = (
+    '{"type":"track","userId":"p1","event":"Inf","messageId":"m-inf","properties":{"n":1e999}}'
+)
+CUT_EMOJI = (
+    '{"type":"track","userId":"p1","event":"Liked \\ud83d","messageId":"m-emoji",'
+    '"properties":{"note":"half \\ud83d an emoji"}}'
+)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[str]:
+    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
+        yield url
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    return tmp_path / "serve.sqlite"
+
+
+@pytest.fixture
+def service(sandbox: str, ledger: Path) -> Iterator[Running]:
+    with service_in_thread(options(ledger, sandbox)) as running:
+        yield running
+
+
+def batch_text(*events: str) -> bytes:
+    return ('{"batch": [' + ",".join(events) + "]}").encode()
+
+
+def post_text(service: Running, path: str, content: bytes) -> httpx.Response:
+    return post(service.url, path, content=content, headers={"Content-Type": "application/json"})
+
+
+def queued_never_negative(service: Running) -> None:
+    seen = health(service.url)
+    assert seen["queued"] >= 0, seen
+    assert all(app["queued"] >= 0 for app in seen["apps"].values()), seen
+
+
+def test_poison_values_between_good_events_cost_only_their_own_event(
+    service: Running, sandbox: str, ledger: Path
+) -> None:
+    good = [json.dumps(identify("p1")), json.dumps(track("p1", 1)), json.dumps(track("p1", 2))]
+    body = batch_text(
+        good[0], SURROGATE_ID, HUGE_INT % ("9" * 5000), good[1], OUT_OF_RANGE, good[2]
+    )
+    answer = post_text(service, "/v1/batch", body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"success": True, "events": 6, "duplicates": 0, "rejected": 2}
+    queued_never_negative(service)
+    assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 4)
+    assert wait_until(lambda: health(service.url)["queued"] == 0)
+    rows = {row.key: row for row in ledger_rows(ledger)}
+    assert rows[f"{SUBDOMAIN}:bad\\ud800id"].status == "delivered"
+    big, inf = rows[f"{SUBDOMAIN}:m-big"], rows[f"{SUBDOMAIN}:m-inf"]
+    assert (big.status, inf.status) == ("rejected", "rejected")
+    assert "properties.n is an integer of 5000 digits" in (big.error or "")
+    assert "properties.n is a number out of range (1e999)" in (inf.error or "")
+    state = sandbox_state(sandbox)
+    assert sorted(e["name"] for e in state["events"]) == ["Cut", "Product Viewed", "Product Viewed"]
+    queued_never_negative(service)
+
+
+def test_a_request_whose_storing_fails_midway_stores_none_of_it(
+    service: Running, ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Ledger.enqueue
+    calls: list[str] = []
+
+    def second_fails(self: Ledger, key: str, *args: Any, **kwargs: Any) -> int:
+        calls.append(key)
+        if len(calls) == 2:
+            raise OSError("disk I/O error (injected)")
+        return real(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "enqueue", second_fails)
+    batch = {"batch": [identify("a1"), track("a1", 1), track("a1", 2)]}
+    answer = post(service.url, "/v1/batch", batch)
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "not_stored"
+    assert sum(ledger_counts(ledger).values()) == 0
+    assert health(service.url)["queued"] == 0
+    monkeypatch.setattr(Ledger, "enqueue", real)
+    again = post(service.url, "/v1/batch", batch)
+    assert again.status_code == 200, again.text
+    assert again.json()["duplicates"] == 0
+    assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 3)
+    queued_never_negative(service)
+
+
+def test_a_cut_emoji_is_delivered_and_the_sandbox_state_page_shows_it(
+    service: Running, sandbox: str, ledger: Path
+) -> None:
+    answer = post_text(service, "/v1/batch", batch_text(json.dumps(identify("p1")), CUT_EMOJI))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rejected"] == 0
+    assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 2), ledger_rows(ledger)
+    stored = {row.key: row for row in ledger_rows(ledger)}[f"{SUBDOMAIN}:m-emoji"]
+    stored.line.decode("utf-8")  # the line kept is UTF-8 text, the escape written back
+    state = httpx.get(f"{sandbox}/__sandbox__/state", timeout=10)
+    assert state.status_code == 200
+    (event,) = state.json()["events"]
+    assert event["data"]["note"] == "half \ud83d an emoji"
+
+
+@pytest.mark.parametrize("path", ["/v0/destinations/user", "/routerTransform"])
+def test_the_transformer_api_errs_only_the_item_with_an_out_of_range_number(
+    service: Running, path: str
+) -> None:
+    destination = {"Config": {"apiKey": API_KEY, "appSubdomain": SUBDOMAIN}}
+    good = {"type": "identify", "userId": "t1", "traits": {"email": "t1@example.com"}}
+    item = json.dumps({"message": good, "destination": destination, "metadata": {"jobId": 1}})
+    echoed = {"jobId": 2, "score": "SCORE"}
+    poison = json.dumps({"message": good, "destination": destination, "metadata": echoed})
+    poison = poison.replace('"SCORE"', "1e999")
+    third = item.replace('"jobId": 1', '"jobId": 3')
+    items = f"[{item}, {poison}, {third}]"
+    content = items if path.startswith("/v0") else f'{{"destType": "USER", "input": {items}}}'
+    answer = httpx.post(
+        f"{service.url}{path}",
+        content=content.encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    got = answer.json() if path.startswith("/v0") else answer.json()["output"]
+    assert [one["statusCode"] for one in got] == [200, 400, 200]
+    assert "metadata.score is a number out of range (1e999)" in got[1]["error"]
+    jobs = [one["metadata"] if path.startswith("/v0") else one["metadata"][0] for one in got]
+    assert [job["jobId"] for job in jobs] == [1, 2, 3]
+    assert jobs[1]["score"] == "1e999"
+
+
+def test_send_and_serve_key_an_identifier_that_is_not_unicode_the_same_way() -> None:
+    from pipeline.core.config import parse_config
+    from pipeline.delivery.incoming import incoming
+    from pipeline.serve.ingest import admission
+
+    cfg = parse_config({"apiKey": API_KEY, "appSubdomain": SUBDOMAIN}).unwrap()
+    event = json.loads(SURROGATE_ID)
+    sent = incoming(cfg, 1, SURROGATE_ID.encode())
+    served = admission(SUBDOMAIN, event, "batch", "2024-01-01T00:00:00.000Z", 32 * 1024)
+    assert sent.key == served.key == f"{SUBDOMAIN}:bad\\ud800id"
+    assert sent.problem is None
+    assert served.rejected is None
+    served.line.decode("utf-8")
+
+
+def test_one_admission_is_kept_or_discarded_whole_even_past_a_batch_commit(tmp_path: Path) -> None:
+    with Ledger.open_writer(tmp_path / "l.sqlite", SUBDOMAIN) as book:
+        book.enqueue("before", "h", b"{}")
+
+        def admit_then_fail() -> None:
+            with book.atomic():
+                for number in range(1500):  # past the 1,000 enqueues one batch commits
+                    book.enqueue(f"k{number}", "h", b"{}")
+                raise RuntimeError("the request could not be stored")
+
+        with pytest.raises(RuntimeError):
+            admit_then_fail()
+        with book.atomic():
+            after = book.enqueue("after", "h", b"{}")
+        book.flush()
+        assert [row.key for row in book.rows()] == ["before", "after"]
+        assert after == 2
+
+
+def test_writes_sqlite_rolled_back_under_an_admission_are_never_reported_committed(
+    tmp_path: Path,
+) -> None:
+    with Ledger.open_writer(tmp_path / "l.sqlite", SUBDOMAIN) as book:
+        with book.atomic():
+            book.enqueue("earlier-request", "h", b"{}")  # same group, not committed yet
+
+        def storing_fails_and_sqlite_rolls_back() -> None:
+            with book.atomic():
+                book.enqueue("this-request", "h", b"{}")
+                book._db.execute("ROLLBACK")  # what SQLite does itself on some errors
+                raise OSError("database or disk is full")
+
+        with pytest.raises(OSError, match="full"):
+            storing_fails_and_sqlite_rolls_back()
+        with pytest.raises(LedgerError, match="rolled back"):
+            book.flush()
+        assert list(book.rows()) == []
+        assert book.enqueue("retried", "h", b"{}") == 1
+        book.flush()
+        assert [row.key for row in book.rows()] == ["retried"]
+
+
+def test_the_transformer_api_echoes_a_cut_emoji_instead_of_failing(service: Running) -> None:
+    destination = json.dumps({"Config": {"apiKey": API_KEY, "appSubdomain": SUBDOMAIN}})
+    message = '{"type": "identify", "userId": "e1", "traits": {"name": "Ann \\ud83d"}}'
+    body = (
+        f'[{{"message": {message}, "destination": {destination}, "metadata": {{"n": "\\ud800"}}}}]'
+    )
+    answer = httpx.post(
+        f"{service.url}/v0/destinations/user",
+        content=body.encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    (item,) = answer.json()
+    assert item["statusCode"] == 200
+    assert item["metadata"] == {"n": "\ud800"}
+    assert item["output"]["body"]["JSON"]["name"] == "Ann \ud83d"
