@@ -479,7 +479,7 @@ def send(
         title = "usercom send" + (" (dry run)" if dry_run else "")
         console.print(summary_table(summary, title))
     for words in final_words(summary, tally, has_ledger):
-        err.print(words, highlight=False)
+        err.print(words, highlight=False, markup=False)
     status = exit_status(summary, tally)
     if status in (EXIT_REJECTED, EXIT_UNFINISHED):
         for words in operator.send_advice(summary, ledger_path if has_ledger else None):
@@ -1019,7 +1019,7 @@ def demo(
     for table in state_tables(state):
         console.print(table)
     for words in final_words(summary, tally, has_ledger=False):
-        stderr().print(words, highlight=False)
+        stderr().print(words, highlight=False, markup=False)
     raise typer.Exit(exit_status(summary, tally))
 
 

@@ -503,7 +503,8 @@ class Service:
     # -- health and metrics ----------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        paused = {name: app.paused for name, app in self.apps.items() if app.paused is not None}
+        reasons = {name: app.waiting_for for name, app in self.apps.items()}
+        paused = {name: why for name, why in reasons.items() if why is not None}
         if not paused:
             reason = None
         elif len(self.apps) == 1:
@@ -517,7 +518,7 @@ class Service:
             "in_flight": sum(app.in_flight for app in self.apps.values()),
             "paused": reason,
             "apps": {
-                name: {"queued": app.queued, "paused": app.paused, "in_flight": app.in_flight}
+                name: {"queued": app.queued, "paused": reasons[name], "in_flight": app.in_flight}
                 for name, app in self.apps.items()
             },
         }
