@@ -1,6 +1,7 @@
 """usercom-pipeline: RudderStack events to User.com, through pure stages and one effect runner.
 
-Drop-in (SPEC §11): `process`, `process_router`, `aprocess`, `aprocess_router`.
+Drop-in for rudder-transformer's User.com destination (same input items, same response items):
+`process`, `process_router`, `aprocess`, `aprocess_router`.
 Pure, no network: `plan` (what an event will do), `prepare` (the Job of an item: its flow),
 and the stages `normalize`, `parse_config`, `resolve_lookup`, `event_flow`.
 Effects: `run_flow` / `arun_flow` drive a flow through an httpx client or transport.

@@ -1,4 +1,5 @@
-"""Drop-in rudder-transformer envelopes (SPEC §11) around the flows and the runner.
+"""rudder-transformer's envelopes (its processor and router input and response items) around
+the flows and the runner, so that this package drops in where the transformer ran.
 
 No mapping logic lives here: `prepare` (pipeline.core.compose) is the pure pipeline, the
 runner does the calls, and these functions only shape what goes in and comes out.

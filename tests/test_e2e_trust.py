@@ -154,8 +154,10 @@ def test_a_replayed_export_is_not_skipped_as_already_finished(tmp_path: Path) ->
     assert len(state["events"]) == 6
 
 
-class WritesDown(httpx.AsyncBaseTransport):
-    """Every write answered 503 for the first `seconds`, then the real sandbox answers."""
+class AllDown(httpx.AsyncBaseTransport):
+    """Every request (the probe's read too) answered 503 for the first `seconds`, then the
+    real sandbox answers. Writes alone failing is no outage (DELIVERY §3): the probe, a read,
+    would be answered."""
 
     def __init__(self, seconds: float) -> None:
         self.until = time.monotonic() + seconds
@@ -163,7 +165,7 @@ class WritesDown(httpx.AsyncBaseTransport):
         self.refused = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method != "GET" and time.monotonic() < self.until:
+        if time.monotonic() < self.until:
             self.refused += 1
             return httpx.Response(503, json={"detail": "Service unavailable."})
         return await self.inner.handle_async_request(request)
@@ -172,13 +174,13 @@ class WritesDown(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def test_an_outage_of_every_write_pauses_all_lanes_and_costs_no_event() -> None:
-    """DELIVERY §3: 4 s of 503 on every write (longer than one event's retries last) is
-    waited out together, and every event is delivered."""
+def test_an_outage_of_every_request_pauses_all_lanes_and_costs_no_event() -> None:
+    """DELIVERY §3: 4 s of 503 on every request (longer than one event's retries last) is
+    waited out together, probing, and every event is delivered."""
     lines = lines_of(user_events(8, 3))
     fast = DeliveryOptions(concurrency=8, backoff_initial=0.05, backoff_max=0.2, max_seconds=3)
     with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        down = WritesDown(4.0)
+        down = AllDown(4.0)
         heard: list[Outcome] = []
         summary = run_loop(
             deliver(
@@ -210,7 +212,7 @@ def test_an_outage_longer_than_max_outage_stops_the_run_and_files_nothing(
                 config(),
                 replace(options, base_url=url),
                 lambda _incoming, outcome: heard.append(outcome),
-                transport=WritesDown(600.0),
+                transport=AllDown(600.0),
             )
         )
     assert summary.fault is not None

@@ -540,6 +540,17 @@ def test_positional_options_must_be_sandbox_options() -> None:
         FakeUserCom({"seed": 1})  # type: ignore[arg-type]
 
 
+def test_a_bad_forced_rule_is_refused_in_the_librarys_words_not_the_command_lines() -> None:
+    with pytest.raises(ValueError, match="forced rule") as refused:
+        FakeUserCom(forced="P")
+    assert str(refused.value) == (
+        "bad forced rule 'P': expected [METHOD ]ROUTE=STATUS[xN], "
+        "like 'POST /users/update_or_create/=503x180'"
+    )
+    with pytest.raises(ValueError, match="bad forced rule 'nowhere=500': unknown route"):
+        FakeUserCom(forced=["users-by-id=500", "nowhere=500"])
+
+
 def test_a_bad_marker_option_fails_the_test_with_one_line_naming_it() -> None:
     from pipeline.testing.plugin import fake_for
 
@@ -549,9 +560,22 @@ def test_a_bad_marker_option_fails_the_test_with_one_line_naming_it() -> None:
         "@pytest.mark.usercom: FakeUserCom got an unknown option 'bogus'"
     )
     assert not failed.value.pytrace
-    with pytest.raises(pytest.fail.Exception, match=r"@pytest.mark.usercom: bad --force 'x'"):
+    with pytest.raises(pytest.fail.Exception, match=r"@pytest.mark.usercom: bad forced rule 'x'"):
         fake_for({"forced": ["x"]})
     assert fake_for({"seed": 3}).options.seed == 3
+
+
+def test_a_bad_marker_option_is_reported_once_not_with_the_error_it_came_from() -> None:
+    from pipeline.testing.plugin import fake_for
+
+    for options in ({"bogus": 1}, {"forced": "P"}):
+        with pytest.raises(pytest.fail.Exception) as failed:
+            fake_for(options)
+        # What pytest prints for a failure with pytrace=False: the value, and any chain.
+        shown = str(failed.getrepr(style="value"))
+        assert "During handling" not in shown, shown
+        assert shown.count("@pytest.mark.usercom:") == 1, shown
+        assert len(shown.strip().splitlines()) == 1, shown
 
 
 def test_the_sandbox_options_the_readme_points_to_come_from_pipeline_testing() -> None:

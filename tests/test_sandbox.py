@@ -873,7 +873,10 @@ def test_parse_forced(spec: str, expected: ForcedStatus) -> None:
 def test_parse_forced_refuses_bad_specs(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as refused:
         parse_forced(spec)
-    assert str(refused.value).startswith(f"bad --force {spec!r}: ")
+    assert str(refused.value).startswith(f"bad forced rule {spec!r}: ")
+    with pytest.raises(ValueError, match=message) as on_the_command_line:
+        parse_forced(spec, called="--force")
+    assert str(on_the_command_line.value).startswith(f"bad --force {spec!r}: ")
 
 
 def test_forced_for_the_first_n_requests_then_normal_handling() -> None:

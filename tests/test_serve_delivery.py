@@ -6,8 +6,10 @@ The service runs in a thread (short retry and probe waits) in front of a sandbox
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -239,3 +241,93 @@ def test_one_users_long_retries_do_not_hold_the_others(ledger: Path) -> None:
         assert {r.key: r.status for r in ledger_rows(ledger)}["acme:slow-track-1"] == "pending"
         assert wait_until(lambda: ledger_counts(ledger)["failed"] == 1, timeout=10)
         assert set(tracks_by_user(sandbox_state(sandbox))) == set(users[1:])
+
+
+def test_one_event_always_answered_5xx_is_its_own_failure_not_an_outage(ledger: Path) -> None:
+    # DELIVERY §3, §6 (issue 13.9): u0's event route always answers 503, the probe and every
+    # other route are fine. Its failures fill the window again and again; each time the probe
+    # is answered, so they keep counting against u0's event (filed failed, retried later),
+    # never resent as if User.com were down, and the others are delivered meanwhile.
+    forced = (parse_forced("POST /users-by-id/u0/events/=503"),)
+    with (
+        serve_in_thread(SandboxOptions(api_key=API_KEY, forced=forced)) as sandbox,
+        service_in_thread(
+            options(ledger, sandbox, event_attempts=3, retry_initial=0.1, retry_max=0.2)
+        ) as service,
+    ):
+        batch = [identify("u0"), track("u0", 1), identify("u1"), track("u1", 1)]
+        assert post(service.url, "/v1/batch", {"batch": batch}).status_code == 200
+
+        def poison_attempts() -> int:
+            rows = ledger_rows(ledger)
+            return int(next(r.attempts for r in rows if r.key.endswith("u0-track-1")))
+
+        assert wait_until(lambda: poison_attempts() >= 25, timeout=30)
+        assert health(service.url)["paused"] is None
+        assert post(service.url, "/v1/track", track("u1", 2)).status_code == 200
+        assert wait_until(lambda: tracks_by_user(sandbox_state(sandbox)).get("u1") == [1, 2])
+        counts = ledger_counts(ledger)
+        assert counts["failed"] == 1
+        assert counts["delivered"] == 4
+
+
+class Switchable:
+    """A User.com in front of the sandbox that can go down (every request 503, the probe too)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream, self.down = upstream, False
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if owner.down:
+                    status, content = 503, b'{"detail": "Service unavailable."}'
+                else:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                    reply = httpx.request(
+                        self.command, owner.upstream + self.path, headers=headers, content=body
+                    )
+                    status, content = reply.status_code, reply.content
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_health_says_why_while_the_lanes_ride_out_an_outage(sandbox: str, ledger: Path) -> None:
+    # DELIVERY §3, §6: User.com goes down after the start (its probe is failing too): the
+    # rounds pause and probe, and /health says so while events stay queued; back up, they land.
+    upstream = Switchable(sandbox)
+    try:
+        with service_in_thread(options(ledger, upstream.url, max_outage=600.0)) as service:
+            assert post(service.url, "/v1/identify", identify("u0")).status_code == 200
+            assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 1)
+            upstream.down = True
+            batch = [identify(f"u{n}") for n in range(1, 13)]
+            assert post(service.url, "/v1/batch", {"batch": batch}).status_code == 200
+            assert wait_until(lambda: health(service.url)["paused"] is not None, timeout=20)
+            shown = health(service.url)
+            assert shown["status"] == "paused"
+            assert "outage: User.com at" in shown["paused"]
+            assert "answered the probe with 503" in shown["paused"]
+            upstream.down = False
+            assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 13, timeout=30)
+            assert health(service.url)["paused"] is None
+    finally:
+        upstream.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from serve_helpers import (
 
 from pipeline.delivery.incoming import canonical
 from pipeline.sandbox import SandboxOptions, serve_in_thread
+from pipeline.serve.logs import LOGGER
 
 MB = 1024 * 1024
 
@@ -172,6 +174,21 @@ def test_an_event_over_32_kb_or_not_an_object_is_rejected_and_its_batch_kept(
     assert odd[0].status == "rejected"
     assert "not a JSON object" in (odd[0].error or "")
     assert tracks_of(sandbox) == [3]
+
+
+def test_an_event_rejected_on_arrival_is_logged_with_its_position_like_other_rejections(
+    service: Running, ledger: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    big = track("u1", 2, properties={"blob": "y" * (33 * 1024)})
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        answer = post(service.url, "/v1/batch", {"batch": [identify("u1"), big, "not an event"]})
+    assert answer.status_code == 200, answer.text
+    positions = {row.key: row.position for row in ledger_rows(ledger)}
+    rejected = [r.getMessage() for r in caplog.records if "event=event_rejected" in r.getMessage()]
+    assert len(rejected) == 2, rejected
+    big_line = next(line for line in rejected if f"id={SUBDOMAIN}:u1-track-2 " in line)
+    assert f" position={positions[f'{SUBDOMAIN}:u1-track-2']} " in big_line, big_line
+    assert all(" position=" in line for line in rejected), rejected
 
 
 def tracks_of(sandbox: str) -> list[int]:

@@ -5,6 +5,7 @@ In process: the pure config parser, `Destination`, and typer's CliRunner.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -203,4 +204,139 @@ def test_a_source_without_destination_says_what_to_give_not_where_a_spec_says_it
     assert str(refused.value) == (
         "config c.json: source 1 has no destination: give it one app's apiKey, appSubdomain "
         "and mappings"
+    )
+
+
+# --- click's own usage errors are one line too (issue 14 follow-up) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (
+            ("serve", "--max-connections", "many"),
+            "invalid value for '--max-connections': 'many' is not a valid",
+        ),
+        (("send", "x", "--rate", "abc"), "invalid value for '--rate': 'abc' is not a valid"),
+        (("serve", "--max-queued", "1e3"), "invalid value for '--max-queued': '1e3' is not a"),
+        (("send", "--concurency", "4"), "no such option: --concurency"),
+        (("send",), "missing argument 'EVENTS'"),
+        (("report",), "missing argument 'LEDGER'"),
+        (("send", "x", "--rate"), "option '--rate' requires an argument"),
+        (("sandbox", "--port", "x"), "invalid value for '--port': 'x' is not a valid integer"),
+    ],
+)
+def test_a_usage_error_of_a_command_is_one_line_naming_its_help(
+    args: tuple[str, ...], what: str
+) -> None:
+    result = CliRunner().invoke(app, list(args), prog_name="usercom", env={"COLUMNS": "80"})
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {what}"), line
+    assert line.endswith(f"; see usercom {args[0]} --help"), line
+    assert "Usage:" not in line
+    assert "Try '" not in line
+
+
+def test_an_unknown_flag_keeps_clicks_did_you_mean_hint() -> None:
+    result = CliRunner().invoke(app, ["send", "--concurency", "4"], prog_name="usercom")
+    assert result.exit_code == 2
+    assert "--concurrency" in result.stderr.strip()
+
+
+def test_a_usage_error_before_the_command_names_the_top_level_help() -> None:
+    for args in (["sendd"], ["--bogus"]):
+        result = CliRunner().invoke(app, args, prog_name="usercom")
+        assert result.exit_code == 2, result.output
+        [line] = result.stderr.splitlines()
+        assert line.startswith("error: no such "), line
+        assert line.endswith("; see usercom --help"), line
+    assert "did you mean 'send'?" in CliRunner().invoke(app, ["sendd"]).stderr.lower()
+
+
+def test_the_help_of_a_command_is_still_shown_whole() -> None:
+    result = CliRunner().invoke(app, ["send", "--help"], prog_name="usercom")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("Usage: usercom send [OPTIONS] EVENTS")
+
+
+# --- what help() and --help show describe in place, not by a spec's section number -------------
+
+
+@pytest.mark.parametrize(
+    "module", ["pipeline", "pipeline.compat", "pipeline.serve", "pipeline.testing"]
+)
+def test_a_public_modules_help_does_not_point_to_a_spec_section(module: str) -> None:
+    text = importlib.import_module(module).__doc__ or ""
+    assert "§" not in text, text
+    assert "SPEC" not in text, text
+
+
+def test_the_package_help_says_what_the_drop_in_functions_replace() -> None:
+    assert "rudder-transformer" in (pipeline.__doc__ or "")
+
+
+def test_the_sandbox_module_help_calls_a_force_value_a_rule() -> None:
+    from pipeline.sandbox.__main__ import parser
+
+    shown = parser().format_help()
+    assert "--force RULE" in shown
+    assert "SPEC" not in shown
+
+
+# --- the report's title at 80 columns keeps the ledger's path whole -----------------------------
+
+
+def test_the_report_title_keeps_the_ledger_path_whole_at_80_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.delivery.ledger import Ledger
+
+    monkeypatch.chdir(tmp_path)
+    ledger = Path("ledgers-kept-for-a-few-weeks-by-the-ops-team") / "demo.sqlite"
+    ledger.parent.mkdir()
+    with Ledger.open_writer(ledger, "acme") as writer:
+        writer.enqueue("acme:m1", "h1", b"{}")
+    result = CliRunner().invoke(app, ["report", str(ledger)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert any(str(ledger) in line for line in lines[:3]), lines[:3]
+
+
+# --- explain labels each answer for what it means on its route ---------------------------------
+
+
+def test_explain_labels_the_custom_id_event_routes_404_as_a_user_not_found_there(
+    tmp_path: Path,
+) -> None:
+    from pipeline.delivery.ledger import Ledger
+
+    base = "https://acme.user.com/api/public"
+    requests = [
+        f"POST {base}/users-by-id/u1/events/ -> 404",
+        f"GET {base}/users-by-id/u1/ -> 200",
+        f"POST {base}/events/ -> 201",
+    ]
+    ledger = tmp_path / "run.sqlite"
+    with Ledger.open_writer(ledger, "acme") as writer:
+        writer.enqueue("acme:t1", "h1", b"{}")
+        writer.record("acme:t1", "delivered", 1, requests, None, [])
+    result = CliRunner().invoke(app, ["explain", "t1", "--ledger", str(ledger)])
+    assert result.exit_code == 0, result.output
+    [first] = [line for line in result.stdout.splitlines() if "/users-by-id/u1/events/" in line]
+    assert "no such route" not in first, first
+    assert first.endswith("(user not found by this custom_id: falls back to the lookup)"), first
+
+
+def test_a_404_is_no_such_route_only_where_the_route_itself_is_missing() -> None:
+    from pipeline.cli.operator import gloss
+
+    base = "https://acme.user.com/api/public"
+    assert gloss("POST", "404", f"{base}/events/") == "no such route"
+    assert gloss("GET", "404", f"{base}/users-by-id/u1/") == "not found"
+    assert gloss("PUT", "404", f"{base}/users/7/") == "not found"
+    assert gloss("POST", "404", f"{base}/users-by-id/u1/events/") == (
+        "user not found by this custom_id: falls back to the lookup"
     )

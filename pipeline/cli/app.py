@@ -23,6 +23,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+# typer 0.26 runs its own copy of click: its usage errors are this copy's classes, not click's.
+from typer._click.core import Context as ClickContext
+from typer._click.exceptions import NoArgsIsHelpError
+from typer._click.exceptions import UsageError as ClickUsageError
+from typer.core import TyperGroup
+
 from pipeline.cli import checks, operator
 from pipeline.cli.checks import KEY_FIELDS, UNKNOWN_ATTRIBUTES, UsageError
 from pipeline.cli.sending import (
@@ -75,17 +81,6 @@ from pipeline.serve.logs import configure as configure_logs
 from pipeline.serve.logs import emit, ignored_entries
 from pipeline.serve.options import retention_days
 
-app = typer.Typer(
-    add_completion=False,
-    # A bare `usercom` shows the help on stdout and exits 0, as git does (see _options).
-    invoke_without_command=True,
-    # Plain click help: no <bool> or {events} placeholders, paragraphs re-wrapped.
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    help="Deliver RudderStack-format events to User.com (or to a local sandbox of it).",
-)
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
 
 def refusal(problem: object) -> Text:
     """`error: PROBLEM` in red, the problem never read as rich markup (`[xN]` would vanish)."""
@@ -96,6 +91,89 @@ def stderr() -> Console:
     """Progress, errors and (with `--out -`) the summary go to stderr, keeping stdout clean."""
     # soft_wrap: one problem stays one line in a CI log, however narrow the "terminal".
     return Console(stderr=True, soft_wrap=True)
+
+
+def click_problem(error: ClickUsageError) -> str:
+    """What click refused, worded as the project's refusals are (lower case, no final stop),
+    with click's guess at what was meant kept as `(did you mean ...?)`."""
+    options = getattr(error, "possibilities", None)  # only NoSuchOption has them
+    # format_message adds the option's name to a bad value; typer adds its guess at a command.
+    text = error.message if options else error.format_message()
+    message, _, guess = text.rstrip(".").partition(". Did you mean ")
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    if options:
+        guess = " or ".join(sorted(options))
+    return f"{message} (did you mean {guess.rstrip('?')}?)" if guess else message
+
+
+class OneLineUsageError(ClickUsageError):
+    """A usage error click found, shown as one `error: ...; see COMMAND --help` line instead of
+    click's usage block, so that a CI log reads it like every other refusal of the command."""
+
+    def __init__(self, problem: ClickUsageError, command: str) -> None:
+        super().__init__(click_problem(problem), problem.ctx)
+        self.command = command
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        line = f"{self.message}; see {self.command} --help"
+        if file is None:
+            stderr().print(refusal(line))
+        else:
+            typer.echo(f"error: {line}", file=file)
+
+
+def refused_command(problem: ClickUsageError, group: ClickContext | None) -> str:
+    """The command whose help answers `problem`. An option that lacks its value is refused
+    before the command's context exists: it is then the subcommand the group was running."""
+    if problem.ctx is not None:
+        return problem.ctx.command_path
+    if group is None:
+        return "usercom"
+    running = group.invoked_subcommand
+    return f"{group.command_path} {running}" if running else group.command_path
+
+
+@contextlib.contextmanager
+def one_line_usage_errors(group: ClickContext | None) -> Iterator[None]:
+    try:
+        yield
+    except (OneLineUsageError, NoArgsIsHelpError):
+        raise  # already one line, or a help page that is meant to be shown whole
+    except ClickUsageError as problem:
+        raise OneLineUsageError(problem, refused_command(problem, group)) from None
+
+
+class UsercomGroup(TyperGroup):
+    """The `usercom` group: click's usage errors, of the group and of every command it runs
+    (their options are parsed inside `invoke`), become one-line refusals."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: ClickContext | None = None,
+        **extra: Any,
+    ) -> ClickContext:
+        with one_line_usage_errors(parent):
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        with one_line_usage_errors(ctx):
+            return super().invoke(ctx)
+
+
+app = typer.Typer(
+    cls=UsercomGroup,
+    add_completion=False,
+    # A bare `usercom` shows the help on stdout and exits 0, as git does (see _options).
+    invoke_without_command=True,
+    # Plain click help: no <bool> or {events} placeholders, paragraphs re-wrapped.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Deliver RudderStack-format events to User.com (or to a local sandbox of it).",
+)
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 # Options `send` and `serve` share, spelled once so that their syntax and defaults cannot drift:
@@ -456,7 +534,7 @@ def send(
         title = "usercom send" + (" (dry run)" if dry_run else "")
         console.print(summary_table(summary, title))
     for words in final_words(summary, tally, has_ledger):
-        err.print(words, highlight=False)
+        err.print(words, highlight=False, markup=False)
     status = exit_status(summary, tally)
     if status in (EXIT_REJECTED, EXIT_UNFINISHED):
         for words in operator.send_advice(summary, ledger_path if has_ledger else None):
@@ -601,7 +679,7 @@ def sandbox(
         checks.port(port)
         options = SandboxOptions(
             api_key=key,
-            forced=tuple(parse_forced(spec) for spec in force or ()),
+            forced=tuple(parse_forced(spec, called="--force") for spec in force or ()),
             latency_ms=latency_ms,
             error_rate=error_rate,
             throttle_rate=throttle_rate,
@@ -992,7 +1070,7 @@ def demo(
     for table in state_tables(state):
         console.print(table)
     for words in final_words(summary, tally, has_ledger=False):
-        stderr().print(words, highlight=False)
+        stderr().print(words, highlight=False, markup=False)
     raise typer.Exit(exit_status(summary, tally))
 
 

@@ -125,20 +125,27 @@ def template(url: str) -> str:
     return "/".join(segments) + (f"?{query}" if query else "")
 
 
-def gloss(method: str, answer: str) -> str:
-    """What an answer means, in a few words.
+# Known from older docs: on it a 404 says the user is not found by that custom_id (or the
+# route is gone), and the delivery goes on with the lookup and POST /events/ (DELIVERY §3).
+CUSTOM_ID_EVENTS: Final = "/users-by-id/<id>/events/"
 
-    >>> gloss("GET", "404"), gloss("POST", "400"), gloss("POST", "timeout")
-    ('not found', 'content refused', 'no answer (timeout)')
+
+def gloss(method: str, answer: str, url: str) -> str:
+    """What an answer means on its route, in a few words.
+
+    >>> gloss("GET", "404", "https://acme.user.com/api/public/users-by-id/u1/")
+    'not found'
+    >>> gloss("POST", "400", ""), gloss("POST", "timeout", "")
+    ('content refused', 'no answer (timeout)')
     """
     if not answer.isdigit():
         return f"no answer ({answer})"
     status = int(answer)
     if 200 <= status < 300:
         return "ok"
-    if status == 404 and method == "GET":
-        return "not found"
-    meanings = {401: "key refused", 403: "key refused", 429: "throttled", 404: "no such route"}
+    if status == 404:
+        return _not_found(method, template(url))
+    meanings = {401: "key refused", 403: "key refused", 429: "throttled"}
     if status in meanings:
         return meanings[status]
     if status >= 500:
@@ -146,6 +153,16 @@ def gloss(method: str, answer: str) -> str:
     if 400 <= status < 500:
         return "content refused"
     return "unexpected"
+
+
+def _not_found(method: str, route: str) -> str:
+    """A 404 names a missing route only where nothing but the route can be missing: a lookup
+    or a route with an id in it says that this id is not found there."""
+    if route == CUSTOM_ID_EVENTS:
+        return "user not found by this custom_id: falls back to the lookup"
+    if method == "GET" or "<id>" in route:
+        return "not found"
+    return "no such route"
 
 
 # -- usercom explain --------------------------------------------------------------------------
@@ -275,8 +292,8 @@ def story(book: Ledger, row: Row) -> list[str]:
     if row.requests:
         lines.append(f"requests  {len(row.requests)}, in order (of the run that filed it):")
         for number, text in enumerate(row.requests, 1):
-            method, _, answer = split_request(text)
-            lines.append(f"  {number}. {printable(text)}  ({gloss(method, answer)})")
+            method, url, answer = split_request(text)
+            lines.append(f"  {number}. {printable(text)}  ({gloss(method, answer, url)})")
     else:
         lines.append("requests  none")
     lines.append(f"error     {printable(row.error) if row.error is not None else 'none'}")
@@ -378,7 +395,10 @@ class Report:
         }
 
     def tables(self) -> list[Table]:
-        events = Table(title=f"usercom report: {self.ledger} (app {self.app})")
+        title = f"usercom report: {self.ledger} (app {self.app})"
+        # As wide as the title (as the terminal allows): rich wraps a title to its table's width,
+        # which would cut the ledger's path mid-name; wrapped at the terminal it breaks at spaces.
+        events = Table(title=title, min_width=len(title))
         events.add_column("measure")
         events.add_column("value", justify="right")
         for status in STATUSES:

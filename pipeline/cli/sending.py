@@ -16,14 +16,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.filing import Filing, refile_kept, stop_when_refused
 from pipeline.core.config import Config
-from pipeline.delivery.engine import Control, DeliveryOptions, deliver
+from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.incoming import (
     MAX_EVENT_BYTES,
     FirstSeen,
@@ -36,12 +45,19 @@ from pipeline.delivery.incoming import (
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.outcome import Outcome, Summary
+from pipeline.delivery.pacing import Pause
 
 PROGRESS_EVERY_S = 10.0
+BAR_EVERY_S = 0.5  # how often the terminal bar looks whether delivery is paused
 
 # Exit statuses (DELIVERY §4).
 EXIT_DELIVERED, EXIT_REJECTED, EXIT_USAGE, EXIT_FAULT, EXIT_UNFINISHED = 0, 1, 2, 3, 4
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# The reader of `--out -` went away (`| head`): what a shell reports for a writer that
+# SIGPIPE ended, so `set -o pipefail` scripts see the run did not finish.
+EXIT_CLOSED_OUT = 128 + signal.SIGPIPE
+STOPPING = "stopping… (Ctrl+C again to leave at once)"
+OUT_CLOSED = "--out - was closed (its reader went away)"
 
 
 @dataclass(slots=True)
@@ -52,6 +68,7 @@ class Tally:
     last_position: int = 0
     unsent: list[int] = field(default_factory=list)  # positions left pending (no ledger)
     signal: signal.Signals | None = None
+    out_closed: bool = False
 
 
 def queue(
@@ -141,6 +158,8 @@ def progress_every() -> float:
 def exit_status(summary: Summary, tally: Tally) -> int:
     if tally.signal is not None:
         return EXIT_SIGNAL.get(tally.signal, 130)
+    if tally.out_closed:
+        return EXIT_CLOSED_OUT
     if summary.fault is not None:
         return EXIT_FAULT
     if summary.broken_input:  # an input problem: a re-run of the same input breaks off again
@@ -152,14 +171,84 @@ def exit_status(summary: Summary, tally: Tally) -> int:
     return EXIT_DELIVERED
 
 
-def progress_line(summary: Summary, started: float, total: int | None) -> str:
-    seconds = max(time.monotonic() - started, 1e-9)
+FINISHED = ("delivered", "rejected", "failed", "held")  # statuses "done" counts
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, rest = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def pause_words(pause: Pause, max_outage: float) -> str:
+    """Why every lane waits, when the next probe goes, and when the run gives up."""
+    why = (
+        "half or more of the last 20 requests failed (5xx, timeouts, lost connections)"
+        if pause.reason == "probing"
+        else pause.reason
+    )
+    probe = (
+        "probing now"
+        if pause.next_probe_in is None
+        else f"next probe in {_duration(math.ceil(pause.next_probe_in))}"  # never "in 0 s"
+    )
+    left = _duration(max(0.0, max_outage - pause.outage_for))
+    return f"paused: {why}; {probe}; stops after --max-outage ({_duration(max_outage)}) in {left}"
+
+
+def progress_line(
+    summary: Summary,
+    seconds: float,
+    total: int | None,
+    pause: Pause | None = None,
+    max_outage: float = 1800.0,
+) -> str:
+    """The periodic line: events done (finished statuses only, so the counts add up), the rate,
+    each status, and while paused why and until when."""
     c = summary.counts
-    done = f"{summary.events}/{total}" if total is not None else str(summary.events)
-    return (
-        f"usercom send: {done} done ({summary.events / seconds:.0f}/s): "
+    done = sum(c[status] for status in FINISHED)
+    shown = f"{done}/{total}" if total is not None else str(done)
+    line = (
+        f"usercom send: {shown} done ({done / max(seconds, 1e-9):.0f}/s): "
         f"delivered {c['delivered']}, rejected {c['rejected']}, failed {c['failed']}, "
         f"held {c['held']}"
+    )
+    if c["pending"]:
+        line += f", pending {c['pending']} (not finished)"
+    return line if pause is None else f"{line}; {pause_words(pause, max_outage)}"
+
+
+class StatusColumn(ProgressColumn):
+    """The bar's last words: the pause while paused, else the last problem. Always plain
+    text: a messageId like `[/bold]` is the client's data, never rich markup."""
+
+    def render(self, task: Task) -> Text:
+        pause = task.fields.get("pause")
+        if pause:
+            return Text(str(pause), style="yellow")
+        status = task.fields.get("status")
+        return status if isinstance(status, Text) else Text(str(status or ""))
+
+
+def problem_text(outcome: Outcome) -> Text:
+    return Text(f"{outcome.status}: {outcome.key}", style="red")
+
+
+def send_progress(err: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        StatusColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
     )
 
 
@@ -175,14 +264,26 @@ def run_send(
     total: int | None,
     retry_rejected: bool,
     scratch: Path | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[Summary, Tally]:
     """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM.
+    `transport` replaces real HTTPS (tests pass `FakeUserCom`).
 
     The messageIds read are kept in `scratch` (this run's folder), opened before any event
     is sent."""
     with contextlib.closing(FirstSeen(scratch)) as seen:
         return _run_send(
-            source, cfg, ledger, has_ledger, options, sink, err, total, retry_rejected, seen
+            source,
+            cfg,
+            ledger,
+            has_ledger,
+            options,
+            sink,
+            err,
+            total,
+            retry_rejected,
+            seen,
+            transport,
         )
 
 
@@ -197,6 +298,7 @@ def _run_send(
     total: int | None,
     retry_rejected: bool,
     seen: FirstSeen,
+    transport: httpx.AsyncBaseTransport | None,
 ) -> tuple[Summary, Tally]:
     tally = Tally()
     control = Control()
@@ -213,29 +315,32 @@ def _run_send(
     summary_box: list[Summary] = []
     pre = Summary()
     live = err.is_terminal
-    progress = Progress(
-        TextColumn("[bold]sending"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=err,
-        transient=False,
-        disable=not live,
-    )
+    progress = send_progress(err)
     counts = Summary()
+    app = AppState.new(options)
+
+    def write_out(outcome: Outcome) -> None:
+        if sink is None or tally.out_closed:
+            return
+        try:
+            sink.write(json.dumps(outcome.as_json()) + "\n")
+        except BrokenPipeError:
+            # `--out - | head`: stop reading, let in-flight attempts end, and say why.
+            tally.out_closed = True
+            silence_stdout()
+            control.stop(OUT_CLOSED)
 
     def on_outcome(item: Incoming, outcome: Outcome) -> None:
         if filing is not None and outcome.status != "planned":
             filing.file(item, outcome)
         if outcome.status == "pending":
             tally.unsent.append(outcome.position)
-        if sink is not None:
-            sink.write(json.dumps(outcome.as_json()) + "\n")
+        write_out(outcome)
         counts.add(outcome)
-        progress.advance(task)
+        if outcome.status in FINISHED:
+            progress.advance(task)
         if outcome.status in ("rejected", "failed"):
-            progress.update(task, status=f"[red]{outcome.status}: {outcome.key}")
+            progress.update(task, status=problem_text(outcome))
 
     async def main() -> Summary:
         loop = asyncio.get_running_loop()
@@ -244,21 +349,40 @@ def _run_send(
         def on_signal(sig: signal.Signals) -> None:
             if tally.signal is not None:  # a second signal: leave at once
                 err.show_cursor(True)
-                sys.stderr.write("\nusercom send: stopped at once\n")
+                resume = (
+                    "re-run with the same --ledger to resume"
+                    if has_ledger and ledger is not None
+                    else "use --ledger next time to resume"
+                )
+                sys.stderr.write(f"\nusercom send: stopped at once: {resume}\n")
                 raise SystemExit(EXIT_SIGNAL.get(sig, 130))
             tally.signal = sig
+            err.print(STOPPING, highlight=False, markup=False)
             control.stop(f"interrupted ({sig.name})")
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, on_signal, sig)
 
+        def pause_now() -> Pause | None:
+            return app.outage.watch.pause()
+
         async def ticker() -> None:
             while True:
                 await asyncio.sleep(progress_every())
-                err.print(progress_line(counts, started, total), highlight=False)
+                line = progress_line(
+                    counts, time.monotonic() - started, total, pause_now(), options.max_outage
+                )
+                err.print(line, highlight=False, markup=False)
 
-        ticking = None if live else asyncio.create_task(ticker())
+        async def bar_ticker() -> None:
+            while True:
+                await asyncio.sleep(BAR_EVERY_S)
+                pause = pause_now()
+                words = "" if pause is None else pause_words(pause, options.max_outage)
+                progress.update(task, pause=words)
+
+        ticking = asyncio.create_task(bar_ticker() if live else ticker())
         try:
             events = queue(source, cfg, ledger, pre, tally, retry_rejected, seen)
             done = await deliver(
@@ -266,26 +390,32 @@ def _run_send(
                 cfg,
                 options,
                 on_outcome,
+                transport=transport,
                 control=control,
+                app=app,
             )
             if filing is not None and has_ledger:  # a scratch ledger is deleted anyway
                 await refile_kept(filing, say, lambda: tally.signal is not None)
             return done
         finally:
-            if ticking is not None:
-                ticking.cancel()
+            ticking.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
 
     with progress:
-        task = progress.add_task("events", total=total, status="")
+        task = progress.add_task("events", total=total, status="", pause="")
         try:
             summary_box.append(run_loop(main()))
         finally:
-            if sink is not None:
-                with contextlib.suppress(OSError):
+            if sink is not None and not tally.out_closed:
+                try:
                     sink.flush()
+                except BrokenPipeError:
+                    tally.out_closed = True
+                    silence_stdout()
+                except OSError:
+                    pass
             if ledger is not None:
                 ledger.flush()
     summary = summary_box[0]
@@ -297,6 +427,15 @@ def _run_send(
         pre.broken_input,
     )
     return summary, tally
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone, so that nothing (Python's own flush
+    at exit included) writes to the closed pipe again and complains."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def summary_table(summary: Summary, title: str) -> Table:
@@ -341,13 +480,16 @@ def final_words(summary: Summary, tally: Tally, has_ledger: bool) -> list[str]:
         words.append(broken_input_words(summary.broken_input, has_ledger))
     if summary.fault is not None:
         words.append(f"error: {summary.fault}")
-    if tally.signal is not None:
+    stopped = "interrupted:" if tally.signal is not None else None
+    if stopped is None and tally.out_closed:
+        stopped = f"stopped: {OUT_CLOSED};"
+    if stopped is not None:
         words.append(
-            "interrupted: re-run with the same --ledger to resume"
+            f"{stopped} re-run with the same --ledger to resume"
             if has_ledger
-            else "interrupted: use --ledger next time to resume; see below what was not sent"
+            else f"{stopped} use --ledger next time to resume; see below what was not sent"
         )
-    if not has_ledger and (summary.fault is not None or tally.signal is not None):
+    if not has_ledger and (summary.fault is not None or stopped is not None):
         unsent = ", ".join(str(p) for p in sorted(tally.unsent)[:50])
         more = "…" if len(tally.unsent) > 50 else ""
         read = f"positions {unsent}{more}, and " if unsent else ""

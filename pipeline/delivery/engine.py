@@ -38,9 +38,10 @@ from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.steps import Final, Step
-from pipeline.delivery.faults import RunFault, outage_fault, probe, run_fault
+from pipeline.delivery.faults import RunFault, probe, probe_once, run_fault
 from pipeline.delivery.identity import IdentityCache
 from pipeline.delivery.incoming import Incoming
+from pipeline.delivery.outage import Outage, Prober, Verdict
 from pipeline.delivery.outcome import Outcome, Status, Summary
 from pipeline.delivery.pacing import Pacer
 from pipeline.runner import Target, adrive, asend, scrub
@@ -61,6 +62,7 @@ class DeliveryOptions:
     probe: bool = True  # start with `usercom check`'s authenticated read
     max_outage: float = 1800.0  # seconds of outage (DELIVERY §3) before the run stops
     max_resends: int = 50  # 429s one request may meet before it counts as a failed attempt
+    stop_grace: float = 5.0  # seconds in-flight requests get after a stop, then they are left
 
 
 @dataclass(slots=True)
@@ -103,11 +105,13 @@ def _last_result(state: RetryCallState) -> Attempt:
 @dataclass(slots=True)
 class AppState:
     """What one User.com app's deliveries learn and keep across runs: the pace its limit
-    allows and the users and companies it knows. `usercom send` makes one per run; the
-    service keeps one per app for its lifetime, shared by every delivery round."""
+    allows, the users and companies it knows, and whether it is paused for an outage.
+    `usercom send` makes one per run; the service keeps one per app for its lifetime, shared
+    by every delivery round."""
 
     pacer: Pacer
     cache: IdentityCache = field(default_factory=IdentityCache)
+    outage: Outage = field(default_factory=Outage)
 
     @classmethod
     def new(cls, options: DeliveryOptions) -> AppState:
@@ -129,6 +133,11 @@ class _Run:
         self.target = Target.of(cfg, origin)
         self.pacer = app.pacer
         self.cache = app.cache
+        self.outage = app.outage
+        self.prober = Prober(self._probe, self.target, control.stopping, options.max_outage)
+        # Lanes waiting for an answer, so that a stop can leave them after its grace.
+        self.requesting: set[asyncio.Task[object]] = set()
+        self.abandoned = False
         self.slots: asyncio.Queue[httpx.AsyncBaseTransport] = asyncio.Queue()
         self.summary = Summary()
         # Group events of different users may name one company: one writer per company at a
@@ -143,16 +152,79 @@ class _Run:
         self.control.stop(fault)
         return RunFault(fault)
 
+    def _follow(self, verdict: Verdict) -> None:
+        """Raise what a stopping verdict of the outage watch means for this request."""
+        if verdict.kind == "fault":
+            raise self._fault(verdict.fault)
+        if verdict.kind == "stopped" or self.control.reason is not None:
+            raise Stopped
+
+    async def _probe(self) -> Answer:
+        """The start probe's read, made while the lanes pause: counted like any call."""
+        transport = await self.slots.get()
+        try:
+            answer = await probe_once(self.target, transport)
+        finally:
+            self.slots.put_nowait(transport)
+        self.summary.api_calls += 1
+        got = answer.status if isinstance(answer, Reply) else answer.reason
+        self.summary.calls[f"probe {got}"] += 1
+        if isinstance(answer, Reply) and answer.status == 429:
+            self.pacer.too_many(answer.retry_after)
+        return answer
+
+    async def _ask(self, transport: httpx.AsyncBaseTransport, request: Request) -> Answer:
+        """The request's answer; `Stopped` when a stop's grace ran out before it came (its
+        event stays pending: a write may have landed, as with a kill, at least once)."""
+        lane = asyncio.current_task()
+        if lane is None:
+            return await asend(transport, self.target, request)
+        self.requesting.add(lane)
+        try:
+            return await asend(transport, self.target, request)
+        except asyncio.CancelledError:
+            if not self.abandoned:
+                raise
+            lane.uncancel()
+            raise Stopped from None
+        finally:
+            self.requesting.discard(lane)
+
+    async def unless_stopped(self, probing: Awaitable[str | None]) -> str | None:
+        """The start probe's fault, or None when the run is stopped first: a probe to a host
+        that never answers would hold a signal for its timeouts, three times over."""
+        task = asyncio.ensure_future(probing)
+        stop = asyncio.ensure_future(self.control.stopping.wait())
+        try:
+            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+        return task.result() if task.done() and not task.cancelled() else None
+
+    async def leave_after_grace(self) -> None:
+        """Once the run is told to stop, give in-flight requests `stop_grace`, then leave them."""
+        await self.control.stopping.wait()
+        await asyncio.sleep(self.options.stop_grace)
+        self.abandoned = True
+        for lane in list(self.requesting):
+            lane.cancel()
+
     async def send(self, request: Request, log: list[str]) -> Answer:
         """Send one request: paced, on a free connection slot, counted, logged, learned from.
-        A 429 is waited out and sent again, and so is a failure during an outage, without
-        costing the event an attempt; a run-level fault raises `RunFault`."""
+        A 429 is waited out and sent again without costing the event an attempt. A failure
+        (5xx, timeout, lost connection) is the event's own unless the outage watch pauses
+        the lanes: then the probe decides (DELIVERY §3), and a request that waited out a
+        real outage goes again at no cost. A run-level fault raises `RunFault`."""
         resends = 0
         while True:
-            await self.pacer.acquire()
+            self._follow(await self.outage.clear(self.control.stopping))
+            if not await self.pacer.acquire(self.control.stopping):
+                raise Stopped
             transport = await self.slots.get()
             try:
-                answer = await asend(transport, self.target, request)
+                answer = await self._ask(transport, request)
             finally:
                 self.slots.put_nowait(transport)
             self.summary.api_calls += 1
@@ -169,14 +241,13 @@ class _Run:
                     continue
                 return answer
             if _user_com_failed(answer):
-                if not self.pacer.failed():
-                    return answer
-                if self.pacer.outage_seconds() > self.options.max_outage:
-                    raise self._fault(outage_fault(self.pacer.outage_seconds()))
-                if self.control.reason is not None:
-                    raise Stopped
-                continue
+                verdict = await self.outage.after_failure(self.prober)
+                self._follow(verdict)
+                if verdict.kind == "resend":
+                    continue
+                return answer
             self.pacer.good()
+            self.outage.answered()
             self.cache.learn(request, answer)
             return answer
 
@@ -351,6 +422,8 @@ async def deliver(
         run.slots.put_nowait(slot)
     room = asyncio.Semaphore(options.buffer or 16 * width)
 
+    broken: list[BaseException] = []
+
     async def run_lane(lane: str) -> None:
         queue = lanes[lane]
         while queue:
@@ -358,13 +431,21 @@ async def deliver(
             outcome = await run.deliver_one(incoming)
             queue.popleft()
             run.summary.add(outcome)
-            on_outcome(incoming, outcome)
-            room.release()
+            try:
+                on_outcome(incoming, outcome)
+            except Exception as error:  # noqa: BLE001 - raised below, once every lane has ended
+                # A lane that died here would never free its room: the reader would wait
+                # for it forever. Stop the run instead, and let the caller hear why.
+                broken.append(error)
+                run.control.stop("an outcome could not be filed")
+            finally:
+                room.release()
         del lanes[lane]
 
+    grace = asyncio.create_task(run.leave_after_grace())
     try:
         if options.probe:
-            fault = await probe(run.target, slots[0])
+            fault = await run.unless_stopped(probe(run.target, slots[0]))
             if fault is not None:
                 run.summary.fault = fault
                 return run.summary
@@ -386,7 +467,11 @@ async def deliver(
         while running:
             await asyncio.gather(*list(running))
     finally:
+        grace.cancel()
+        await run.outage.abandon(run.prober)
         for slot in owned:
             await slot.aclose()
+    if broken:
+        raise broken[0]
     run.summary.seconds = time.monotonic() - started
     return run.summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Literal
 
 import httpx
 
@@ -88,6 +89,38 @@ def probe_fault(answer: Answer, target: Target) -> str | None:
                 f"{origin} gave an answer User.com does not give ({status}): check --base-url "
                 f"and appSubdomain; {RESUME}"
             )
+
+
+ProbeVerdict = Literal["answered", "failed", "fault"]
+
+
+def probe_verdict(answer: Answer, target: Target) -> tuple[ProbeVerdict, str]:
+    """What a probe made during a pause (DELIVERY §3) shows, and why.
+
+    "answered": User.com answered (a found or not-found JSON object, or a 429): no outage.
+    "fault": the key is refused or the URL redirects, which stops the run as on any request.
+    "failed": no User.com answer (a 5xx, a timeout, a lost connection, a body that is not
+    User.com's JSON, as a proxy's error page is): the outage goes on.
+    """
+    origin = _origin(target)
+    match answer:
+        case Reply(status=status) if status in (401, 403) or 300 <= status < 400:
+            return "fault", run_fault(call("user_by_id", PROBE_SUBJECT), answer, target) or ""
+        case Reply(status=429):
+            return "answered", ""
+        case Reply(status=status, body=body) if status in (200, 404) and isinstance(body, Mapping):
+            return "answered", ""
+        case Reply(status=status) if status in (200, 404):
+            return "failed", f"{origin} answered the probe with {status} but not User.com's JSON"
+        case Reply(status=status):
+            return "failed", f"User.com at {origin} answered the probe with {status}"
+        case Unreachable(reason=reason, detail=detail):
+            return "failed", f"User.com at {origin} could not be reached ({reason}: {detail})"
+
+
+async def probe_once(target: Target, transport: httpx.AsyncBaseTransport) -> Answer:
+    """The probe's one request, with no retry: a pause's own backoff spaces the next one."""
+    return await asend(transport, target, call("user_by_id", PROBE_SUBJECT))
 
 
 PROBE_TRIES = 3

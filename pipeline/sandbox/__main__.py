@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
         "--force",
         action="append",
         default=[],
-        metavar="SPEC",
+        metavar="RULE",
         help=f"force a status, {FORCED_SYNTAX!r}: ROUTE is a route name or a path prefix under "
         f"/api/public, xN forces only the first N matching requests (e.g. {FORCED_EXAMPLE!r}); "
         "repeatable, the first rule with requests left wins",
@@ -118,7 +118,7 @@ def options_from(args: argparse.Namespace) -> SandboxOptions:
         drop_rate=args.drop_rate,
         lost_response_rate=args.lost_response_rate,
         rate_limit_rps=args.rate_limit,
-        forced=tuple(parse_forced(spec) for spec in args.force),
+        forced=tuple(parse_forced(spec, called="--force") for spec in args.force),
         seed=args.seed,
     )
 

@@ -88,8 +88,11 @@ class ForcedStatus:
         return f"{method}{self.route}={self.status}{times}"
 
 
-def parse_forced(spec: str) -> ForcedStatus:
+def parse_forced(spec: str, *, called: str = "forced rule") -> ForcedStatus:
     """A ``ForcedStatus`` from ``[METHOD ]ROUTE=STATUS[xN]`` (the ``--force`` syntax).
+
+    A refusal names the rule by ``called``: the library's words by default, the option's
+    (``called="--force"``) on a command line.
 
     >>> parse_forced("POST /users/update_or_create/=503x180")
     ForcedStatus(route='/users/update_or_create/', status=503, method='POST', times=180)
@@ -98,9 +101,9 @@ def parse_forced(spec: str) -> ForcedStatus:
     >>> parse_forced("/events/=5O3")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: bad --force '/events/=5O3': the status must be 3 digits, ...
+    ValueError: bad forced rule '/events/=5O3': the status must be 3 digits, ...
     """
-    where = f"bad --force {spec!r}"
+    where = f"bad {called} {spec!r}"
     target, equals, answer = spec.strip().rpartition("=")
     parts = target.split()
     if not equals or not parts or len(parts) > 2:

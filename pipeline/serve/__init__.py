@@ -1,4 +1,5 @@
-"""`usercom serve`: the live User.com destination (DELIVERY §6), installed with the `cli` extra.
+"""`usercom serve`: a long-running User.com destination that takes events over HTTP, files them
+in a ledger and delivers them; installed with the `cli` extra.
 
 `ServeOptions` says what it runs with, `Service.open(options)` opens the ledgers and builds
 the ASGI app (`service.app`), `serve(service, sock, announce)` runs it on uvicorn until SIGTERM.

@@ -228,6 +228,17 @@ class AppDelivery:
     def app(self) -> str:
         return self.cfg.subdomain
 
+    @property
+    def waiting_for(self) -> str | None:
+        """Why delivery waits, for `/health`: a run-level fault, or an outage the lanes are
+        riding out (once a probe has failed: the first probe is only a suspicion)."""
+        if self.paused is not None:
+            return self.paused
+        pause = None if self.state is None else self.state.outage.watch.pause()
+        if pause is None or pause.reason == "probing":
+            return None
+        return f"outage: {pause.reason}; {PAUSED_TAIL}"
+
     def delivery_options(self, concurrency: int | None = None) -> DeliveryOptions:
         return DeliveryOptions(
             concurrency=concurrency or self.options.concurrency,
@@ -348,7 +359,7 @@ class AppDelivery:
                 self.paused = None
                 self.metrics.paused.labels(app=self.app).set(0)
                 if self.state is not None:
-                    self.state.pacer.good()  # an answer: whatever outage there was is over
+                    self.state.outage.watch.probe_answered()  # whatever outage there was is over
                 return
             self._pause(problem)
 

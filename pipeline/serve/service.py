@@ -75,7 +75,7 @@ class Admitted:
 
     queued: int  # events that joined the queue
     duplicates: int
-    rejected: list[Admission]
+    rejected: list[tuple[Admission, int]]  # and the position each was filed at
     types: Counter[str]
     repeated: int = 0  # later versions of a queued event, rejected (among `rejected`)
 
@@ -95,7 +95,7 @@ def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admit
 
 def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
     queued = duplicates = repeated = 0
-    rejected: list[Admission] = []
+    rejected: list[tuple[Admission, int]] = []
     types: Counter[str] = Counter()
     # One lookup for the whole request; what this request stores is noted as it goes, so a key
     # it holds twice is seen the second time.
@@ -111,7 +111,7 @@ def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> A
             duplicates += 1
             continue
         was_queued = known is not None and known[0] in UNFINISHED
-        ledger.enqueue(
+        position = ledger.enqueue(
             event.key, event.content_hash, event.line, rejected=event.rejected, received=now
         )
         states[event.key] = (
@@ -120,7 +120,7 @@ def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> A
         )
         types[event.type] += 1
         if event.rejected is not None:
-            rejected.append(event)
+            rejected.append((event, position))
             queued -= was_queued
         else:
             queued += not was_queued
@@ -417,7 +417,7 @@ class Service:
                     )
                 )
             app.admitted(admitted.queued, admitted.types)
-            for event in admitted.rejected:
+            for event, position in admitted.rejected:
                 self.metrics.rejected.labels(app=app.app, type=event.type).inc()
                 emit(
                     logging.WARNING,
@@ -425,6 +425,7 @@ class Service:
                     app=app.app,
                     id=event.key,
                     type=event.type,
+                    position=position,
                     error=event.rejected,
                 )
             if admitted.duplicates:
@@ -502,7 +503,8 @@ class Service:
     # -- health and metrics ----------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        paused = {name: app.paused for name, app in self.apps.items() if app.paused is not None}
+        reasons = {name: app.waiting_for for name, app in self.apps.items()}
+        paused = {name: why for name, why in reasons.items() if why is not None}
         if not paused:
             reason = None
         elif len(self.apps) == 1:
@@ -516,7 +518,7 @@ class Service:
             "in_flight": sum(app.in_flight for app in self.apps.values()),
             "paused": reason,
             "apps": {
-                name: {"queued": app.queued, "paused": app.paused, "in_flight": app.in_flight}
+                name: {"queued": app.queued, "paused": reasons[name], "in_flight": app.in_flight}
                 for name, app in self.apps.items()
             },
         }

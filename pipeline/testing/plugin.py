@@ -50,4 +50,7 @@ def fake_for(options: dict[str, Any]) -> FakeUserCom:
     try:
         return FakeUserCom(**options)
     except (TypeError, ValueError) as error:
-        pytest.fail(f"@pytest.mark.{MARKER}: {error}", pytrace=False)
+        problem = str(error)
+    # Failed outside the except block: pytest would print the refusal a second time, as the
+    # exception this one happened "during the handling of".
+    pytest.fail(f"@pytest.mark.{MARKER}: {problem}", pytrace=False)
