@@ -31,6 +31,7 @@ from typer.core import TyperGroup
 
 from pipeline.cli import checks, operator
 from pipeline.cli.checks import KEY_FIELDS, UNKNOWN_ATTRIBUTES, UsageError
+from pipeline.cli.plain import plain
 from pipeline.cli.sending import (
     EXIT_FAULT,
     EXIT_REJECTED,
@@ -84,7 +85,7 @@ from pipeline.serve.options import retention_days
 
 def refusal(problem: object) -> Text:
     """`error: PROBLEM` in red, the problem never read as rich markup (`[xN]` would vanish)."""
-    return Text.assemble(("error:", "red"), f" {problem}")
+    return Text.assemble(("error:", "red"), f" {plain(str(problem))}")
 
 
 def stderr() -> Console:
@@ -120,7 +121,7 @@ class OneLineUsageError(ClickUsageError):
         if file is None:
             stderr().print(refusal(line))
         else:
-            typer.echo(f"error: {line}", file=file)
+            typer.echo(f"error: {plain(line)}", file=file)
 
 
 def refused_command(problem: ClickUsageError, group: ClickContext | None) -> str:
@@ -252,7 +253,9 @@ def load_config(path: Path) -> Config:
     match parse_config(config):
         case Success(Config() as cfg):
             for note in cfg.ignored:
-                stderr().print(f"warning: config {path}: {note}", highlight=False, markup=False)
+                stderr().print(
+                    plain(f"warning: config {path}: {note}"), highlight=False, markup=False
+                )
             return cfg
         case Failure(problem):
             raise UsageError(f"config {path}: {problem.message}")
@@ -529,16 +532,18 @@ def send(
         raise typer.Exit(EXIT_USAGE) from problem
     console = err if out is not None and str(out) == "-" else Console()
     if held_nothing(summary) and tally.signal is None:
-        err.print(f"{input_name(source_name)} holds no events: nothing to send", highlight=False)
+        err.print(
+            plain(f"{input_name(source_name)} holds no events: nothing to send"), highlight=False
+        )
     elif summary.events or summary.skipped or summary.fault is None:
         title = "usercom send" + (" (dry run)" if dry_run else "")
         console.print(summary_table(summary, title))
     for words in final_words(summary, tally, has_ledger):
-        err.print(words, highlight=False, markup=False)
+        err.print(plain(words), highlight=False, markup=False)
     status = exit_status(summary, tally)
     if status in (EXIT_REJECTED, EXIT_UNFINISHED):
         for words in operator.send_advice(summary, ledger_path if has_ledger else None):
-            err.print(f"next: {words}", highlight=False, markup=False)
+            err.print(plain(f"next: {words}"), highlight=False, markup=False)
     raise typer.Exit(status)
 
 
@@ -580,7 +585,7 @@ def finish_live(
     summary = result.summary
     console = err if out is not None and str(out) == "-" else Console()
     if held_nothing(summary) and not result.interrupted and not result.kinds:
-        err.print(f"{input_name(events)} holds no events: nothing to plan", highlight=False)
+        err.print(plain(f"{input_name(events)} holds no events: nothing to plan"), highlight=False)
         raise typer.Exit(0)
     if summary.events or result.fault is None:
         console.print(summary_table(summary, "usercom send (dry run, live: reads only)"))
@@ -589,13 +594,13 @@ def finish_live(
         err.print(broken_input_words(summary.broken_input, False), highlight=False, markup=False)
         raise typer.Exit(EXIT_USAGE)
     if result.fault is not None:
-        err.print(f"error: {result.fault}", highlight=False, markup=False)
+        err.print(plain(f"error: {result.fault}"), highlight=False, markup=False)
         raise typer.Exit(EXIT_FAULT)
     if result.interrupted:
         err.print("interrupted: nothing was written", highlight=False)
         raise typer.Exit(130)
     for words in operator.send_advice(summary, None):
-        err.print(f"next: {words}", highlight=False, markup=False)
+        err.print(plain(f"next: {words}"), highlight=False, markup=False)
     raise typer.Exit(EXIT_REJECTED if summary.rejected else 0)
 
 
@@ -1050,7 +1055,9 @@ def demo(
         cfg = load_config(config)
         with serve_in_thread(SandboxOptions(api_key=cfg.api_key)) as url:
             console.print(f"[bold]sandbox[/bold] on {url}")
-            console.print(f"sending {_shown(events)} as {cfg.base_url}", highlight=False)
+            console.print(
+                plain(f"sending {_shown(events)} as {cfg.base_url}"), highlight=False, markup=False
+            )
             with open_source(str(events)) as source:
                 summary, tally = run_send(
                     source,
@@ -1257,7 +1264,7 @@ def report(
     for table in summed.tables():
         console.print(table)
     for words in summed.advice():
-        console.print(f"next: {words}", highlight=False, markup=False)
+        console.print(plain(f"next: {words}"), highlight=False, markup=False)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.checks import UsageError
+from pipeline.cli.plain import plain
 from pipeline.core import steps
 from pipeline.core.answers import Answer, Reply, Unreachable
 from pipeline.core.calls import Request, call
@@ -50,27 +51,8 @@ from pipeline.runner import Target, send
 
 # -- showing stored text safely ---------------------------------------------------------------
 
-# Bidirectional overrides and isolates could make a line read differently than it is.
-_BIDI: Final = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A))
-
-
-def printable(text: str) -> str:
-    """`text` with control characters (and bidi overrides) escaped, so stored content can
-    never move the cursor, recolour the terminal or hide part of a line.
-
-    >>> printable("a\\x1b[31mb\\tc\\u202e")
-    'a\\\\x1b[31mb\\\\x09c\\\\u202e'
-    """
-    out: list[str] = []
-    for char in text:
-        code = ord(char)
-        if code < 0x20 or 0x7F <= code < 0xA0:
-            out.append(f"\\x{code:02x}")
-        elif code in _BIDI:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)
+# One escaping for everything shown of stored content (pipeline.cli.plain).
+printable: Final = plain
 
 
 def shown_line(line: bytes) -> str:
