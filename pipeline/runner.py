@@ -26,7 +26,7 @@ from pipeline.core.answers import Answer, Reply, Unreachable
 from pipeline.core.calls import Request, headers
 from pipeline.core.config import Config, mask
 from pipeline.core.errors import PipelineError
-from pipeline.core.secrets import blank_runs
+from pipeline.core.secrets import blank_runs, key_forms
 from pipeline.core.steps import Call, Final, Step
 from pipeline.core.types import JSON, freeze, thaw
 
@@ -200,17 +200,24 @@ SECRET_MIN = 8
 
 def blank(value: JSON, secret: str) -> JSON:
     """`value` with every stretch of 16 or more characters of `secret` (all of a shorter one)
-    replaced wherever it occurs in a string (keys included): a key quoted cut short leaks too.
+    (or of its base64, hex, other-case or reversed forms) replaced wherever it occurs in a
+    string (keys included): a key quoted cut short, or encoded, leaks too.
 
     Blanking the decoded strings, not the raw bytes, catches every way JSON can escape a key
     (`\\"`, `\\/`, `\\u0041`), and leaves the rest of what User.com said readable.
     """
+    return _blank(value, secret, key_forms(secret))
+
+
+def _blank(value: JSON, secret: str, forms: tuple[str, ...]) -> JSON:
     if isinstance(value, str):
-        return blank_runs(value, secret, MASKED)
+        return blank_runs(value, secret, MASKED, forms=forms)
     if isinstance(value, Mapping):
-        return MappingProxyType({blank(k, secret): blank(v, secret) for k, v in value.items()})  # type: ignore[misc]
+        return MappingProxyType(
+            {_blank(k, secret, forms): _blank(v, secret, forms) for k, v in value.items()}  # type: ignore[misc]
+        )
     if isinstance(value, tuple):
-        return tuple(blank(item, secret) for item in value)
+        return tuple(_blank(item, secret, forms) for item in value)
     return value
 
 
