@@ -18,6 +18,7 @@ from pipeline.cli.plain import plain
 from pipeline.cli.sending import Tally, final_words, run_send, summary_table
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.sandbox import SandboxOptions, serve_in_thread
+from pipeline.serve.logs import line
 from pipeline.testing import FakeUserCom
 
 FAST = DeliveryOptions(concurrency=2, backoff_initial=0.01, backoff_max=0.02, max_seconds=10)
@@ -102,3 +103,14 @@ def test_a_path_with_controls_is_inert_in_a_refusal_and_a_notice(tmp_path: Path)
     for shown in (refused.output, nothing.output):
         assert not raw_controls(shown), shown
         assert "\\x1b]8;;evil" in shown, shown
+
+
+def test_the_service_log_line_shows_del_c1_and_bidi_as_json_escapes() -> None:
+    # json.dumps escapes C0 only: DEL, C1 (0x9b is CSI) and bidi overrides would pass as they
+    # are. The value stays a JSON string that reads back to what the client sent.
+    error = f"bad id a{OSC8}\x7f\x9b31m\u202eb"
+    shown = line("event_rejected", error=error)
+    assert not raw_controls(shown), shown
+    assert "\x7f" not in shown, shown
+    assert "\u202e" not in shown, shown
+    assert json.loads(shown.removeprefix("event=event_rejected error=")) == error
