@@ -110,3 +110,8 @@ def test_every_pipelined_request_is_answered_in_order_when_the_client_reads(
         # The answers keep the requests' order: every third one is an ingest answer.
         kinds = [b'"events"' in part for part in received.split(b"HTTP/1.1 ")[1:]]
         assert kinds == [n % 3 == 0 for n in range(600)]
+        # Held-back bytes behind an upgrade request stay unread, as uvicorn leaves them.
+        upgrade = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(upgrade + REQUEST * 300)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")

@@ -197,6 +197,8 @@ class Guarded(HttpToolsProtocol):
             piece = HEAD_PIECE if self._reading_head else self._body_piece()
             self._feed(bytes(data[done : done + piece]))
             done += piece
+            if self.parser is not None and self.parser.should_upgrade():
+                return  # httptools stops at an upgrade, and uvicorn leaves the rest unread
 
     def _body_piece(self) -> int:
         """A body goes in whole, as it is read (pieces would only slow large batches), but not
