@@ -6,6 +6,7 @@ The service runs in a thread in front of a sandbox, both on loopback sockets.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from serve_helpers import (
     wait_until,
 )
 
+from pipeline.core.messages import EVENT_TOO_DEEP
 from pipeline.delivery.ledger import Ledger, LedgerError
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
@@ -242,3 +244,92 @@ def test_the_transformer_api_echoes_a_cut_emoji_instead_of_failing(service: Runn
     assert item["statusCode"] == 200
     assert item["metadata"] == {"n": "\ud800"}
     assert item["output"]["body"]["JSON"]["name"] == "Ann \ud83d"
+
+
+def deep_event(message_id: str, depth: int = 1000) -> str:
+    """A track whose property is nested `depth` deep: about 2 KB, too deep for `json.loads`."""
+    nested = "[" * depth + "]" * depth
+    return (
+        f'{{"type":"track","userId":"p1","event":"Deep","messageId":"{message_id}",'
+        f'"properties":{{"n":{nested}}}}}'
+    )
+
+
+def rows_by_key(ledger: Path) -> dict[str, Any]:
+    return {row.key: row for row in ledger_rows(ledger)}
+
+
+def deep_key(text: str) -> str:
+    """The key `send` gives a line it cannot read: the app and the SHA-256 of its bytes."""
+    return f"{SUBDOMAIN}:sha256:{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+@pytest.mark.parametrize("path", ["/v1/batch", "/webhook"])
+def test_one_deeply_nested_event_is_rejected_alone_and_its_neighbours_delivered(
+    service: Running, sandbox: str, ledger: Path, path: str
+) -> None:
+    deep = deep_event("m-deep")
+    events = [
+        json.dumps(identify("p1")),
+        json.dumps(track("p1", 1)),
+        deep,
+        json.dumps(track("p1", 2)),
+    ]
+    body = batch_text(*events) if path == "/v1/batch" else ("[" + ",".join(events) + "]").encode()
+    answer = post_text(service, path, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"success": True, "events": 4, "duplicates": 0, "rejected": 1}
+    assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 3), ledger_rows(ledger)
+    row = rows_by_key(ledger)[deep_key(deep)]
+    assert (row.status, row.error) == ("rejected", EVENT_TOO_DEEP)
+    assert row.line == deep.encode()  # kept as sent, for `usercom failed --rejected`
+    names = sorted(e["name"] for e in sandbox_state(sandbox)["events"])
+    assert names == ["Product Viewed", "Product Viewed"]
+    queued_never_negative(service)
+
+
+def test_send_rejects_the_same_deep_event_with_the_same_key_and_reason() -> None:
+    from pipeline.core.config import parse_config
+    from pipeline.delivery.incoming import incoming
+
+    cfg = parse_config({"apiKey": API_KEY, "appSubdomain": SUBDOMAIN}).unwrap()
+    deep = deep_event("m-deep")
+    sent = incoming(cfg, 1, deep.encode())
+    assert (sent.key, sent.problem) == (deep_key(deep), EVENT_TOO_DEEP)
+
+
+def test_a_deep_single_event_is_filed_rejected_not_refused(service: Running, ledger: Path) -> None:
+    deep = deep_event("m-one")
+    answer = post_text(service, "/v1/track", deep.encode())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rejected"] == 1
+    assert rows_by_key(ledger)[deep_key(deep)].error == EVENT_TOO_DEEP
+
+
+@pytest.mark.parametrize("path", ["/v0/destinations/user", "/routerTransform"])
+def test_the_transformer_api_errs_only_the_deeply_nested_item(service: Running, path: str) -> None:
+    destination = {"Config": {"apiKey": API_KEY, "appSubdomain": SUBDOMAIN}}
+    good = {"type": "identify", "userId": "t1", "traits": {"email": "t1@example.com"}}
+
+    def item(job: int, message: str) -> str:
+        where = json.dumps(destination)
+        return f'{{"message": {message}, "destination": {where}, "metadata": {{"jobId": {job}}}}}'
+
+    items = (
+        f"[{item(1, json.dumps(good))}, {item(2, deep_event('m-t'))}, {item(3, json.dumps(good))}]"
+    )
+    content = items if path.startswith("/v0") else f'{{"destType": "USER", "input": {items}}}'
+    answer = httpx.post(
+        f"{service.url}{path}",
+        content=content.encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    got = answer.json() if path.startswith("/v0") else answer.json()["output"]
+    assert [one["statusCode"] for one in got] == [200, 400, 200]
+    assert got[1]["error"] == EVENT_TOO_DEEP
+    jobs = [one["metadata"] if path.startswith("/v0") else one["metadata"][0] for one in got]
+    assert [job["jobId"] for job in jobs] == [1, 2, 3]
+    if not path.startswith("/v0"):
+        assert got[1]["destination"] == destination

@@ -18,12 +18,23 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import json
+import re
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pipeline.delivery.incoming import canonical, event_key, json_bytes, loads, oversize, unheld
+from pipeline.core.messages import EVENT_TOO_DEEP
+from pipeline.delivery.incoming import (
+    BOM,
+    canonical,
+    event_key,
+    json_bytes,
+    loads,
+    oversize,
+    unheld,
+)
 
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversize body is read (and dropped) up to this, then cut
@@ -219,11 +230,132 @@ class Parsed:
     suspect: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An event (or a transformer item) that cannot be read alone, in the place it held in
+    its request: nested too deeply for `json.loads`, or not UTF-8 text. `raw` is its text as
+    sent, `why` the reason it is rejected, `members` its top-level members that could be read
+    (a transformer item's `metadata` and `destination` are echoed from there)."""
+
+    raw: bytes
+    why: str
+    members: Mapping[str, object]
+
+
 def _loads(body: bytes) -> Parsed:
     try:
         return Parsed(*loads(body))
-    except (ValueError, RecursionError) as error:
-        raise Refused(400, "invalid_request", f"the body is not JSON: {str(error)[:200]}") from None
+    except (RecursionError, UnicodeDecodeError) as error:
+        # One event's fault: read the events one by one, so only that one is rejected.
+        try:
+            return Parsed(salvage(body), suspect=True)
+        except ValueError:
+            raise _not_json(error) from None
+    except ValueError as error:
+        raise _not_json(error) from None
+
+
+def _not_json(error: Exception) -> Refused:
+    return Refused(400, "invalid_request", f"the body is not JSON: {str(error)[:200]}")
+
+
+# One pass over a JSON text with no recursion: strings (skipped whole, so brackets inside them
+# do not count), runs of opening or closing brackets (a run is one match, so a body of a
+# million brackets is not a million steps), commas, and a quote that opens no whole string.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+|[,"]')
+_KEY = re.compile(r'\s*("[^"\\]*(?:\\.[^"\\]*)*")\s*:')
+
+
+def _children(text: str) -> list[str]:
+    """The texts of the values directly inside the JSON array or object `text` (an object's
+    as `"key": value`); ValueError when its brackets do not balance. What is between them is
+    not checked here: each child is parsed alone."""
+    body = text.strip()
+    if body[:1] not in ("[", "{"):
+        raise ValueError("not a JSON array or object")
+    pieces: list[str] = []
+    depth = 0
+    start = 1
+    for token in _TOKEN.finditer(body):
+        first = body[token.start()]
+        size = token.end() - token.start()
+        if first == '"':
+            if size == 1:
+                raise ValueError("a string is not closed")
+        elif first in "[{":
+            depth += size
+        elif first in "]}":
+            depth -= size
+            if depth < 0 or (depth == 0 and token.end() != len(body)):
+                raise ValueError("the brackets do not balance")
+            if depth == 0:  # the run's last bracket closes `text` itself
+                pieces.append(body[start : token.end() - 1])
+        elif depth == 1:  # a comma between two children
+            pieces.append(body[start : token.start()])
+            start = token.end()
+    if depth != 0:
+        raise ValueError("the brackets do not balance")
+    return [] if len(pieces) == 1 and not pieces[0].strip() else pieces
+
+
+def _member(piece: str) -> tuple[str, str]:
+    """An object member's text as its name and its value's text."""
+    key = _KEY.match(piece)
+    if key is None:
+        raise ValueError("an object member has no name")
+    return str(json.loads(key.group(1))), piece[key.end() :]
+
+
+def _read(text: str, *, split: bool) -> object:
+    """`text` as its value, or an `Unreadable` in its place when it alone cannot be read;
+    `split`: an object that cannot be read still shows the members that can."""
+    raw = text.strip().encode("utf-8", "surrogateescape")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        why = f"the event is not UTF-8 text (byte {error.start})"
+        return Unreadable(raw, why, _readable_members(text) if split else {})
+    try:
+        return loads(text)[0]
+    except RecursionError:
+        return Unreadable(raw, EVENT_TOO_DEEP, _readable_members(text) if split else {})
+
+
+def _readable_members(text: str) -> dict[str, object]:
+    if not text.strip().startswith("{"):
+        return {}
+    members = (_member(piece) for piece in _children(text))
+    read = {name: _read(value, split=False) for name, value in members}
+    return {name: value for name, value in read.items() if not isinstance(value, Unreadable)}
+
+
+def salvage(body: bytes) -> object:
+    """The body as `loads` reads it, except that an event that cannot be read alone is an
+    `Unreadable` in its place. Events are where every door keeps them: the elements of an
+    array at the top, or of an array member of an object at the top (`batch`, `input`); an
+    object at the top that cannot be read whole is itself `Unreadable`, its members read one
+    by one. ValueError when the body is not JSON apart from that. The work is a few passes
+    over the body, which is capped (4 MB)."""
+    text = body.removeprefix(BOM).decode("utf-8", "surrogateescape")
+    if text.strip().startswith("["):
+        return [_read(piece, split=True) for piece in _children(text)]
+    members: dict[str, object] = {}
+    for name, value in (_member(piece) for piece in _children(text)):
+        if value.strip().startswith("["):
+            members[name] = [_read(piece, split=True) for piece in _children(value)]
+        else:
+            members[name] = _read(value, split=False)
+    raw = text.strip().encode("utf-8", "surrogateescape")
+    return Unreadable(raw, _first_reason(members), members)
+
+
+def _first_reason(members: Mapping[str, object]) -> str:
+    for value in members.values():
+        inner = value if isinstance(value, list) else [value]
+        for item in inner:
+            if isinstance(item, Unreadable):
+                return item.why
+    return EVENT_TOO_DEEP
 
 
 async def parse_json(body: bytes) -> Parsed:
@@ -250,7 +382,11 @@ def events_of(document: object, kind: str, limit: int) -> list[object]:
 
 
 def _events_of(document: object, kind: str) -> list[object]:
+    if isinstance(document, Unreadable) and kind != "batch":
+        return [document]  # one event that cannot be read: rejected, as `send` rejects its line
     if kind == "batch":
+        if isinstance(document, Unreadable):
+            document = document.members
         batch = document.get("batch") if isinstance(document, Mapping) else None
         if not isinstance(batch, list):
             raise Refused(
@@ -357,6 +493,8 @@ def admission(
     """One event of a request received at `stamp` (`received_at`) as the ledger will hold it
     (see the module's doc); `suspect`: its request held a number that could not be held, so
     this event is checked for one."""
+    if isinstance(raw, Unreadable):
+        return _unreadable(app, raw, kind)
     if not isinstance(raw, Mapping):
         line = json_bytes(raw)
         digest = hashlib.sha256(canonical(raw)).hexdigest()
@@ -383,3 +521,11 @@ def admission(
     if problem is None:
         problem = oversize(len(shape), max_event)
     return Admission(key, digest, line, type_name, problem)
+
+
+def _unreadable(app: str, event: Unreadable, kind: str) -> Admission:
+    """An event that cannot be read, rejected and keyed as `send` keys a line it cannot read:
+    the app and the SHA-256 of its bytes, which the ledger keeps as they were sent."""
+    digest = hashlib.sha256(event.raw).hexdigest()
+    type_name = kind if kind in SINGLE_TYPES else type_label(event.members.get("type"))
+    return Admission(f"{app}:sha256:{digest}", digest, event.raw, type_name, event.why)
