@@ -333,3 +333,24 @@ def test_the_transformer_api_errs_only_the_deeply_nested_item(service: Running, 
     assert [job["jobId"] for job in jobs] == [1, 2, 3]
     if not path.startswith("/v0"):
         assert got[1]["destination"] == destination
+
+
+def test_events_at_every_depth_near_the_limit_cost_only_themselves(
+    service: Running, ledger: Path
+) -> None:
+    # Over 256 KB, so the body is read in a worker thread (a shallow stack) and its events
+    # worked out on the event loop (a deeper one): some depths read there cannot be written.
+    padding = [
+        json.dumps({**track("p1", n), "properties": {"pad": "x" * 28_000}}) for n in range(6)
+    ]
+    depths = range(940, 1001)
+    deep = [deep_event(f"m-{depth}", depth) for depth in depths]
+    answer = post_text(
+        service, "/v1/batch", batch_text(json.dumps(identify("p1")), *padding, *deep)
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["events"] == 1 + len(padding) + len(deep)
+    assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 1 + len(padding))
+    assert wait_until(lambda: ledger_counts(ledger)["rejected"] == len(deep)), ledger_counts(ledger)
+    rejected = [row for row in ledger_rows(ledger) if row.status == "rejected"]
+    assert {row.error for row in rejected} == {EVENT_TOO_DEEP}

@@ -509,18 +509,71 @@ def admission(
     event = dict(raw)
     if kind in SINGLE_TYPES:
         event["type"] = kind
-    shape = canonical(event)
+    too_deep = False
+    try:
+        shape = canonical(event)
+    except RecursionError:
+        shape, too_deep = _flat_json(event, sort_keys=True), True
     digest = hashlib.sha256(shape).hexdigest()
     key = event_key(app, event, digest)
     type_name = type_label(event.get("type"))
     event["receivedAt"] = stamp
     if not _has_time(event):
         event["timestamp"] = event_time(event, stamp)
-    line = json_bytes(event)
-    problem = unheld(event) if suspect else None
+    line = _flat_json(event) if too_deep else json_bytes(event)
+    problem = EVENT_TOO_DEEP if too_deep else unheld(event) if suspect else None
     if problem is None:
         problem = oversize(len(shape), max_event)
     return Admission(key, digest, line, type_name, problem)
+
+
+class _Token(str):
+    """Punctuation `_flat_json` writes as it is (a plain `str` is a value, written as JSON)."""
+
+    __slots__ = ()
+
+
+def _flat_json(value: object, *, sort_keys: bool = False) -> bytes:
+    """`json_bytes` of a value nested too deeply for `json.dumps` where it is called (an event
+    read on a shallower stack), written with no recursion: the same bytes, so the same key.
+
+    >>> event = {"b": [1, None, 2.5], "a": {"é": "x\\ud800"}}
+    >>> _flat_json(event, sort_keys=True) == canonical(event)
+    True
+    >>> _flat_json(event) == json_bytes(event)
+    True
+    """
+    out: list[str] = []
+    todo: list[object] = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, _Token):
+            out.append(item)
+            continue
+        parts: list[object]
+        if isinstance(item, Mapping):
+            pairs = (
+                sorted(item.items(), key=lambda pair: str(pair[0])) if sort_keys else item.items()
+            )
+            parts = [_Token("{")]
+            for number, (name, inner) in enumerate(pairs):
+                comma = "," if number else ""
+                parts += [_Token(comma + _scalar(str(name)) + ":"), inner]
+            parts.append(_Token("}"))
+        elif isinstance(item, list | tuple):
+            parts = [_Token("[")]
+            for number, inner in enumerate(item):
+                parts += [_Token(","), inner] if number else [inner]
+            parts.append(_Token("]"))
+        else:
+            out.append(_scalar(item))
+            continue
+        todo.extend(reversed(parts))
+    return "".join(out).encode("utf-8", errors="backslashreplace")
+
+
+def _scalar(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=True, default=str)
 
 
 def _unreadable(app: str, event: Unreadable, kind: str) -> Admission:
