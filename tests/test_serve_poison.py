@@ -307,7 +307,9 @@ def test_a_deep_single_event_is_filed_rejected_not_refused(service: Running, led
 
 
 @pytest.mark.parametrize("path", ["/v0/destinations/user", "/routerTransform"])
-def test_the_transformer_api_errs_only_the_deeply_nested_item(service: Running, path: str) -> None:
+def test_the_transformer_api_errs_only_the_deep_or_not_utf8_item(
+    service: Running, path: str
+) -> None:
     destination = {"Config": {"apiKey": API_KEY, "appSubdomain": SUBDOMAIN}}
     good = {"type": "identify", "userId": "t1", "traits": {"email": "t1@example.com"}}
 
@@ -315,22 +317,23 @@ def test_the_transformer_api_errs_only_the_deeply_nested_item(service: Running, 
         where = json.dumps(destination)
         return f'{{"message": {message}, "destination": {where}, "metadata": {{"jobId": {job}}}}}'
 
-    items = (
-        f"[{item(1, json.dumps(good))}, {item(2, deep_event('m-t'))}, {item(3, json.dumps(good))}]"
-    )
-    content = items if path.startswith("/v0") else f'{{"destType": "USER", "input": {items}}}'
+    latin1 = item(4, '{"type": "identify", "userId": "Jos\xe9"}').encode("latin-1")
+    shown = [item(1, json.dumps(good)), item(2, deep_event("m-t")), item(3, json.dumps(good))]
+    items = b"[" + ", ".join(shown).encode() + b", " + latin1 + b"]"
+    content = items if path.startswith("/v0") else b'{"destType": "USER", "input": ' + items + b"}"
     answer = httpx.post(
         f"{service.url}{path}",
-        content=content.encode(),
+        content=content,
         headers={"Content-Type": "application/json"},
         timeout=30,
     )
     assert answer.status_code == 200, answer.text
     got = answer.json() if path.startswith("/v0") else answer.json()["output"]
-    assert [one["statusCode"] for one in got] == [200, 400, 200]
+    assert [one["statusCode"] for one in got] == [200, 400, 200, 400]
     assert got[1]["error"] == EVENT_TOO_DEEP
+    assert got[3]["error"].startswith("line is not UTF-8 text (byte ")
     jobs = [one["metadata"] if path.startswith("/v0") else one["metadata"][0] for one in got]
-    assert [job["jobId"] for job in jobs] == [1, 2, 3]
+    assert [job["jobId"] for job in jobs] == [1, 2, 3, 4]
     if not path.startswith("/v0"):
         assert got[1]["destination"] == destination
 
@@ -354,3 +357,34 @@ def test_events_at_every_depth_near_the_limit_cost_only_themselves(
     assert wait_until(lambda: ledger_counts(ledger)["rejected"] == len(deep)), ledger_counts(ledger)
     rejected = [row for row in ledger_rows(ledger) if row.status == "rejected"]
     assert {row.error for row in rejected} == {EVENT_TOO_DEEP}
+
+
+@pytest.mark.parametrize("path", ["/v1/batch", "/webhook"])
+def test_one_event_with_bytes_that_are_not_utf8_is_rejected_alone_as_send_rejects_its_line(
+    service: Running, ledger: Path, path: str
+) -> None:
+    from pipeline.core.config import parse_config
+    from pipeline.delivery.incoming import incoming
+
+    latin1 = '{"type":"track","userId":"p1","event":"Caf\xe9","messageId":"m-latin1"}'.encode(
+        "latin-1"
+    )
+    events = [json.dumps(identify("p1")).encode(), latin1, json.dumps(track("p1", 1)).encode()]
+    joined = b",".join(events)
+    body = b'{"batch": [' + joined + b"]}" if path == "/v1/batch" else b"[" + joined + b"]"
+    answer = post_text(service, path, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rejected"] == 1
+    assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 2), ledger_rows(ledger)
+    cfg = parse_config({"apiKey": API_KEY, "appSubdomain": SUBDOMAIN}).unwrap()
+    sent = incoming(cfg, 1, latin1)
+    row = rows_by_key(ledger)[sent.key]
+    assert (row.status, row.error, row.line) == ("rejected", sent.problem, latin1)
+    assert sent.problem == "line is not UTF-8 text (byte 42)"
+
+
+def test_a_body_that_is_not_json_apart_from_one_bad_byte_is_still_refused(service: Running) -> None:
+    body = b'{"batch": [{"type":"track","userId":"p1","event":"\xff"}, {"type": ]}'
+    answer = post_text(service, "/v1/batch", body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].startswith("the body is not JSON")

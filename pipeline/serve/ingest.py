@@ -313,7 +313,7 @@ def _read(text: str, *, split: bool) -> object:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        why = f"the event is not UTF-8 text (byte {error.start})"
+        why = f"line is not UTF-8 text (byte {error.start})"  # as `send` says it
         return Unreadable(raw, why, _readable_members(text) if split else {})
     try:
         return loads(text)[0]
