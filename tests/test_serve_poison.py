@@ -388,3 +388,54 @@ def test_a_body_that_is_not_json_apart_from_one_bad_byte_is_still_refused(servic
     answer = post_text(service, "/v1/batch", body)
     assert answer.status_code == 400, answer.text
     assert answer.json()["message"].startswith("the body is not JSON")
+
+
+DEEP_ITEM = "[" * 1000 + "]" * 1000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[ {"a": "[[{\\"]"}, [] , {} ,"x\\\\"]',
+        '\ufeff{"batch" : [ 1 , {"k": [1, [2]]} ], "sentAt": "t", "context": {"b": "}"}}',
+        "[]",
+        '{"input": [], "destType": "USER"}',
+    ],
+)
+def test_reading_a_body_event_by_event_reads_what_loads_reads(text: str) -> None:
+    from pipeline.serve.ingest import Unreadable, salvage
+
+    whole = json.loads(text.removeprefix("\ufeff"))
+    read = salvage(text.encode()).document
+    assert (read.members if isinstance(read, Unreadable) else read) == whole
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'{{"batch": [{DEEP_ITEM}, ]}}',  # a trailing comma
+        f'{{"batch": [{DEEP_ITEM}, {{"a": 1}}}}',  # the array is not closed
+        f'{{"batch": [{DEEP_ITEM}]}} x',  # extra data
+        f'{{"batch": [{DEEP_ITEM[:-1]}]}}',  # a bracket missing
+        f'{{"batch": [{DEEP_ITEM}, "open]}}',  # a string not closed
+        f"{{batch: [{DEEP_ITEM}]}}",  # a name that is not a string
+    ],
+)
+def test_a_body_that_is_not_json_apart_from_a_deep_event_is_refused(text: str) -> None:
+    from pipeline.serve.ingest import Refused, _loads
+
+    with pytest.raises(Refused, match="the body is not JSON"):
+        _loads(text.encode())
+
+
+def test_events_read_one_by_one_still_mark_a_number_that_cannot_be_held() -> None:
+    from pipeline.serve.ingest import Unreadable, salvage
+
+    parsed = salvage(f'{{"batch": [{DEEP_ITEM}, {{"n": 1e999}}]}}'.encode())
+    assert parsed.suspect
+    assert isinstance(parsed.document, Unreadable)
+    batch: Any = parsed.document.members["batch"]
+    deep, number = batch
+    assert isinstance(deep, Unreadable)
+    assert deep.why == EVENT_TOO_DEEP
+    assert str(number["n"]) == "1e999"

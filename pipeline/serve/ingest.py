@@ -21,13 +21,14 @@ import hashlib
 import json
 import re
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pipeline.core.messages import EVENT_TOO_DEEP
 from pipeline.delivery.incoming import (
     BOM,
+    _Hooks,
     canonical,
     event_key,
     json_bytes,
@@ -248,7 +249,7 @@ def _loads(body: bytes) -> Parsed:
     except (RecursionError, UnicodeDecodeError) as error:
         # One event's fault: read the events one by one, so only that one is rejected.
         try:
-            return Parsed(salvage(body), suspect=True)
+            return salvage(body)
         except ValueError:
             raise _not_json(error) from None
     except ValueError as error:
@@ -259,94 +260,165 @@ def _not_json(error: Exception) -> Refused:
     return Refused(400, "invalid_request", f"the body is not JSON: {str(error)[:200]}")
 
 
-# One pass over a JSON text with no recursion: strings (skipped whole, so brackets inside them
-# do not count), runs of opening or closing brackets (a run is one match, so a body of a
-# million brackets is not a million steps), commas, and a quote that opens no whole string.
-_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+|[,"]')
-_KEY = re.compile(r'\s*("[^"\\]*(?:\\.[^"\\]*)*")\s*:')
+# Strings (skipped whole, so brackets inside them do not count), runs of opening or closing
+# brackets (one match per run: a thousand brackets are one step), and a quote that opens no
+# whole string. `_end_of` reads an unreadable value with these alone, never recursing.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+|"')
+_SPACE = re.compile(r"[ \t\n\r]*")
+_NEXT = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")  # what follows an array's element
 
 
-def _children(text: str) -> list[str]:
-    """The texts of the values directly inside the JSON array or object `text` (an object's
-    as `"key": value`); ValueError when its brackets do not balance. What is between them is
-    not checked here: each child is parsed alone."""
-    body = text.strip()
-    if body[:1] not in ("[", "{"):
-        raise ValueError("not a JSON array or object")
-    pieces: list[str] = []
+def _byte_at(text: str, index: int) -> int:
+    """The byte offset, in the bytes sent, of character `index` of text decoded from them."""
+    return len(text[:index].encode("utf-8", "surrogateescape"))
+
+
+def _end_of(text: str, start: int) -> int:
+    """Where the JSON array or object starting at `text[start]` ends (just past its bracket);
+    ValueError when it does not. Only its brackets are counted: what is between them cannot be
+    read anyway (the value is rejected), and a run of brackets counts as one step."""
     depth = 0
-    start = 1
-    for token in _TOKEN.finditer(body):
-        first = body[token.start()]
+    for token in _TOKEN.finditer(text, start):
+        first = text[token.start()]
         size = token.end() - token.start()
         if first == '"':
             if size == 1:
                 raise ValueError("a string is not closed")
-        elif first in "[{":
-            depth += size
-        elif first in "]}":
-            depth -= size
-            if depth < 0 or (depth == 0 and token.end() != len(body)):
-                raise ValueError("the brackets do not balance")
-            if depth == 0:  # the run's last bracket closes `text` itself
-                pieces.append(body[start : token.end() - 1])
-        elif depth == 1:  # a comma between two children
-            pieces.append(body[start : token.start()])
-            start = token.end()
-    if depth != 0:
-        raise ValueError("the brackets do not balance")
-    return [] if len(pieces) == 1 and not pieces[0].strip() else pieces
+            continue
+        depth += size if first in "[{" else -size
+        if depth <= 0:
+            return token.end() + depth  # a run may close more than this value: stop inside it
+    raise ValueError("an array or object is not closed")
 
 
-def _member(piece: str) -> tuple[str, str]:
-    """An object member's text as its name and its value's text."""
-    key = _KEY.match(piece)
-    if key is None:
-        raise ValueError("an object member has no name")
-    return str(json.loads(key.group(1))), piece[key.end() :]
+class _Reader:
+    """A JSON text read value by value with `json`'s own decoder (so as fast as `loads` for
+    every value that can be read), each value that cannot be read alone left as `Unreadable`."""
+
+    def __init__(self, text: str, *, check_text: bool) -> None:
+        self.text = text
+        self.check_text = check_text  # the body was not UTF-8: look at each value's bytes
+        self.hooks = _Hooks()
+        self.decoder = json.JSONDecoder(
+            parse_int=self.hooks.integer,
+            parse_float=self.hooks.real,
+            parse_constant=self.hooks.constant,
+        )
+
+    def skip(self, at: int) -> int:
+        end = _SPACE.match(self.text, at)
+        return at if end is None else end.end()
+
+    def expect(self, at: int, char: str) -> int:
+        if self.text[at : at + 1] != char:
+            raise ValueError(f"expected {char!r} at character {at}")
+        return at + 1
+
+    def value(self, at: int, *, members: bool) -> tuple[object, int]:
+        """The value at `at` and where it ends; `members`: an unreadable object still shows
+        the members that can be read."""
+        try:
+            value, end = self.decoder.raw_decode(self.text, at)
+            why = None
+        except RecursionError:
+            if self.text[at : at + 1] not in ("[", "{"):
+                raise ValueError("not JSON") from None
+            value, end, why = None, _end_of(self.text, at), EVENT_TOO_DEEP
+        if self.check_text:
+            try:
+                self.text[at:end].encode("utf-8")
+            except UnicodeEncodeError as error:  # an undecodable byte, kept as a surrogate
+                why = f"line is not UTF-8 text (byte {_byte_at(self.text[at:end], error.start)})"
+        if why is None:
+            return value, end
+        raw = self.text[at:end].encode("utf-8", "surrogateescape")
+        shown = self.readable_members(at) if members and raw.startswith(b"{") else {}
+        return Unreadable(raw, why, shown), end
+
+    def items(self, at: int) -> tuple[list[object], int]:
+        """The elements of the array at `at`, each read alone, and where the array ends."""
+        found: list[object] = []
+        at = self.skip(self.expect(at, "["))
+        if self.text[at : at + 1] == "]":
+            return found, at + 1
+        while True:
+            value, at = self.value(at, members=True)
+            found.append(value)
+            after = _NEXT.match(self.text, at)
+            if after is None:
+                raise ValueError(f"expected ',' or ']' at character {at}")
+            if after.group(1) == "]":
+                return found, at + len(after.group(0).rstrip(" \t\n\r"))
+            at = after.end()
+
+    def members(self, at: int, read: Callable[[str, int], tuple[object, int]]) -> int:
+        """Read the members of the object at `at` with `read(name, where)`; where it ends."""
+        at = self.skip(self.expect(at, "{"))
+        if self.text[at : at + 1] == "}":
+            return at + 1
+        while True:
+            if self.text[at : at + 1] != '"':
+                raise ValueError(f"expected a member name at character {at}")
+            name, at = self.decoder.raw_decode(self.text, at)
+            at = self.skip(self.expect(self.skip(at), ":"))
+            _, at = read(str(name), self.skip(at))
+            at = self.skip(at)
+            if self.text[at : at + 1] == "}":
+                return at + 1
+            at = self.skip(self.expect(at, ","))
+
+    def readable_members(self, at: int) -> dict[str, object]:
+        shown: dict[str, object] = {}
+
+        def keep(name: str, where: int) -> tuple[object, int]:
+            value, end = self.value(where, members=False)
+            if not isinstance(value, Unreadable):
+                shown[name] = value
+            return value, end
+
+        self.members(at, keep)
+        return shown
+
+    def document(self) -> object:
+        """The whole text: an array's elements read one by one; an object `Unreadable`, its
+        array members read element by element and its other members one by one."""
+        at = self.skip(0)
+        document: object
+        if self.text[at : at + 1] == "[":
+            document, end = self.items(at)
+        else:
+            found: dict[str, object] = {}
+
+            def read(name: str, where: int) -> tuple[object, int]:
+                if self.text[where : where + 1] == "[":
+                    found[name], end = self.items(where)
+                else:
+                    found[name], end = self.value(where, members=False)
+                return found[name], end
+
+            end = self.members(at, read)
+            raw = self.text[at:end].encode("utf-8", "surrogateescape")
+            document = Unreadable(raw, _first_reason(found), found)
+        if self.skip(end) != len(self.text):
+            raise ValueError(f"extra data at character {self.skip(end)}")
+        return document
 
 
-def _read(text: str, *, split: bool) -> object:
-    """`text` as its value, or an `Unreadable` in its place when it alone cannot be read;
-    `split`: an object that cannot be read still shows the members that can."""
-    raw = text.strip().encode("utf-8", "surrogateescape")
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        why = f"line is not UTF-8 text (byte {error.start})"  # as `send` says it
-        return Unreadable(raw, why, _readable_members(text) if split else {})
-    try:
-        return loads(text)[0]
-    except RecursionError:
-        return Unreadable(raw, EVENT_TOO_DEEP, _readable_members(text) if split else {})
-
-
-def _readable_members(text: str) -> dict[str, object]:
-    if not text.strip().startswith("{"):
-        return {}
-    members = (_member(piece) for piece in _children(text))
-    read = {name: _read(value, split=False) for name, value in members}
-    return {name: value for name, value in read.items() if not isinstance(value, Unreadable)}
-
-
-def salvage(body: bytes) -> object:
+def salvage(body: bytes) -> Parsed:
     """The body as `loads` reads it, except that an event that cannot be read alone is an
     `Unreadable` in its place. Events are where every door keeps them: the elements of an
     array at the top, or of an array member of an object at the top (`batch`, `input`); an
-    object at the top that cannot be read whole is itself `Unreadable`, its members read one
-    by one. ValueError when the body is not JSON apart from that. The work is a few passes
-    over the body, which is capped (4 MB)."""
-    text = body.removeprefix(BOM).decode("utf-8", "surrogateescape")
-    if text.strip().startswith("["):
-        return [_read(piece, split=True) for piece in _children(text)]
-    members: dict[str, object] = {}
-    for name, value in (_member(piece) for piece in _children(text)):
-        if value.strip().startswith("["):
-            members[name] = [_read(piece, split=True) for piece in _children(value)]
-        else:
-            members[name] = _read(value, split=False)
-    raw = text.strip().encode("utf-8", "surrogateescape")
-    return Unreadable(raw, _first_reason(members), members)
+    object at the top that cannot be read whole is itself `Unreadable` (a single event),
+    its members read one by one. ValueError when the body is not JSON apart from that.
+    Readable values are read by `json` itself; only an unreadable one is scanned in Python,
+    once, bracket runs at a time, within the body's cap (4 MB)."""
+    try:
+        text, check_text = body.removeprefix(BOM).decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, check_text = body.removeprefix(BOM).decode("utf-8", "surrogateescape"), True
+    reader = _Reader(text, check_text=check_text)
+    document = reader.document()
+    return Parsed(document, suspect=reader.hooks.unheld > 0)
 
 
 def _first_reason(members: Mapping[str, object]) -> str:
