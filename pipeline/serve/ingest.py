@@ -22,7 +22,7 @@ import json
 import re
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.core.messages import EVENT_TOO_DEEP
@@ -238,7 +238,7 @@ class Unreadable:
     sent, `why` the reason it is rejected, `members` its top-level members that could be read
     (a transformer item's `metadata` and `destination` are echoed from there)."""
 
-    raw: bytes
+    raw: bytes = field(repr=False)  # up to the whole body: never in a log line
     why: str
     members: Mapping[str, object]
 
