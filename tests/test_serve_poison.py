@@ -439,3 +439,12 @@ def test_events_read_one_by_one_still_mark_a_number_that_cannot_be_held() -> Non
     assert isinstance(deep, Unreadable)
     assert deep.why == EVENT_TOO_DEEP
     assert str(number["n"]) == "1e999"
+
+
+def test_reading_events_one_by_one_stops_at_a_bound() -> None:
+    from pipeline.serve.ingest import READ_ONE_BY_ONE, Refused, _loads
+
+    tiny = ",".join(["1"] * READ_ONE_BY_ONE)
+    with pytest.raises(Refused, match=f"over {READ_ONE_BY_ONE} events") as refused:
+        _loads(f'{{"batch": [{DEEP_ITEM}, {tiny}]}}'.encode())
+    assert refused.value.status == 413

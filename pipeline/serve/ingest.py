@@ -40,6 +40,9 @@ from pipeline.delivery.incoming import (
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversize body is read (and dropped) up to this, then cut
 PARSE_IN_THREAD = 256 * 1024  # bodies larger than this are parsed off the event loop
+# Events of one array read one by one (after one could not be read) at most: ten times the
+# per-request limit, so two million one-byte events cannot keep a worker busy for seconds.
+READ_ONE_BY_ONE = 100_000
 
 
 class Refused(Exception):
@@ -342,6 +345,12 @@ class _Reader:
         if self.text[at : at + 1] == "]":
             return found, at + 1
         while True:
+            if len(found) == READ_ONE_BY_ONE:
+                raise Refused(
+                    413,
+                    "too_many_events",
+                    f"the request holds over {READ_ONE_BY_ONE} events: send smaller batches",
+                )
             value, at = self.value(at, members=True)
             found.append(value)
             after = _NEXT.match(self.text, at)
