@@ -18,8 +18,10 @@ from rich.table import Table
 from typer.testing import CliRunner, Result
 
 from pipeline.cli import operator
-from pipeline.cli.app import app, demo_banner, dry_run_summary
+from pipeline.cli.app import app
+from pipeline.cli.send_cmd import dry_run_summary
 from pipeline.cli.sending import summary_table
+from pipeline.cli.serve_cmd import demo_banner
 from pipeline.core.answers import Reply
 from pipeline.core.calls import call
 from pipeline.core.config import parse_config

@@ -1,0 +1,43 @@
+"""Options several commands share, spelled once so that their syntax, help and defaults
+cannot drift between `send` and `serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.checks import UsageError
+from pipeline.serve import (
+    ServeConfigError,
+    duration,
+)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+# Options `send` and `serve` share, spelled once so that their syntax and defaults cannot drift:
+# a duration is 90s, 30m, 24h or 7d (a bare number is seconds), parsed by `serve.duration`.
+MaxOutage = Annotated[
+    str,
+    typer.Option(
+        "--max-outage",
+        metavar="DURATION",
+        help="how long an outage of User.com may last (90s, 30m, 24h; a bare number is "
+        "seconds): then send stops (exit 3) and serve pauses delivery, probing until it ends",
+    ),
+]
+MAX_OUTAGE = "30m"
+Concurrency = Annotated[
+    int, typer.Option(metavar="N", help="users delivered at once, per app (1-1024)")
+]
+Rate = Annotated[float | None, typer.Option(metavar="R", help="max requests per second, per app")]
+
+
+def duration_of(option: str, raw: str) -> float:
+    """Seconds of a duration option: the service's parser, its refusal as a usage error."""
+    try:
+        return duration(option, raw)
+    except ServeConfigError as problem:
+        raise UsageError(str(problem)) from problem
