@@ -120,9 +120,22 @@ def option_help(command: str, option: str) -> str:
     return shown[start : min(end for end in ends if end > 0)]
 
 
-@pytest.mark.parametrize("option", ["--max-outage", "--concurrency", "--rate"])
+@pytest.mark.parametrize("option", ["--max-outage", "--concurrency", "--rate", "--base-url"])
 def test_options_send_and_serve_share_read_the_same_in_both(option: str) -> None:
     assert option_help("send", option) == option_help("serve", option)
+
+
+def ledger_argument_help(command: str) -> str:
+    """The help of `command`'s LEDGER argument, as one line."""
+    shown = help_of(command)
+    start = shown.index(" LEDGER ", shown.index("Arguments: "))
+    return shown[start : shown.index(" [required]", start)]
+
+
+@pytest.mark.parametrize("command", ["failed", "requeue"])
+def test_the_commands_that_take_a_ledger_describe_it_alike(command: str) -> None:
+    assert ledger_argument_help(command) == ledger_argument_help("report")
+    assert ledger_argument_help(command).endswith("of a run or of the service")
 
 
 @pytest.mark.parametrize("given", ["90s", "30m", "45"])

@@ -14,6 +14,7 @@ from rich.console import Console
 from pipeline.cli import checks, operator
 from pipeline.cli.checks import UsageError
 from pipeline.cli.inputs import load_config
+from pipeline.cli.options import LedgerArgument
 from pipeline.cli.output import open_binary_out, refusal, stderr
 from pipeline.cli.sending import (
     EXIT_FAULT,
@@ -72,7 +73,7 @@ def reader_ledger(path: Path, *, positional: bool = True) -> Ledger:
 
 
 def failed(
-    ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger of a run")],
+    ledger: LedgerArgument,
     rejected: Annotated[
         bool, typer.Option("--rejected", help="print the rejected events instead")
     ] = False,
@@ -100,7 +101,7 @@ def failed(
 
 
 def requeue(
-    ledger: Annotated[Path, typer.Argument(metavar="LEDGER", help="the ledger")],
+    ledger: LedgerArgument,
     keys: Annotated[
         list[str] | None,
         typer.Argument(
@@ -181,9 +182,7 @@ def explain(
 
 
 def report(
-    ledger: Annotated[
-        Path, typer.Argument(metavar="LEDGER", help="the ledger of a run or service")
-    ],
+    ledger: LedgerArgument,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the report as one JSON object")
     ] = False,

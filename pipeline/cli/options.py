@@ -33,6 +33,19 @@ Concurrency = Annotated[
     int, typer.Option(metavar="N", help="users delivered at once, per app (1-1024)")
 ]
 Rate = Annotated[float | None, typer.Option(metavar="R", help="max requests per second, per app")]
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        metavar="ORIGIN",
+        help="send to another origin (the sandbox, a proxy); URLs in outcomes and the ledger "
+        "stay real",
+    ),
+]
+
+# The ledger-reading commands name the file they read alike: a run's ledger or the service's.
+LedgerArgument = Annotated[
+    Path, typer.Argument(metavar="LEDGER", help="the ledger of a run or of the service")
+]
 
 
 def duration_of(option: str, raw: str) -> float:

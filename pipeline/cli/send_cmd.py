@@ -19,6 +19,7 @@ from pipeline.cli.checks import UsageError
 from pipeline.cli.inputs import count_events, load_config, open_source
 from pipeline.cli.options import (
     MAX_OUTAGE,
+    BaseUrl,
     Concurrency,
     MaxOutage,
     Rate,
@@ -113,13 +114,7 @@ def send(
             help="destination config JSON: apiKey, appSubdomain, mappings",
         ),
     ],
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            metavar="ORIGIN",
-            help="send to another origin (e.g. the sandbox); URLs in outcomes stay real",
-        ),
-    ] = None,
+    base_url: BaseUrl = None,
     ledger: Annotated[
         Path | None,
         typer.Option(metavar="FILE", help="SQLite ledger: resume a run, skip finished events"),

@@ -14,13 +14,7 @@ import typer
 
 from pipeline.cli import checks
 from pipeline.cli.checks import UsageError
-from pipeline.cli.options import (
-    EXAMPLES,
-    MAX_OUTAGE,
-    Concurrency,
-    MaxOutage,
-    Rate,
-)
+from pipeline.cli.options import EXAMPLES, MAX_OUTAGE, BaseUrl, Concurrency, MaxOutage, Rate
 from pipeline.cli.output import refusal, stderr
 from pipeline.cli.secrets import TRANSFORMER_TOKEN_ENV, WRITE_KEYS_ENV, serve_secrets
 from pipeline.cli.sending import (
@@ -162,10 +156,7 @@ def serve(
         Path | None,
         typer.Option(metavar="FILE", help="write keys for the one app, one a line"),
     ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(metavar="ORIGIN", help="send to another origin (the sandbox, a proxy)"),
-    ] = None,
+    base_url: BaseUrl = None,
     concurrency: Concurrency = 8,
     rate: Rate = None,
     give_up_after: Annotated[
