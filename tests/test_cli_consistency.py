@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.testing import CliRunner, Result
 
-from pipeline.cli import operator
+from pipeline.cli import ledger_views
 from pipeline.cli.app import app
 from pipeline.cli.send_cmd import dry_run_summary
 from pipeline.cli.sending import summary_table
@@ -294,15 +294,15 @@ def test_next_step_after_unfinished_events_names_the_ledger() -> None:
         Outcome("acme:h", "held", 0, (), None),
         Outcome("acme:r", "rejected", 1, (), "bad"),
     )
-    [unfinished, rejected] = operator.send_advice(summary, Path("run.sqlite"))
+    [unfinished, rejected] = ledger_views.send_advice(summary, Path("run.sqlite"))
     assert unfinished.startswith("2 failed or held: re-run the same command")
     assert "--ledger run.sqlite" in unfinished
     assert "usercom explain KEY --ledger run.sqlite" in unfinished
     assert rejected.startswith("1 rejected: `usercom failed run.sqlite --rejected`")
-    [no_ledger, _] = operator.send_advice(summary, None)
+    [no_ledger, _] = ledger_views.send_advice(summary, None)
     assert "nothing keeps them" in no_ledger
     assert "--ledger" in no_ledger
-    assert operator.send_advice(summary_of(Outcome("acme:d", "delivered", 1)), None) == []
+    assert ledger_views.send_advice(summary_of(Outcome("acme:d", "delivered", 1)), None) == []
 
 
 def test_send_ending_with_rejected_events_prints_the_next_step(

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pipeline.cli import checks, operator
+from pipeline.cli import checks, ledger_views
 from pipeline.cli.checks import UsageError
 from pipeline.cli.inputs import load_config
 from pipeline.cli.options import LedgerArgument
@@ -126,7 +126,7 @@ def requeue(
     (nothing was changed).
     """
     try:
-        operator.check_requeue(keys, delivered=delivered)
+        ledger_views.check_requeue(keys, delivered=delivered)
         cfg_app = reader_ledger(ledger)
         app_name = cfg_app.app
         cfg_app.close()
@@ -135,7 +135,7 @@ def requeue(
             sqlite_errors_as_ledger_errors(ledger),
         ):
             chosen = (
-                operator.requeue_keys(book, keys, rejected=rejected, delivered=delivered)
+                ledger_views.requeue_keys(book, keys, rejected=rejected, delivered=delivered)
                 if keys
                 else None
             )
@@ -143,7 +143,7 @@ def requeue(
     except (UsageError, LedgerError) as problem:
         stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem
-    typer.echo(operator.pending_again(changed))
+    typer.echo(ledger_views.pending_again(changed))
 
 
 def explain(
@@ -168,11 +168,11 @@ def explain(
     try:
         book = reader_ledger(ledger, positional=False)
         with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
-            row = operator.find_event(book, key)
+            row = ledger_views.find_event(book, key)
             lines = (
-                [json.dumps(operator.story_json(book, row))]
+                [json.dumps(ledger_views.story_json(book, row))]
                 if as_json
-                else operator.story(book, row)
+                else ledger_views.story(book, row)
             )
     except (UsageError, LedgerError) as problem:
         stderr().print(refusal(problem), highlight=False)
@@ -196,7 +196,7 @@ def report(
     try:
         book = reader_ledger(ledger)
         with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
-            summed = operator.build_report(book)
+            summed = ledger_views.build_report(book)
     except (UsageError, LedgerError) as problem:
         stderr().print(refusal(problem), highlight=False)
         raise typer.Exit(EXIT_USAGE) from problem

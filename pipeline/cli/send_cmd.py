@@ -14,7 +14,7 @@ import typer
 from returns.result import Failure, Success
 from rich.console import Console
 
-from pipeline.cli import checks, operator
+from pipeline.cli import checks, ledger_views, operator
 from pipeline.cli.checks import UsageError
 from pipeline.cli.inputs import count_events, load_config, open_source
 from pipeline.cli.options import (
@@ -220,7 +220,7 @@ def send(
         err.print(words, highlight=False, markup=False)
     status = exit_status(summary, tally)
     if status in (EXIT_REJECTED, EXIT_UNFINISHED):
-        for words in operator.send_advice(summary, ledger_path if has_ledger else None):
+        for words in ledger_views.send_advice(summary, ledger_path if has_ledger else None):
             err.print(f"next: {words}", highlight=False, markup=False)
     raise typer.Exit(status)
 
@@ -275,6 +275,6 @@ def finish_live(
     if result.interrupted:
         err.print("interrupted: nothing was written", highlight=False)
         raise typer.Exit(130)
-    for words in operator.send_advice(summary, None):
+    for words in ledger_views.send_advice(summary, None):
         err.print(f"next: {words}", highlight=False, markup=False)
     raise typer.Exit(EXIT_REJECTED if summary.rejected else 0)
