@@ -138,6 +138,11 @@ def test_the_commands_that_take_a_ledger_describe_it_alike(command: str) -> None
     assert ledger_argument_help(command).endswith("of a run or of the service")
 
 
+def test_explain_describes_its_ledger_option_as_the_others_their_argument() -> None:
+    described = ledger_argument_help("report").removeprefix(" LEDGER ")
+    assert option_help("explain", "--ledger") == f" --ledger FILE {described} [required]"
+
+
 @pytest.mark.parametrize("given", ["90s", "30m", "45"])
 def test_send_takes_the_durations_serve_takes(tmp_path: Path, given: str) -> None:
     events = write_lines(tmp_path / "events.jsonl", [identify_with_a_long_name()])

@@ -14,7 +14,7 @@ from rich.console import Console
 from pipeline.cli import checks, ledger_views
 from pipeline.cli.checks import UsageError
 from pipeline.cli.inputs import load_config
-from pipeline.cli.options import LedgerArgument
+from pipeline.cli.options import LEDGER_HELP, LedgerArgument
 from pipeline.cli.output import open_binary_out, refusal, stderr
 from pipeline.cli.sending import (
     EXIT_FAULT,
@@ -154,7 +154,7 @@ def explain(
             help="the event's key, with or without the app prefix (a unique prefix will do)",
         ),
     ],
-    ledger: Annotated[Path, typer.Option(metavar="FILE", help="the ledger of a run or service")],
+    ledger: Annotated[Path, typer.Option(metavar="FILE", help=LEDGER_HELP)],
     as_json: Annotated[
         bool, typer.Option("--json", help="print the story as one JSON object")
     ] = False,

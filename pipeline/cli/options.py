@@ -43,9 +43,8 @@ BaseUrl = Annotated[
 ]
 
 # The ledger-reading commands name the file they read alike: a run's ledger or the service's.
-LedgerArgument = Annotated[
-    Path, typer.Argument(metavar="LEDGER", help="the ledger of a run or of the service")
-]
+LEDGER_HELP = "the ledger of a run or of the service"
+LedgerArgument = Annotated[Path, typer.Argument(metavar="LEDGER", help=LEDGER_HELP)]
 
 
 def duration_of(option: str, raw: str) -> float:
