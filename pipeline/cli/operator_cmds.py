@@ -16,17 +16,9 @@ from pipeline.cli.checks import UsageError
 from pipeline.cli.inputs import load_config
 from pipeline.cli.options import LEDGER_HELP, LedgerArgument
 from pipeline.cli.output import open_binary_out, refusal, stderr
-from pipeline.cli.sending import (
-    EXIT_FAULT,
-    EXIT_USAGE,
-)
+from pipeline.cli.sending import EXIT_FAULT, EXIT_USAGE
 from pipeline.delivery.faults import RESUME, check_app
-from pipeline.delivery.ledger import (
-    UNFINISHED,
-    Ledger,
-    LedgerError,
-    sqlite_errors_as_ledger_errors,
-)
+from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError, sqlite_errors_as_ledger_errors
 from pipeline.delivery.ledger import Status as LedgerStatus
 from pipeline.delivery.loop import run as run_loop
 

@@ -9,16 +9,12 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.checks import UsageError
-from pipeline.serve import (
-    ServeConfigError,
-    duration,
-)
+from pipeline.serve import ServeConfigError, duration
 
+# The defaults of `demo` and `serve --demo`.
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
-
-# Options `send` and `serve` share, spelled once so that their syntax and defaults cannot drift:
-# a duration is 90s, 30m, 24h or 7d (a bare number is seconds), parsed by `serve.duration`.
+# A duration is 90s, 30m, 24h or 7d (a bare number is seconds), parsed by `serve.duration`.
 MaxOutage = Annotated[
     str,
     typer.Option(

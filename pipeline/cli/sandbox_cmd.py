@@ -16,13 +16,7 @@ from pipeline.cli.checks import KEY_FIELDS, UNKNOWN_ATTRIBUTES, UsageError
 from pipeline.cli.inputs import count_events, load_config, open_source
 from pipeline.cli.options import EXAMPLES
 from pipeline.cli.output import refusal, stderr
-from pipeline.cli.sending import (
-    EXIT_USAGE,
-    exit_status,
-    final_words,
-    run_send,
-    summary_table,
-)
+from pipeline.cli.sending import EXIT_USAGE, exit_status, final_words, run_send, summary_table
 from pipeline.delivery import DeliveryOptions
 from pipeline.sandbox import ListenError, SandboxOptions, parse_forced, run, serve_in_thread
 

@@ -17,14 +17,7 @@ from rich.console import Console
 from pipeline.cli import checks, ledger_views, operator
 from pipeline.cli.checks import UsageError
 from pipeline.cli.inputs import count_events, load_config, open_source
-from pipeline.cli.options import (
-    MAX_OUTAGE,
-    BaseUrl,
-    Concurrency,
-    MaxOutage,
-    Rate,
-    duration_of,
-)
+from pipeline.cli.options import MAX_OUTAGE, BaseUrl, Concurrency, MaxOutage, Rate, duration_of
 from pipeline.cli.output import open_out, refusal, stderr
 from pipeline.cli.sending import (
     EXIT_FAULT,
@@ -43,10 +36,7 @@ from pipeline.core.config import Config
 from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.incoming import MAX_EVENT_BYTES, LineReader, read_jsonl
-from pipeline.delivery.ledger import (
-    Ledger,
-    LedgerError,
-)
+from pipeline.delivery.ledger import Ledger, LedgerError
 
 
 def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -225,6 +215,7 @@ def send(
     raise typer.Exit(status)
 
 
+# Inside `send` its --dry-run flag hides the function of that name.
 dry_run_summary = dry_run
 
 

@@ -17,15 +17,11 @@ from pipeline.cli.checks import UsageError
 from pipeline.cli.options import EXAMPLES, MAX_OUTAGE, BaseUrl, Concurrency, MaxOutage, Rate
 from pipeline.cli.output import refusal, stderr
 from pipeline.cli.secrets import TRANSFORMER_TOKEN_ENV, WRITE_KEYS_ENV, serve_secrets
-from pipeline.cli.sending import (
-    EXIT_USAGE,
-)
-from pipeline.delivery.ledger import (
-    LedgerError,
-)
+from pipeline.cli.sending import EXIT_USAGE
+from pipeline.delivery.ledger import LedgerError
 from pipeline.sandbox import SandboxOptions, serve_in_thread
-from pipeline.serve import ListenError as ServeListenError
 from pipeline.serve import (
+    ListenError,
     ServeConfigError,
     ServeOptions,
     Service,
@@ -268,7 +264,7 @@ def serve(
             create_ledger_folders(options.ledgers)
             service = Service.open(options)
             stack.callback(service.store.close)
-        except (UsageError, ServeConfigError, LedgerError, ServeListenError) as problem:
+        except (UsageError, ServeConfigError, LedgerError, ListenError) as problem:
             err.print(refusal(problem), highlight=False)
             raise typer.Exit(EXIT_USAGE) from problem
         # From here on stderr is the service's log: every line logfmt, each warning once.
