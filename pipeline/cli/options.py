@@ -10,6 +10,7 @@ import typer
 
 from pipeline.cli.checks import UsageError
 from pipeline.serve import ServeConfigError, duration
+from pipeline.serve.options import retention_days
 
 # The defaults of `demo` and `serve --demo`.
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -25,6 +26,17 @@ MaxOutage = Annotated[
     ),
 ]
 MAX_OUTAGE = "30m"
+# Retention takes the same durations; a bare number stays days, as it always was.
+KeepDays = Annotated[
+    str,
+    typer.Option(
+        "--keep-days",
+        metavar="DURATION",
+        help="delivered and rejected events keep their body this long (7d, 36h; a bare "
+        "number is days)",
+    ),
+]
+KEEP_DAYS = "7d"
 Concurrency = Annotated[
     int, typer.Option(metavar="N", help="users delivered at once, per app (1-1024)")
 ]
@@ -47,5 +59,13 @@ def duration_of(option: str, raw: str) -> float:
     """Seconds of a duration option: the service's parser, its refusal as a usage error."""
     try:
         return duration(option, raw)
+    except ServeConfigError as problem:
+        raise UsageError(str(problem)) from problem
+
+
+def retention_of(option: str, raw: str) -> float:
+    """Days of a retention option: the service's parser, its refusal as a usage error."""
+    try:
+        return retention_days(option, raw)
     except ServeConfigError as problem:
         raise UsageError(str(problem)) from problem

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -35,7 +36,14 @@ from pipeline.cli.sending import (
 from pipeline.core.config import Config
 from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
-from pipeline.delivery.incoming import MAX_EVENT_BYTES, LineReader, read_jsonl
+from pipeline.delivery.incoming import (
+    MAX_EVENT_BYTES,
+    FirstSeen,
+    Incoming,
+    LineReader,
+    once_each,
+    read_jsonl,
+)
 from pipeline.delivery.ledger import Ledger, LedgerError
 
 
@@ -46,12 +54,23 @@ def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(step for step in steps if not step.startswith("warning: ")), shown.warnings
 
 
-def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
-    """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
-    summary = Summary()
+def dry_run(
+    cfg: Config, source: IO[bytes], sink: IO[str] | None, scratch: Path | None = None
+) -> Summary:
+    """Plan every event with no request at all (the pure pipeline only); writes no ledger.
+    Repeats are taken as a real run takes them (the messageIds read are kept in `scratch`)."""
     started = time.monotonic()
     reader = LineReader(source)
-    for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
+    with contextlib.closing(FirstSeen(scratch)) as seen:
+        summary = _planned(once_each(read_jsonl(reader, cfg, MAX_EVENT_BYTES), seen), sink)
+    summary.broken_input = reader.broken
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _planned(events: Iterable[Incoming], sink: IO[str] | None) -> Summary:
+    summary = Summary()
+    for item in events:
         match item.job:
             case Success(_):
                 shown = plan_of(item.job)
@@ -66,20 +85,35 @@ def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
         summary.add(outcome)
         if sink is not None:
             sink.write(json.dumps(outcome.as_json()) + "\n")
-    summary.broken_input = reader.broken
-    summary.seconds = time.monotonic() - started
     return summary
 
 
 @contextlib.contextmanager
-def writer_ledger(path: Path | None, cfg: Config) -> Iterator[Ledger]:
-    """The ledger asked for, or a scratch one for this run only (so that duplicates are one
-    event and memory stays flat without --ledger too); deleted when the run ends."""
+def scratch_folder() -> Iterator[Path]:
+    """This run's private folder for its scratch files, in TMPDIR as the operator set it (not
+    silently elsewhere: it may have been chosen for its room); deleted when the run ends.
+    Made before anything is read or sent, so a TMPDIR that cannot be used is a usage error."""
+    chosen = os.environ.get("TMPDIR")
+    where = f"{chosen} (TMPDIR)" if chosen else "the system's temporary folder"
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix="usercom-", dir=chosen or None)
+    except OSError as error:
+        raise UsageError(
+            f"cannot make this run's scratch folder in {where}: "
+            f"{error.strerror or error}; set TMPDIR to a writable folder"
+        ) from error
+    with scratch as folder:
+        yield Path(folder)
+
+
+@contextlib.contextmanager
+def writer_ledger(path: Path | None, cfg: Config, scratch: Path) -> Iterator[Ledger]:
+    """The ledger asked for, or one in `scratch` for this run only (so that duplicates are one
+    event and memory stays flat without --ledger too), deleted with it."""
     if path is None:
-        with tempfile.TemporaryDirectory(prefix="usercom-") as scratch:
-            book = Ledger.open_writer(Path(scratch) / "run.sqlite", cfg.subdomain)
-            with contextlib.closing(book):
-                yield book
+        book = Ledger.open_writer(scratch / "run.sqlite", cfg.subdomain)
+        with contextlib.closing(book):
+            yield book
         return
     try:
         book = Ledger.open_writer(path, cfg.subdomain)
@@ -167,6 +201,7 @@ def send(
         checks.not_the_ledger(out_path, ledger_path)
         total = count_events(source_name)
         with (
+            scratch_folder() as scratch,
             open_source(source_name) as source,
             open_out(out_path) as sink,
         ):
@@ -178,13 +213,13 @@ def send(
                     markup=False,
                 )
             if dry_run and live:
-                finish_live(source_name, cfg, source, sink, origin, options.rate, out, err)
+                finish_live(source_name, cfg, source, sink, origin, options.rate, out, err, scratch)
             if dry_run:
-                summary = dry_run_summary(cfg, source, sink)
+                summary = dry_run_summary(cfg, source, sink, scratch)
                 tally = Tally()
                 has_ledger = False
             else:
-                with writer_ledger(ledger_path, cfg) as book:
+                with writer_ledger(ledger_path, cfg, scratch) as book:
                     summary, tally = run_send(
                         source,
                         cfg,
@@ -195,6 +230,7 @@ def send(
                         err=err,
                         total=total,
                         retry_rejected=retry_rejected,
+                        scratch=scratch,
                     )
                     has_ledger = ledger_path is not None
     except UsageError as problem:
@@ -237,6 +273,7 @@ def finish_live(
     rate: float | None,
     out: Path | None,
     err: Console,
+    scratch: Path,
 ) -> None:
     """`send --dry-run --live`: plan with reads only, print the tables, exit."""
     result = operator.live_dry_run(
@@ -248,6 +285,7 @@ def finish_live(
         progress=operator.iter_progress(
             progress_every(), lambda words: err.print(words, highlight=False)
         ),
+        scratch=scratch,
     )
     summary = result.summary
     console = err if out is not None and str(out) == "-" else Console()

@@ -14,7 +14,17 @@ import typer
 
 from pipeline.cli import checks
 from pipeline.cli.checks import UsageError
-from pipeline.cli.options import EXAMPLES, MAX_OUTAGE, BaseUrl, Concurrency, MaxOutage, Rate
+from pipeline.cli.options import (
+    EXAMPLES,
+    KEEP_DAYS,
+    MAX_OUTAGE,
+    BaseUrl,
+    Concurrency,
+    KeepDays,
+    MaxOutage,
+    Rate,
+    retention_of,
+)
 from pipeline.cli.output import refusal, stderr
 from pipeline.cli.secrets import TRANSFORMER_TOKEN_ENV, WRITE_KEYS_ENV, serve_secrets
 from pipeline.cli.sending import EXIT_USAGE
@@ -74,7 +84,7 @@ def _serve_options(
     rate: float | None,
     give_up_after: str,
     max_queued: int,
-    keep_days: float,
+    keep_days: str,
     transformer_token: str | None,
     max_outage: str,
     max_connections: int,
@@ -93,8 +103,7 @@ def _serve_options(
         raise UsageError("--host must not be empty (127.0.0.1: this machine only)")
     if max_queued < 1:
         raise UsageError(f"--max-queued must be an integer >= 1: got {max_queued}")
-    if not 0 <= keep_days < float("inf"):
-        raise UsageError(f"--keep-days must be a number of days >= 0: got {keep_days}")
+    days_kept = retention_of("--keep-days", keep_days)
     if transformer_token is not None and not transformer_token.strip():
         raise UsageError("--transformer-token must not be empty")
     if max_connections < 1:
@@ -110,7 +119,7 @@ def _serve_options(
         rate=checks.rate(rate),
         give_up_after=duration("--give-up-after", give_up_after),
         max_queued=max_queued,
-        keep_days=keep_days,
+        keep_days=days_kept,
         transformer_token=transformer_token,
         max_outage=duration("--max-outage", max_outage),
         max_connections=max_connections,
@@ -164,12 +173,7 @@ def serve(
     max_queued: Annotated[
         int, typer.Option(metavar="N", help="past this many queued events ingest answers 503")
     ] = 1_000_000,
-    keep_days: Annotated[
-        float,
-        typer.Option(
-            metavar="DAYS", help="delivered and rejected events keep their body so many days"
-        ),
-    ] = 7,
+    keep_days: KeepDays = KEEP_DAYS,
     transformer_token: Annotated[
         str | None,
         typer.Option(
