@@ -16,7 +16,7 @@ import re
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, overload
 
 import httpx
 from httpx._urlparse import MAX_URL_LENGTH, ParseResult
@@ -67,27 +67,106 @@ def conversation(flow: Flow) -> Conversation:
                 return Failure(error)
 
 
-def drive(flow: Flow, send: Callable[[Request], Answer]) -> Finished:
-    """Run every Call of the flow through `send`; the Final request is returned, not sent."""
-    talk = conversation(flow)
-    try:
-        request = next(talk)
-        while True:
-            request = talk.send(send(request))
-    except StopIteration as done:
-        finished: Finished = done.value
-        return finished
+class Ended(NamedTuple):
+    """A flow whose final request was sent: the Final, and the answer it got."""
+
+    final: Final
+    answer: Answer
 
 
-async def adrive(flow: Flow, send: Callable[[Request], Awaitable[Answer]]) -> Finished:
-    talk = conversation(flow)
+Delivered = Result[Ended, PipelineError]
+# Yields the Calls' requests, then the Final itself (its request is the pump's to send).
+Delivery = Generator[Request | Final, Answer, Delivered]
+
+
+def _missing(answer: Answer) -> bool:
+    return isinstance(answer, Reply) and answer.status == 404
+
+
+def delivery(flow: Flow) -> Delivery:
+    """The whole delivery conversation: `conversation`, then the final request, and the
+    final's fallback when User.com answers it 404 (a route that may be missing, DELIVERY §3).
+    The retry stays inside the generator, as httpx's `DigestAuth.auth_flow` keeps its 401."""
+    while True:
+        finished = yield from conversation(flow)
+        match finished:
+            case Success(Final() as final):
+                answer = yield final
+                if final.fallback is not None and _missing(answer):
+                    flow = Success(final.fallback)
+                    continue
+                return Success(Ended(final, answer))
+            case Failure(error):
+                return Failure(error)
+
+
+R = TypeVar("R")
+
+
+def _pump(
+    talk: Generator[Request | Final, Answer, R],
+    send: Callable[[Request], Answer],
+    final: Callable[[Final], Answer],
+) -> R:
     try:
-        request = next(talk)
+        asked = next(talk)
         while True:
-            request = talk.send(await send(request))
+            asked = talk.send(final(asked) if isinstance(asked, Final) else send(asked))
     except StopIteration as done:
-        finished: Finished = done.value
-        return finished
+        result: R = done.value
+        return result
+
+
+async def _apump(
+    talk: Generator[Request | Final, Answer, R],
+    send: Callable[[Request], Awaitable[Answer]],
+    final: Callable[[Final], Awaitable[Answer]],
+) -> R:
+    try:
+        asked = next(talk)
+        while True:
+            answer = await (final(asked) if isinstance(asked, Final) else send(asked))
+            asked = talk.send(answer)
+    except StopIteration as done:
+        result: R = done.value
+        return result
+
+
+@overload
+def drive(flow: Flow, send: Callable[[Request], Answer]) -> Finished: ...
+@overload
+def drive(
+    flow: Flow, send: Callable[[Request], Answer], final: Callable[[Final], Answer]
+) -> Delivered: ...
+def drive(
+    flow: Flow,
+    send: Callable[[Request], Answer],
+    final: Callable[[Final], Answer] | None = None,
+) -> Finished | Delivered:
+    """Run every Call of the flow through `send`. Without `final` the Final is returned,
+    not sent; with it, `final` sends it (the caller's policy for the write) and its answer
+    comes back with it, the 404 fallback followed (`delivery`)."""
+    if final is None:
+        return _pump(conversation(flow), send, lambda step: send(step.request))
+    return _pump(delivery(flow), send, final)
+
+
+@overload
+async def adrive(flow: Flow, send: Callable[[Request], Awaitable[Answer]]) -> Finished: ...
+@overload
+async def adrive(
+    flow: Flow,
+    send: Callable[[Request], Awaitable[Answer]],
+    final: Callable[[Final], Awaitable[Answer]],
+) -> Delivered: ...
+async def adrive(
+    flow: Flow,
+    send: Callable[[Request], Awaitable[Answer]],
+    final: Callable[[Final], Awaitable[Answer]] | None = None,
+) -> Finished | Delivered:
+    if final is None:
+        return await _apump(conversation(flow), send, lambda step: send(step.request))
+    return await _apump(delivery(flow), send, final)
 
 
 # --- the httpx edge --------------------------------------------------------------------------
