@@ -83,7 +83,7 @@ def _in_library_words(fault: str) -> str:
 
 def _unreachable_fault(answer: Answer, target: Target) -> str | None:
     if isinstance(answer, Unreachable) and meaning(answer) == "unreachable":
-        origin = target.base_url.removesuffix("/api/public")
+        origin = target.origin
         return (
             f"User.com could not be reached at {origin} ({answer.reason}: {answer.detail}): "
             f"check base_url, appSubdomain and the network; {LIBRARY_RESUME}"
@@ -104,8 +104,7 @@ class Destination:
         client: httpx.Client | httpx.AsyncClient | None = None,
     ) -> None:
         self.config = _parse(config)
-        origin = base_url.rstrip("/") + "/api/public" if base_url else None
-        self._target = Target.of(self.config, origin)
+        self._target = Target.of(self.config, base_url)
         self._transport = transport
         self._client = client
         self._lock = threading.Lock()

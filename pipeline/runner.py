@@ -24,7 +24,7 @@ from returns.result import Failure, Result, Success
 
 from pipeline.core.answers import Answer, Reply, Unreachable
 from pipeline.core.calls import Request, headers
-from pipeline.core.config import Config, mask
+from pipeline.core.config import API_PATH, Config, mask
 from pipeline.core.errors import PipelineError
 from pipeline.core.secrets import blank_runs
 from pipeline.core.steps import Call, Final, Step
@@ -37,22 +37,29 @@ Conversation = Generator[Request, Answer, Finished]
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where requests go: the API base URL and the key that signs them."""
+    """Where requests go: an app's origin (`https://acme.user.com`, the sandbox's
+    `http://127.0.0.1:8000`) and the key that signs them. The API base is derived from the
+    origin, never the other way round."""
 
-    base_url: str
+    origin: str
     api_key: str = field(repr=False)
+    base_url: str = field(init=False, repr=False, compare=False)
     # What every request to this target shares, worked out once rather than per request.
-    origin: Origin | None = field(init=False, repr=False, compare=False)
+    parts: BaseParts | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "origin", origin_of(self.base_url, self.api_key))
+        object.__setattr__(self, "origin", self.origin.rstrip("/"))
+        base_url = self.origin + API_PATH
+        object.__setattr__(self, "base_url", base_url)
+        object.__setattr__(self, "parts", parts_of(base_url, self.api_key))
 
     @classmethod
-    def of(cls, cfg: Config, base_url: str | None = None) -> Target:
-        return cls(base_url or cfg.base_url, cfg.api_key)
+    def of(cls, cfg: Config, origin: str | None = None) -> Target:
+        """The config's app, at `origin` when one is given (the sandbox, `--base-url`)."""
+        return cls(origin or cfg.origin, cfg.api_key)
 
     def __repr__(self) -> str:
-        return f"Target(base_url={self.base_url!r}, api_key={mask(self.api_key)!r})"
+        return f"Target(origin={self.origin!r}, api_key={mask(self.api_key)!r})"
 
 
 def conversation(flow: Flow) -> Conversation:
@@ -172,7 +179,7 @@ async def adrive(
 # --- the httpx edge --------------------------------------------------------------------------
 
 
-class Origin(NamedTuple):
+class BaseParts(NamedTuple):
     """A base URL split the way httpx would split it, and the header rows of its requests.
 
     Parsing each request's URL string and normalising its headers were half the CPU of a
@@ -198,7 +205,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
-def origin_of(base_url: str, api_key: str) -> Origin | None:
+def parts_of(base_url: str, api_key: str) -> BaseParts | None:
     """The base URL's parts, or None where httpx would change or refuse something in it."""
     plain = _PLAIN_BASE.fullmatch(base_url)
     if plain is None or not api_key.isascii():
@@ -215,25 +222,25 @@ def origin_of(base_url: str, api_key: str) -> Origin | None:
     port = None if port == _DEFAULT_PORTS[scheme] else port
     netloc = host if port is None else f"{host}:{port}"
     rows = tuple([(name.encode(), value.encode()) for name, value in headers(api_key).items()])
-    return Origin(scheme, host, port, path, (b"Host", netloc.encode()), rows)
+    return BaseParts(scheme, host, port, path, (b"Host", netloc.encode()), rows)
 
 
-def _url(target: Target, origin: Origin, request: Request) -> httpx.URL | None:
+def _url(target: Target, parts: BaseParts, request: Request) -> httpx.URL | None:
     path, query = request.encoded()
     length = len(target.base_url) + len(path) + (0 if query is None else len(query) + 1)
     if length > MAX_URL_LENGTH:
         return None  # httpx refuses it as too long: let it say so, as it always has
-    path = origin.path + path
+    path = parts.path + path
     url = httpx.URL.__new__(httpx.URL)
-    url._uri_reference = ParseResult(origin.scheme, "", origin.host, origin.port, path, query, None)
+    url._uri_reference = ParseResult(parts.scheme, "", parts.host, parts.port, path, query, None)
     return url
 
 
 def to_httpx(target: Target, request: Request) -> httpx.Request:
     body = None if request.body is None else json.dumps(thaw(request.body)).encode()
-    origin = target.origin
-    url = None if origin is None else _url(target, origin, request)
-    if origin is None or url is None:
+    parts = target.parts
+    url = None if parts is None else _url(target, parts, request)
+    if parts is None or url is None:
         outgoing = httpx.Request(
             request.method,
             request.url(target.base_url),
@@ -241,17 +248,17 @@ def to_httpx(target: Target, request: Request) -> httpx.Request:
             content=body,
         )
     else:
-        outgoing = _assembled(origin, url, request.method, body)
+        outgoing = _assembled(parts, url, request.method, body)
     outgoing.extensions["timeout"] = TIMEOUTS
     return outgoing
 
 
-def _assembled(origin: Origin, url: httpx.URL, method: str, body: bytes | None) -> httpx.Request:
+def _assembled(parts: BaseParts, url: httpx.URL, method: str, body: bytes | None) -> httpx.Request:
     """The request httpx builds from `content=`, with its Host and Content-Length in place."""
-    rows = [origin.host_row]
+    rows = [parts.host_row]
     if body is None and method in _BODY_METHODS:
         rows.append((b"Content-Length", b"0"))
-    rows.extend(origin.header_rows)
+    rows.extend(parts.header_rows)
     if body is not None:
         rows.append((b"Content-Length", str(len(body)).encode()))
     outgoing = httpx.Request(

@@ -27,10 +27,10 @@ from rich.text import Text
 
 from pipeline.cli.checks import UsageError
 from pipeline.core import steps
-from pipeline.core.answers import FAILING, Answer, Reply, Unreachable, meaning
+from pipeline.core.answers import FAILING, Answer, Kind, Reply, Unreachable, meaning
 from pipeline.core.calls import Request, call
 from pipeline.core.compose import Job, job_of
-from pipeline.core.config import Config
+from pipeline.core.config import API_PATH, Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.flows import REFERENCE
 from pipeline.core.types import JSON, as_text, freeze
@@ -75,7 +75,7 @@ def shown_line(line: bytes) -> str:
 _ID_AFTER: Final = frozenset({"users-by-id", "companies-by-id"})
 _NAMED: Final = frozenset({"users", "companies"})
 _NOT_IDS: Final = frozenset({"", "search", "update_or_create"})
-API_PREFIX: Final = "/api/public"
+API_PREFIX: Final = API_PATH
 
 
 def split_request(text: str) -> tuple[str, str, str]:
@@ -132,19 +132,19 @@ def gloss(method: str, answer: str, url: str) -> str:
     """
     if not answer.isdigit():
         return f"no answer ({answer})"
-    status = int(answer)
-    if 200 <= status < 300:
-        return "ok"
-    if status == 404:
+    kind = meaning(Reply(int(answer)))
+    if kind == "not found":
         return _not_found(method, template(url))
-    meanings = {401: "key refused", 403: "key refused", 429: "throttled"}
-    if status in meanings:
-        return meanings[status]
-    if status >= 500:
-        return "User.com failed"
-    if 400 <= status < 500:
-        return "content refused"
-    return "unexpected"
+    return _GLOSSES.get(kind, "unexpected")
+
+
+_GLOSSES: Final[Mapping[Kind, str]] = {
+    "ok": "ok",
+    "refused": "key refused",
+    "throttled": "throttled",
+    "server error": "User.com failed",
+    "client error": "content refused",
+}
 
 
 def _not_found(method: str, route: str) -> str:
@@ -728,7 +728,7 @@ def live_dry_run(
     """
     result = LiveRun()
     summary = result.summary
-    target = Target.of(cfg, f"{origin}/api/public" if origin else None)
+    target = Target.of(cfg, origin)
     started = time.monotonic()
     with httpx.Client() if client is None else contextlib.nullcontext(client) as http:
         planner = LivePlanner(cfg, http, target, rate)

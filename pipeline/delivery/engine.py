@@ -129,8 +129,7 @@ class _Run:
         # Lanes with a failed or held event in this run, and the key that holds them.
         self.blocked: dict[str, str] = {}
         self.options = options
-        origin = options.base_url.rstrip("/") + "/api/public" if options.base_url else None
-        self.target = Target.of(cfg, origin)
+        self.target = Target.of(cfg, options.base_url)
         self.pacer = app.pacer
         self.cache = app.cache
         self.outage = app.outage

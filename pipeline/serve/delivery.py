@@ -253,8 +253,7 @@ class AppDelivery:
 
     @property
     def target(self) -> Target:
-        origin = self.options.base_url
-        return Target.of(self.cfg, f"{origin}/api/public" if origin else None)
+        return Target.of(self.cfg, self.options.base_url)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -377,8 +376,7 @@ class AppDelivery:
             case Reply(status=status) if status in (200, 404):
                 return None
             case Reply(status=status):
-                origin = target.base_url.removesuffix("/api/public")
-                return f"User.com at {origin} answered the probe with {status}"
+                return f"User.com at {target.origin} answered the probe with {status}"
             case Unreachable(reason=reason, detail=detail):
                 return f"User.com could not be reached ({reason}: {detail})"
 
