@@ -15,7 +15,7 @@ from helpers import KEY
 from returns.result import Success
 
 from pipeline import Destination, RunFault
-from pipeline.cli.operator import COULD_NOT_TELL, LIVE, LivePlanner
+from pipeline.cli.operator import COULD_NOT_TELL, LIVE, READ_ATTEMPTS, LivePlanner
 from pipeline.core.answers import Answer, Reply
 from pipeline.core.calls import Request
 from pipeline.core.compose import Job, job_of
@@ -181,7 +181,7 @@ def test_live_dry_run_a_read_that_times_out_is_could_not_tell_not_a_fault() -> N
         prediction = planner.plan(job, 1)
     assert prediction.kind == COULD_NOT_TELL
     assert "timeout" in (prediction.error or "")
-    assert planner.api_calls == 3  # the read was tried again, a little
+    assert planner.api_calls == READ_ATTEMPTS  # the read was tried again, a little
 
 
 def test_live_dry_run_never_sends_a_write() -> None:
