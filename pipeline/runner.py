@@ -22,7 +22,7 @@ import httpx
 from httpx._urlparse import MAX_URL_LENGTH, ParseResult
 from returns.result import Failure, Result, Success
 
-from pipeline.core.answers import Answer, Reply, Unreachable
+from pipeline.core.answers import Answer, Reply, Unreachable, meaning
 from pipeline.core.calls import Request, headers
 from pipeline.core.config import API_PATH, Config, mask
 from pipeline.core.errors import PipelineError
@@ -87,7 +87,7 @@ Delivery = Generator[Request | Final, Answer, Delivered]
 
 
 def _missing(answer: Answer) -> bool:
-    return isinstance(answer, Reply) and answer.status == 404
+    return meaning(answer) == "not found"
 
 
 def delivery(flow: Flow) -> Delivery:

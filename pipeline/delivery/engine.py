@@ -168,7 +168,7 @@ class _Run:
         self.summary.api_calls += 1
         got = answer.status if isinstance(answer, Reply) else answer.reason
         self.summary.calls[f"probe {got}"] += 1
-        if isinstance(answer, Reply) and answer.status == 429:
+        if isinstance(answer, Reply) and meaning(answer) == "throttled":
             self.pacer.too_many(answer.retry_after)
         return answer
 
@@ -233,7 +233,7 @@ class _Run:
             fault = run_fault(request, answer, self.target)
             if fault is not None:
                 raise self._fault(fault)
-            if isinstance(answer, Reply) and answer.status == 429:
+            if isinstance(answer, Reply) and meaning(answer) == "throttled":
                 self.pacer.too_many(answer.retry_after)
                 if resends < self.options.max_resends and self.control.reason is None:
                     resends += 1
