@@ -29,7 +29,7 @@ from returns.result import Failure, Result, Success
 
 from pipeline.compat import processor_item
 from pipeline.core.answers import Answer, Reply, Unreachable, answer_error, meaning
-from pipeline.core.calls import Request
+from pipeline.core.calls import ORIGIN_MAX, Request
 from pipeline.core.compose import Job, prepare_message
 from pipeline.core.config import Config, mask, parse_config
 from pipeline.core.errors import PipelineError
@@ -104,6 +104,11 @@ class Destination:
         client: httpx.Client | httpx.AsyncClient | None = None,
     ) -> None:
         self.config = _parse(config)
+        if base_url is not None and len(base_url) > ORIGIN_MAX:
+            raise ValueError(
+                f"base_url is {len(base_url)} characters, over the {ORIGIN_MAX} an origin may "
+                "have (like http://127.0.0.1:8000): identifiers take the rest of a URL"
+            )
         self._target = Target.of(self.config, base_url)
         self._transport = transport
         self._client = client

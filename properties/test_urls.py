@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 import httpx
+from httpx._urlparse import MAX_URL_LENGTH
 from hypothesis import given
 from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 import pipeline
-from pipeline.core.calls import Request, call
+from pipeline.core.calls import SUBJECT_ENCODED_MAX, Request, call
 from pipeline.core.config import normalize_subdomain
 from pipeline.core.endpoints import CATALOGUE, Endpoint, EndpointName
 from pipeline.testing.strategies import (
@@ -167,3 +168,27 @@ def test_friendly_forms_of_a_label_normalise_to_it(pair: tuple[str, str], key: s
     assert normalize_subdomain(friendly) == label
     config = pipeline.parse_config({"apiKey": key, "appSubdomain": friendly}).unwrap()
     assert config.base_url == f"https://{label}.user.com/api/public"
+
+
+subject_endpoints = st.sampled_from([e for e in CATALOGUE.values() if e.needs_subject])
+# A short run of any characters (multi-byte, surrogates), repeated to about the bound.
+long_subjects = st.tuples(st.text(min_size=1, max_size=6), st.integers(1_000, 70_000)).map(
+    lambda pair: (pair[0] * (pair[1] // len(pair[0]) + 1))[: pair[1]]
+)
+
+
+@given(subject_endpoints, long_subjects)
+def test_a_subject_the_core_accepts_always_makes_a_url_httpx_accepts(
+    endpoint: Endpoint, subject: str
+) -> None:
+    request = Request(endpoint, subject)
+    encoded = len(quote(subject, safe="", errors="surrogatepass"))
+    too_long = request.subject_too_long()
+    assert (too_long is None) == (encoded <= SUBJECT_ENCODED_MAX)
+    if too_long is None:
+        # The longest base URL a config can have: a 63-character subdomain.
+        base = f"https://{'a' * 63}.user.com/api/public"
+        url = httpx.URL(request.url(base))
+        assert len(str(url)) <= MAX_URL_LENGTH
+    else:
+        assert too_long == (len(subject), encoded)

@@ -18,7 +18,7 @@ from rich.table import Table
 from typer.testing import CliRunner, Result
 
 from pipeline.cli import operator
-from pipeline.cli.app import app, demo_banner, dry_run_summary
+from pipeline.cli.app import _serve_options, app, demo_banner, dry_run_summary, retention_of
 from pipeline.cli.sending import summary_table
 from pipeline.core.answers import Reply
 from pipeline.core.calls import call
@@ -106,8 +106,58 @@ def test_max_outage_has_one_spelling_and_default_in_send_and_serve() -> None:
         assert "--max-outage DURATION" in shown, command
         assert "[default: 30m]" in shown, command
         assert "1800" not in shown, command
-    assert "[default: 7]" in help_of("serve")  # --keep-days counts days, shown as days
-    assert "[default: 7.0]" not in help_of("serve")
+    shown = help_of("serve")
+    assert "--keep-days DURATION" in shown
+    assert "[default: 7d]" in shown  # a duration like every other, not a bare number
+    assert "[default: 7]" not in shown
+    assert "[default: 7.0]" not in shown
+
+
+@pytest.mark.parametrize(
+    ("given", "days"), [("7d", 7.0), ("36h", 1.5), ("90m", 0.0625), ("7", 7.0), ("0", 0.0)]
+)
+def test_keep_days_takes_durations_and_a_bare_number_stays_days(
+    tmp_path: Path, given: str, days: float
+) -> None:
+    assert retention_of("--keep-days", given) == days
+    config = write_config(tmp_path / "config.json")
+    chosen = serve_options_with(tmp_path, config, keep_days=given)
+    assert chosen.keep_days == days
+
+
+@pytest.mark.parametrize("given", ["soon", "-1", "7y", "inf"])
+def test_a_bad_keep_days_is_refused_in_one_line_before_anything_is_opened(
+    tmp_path: Path, given: str
+) -> None:
+    config = write_config(tmp_path / "config.json")
+    ledger = tmp_path / "serve.sqlite"
+    result = invoke("serve", "--config", config, "--ledger", ledger, "--keep-days", given)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "error: --keep-days must be a duration like 7d or 36h (a number alone is days), "
+        f"0 or more: got {given!r}"
+    )
+    assert not ledger.exists()
+
+
+def serve_options_with(tmp_path: Path, config: Path, **chosen: Any) -> Any:
+    """`usercom serve`'s options as the command checks them, defaults but for `chosen`."""
+    defaults: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "base_url": None,
+        "concurrency": 8,
+        "rate": None,
+        "give_up_after": "24h",
+        "max_queued": 1000,
+        "keep_days": "7d",
+        "transformer_token": None,
+        "max_outage": "30m",
+        "max_connections": 10,
+        "header_timeout": "10s",
+        "body_timeout": "60s",
+    }
+    return _serve_options(config, tmp_path / "serve.sqlite", (), **{**defaults, **chosen})
 
 
 def option_help(command: str, option: str) -> str:

@@ -169,3 +169,35 @@ def test_without_a_ledger_an_event_read_twice_is_sent_once(
     assert code == 0
     assert [o["status"] for o in outcomes] == ["delivered"] * 3
     assert len(tracks_stored(sandbox)) == 2
+
+
+REPEATS = [
+    identify("r3"),
+    "",  # a blank line: not an event, positions do not count it
+    track("r3", "m-dup", version=1),
+    track("r3", "m-other", version=9),
+    track("r3", "m-dup", version=2),
+    track("r3", "m-dup", version=1),  # the first version again: one event
+]
+
+
+def keyed(outcomes: list[dict[str, Any]]) -> list[tuple[str, str, str | None, int]]:
+    planned = {"planned": "delivered"}  # a planned event is one a real run delivers here
+    return sorted(
+        (o["key"], planned.get(o["status"], o["status"]), o.get("error"), o["position"])
+        for o in outcomes
+    )
+
+
+@pytest.mark.parametrize("flags", [("--dry-run",), ("--dry-run", "--live")], ids=str)
+def test_a_dry_run_applies_the_repeat_rule_as_the_real_run_does(
+    sandbox: str, config: Path, tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    code, planned, output = send(sandbox, config, REPEATS, tmp_path, *flags)
+    assert code == 1, output  # some can never be sent
+    (repeat,) = [o for o in planned if o["key"].startswith(f"{SUBDOMAIN}:m-dup#repeat-")]
+    assert repeat["status"] == "rejected"
+    assert repeat["error"] == "messageId repeated with other content at position 2"
+    code, sent, output = send(sandbox, config, REPEATS, tmp_path)
+    assert code == 1, output
+    assert keyed(planned) == keyed(sent)

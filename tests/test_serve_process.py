@@ -65,7 +65,7 @@ def sandbox() -> Iterator[str]:
         (["--concurrency", "0"], "--concurrency must be an integer"),
         (["--rate", "0"], "--rate must be a finite number"),
         (["--max-queued", "0"], "--max-queued must be an integer >= 1"),
-        (["--keep-days", "-1"], "--keep-days must be a number of days >= 0"),
+        (["--keep-days", "-1"], "--keep-days must be a duration like 7d or 36h"),
         (["--port", "70000"], "--port must be from 0 to 65535"),
     ],
 )

@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -48,7 +48,14 @@ from pipeline.core.config import Config, parse_config, unreadable_config
 from pipeline.core.plan import Plan, plan_of
 from pipeline.delivery import DeliveryOptions, Outcome, Summary
 from pipeline.delivery.faults import RESUME, check_app
-from pipeline.delivery.incoming import MAX_EVENT_BYTES, LineReader, read_jsonl
+from pipeline.delivery.incoming import (
+    MAX_EVENT_BYTES,
+    FirstSeen,
+    Incoming,
+    LineReader,
+    once_each,
+    read_jsonl,
+)
 from pipeline.delivery.ledger import (
     UNFINISHED,
     Ledger,
@@ -72,6 +79,7 @@ from pipeline.serve import (
 from pipeline.serve import serve as run_service
 from pipeline.serve.logs import configure as configure_logs
 from pipeline.serve.logs import emit, ignored_entries
+from pipeline.serve.options import retention_days
 
 
 def refusal(problem: object) -> Text:
@@ -180,6 +188,17 @@ MaxOutage = Annotated[
     ),
 ]
 MAX_OUTAGE = "30m"
+# Retention takes the same durations; a bare number stays days, as it always was.
+KeepDays = Annotated[
+    str,
+    typer.Option(
+        "--keep-days",
+        metavar="DURATION",
+        help="delivered and rejected events keep their body this long (7d, 36h; a bare "
+        "number is days)",
+    ),
+]
+KEEP_DAYS = "7d"
 Concurrency = Annotated[
     int, typer.Option(metavar="N", help="users delivered at once, per app (1-1024)")
 ]
@@ -190,6 +209,14 @@ def duration_of(option: str, raw: str) -> float:
     """Seconds of a duration option: the service's parser, its refusal as a usage error."""
     try:
         return duration(option, raw)
+    except ServeConfigError as problem:
+        raise UsageError(str(problem)) from problem
+
+
+def retention_of(option: str, raw: str) -> float:
+    """Days of a retention option: the service's parser, its refusal as a usage error."""
+    try:
+        return retention_days(option, raw)
     except ServeConfigError as problem:
         raise UsageError(str(problem)) from problem
 
@@ -288,12 +315,23 @@ def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(step for step in steps if not step.startswith("warning: ")), shown.warnings
 
 
-def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
-    """Plan every event with no request at all (the pure pipeline only); writes no ledger."""
-    summary = Summary()
+def dry_run(
+    cfg: Config, source: IO[bytes], sink: IO[str] | None, scratch: Path | None = None
+) -> Summary:
+    """Plan every event with no request at all (the pure pipeline only); writes no ledger.
+    Repeats are taken as a real run takes them (the messageIds read are kept in `scratch`)."""
     started = time.monotonic()
     reader = LineReader(source)
-    for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
+    with contextlib.closing(FirstSeen(scratch)) as seen:
+        summary = _planned(once_each(read_jsonl(reader, cfg, MAX_EVENT_BYTES), seen), sink)
+    summary.broken_input = reader.broken
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _planned(events: Iterable[Incoming], sink: IO[str] | None) -> Summary:
+    summary = Summary()
+    for item in events:
         match item.job:
             case Success(_):
                 shown = plan_of(item.job)
@@ -308,8 +346,6 @@ def dry_run(cfg: Config, source: IO[bytes], sink: IO[str] | None) -> Summary:
         summary.add(outcome)
         if sink is not None:
             sink.write(json.dumps(outcome.as_json()) + "\n")
-    summary.broken_input = reader.broken
-    summary.seconds = time.monotonic() - started
     return summary
 
 
@@ -327,14 +363,31 @@ def open_source(events: str) -> Iterator[IO[bytes]]:
 
 
 @contextlib.contextmanager
-def writer_ledger(path: Path | None, cfg: Config) -> Iterator[Ledger]:
-    """The ledger asked for, or a scratch one for this run only (so that duplicates are one
-    event and memory stays flat without --ledger too); deleted when the run ends."""
+def scratch_folder() -> Iterator[Path]:
+    """This run's private folder for its scratch files, in TMPDIR as the operator set it (not
+    silently elsewhere: it may have been chosen for its room); deleted when the run ends.
+    Made before anything is read or sent, so a TMPDIR that cannot be used is a usage error."""
+    chosen = os.environ.get("TMPDIR")
+    where = f"{chosen} (TMPDIR)" if chosen else "the system's temporary folder"
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix="usercom-", dir=chosen or None)
+    except OSError as error:
+        raise UsageError(
+            f"cannot make this run's scratch folder in {where}: "
+            f"{error.strerror or error}; set TMPDIR to a writable folder"
+        ) from error
+    with scratch as folder:
+        yield Path(folder)
+
+
+@contextlib.contextmanager
+def writer_ledger(path: Path | None, cfg: Config, scratch: Path) -> Iterator[Ledger]:
+    """The ledger asked for, or one in `scratch` for this run only (so that duplicates are one
+    event and memory stays flat without --ledger too), deleted with it."""
     if path is None:
-        with tempfile.TemporaryDirectory(prefix="usercom-") as scratch:
-            book = Ledger.open_writer(Path(scratch) / "run.sqlite", cfg.subdomain)
-            with contextlib.closing(book):
-                yield book
+        book = Ledger.open_writer(scratch / "run.sqlite", cfg.subdomain)
+        with contextlib.closing(book):
+            yield book
         return
     try:
         book = Ledger.open_writer(path, cfg.subdomain)
@@ -439,6 +492,7 @@ def send(
         checks.not_the_ledger(out_path, ledger_path)
         total = count_events(source_name)
         with (
+            scratch_folder() as scratch,
             open_source(source_name) as source,
             open_out(out_path) as sink,
         ):
@@ -450,13 +504,13 @@ def send(
                     markup=False,
                 )
             if dry_run and live:
-                finish_live(source_name, cfg, source, sink, origin, options.rate, out, err)
+                finish_live(source_name, cfg, source, sink, origin, options.rate, out, err, scratch)
             if dry_run:
-                summary = dry_run_summary(cfg, source, sink)
+                summary = dry_run_summary(cfg, source, sink, scratch)
                 tally = Tally()
                 has_ledger = False
             else:
-                with writer_ledger(ledger_path, cfg) as book:
+                with writer_ledger(ledger_path, cfg, scratch) as book:
                     summary, tally = run_send(
                         source,
                         cfg,
@@ -467,6 +521,7 @@ def send(
                         err=err,
                         total=total,
                         retry_rejected=retry_rejected,
+                        scratch=scratch,
                     )
                     has_ledger = ledger_path is not None
     except UsageError as problem:
@@ -508,6 +563,7 @@ def finish_live(
     rate: float | None,
     out: Path | None,
     err: Console,
+    scratch: Path,
 ) -> None:
     """`send --dry-run --live`: plan with reads only, print the tables, exit."""
     result = operator.live_dry_run(
@@ -519,6 +575,7 @@ def finish_live(
         progress=operator.iter_progress(
             progress_every(), lambda words: err.print(words, highlight=False)
         ),
+        scratch=scratch,
     )
     summary = result.summary
     console = err if out is not None and str(out) == "-" else Console()
@@ -735,7 +792,7 @@ def _serve_options(
     rate: float | None,
     give_up_after: str,
     max_queued: int,
-    keep_days: float,
+    keep_days: str,
     transformer_token: str | None,
     max_outage: str,
     max_connections: int,
@@ -754,8 +811,7 @@ def _serve_options(
         raise UsageError("--host must not be empty (127.0.0.1: this machine only)")
     if max_queued < 1:
         raise UsageError(f"--max-queued must be an integer >= 1: got {max_queued}")
-    if not 0 <= keep_days < float("inf"):
-        raise UsageError(f"--keep-days must be a number of days >= 0: got {keep_days}")
+    days_kept = retention_of("--keep-days", keep_days)
     if transformer_token is not None and not transformer_token.strip():
         raise UsageError("--transformer-token must not be empty")
     if max_connections < 1:
@@ -771,7 +827,7 @@ def _serve_options(
         rate=checks.rate(rate),
         give_up_after=duration("--give-up-after", give_up_after),
         max_queued=max_queued,
-        keep_days=keep_days,
+        keep_days=days_kept,
         transformer_token=transformer_token,
         max_outage=duration("--max-outage", max_outage),
         max_connections=max_connections,
@@ -829,12 +885,7 @@ def serve(
     max_queued: Annotated[
         int, typer.Option(metavar="N", help="past this many queued events ingest answers 503")
     ] = 1_000_000,
-    keep_days: Annotated[
-        float,
-        typer.Option(
-            metavar="DAYS", help="delivered and rejected events keep their body so many days"
-        ),
-    ] = 7,
+    keep_days: KeepDays = KEEP_DAYS,
     transformer_token: Annotated[
         str | None,
         typer.Option(

@@ -35,7 +35,14 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.flows import REFERENCE
 from pipeline.core.types import JSON, as_text, freeze
 from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, RunFault, probe_fault, run_fault
-from pipeline.delivery.incoming import MAX_EVENT_BYTES, Incoming, LineReader, read_jsonl
+from pipeline.delivery.incoming import (
+    MAX_EVENT_BYTES,
+    FirstSeen,
+    Incoming,
+    LineReader,
+    once_each,
+    read_jsonl,
+)
 from pipeline.delivery.ledger import STATUSES, UNFINISHED, Ledger, Row
 from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.runner import Target, drive, send
@@ -720,30 +727,35 @@ def live_dry_run(
     rate: float | None,
     progress: Callable[[int], None] | None = None,
     client: httpx.Client | None = None,
+    scratch: Path | None = None,
 ) -> LiveRun:
     """Plan every event with reads only: one outcome per event (status `planned`, or
     `rejected` for an event that can never be sent) with `would` saying what a real run does.
 
-    Events are planned one at a time, in input order; `--concurrency` does not apply.
+    Events are planned one at a time, in input order; `--concurrency` does not apply. Repeats
+    are taken as a real run takes them (the messageIds read are kept in `scratch`).
     """
     result = LiveRun()
     summary = result.summary
     target = Target.of(cfg, origin)
     started = time.monotonic()
-    with httpx.Client() if client is None else contextlib.nullcontext(client) as http:
+    with (
+        contextlib.ExitStack() as stack,
+        httpx.Client() if client is None else contextlib.nullcontext(client) as http,
+    ):
         planner = LivePlanner(cfg, http, target, rate)
         fault = planner.probe()
         if fault is not None:
             summary.fault = result.fault = dry_fault(fault)
             return result
-        seen: set[str] = set()
         reader = LineReader(source)
+        seen = stack.enter_context(contextlib.closing(FirstSeen(scratch)))
+
+        def again(_: Incoming) -> None:
+            result.kinds[REPEAT] += 1
+
         try:
-            for item in read_jsonl(reader, cfg, MAX_EVENT_BYTES):
-                if item.key in seen:
-                    result.kinds[REPEAT] += 1
-                    continue
-                seen.add(item.key)
+            for item in once_each(read_jsonl(reader, cfg, MAX_EVENT_BYTES), seen, again):
                 outcome, prediction = _predict(cfg, planner, item)
                 summary.add(outcome)
                 result.kinds[prediction.kind] += 1

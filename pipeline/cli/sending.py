@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import IO
 
 import httpx
@@ -77,6 +78,7 @@ def queue(
     summary: Summary,
     tally: Tally,
     retry_rejected: bool,
+    seen: FirstSeen,
 ) -> Iterator[Incoming]:
     """The ledger's unfinished events in position order, then the input's new or changed ones.
 
@@ -102,38 +104,32 @@ def queue(
             yield event
     first_new: int | None = None  # positions from here on were given by this run
     reader = LineReader(source)
-    seen = FirstSeen()
     position = 0
-    try:
-        for line in reader:
-            position += 1
-            event = _first_version(incoming(cfg, position, line, MAX_EVENT_BYTES), seen, taken)
-            if seen.get(event.key, event.content_hash) is not None:
-                continue  # read twice in this file: one event
-            if ledger is not None:
-                row = ledger.get(event.key)
-                if row is not None:
-                    this_run = row.key in taken or (
-                        first_new is not None and row.position >= first_new
-                    )
-                    if this_run or row.status not in ("delivered", "rejected"):
-                        seen.add(event.key, event.content_hash, row.position)
-                        continue  # queued above
-                    same = row.content_hash == event.content_hash
-                    if same and not (retry_rejected and row.status == "rejected"):
-                        summary.skipped[row.status] += 1
-                        seen.add(event.key, event.content_hash, row.position)
-                        continue
-                    summary.changed += int(not same)
-                new_position = ledger.enqueue(event.key, event.content_hash, line)
-                first_new = new_position if first_new is None else first_new
-                event = replace(event, position=new_position)
-            seen.add(event.key, event.content_hash, event.position)
-            tally.read += 1
-            tally.last_position = event.position
-            yield event
-    finally:
-        seen.close()
+    for line in reader:
+        position += 1
+        event = _first_version(incoming(cfg, position, line, MAX_EVENT_BYTES), seen, taken)
+        if seen.get(event.key, event.content_hash) is not None:
+            continue  # read twice in this file: one event
+        if ledger is not None:
+            row = ledger.get(event.key)
+            if row is not None:
+                this_run = row.key in taken or (first_new is not None and row.position >= first_new)
+                if this_run or row.status not in ("delivered", "rejected"):
+                    seen.add(event.key, event.content_hash, row.position)
+                    continue  # queued above
+                same = row.content_hash == event.content_hash
+                if same and not (retry_rejected and row.status == "rejected"):
+                    summary.skipped[row.status] += 1
+                    seen.add(event.key, event.content_hash, row.position)
+                    continue
+                summary.changed += int(not same)
+            new_position = ledger.enqueue(event.key, event.content_hash, line)
+            first_new = new_position if first_new is None else first_new
+            event = replace(event, position=new_position)
+        seen.add(event.key, event.content_hash, event.position)
+        tally.read += 1
+        tally.last_position = event.position
+        yield event
     if reader.broken is not None:
         summary.broken_input = reader.broken
 
@@ -267,10 +263,43 @@ def run_send(
     err: Console,
     total: int | None,
     retry_rejected: bool,
+    scratch: Path | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[Summary, Tally]:
     """Deliver, filing each outcome in the ledger and `sink`; stop cleanly on SIGINT/SIGTERM.
-    `transport` replaces real HTTPS (tests pass `FakeUserCom`)."""
+    `transport` replaces real HTTPS (tests pass `FakeUserCom`).
+
+    The messageIds read are kept in `scratch` (this run's folder), opened before any event
+    is sent."""
+    with contextlib.closing(FirstSeen(scratch)) as seen:
+        return _run_send(
+            source,
+            cfg,
+            ledger,
+            has_ledger,
+            options,
+            sink,
+            err,
+            total,
+            retry_rejected,
+            seen,
+            transport,
+        )
+
+
+def _run_send(
+    source: IO[bytes],
+    cfg: Config,
+    ledger: Ledger | None,
+    has_ledger: bool,
+    options: DeliveryOptions,
+    sink: IO[str] | None,
+    err: Console,
+    total: int | None,
+    retry_rejected: bool,
+    seen: FirstSeen,
+    transport: httpx.AsyncBaseTransport | None,
+) -> tuple[Summary, Tally]:
     tally = Tally()
     control = Control()
 
@@ -355,7 +384,7 @@ def run_send(
 
         ticking = asyncio.create_task(bar_ticker() if live else ticker())
         try:
-            events = queue(source, cfg, ledger, pre, tally, retry_rejected)
+            events = queue(source, cfg, ledger, pre, tally, retry_rejected, seen)
             done = await deliver(
                 events if filing is None else stop_when_refused(events, filing),
                 cfg,

@@ -26,6 +26,16 @@ def clean_body(fields: Mapping[str, JSON]) -> JSONObject:
     return MappingProxyType({k: v for k, v in fields.items() if v is not None})
 
 
+# httpx refuses a URL over 65,536 characters. A config's base URL takes under 100 (its
+# subdomain is one DNS label), an origin given instead at most ORIGIN_MAX (plus /api/public),
+# the catalogue's fixed parts under 40: a subject within this bound once encoded keeps every
+# URL under the limit.
+SUBJECT_ENCODED_MAX = 64_000
+ORIGIN_MAX = 1_024
+# Percent-encoding turns one character into at most 12 (four UTF-8 bytes, `%XX` each).
+_WIDEST_ENCODING = 12
+
+
 def _segment(identifier: str) -> str:
     """One path segment. `.` and `..` are encoded too, or URL normalisation would drop them.
 
@@ -67,6 +77,14 @@ class Request:
     def query(self) -> tuple[tuple[str, str], ...]:
         key = self.endpoint.query
         return ((key, self.subject or ""),) if key is not None else ()
+
+    def subject_too_long(self) -> tuple[int, int] | None:
+        """(characters, encoded length) of a subject too long to send in a URL, else None."""
+        subject = self.subject
+        if subject is None or len(subject) * _WIDEST_ENCODING <= SUBJECT_ENCODED_MAX:
+            return None  # fits however it encodes: no need to encode it here
+        encoded = len(quote(subject, safe="", errors="surrogatepass"))
+        return (len(subject), encoded) if encoded > SUBJECT_ENCODED_MAX else None
 
     def url(self, base: str) -> str:
         path, query = self.encoded()

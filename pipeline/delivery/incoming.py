@@ -16,8 +16,9 @@ import json
 import math
 import sqlite3
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, cast
 
 from returns.result import Result, Success
@@ -267,11 +268,15 @@ def stored(
 
 class FirstSeen:
     """The keys read so far from one input, with their content and position. Kept in a private
-    temporary SQLite file rather than in memory, as 16-byte digests: an input may hold
-    millions of events, and the page cache keeps this within a few MB."""
+    SQLite file rather than in memory, as 16-byte digests: an input may hold millions of
+    events, and the page cache keeps this within a few MB.
 
-    def __init__(self) -> None:
-        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+    The file is `folder`/seen.sqlite (the run's scratch folder, made and checked up front), or
+    SQLite's own temporary file without one."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        where = "" if folder is None else str(folder / "seen.sqlite")
+        self._db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(
@@ -295,8 +300,40 @@ class FirstSeen:
             (_digest(key), _digest(content_hash), position),
         )
 
+    def record(self, key: str, content_hash: str, position: int) -> tuple[bool, int] | None:
+        """`add` for a key never read (None); else `get`. One statement for a new key, the
+        common case, where `get` then `add` take two."""
+        added = self._db.execute(
+            "INSERT OR IGNORE INTO seen (key, content, position) VALUES (?, ?, ?)",
+            (_digest(key), _digest(content_hash), position),
+        )
+        return None if added.rowcount == 1 else self.get(key, content_hash)
+
     def close(self) -> None:
         self._db.close()
+
+
+def once_each(
+    events: Iterable[Incoming],
+    seen: FirstSeen,
+    again: Callable[[Incoming], None] | None = None,
+) -> Iterator[Incoming]:
+    """An input's events as `usercom send` takes them with no ledger, for the dry runs to
+    predict it: an event read twice is one event (`again` hears of the later one), and a later
+    one under a key read before with other content is its `repeated` self, rejected."""
+    for event in events:
+        earlier = seen.record(event.key, event.content_hash, event.position)
+        if earlier is None:
+            yield event
+            continue
+        same, first_position = earlier
+        if not same:
+            event = repeated(event, first_position)
+            if seen.record(event.key, event.content_hash, event.position) is None:
+                yield event
+                continue
+        if again is not None:
+            again(event)
 
 
 def _digest(text: str) -> bytes:

@@ -62,6 +62,28 @@ def duration(option: str, raw: str | float) -> float:
     return seconds
 
 
+def retention_days(option: str, raw: str | float) -> float:
+    """Days from a duration (`7d`, `36h`, `90m`) or a number alone, which counts days as the
+    option always has; 0 or more (0: bodies go at the next hourly sweep).
+
+    >>> retention_days("--keep-days", "36h"), retention_days("--keep-days", "7")
+    (1.5, 7.0)
+    """
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        days = float(raw)
+    else:
+        found = _DURATION.fullmatch(str(raw))
+        unit = found.group(2) if found is not None else None
+        number = float(found.group(1)) if found is not None else math.nan
+        days = number if unit is None else number * _UNITS[unit.lower()] / _UNITS["d"]
+    if not math.isfinite(days) or days < 0:
+        raise ServeConfigError(
+            f"{option} must be a duration like 7d or 36h (a number alone is days), 0 or more: "
+            f"got {raw!r}"
+        )
+    return days
+
+
 @dataclass(frozen=True, slots=True)
 class Sources:
     """The apps (subdomain -> config) and who may send to them (write key -> subdomain).

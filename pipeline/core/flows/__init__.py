@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.core.config import Config
-from pipeline.core.flows.common import StepResult
+from pipeline.core.flows.common import StepResult, within_url_limit
 from pipeline.core.flows.group import check_group, group
 from pipeline.core.flows.identify import (
     IdentifyWrite,
@@ -66,6 +66,10 @@ DELIVERY = Strategy(
 
 
 def event_flow(cfg: Config, event: Event, strategy: Strategy = REFERENCE) -> StepResult:
+    return _first_step(cfg, event, strategy).bind(within_url_limit)
+
+
+def _first_step(cfg: Config, event: Event, strategy: Strategy) -> StepResult:
     message = event.message
     match event.type:
         case "identify":

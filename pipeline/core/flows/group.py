@@ -12,7 +12,7 @@ from pipeline.core.answers import Answer, classify_lookup, classify_write
 from pipeline.core.calls import call, clean_body
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
-from pipeline.core.flows.common import StepResult, final, with_id
+from pipeline.core.flows.common import StepResult, final, url_too_long, with_id
 from pipeline.core.mapping import COMPANY, COMPANY_SOURCE_KEYS, Payload, apply_table
 from pipeline.core.overlay import overlay
 from pipeline.core.steps import Call
@@ -101,13 +101,17 @@ def _company_lookup(payload: Payload, group_id: str, user: JSONObject | None) ->
 
 
 def group(cfg: Config, message: JSONObject) -> StepResult:
-    def first_call(payload: Payload) -> Call:
+    def first_call(payload: Payload) -> StepResult:
         user_id = as_text(paths.read(message, paths.USER_ID))
         group_id = as_text(paths.read(message, paths.GROUP_ID))
+        # The groupId is sent only after the user lookup: refuse it before that call.
+        too_long = url_too_long(call("company_by_id", group_id))
+        if too_long is not None:
+            return Failure(too_long)
 
         def then(answer: Answer) -> StepResult:
             return classify_lookup(answer).bind(partial(_company_lookup, payload, group_id))
 
-        return Call(call("user_by_id", user_id), "find the user by userId", "user", then)
+        return Success(Call(call("user_by_id", user_id), "find the user by userId", "user", then))
 
-    return group_payload(cfg, message).map(first_call)
+    return group_payload(cfg, message).bind(first_call)
