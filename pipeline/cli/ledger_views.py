@@ -20,6 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.checks import UsageError
+from pipeline.core.answers import Kind, Reply, meaning
+from pipeline.core.config import API_PATH
 from pipeline.delivery.ledger import STATUSES, UNFINISHED, Ledger, Row
 from pipeline.delivery.outcome import Summary
 
@@ -58,7 +60,7 @@ def shown_line(line: bytes) -> str:
 _ID_AFTER: Final = frozenset({"users-by-id", "companies-by-id"})
 _NAMED: Final = frozenset({"users", "companies"})
 _NOT_IDS: Final = frozenset({"", "search", "update_or_create"})
-API_PREFIX: Final = "/api/public"
+API_PREFIX: Final = API_PATH
 
 
 def split_request(text: str) -> tuple[str, str, str]:
@@ -115,19 +117,19 @@ def gloss(method: str, answer: str, url: str) -> str:
     """
     if not answer.isdigit():
         return f"no answer ({answer})"
-    status = int(answer)
-    if 200 <= status < 300:
-        return "ok"
-    if status == 404:
+    kind = meaning(Reply(int(answer)))
+    if kind == "not found":
         return _not_found(method, template(url))
-    meanings = {401: "key refused", 403: "key refused", 429: "throttled"}
-    if status in meanings:
-        return meanings[status]
-    if status >= 500:
-        return "User.com failed"
-    if 400 <= status < 500:
-        return "content refused"
-    return "unexpected"
+    return _GLOSSES.get(kind, "unexpected")
+
+
+_GLOSSES: Final[Mapping[Kind, str]] = {
+    "ok": "ok",
+    "refused": "key refused",
+    "throttled": "throttled",
+    "server error": "User.com failed",
+    "client error": "content refused",
+}
 
 
 def _not_found(method: str, route: str) -> str:

@@ -15,20 +15,19 @@ from pathlib import Path
 from typing import IO, Final
 
 import httpx
-from returns.result import Failure, Result, Success
+from returns.result import Failure, Success
 from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.checks import UsageError
 from pipeline.cli.ledger_views import printable
 from pipeline.core import steps
-from pipeline.core.answers import Answer, Reply, Unreachable
+from pipeline.core.answers import FAILING, Answer, Reply, Unreachable, meaning
 from pipeline.core.calls import Request, call
 from pipeline.core.compose import Job, job_of
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.flows import REFERENCE
-from pipeline.core.steps import Call, Step
 from pipeline.core.types import JSON, as_text, freeze
 from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, RunFault, probe_fault, run_fault
 from pipeline.delivery.incoming import (
@@ -40,7 +39,7 @@ from pipeline.delivery.incoming import (
     read_jsonl,
 )
 from pipeline.delivery.outcome import Outcome, Summary
-from pipeline.runner import Target, send
+from pipeline.runner import Target, drive, send
 
 # -- usercom send --dry-run --live ------------------------------------------------------------
 
@@ -117,7 +116,16 @@ def describe(request: Request, made: Mapping[str, int]) -> tuple[str, str]:
 
 
 def _retryable(answer: Answer) -> bool:
-    return isinstance(answer, Unreachable) or answer.status == 429 or answer.status >= 500
+    return meaning(answer) in FAILING or meaning(answer) == "throttled"
+
+
+class _Write(Exception):
+    """Raised by the live dry run's send at the first write: it is described, never sent."""
+
+    def __init__(self, request: Request, warnings: tuple[str, ...]) -> None:
+        super().__init__(request.name)
+        self.request = request
+        self.warnings = warnings
 
 
 @dataclass(slots=True)
@@ -203,19 +211,22 @@ class LivePlanner:
         """Walk the event's flow: GETs for real, then describe the first write."""
         log: list[str] = []
         relies: dict[int, str] = {}
-        step: Result[Step, PipelineError] = Success(job.step)
-        while True:
-            match step:
-                case Success(Call(request=request) as reading) if request.method == "GET":
-                    step = reading.then(self.answer(request, log, relies))
-                case Success(Call(request=request)):
-                    return self._write(request, position, log, relies, ())
-                case Success(steps.Final(request=request, warnings=warnings)):
-                    return self._write(request, position, log, relies, warnings)
-                case Failure(error):
-                    return self._failure(error, log, relies)
-                case _:
-                    return Prediction(COULD_NOT_TELL, COULD_NOT_TELL, tuple(log))
+
+        def read_only(request: Request) -> Answer:
+            if request.method != "GET":
+                raise _Write(request, ())
+            return self.answer(request, log, relies)
+
+        def describe_final(final: steps.Final) -> Answer:
+            raise _Write(final.request, final.warnings)
+
+        try:
+            delivered = drive(Success(job.step), read_only, describe_final)
+        except _Write as write:
+            return self._write(write.request, position, log, relies, write.warnings)
+        if isinstance(delivered, Failure):
+            return self._failure(delivered.failure(), log, relies)
+        return Prediction(COULD_NOT_TELL, COULD_NOT_TELL, tuple(log))
 
     def _write(
         self,
@@ -290,7 +301,7 @@ def live_dry_run(
     """
     result = LiveRun()
     summary = result.summary
-    target = Target.of(cfg, f"{origin}/api/public" if origin else None)
+    target = Target.of(cfg, origin)
     started = time.monotonic()
     with (
         contextlib.ExitStack() as stack,
