@@ -9,7 +9,9 @@ keeps. Nothing here touches the ledger; a request refused here stores nothing.
   event is the same event.
 - An event over the size limit, or one that is not an object, is admitted as `rejected` with
   the reason: the official SDKs drop a whole batch on a 400, so one bad event must not cost its
-  neighbours.
+  neighbours. So is one nested too deeply for `json.loads` or holding bytes that are not
+  UTF-8: such a body is read again event by event (`salvage`), and only that event is
+  `rejected`, with the reason and the key `send` gives its line.
 """
 
 from __future__ import annotations
