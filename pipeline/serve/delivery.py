@@ -3,12 +3,13 @@
 The loop starts *rounds*. A round takes, in position order, up to a page of the app's due
 unfinished events of users (lanes) and companies no running round holds, and hands them to
 the engine (`deliver`) with the app's one `AppState` (its pace and identity cache live as long
-as the service). It holds those users and companies until its outcomes are filed, so each
-user's events are delivered one after the other in position order and two rounds never write
-one company at once. Rounds run side by side (up to `MAX_ROUNDS`), so one user's long retries
-never stop the others; their requests share the app's connections, at most --concurrency at
-once. When ingest commits new events, a round ends, or a failed event comes due, the loop
-looks for the next round.
+as the service). It holds each of those users and companies until its last event in the
+round has an outcome filed, so each user's events are delivered one after the other in
+position order and two rounds never write one company at once; a user done early is let go
+while another's retries go on, so its later events never wait for them. Rounds run side by
+side (up to `MAX_ROUNDS`); their requests share the app's connections, at most --concurrency
+at once. When ingest commits new events, a round ends or lets half its users go, or a failed
+event comes due, the loop looks for the next round.
 
 - A `failed` event is tried again after a capped, doubling wait (`ServeOptions.retry_delay`);
   until then its user's later events are filed `held` and wait. Once its age passes
@@ -83,13 +84,51 @@ class _Filed:
 
 @dataclass(slots=True, eq=False)
 class _Round:
-    """A round in progress: the users (lanes) and companies it holds until its outcomes are
-    filed."""
+    """A round in progress: the users (lanes) and companies it holds, each until its last
+    event in the round has an outcome (a filed outcome not yet on disk holds its user too,
+    see `_unfiled_lanes`). A user's events are done long before another's retries end, and
+    its later events must not wait for them: the round lets each go as it is done."""
 
     control: Control
     lanes: set[str]
     companies: set[str]
     task: asyncio.Task[None] = field(init=False)
+    left: Counter[str] = field(default_factory=Counter)  # events per lane not finished
+    company_left: Counter[str] = field(default_factory=Counter)
+    wake_at: int = 0  # let the loop look for work when this few lanes are left
+
+    @classmethod
+    def of(cls, items: Sequence[Incoming]) -> _Round:
+        lanes = Counter(item.lane for item in items)
+        companies = Counter(item.company for item in items if item.company is not None)
+        return cls(
+            Control(),
+            set(lanes),
+            set(companies),
+            left=lanes,
+            company_left=companies,
+            wake_at=len(lanes) // 2,
+        )
+
+    def done(self, item: Incoming) -> bool:
+        """Let `item`'s user (and company) go once it was their last event here. True when the
+        loop should look for work: each time half of the lanes left are done, and when one
+        lane is left (the slow one), so a round of many users costs a few looks, not one each.
+        A stopping round (a fault, a stop) keeps what it holds until it ends: its pending
+        events are not for another round to take meanwhile."""
+        if self.control.reason is not None:
+            return False
+        self.left[item.lane] -= 1
+        if self.left[item.lane] <= 0:
+            self.lanes.discard(item.lane)
+        if item.company is not None:
+            self.company_left[item.company] -= 1
+            if self.company_left[item.company] <= 0:
+                self.companies.discard(item.company)
+        if len(self.lanes) > max(self.wake_at, 1):
+            return False
+        self.wake_at = len(self.lanes) // 2
+        return True
 
 
 @dataclass(slots=True)
@@ -444,7 +483,6 @@ class AppDelivery:
         busy_companies = {company for r in self.rounds for company in r.companies}
         skipped: set[str] = set()
         blockers: dict[str, str] = {}
-        lanes: set[str] = set()
         taken: list[tuple[Incoming, _Filed]] = []
         after = scanned = 0
         now = time.time()
@@ -466,7 +504,6 @@ class AppDelivery:
                     self._hold(item, filed, blockers[lane])
                 else:
                     taken.append((item, filed))
-                    lanes.add(lane)
                     if company is not None:
                         busy_companies.add(company)
         if not taken or self.ledger_fault is not None:  # it failed while the page was read
@@ -474,11 +511,7 @@ class AppDelivery:
         for item, filed in taken:
             self._filed[item.key] = filed
         items = [item for item, _ in taken]
-        running = _Round(
-            control=Control(),
-            lanes=lanes,
-            companies={item.company for item in items if item.company is not None},
-        )
+        running = _Round.of(items)
         running.task = asyncio.create_task(self._round(running, items))
         self.rounds.append(running)
         return len(taken) >= self.options.page
@@ -554,7 +587,9 @@ class AppDelivery:
             nonlocal finished
             finished += 1
             self.in_flight -= 1
-            self._file(item, outcome)
+            self._file(item, outcome)  # before its user is let go: the outbox holds it now
+            if running.done(item):
+                self.wake.set()
 
         options = self.delivery_options()
         try:
