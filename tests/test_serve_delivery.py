@@ -6,6 +6,7 @@ The service runs in a thread (short retry and probe waits) in front of a sandbox
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from serve_helpers import (
 )
 
 from pipeline.sandbox import ForcedStatus, SandboxOptions, parse_forced, serve_in_thread
+from pipeline.serve.logs import LOGGER
 
 
 @pytest.fixture
@@ -362,3 +364,59 @@ def test_a_round_waiting_on_one_users_retries_frees_its_other_users_at_once(ledg
         # Before, fast-0's and fast-1's tracks past the first page waited for slow's 6 s.
         assert slow_still_retrying()
         assert ledger_counts(ledger)["delivered"] == 1 + 4 * 7
+
+
+class Heard(logging.Handler):
+    """The service's log lines, as they are emitted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def named(self, what: str) -> list[str]:
+        return [line for line in self.lines if line.startswith(f"event={what} ")]
+
+
+@pytest.fixture
+def heard() -> Iterator[Heard]:
+    logger, handler = logging.getLogger(LOGGER), Heard()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_an_outage_is_logged_when_a_probe_fails_and_when_it_ends_and_nothing_is_in_flight(
+    sandbox: str, ledger: Path, heard: Heard
+) -> None:
+    upstream = Switchable(sandbox)
+    try:
+        with service_in_thread(options(ledger, upstream.url, max_outage=600.0)) as service:
+            assert post(service.url, "/v1/identify", identify("u0")).status_code == 200
+            assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 1)
+            upstream.down = True
+            batch = [identify(f"u{n}") for n in range(1, 13)]
+            assert post(service.url, "/v1/batch", {"batch": batch}).status_code == 200
+            assert wait_until(lambda: health(service.url)["paused"] is not None, timeout=20)
+            assert wait_until(lambda: heard.named("delivery_outage"), timeout=5)
+            shown = health(service.url)
+            # Before: in_flight was 12 (every event handed to a round) though the lanes wait.
+            assert shown["queued"] == 12
+            assert shown["in_flight"] == 0
+            assert shown["apps"][SUBDOMAIN]["in_flight"] == 0
+            [outage] = heard.named("delivery_outage")  # once, not once per probe
+            assert "answered the probe with 503" in outage
+            assert not heard.named("delivery_outage_over")
+            upstream.down = False
+            assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 13, timeout=30)
+            assert len(heard.named("delivery_outage_over")) == 1
+            assert len(heard.named("delivery_outage")) == 1
+    finally:
+        upstream.close()

@@ -216,6 +216,11 @@ class Pools(httpx.AsyncBaseTransport):
             return hint
         return min(range(count), key=self.busy.__getitem__)
 
+    @property
+    def on_the_wire(self) -> int:
+        """Requests sent and not yet answered: what is really in flight."""
+        return sum(self.busy)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         async with self.room:
             chosen = self._choose()
@@ -245,7 +250,6 @@ class AppDelivery:
     metrics: Metrics
     stopping: asyncio.Event
     queued: int = 0
-    in_flight: int = 0
     paused: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     rounds: list[_Round] = field(default_factory=list)
@@ -266,6 +270,12 @@ class AppDelivery:
     @property
     def app(self) -> str:
         return self.cfg.subdomain
+
+    @property
+    def in_flight(self) -> int:
+        """Requests to User.com on the wire now (at most --concurrency; 0 while the lanes wait
+        out an outage): events handed to a round may be waiting for their turn, or the pause."""
+        return 0 if self._transport is None else self._transport.on_the_wire
 
     @property
     def waiting_for(self) -> str | None:
@@ -299,7 +309,9 @@ class AppDelivery:
     async def run(self) -> None:
         """Deliver until the service stops: probe, then rounds; pause on a run-level fault."""
         self.state = AppState.new(self.delivery_options())
+        self.state.outage.heard = self._outage_heard
         self._transport = _transport(self.options)
+        self.metrics.in_flight.labels(app=self.app).set_function(lambda: self.in_flight)
         try:
             await self._probe_until_ok(first=True)
             while not self.stopping.is_set():
@@ -373,6 +385,22 @@ class AppDelivery:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    def _outage_heard(self, reason: str | None) -> None:
+        """The lanes wait out an outage silently: say when one is known, and when it ends."""
+        if reason is None:
+            emit(
+                logging.WARNING, "delivery_outage_over", app=self.app, after="a probe was answered"
+            )
+            return
+        emit(
+            logging.ERROR,
+            "delivery_outage",
+            app=self.app,
+            reason=reason,
+            hint=f"every lane waits and probes; events stay queued; paused after --max-outage "
+            f"({self.options.max_outage:.0f} s)",
+        )
 
     def _pause(self, fault: str) -> None:
         reason = pause_reason(fault)
@@ -578,15 +606,8 @@ class AppDelivery:
     async def _deliver(self, running: _Round, items: list[Incoming]) -> str | None:
         if self.stopping.is_set():
             running.control.stop("the service is stopping")
-        handed = len(items)
-        self.in_flight += handed
-        self.metrics.in_flight.labels(app=self.app).set(self.in_flight)
-        finished = 0
 
         def on_outcome(item: Incoming, outcome: Outcome) -> None:
-            nonlocal finished
-            finished += 1
-            self.in_flight -= 1
             self._file(item, outcome)  # before its user is let go: the outbox holds it now
             if running.done(item):
                 self.wake.set()
@@ -603,8 +624,6 @@ class AppDelivery:
                 app=self.state,
             )
         finally:
-            self.in_flight -= handed - finished
-            self.metrics.in_flight.labels(app=self.app).set(self.in_flight)
             await self._flush()
         self._account(summary)
         return summary.fault
