@@ -190,3 +190,30 @@ def test_after_a_signal_no_new_request_starts_and_what_was_not_attempted_stays_p
     filed = statuses(ledger)
     assert set(filed) <= {"delivered", "pending"}, filed
     assert filed["delivered"] <= writes(after)  # each delivered event made its write
+
+
+def test_after_out_closes_no_new_request_starts(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(60, 2)))
+    config = write_config(tmp_path / "c.json")
+    ledger, errors = tmp_path / "l.db", tmp_path / "stderr.txt"
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, latency_ms=300)) as url:
+        process = send_process(
+            events, "--config", config, "--base-url", url, "--ledger", ledger, "--out", "-",
+            "--concurrency", "4", stderr=errors,
+        )  # fmt: skip
+        assert process.stdout is not None
+        try:
+            first_two = [process.stdout.readline() for _ in range(2)]  # `| head -2`
+            process.stdout.close()
+            at_close = sandbox_state(url)["request_count"]
+            code = process.wait(timeout=20)
+            after = sandbox_state(url)["request_count"]
+        finally:
+            process.kill()
+    said = errors.read_text(encoding="utf-8")
+    assert all(line.startswith(b'{"key"') for line in first_two)
+    assert code == 141, said
+    # The run hears of the closed pipe at its next outcome; then only requests already on the
+    # wire land. Before, the lanes read ahead went on: about 20 more requests here.
+    assert after - at_close <= 2 * 4, f"{after - at_close} requests after --out - closed"
+    assert set(statuses(ledger)) <= {"delivered", "pending"}
