@@ -336,14 +336,14 @@ def test_health_says_why_while_the_lanes_ride_out_an_outage(sandbox: str, ledger
 
 
 def test_a_round_waiting_on_one_users_retries_frees_its_other_users_at_once(ledger: Path) -> None:
-    # Every event write of user "slow" fails, and is retried within its round for 6 s. Its
+    # Every event write of user "slow" fails, and is retried within its round for 10 s. Its
     # round took a page (10 events) with fast-0's and fast-1's first events too; their later
     # events, on the next pages, must not wait for that round to end.
     forced = (ForcedStatus("/users-by-id/slow/events/", 503, method="POST"),)
     with (
         serve_in_thread(SandboxOptions(api_key=API_KEY, forced=forced)) as sandbox,
         service_in_thread(
-            options(ledger, sandbox, page=10, event_seconds=6.0, event_attempts=500)
+            options(ledger, sandbox, page=10, event_seconds=10.0, event_attempts=1000)
         ) as service,
     ):
         fast = [f"fast-{n}" for n in range(4)]
@@ -360,8 +360,8 @@ def test_a_round_waiting_on_one_users_retries_frees_its_other_users_at_once(ledg
             return statuses["acme:slow-track-1"] == "pending"
 
         expected = {user: list(range(1, 7)) for user in fast}
-        assert wait_until(lambda: tracks_by_user(sandbox_state(sandbox)) == expected, timeout=5.5)
-        # Before, fast-0's and fast-1's tracks past the first page waited for slow's 6 s.
+        assert wait_until(lambda: tracks_by_user(sandbox_state(sandbox)) == expected, timeout=9)
+        # Before, fast-0's and fast-1's tracks past the first page waited for slow's 10 s.
         assert slow_still_retrying()
         assert ledger_counts(ledger)["delivered"] == 1 + 4 * 7
 
