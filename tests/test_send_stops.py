@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_helpers import (
@@ -149,3 +150,70 @@ def test_a_second_sigint_leaves_at_once_and_still_says_how_to_resume(tmp_path: P
     assert "stopped at once: re-run with the same --ledger to resume" in said
     with contextlib.closing(Ledger.open_reader(ledger)) as book:
         assert book.counts()["pending"] >= 1  # readable, consistent: what was read is pending
+
+
+def writes(state: dict[str, Any]) -> int:
+    """What the sandbox has stored: every user, track, site view and company is one write."""
+    return sum(len(state[kind]) for kind in ("users", "events", "site_views", "companies"))
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_after_a_signal_no_new_request_starts_and_what_was_not_attempted_stays_pending(
+    tmp_path: Path, concurrency: int
+) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(60, 2)))
+    config = write_config(tmp_path / "c.json")
+    ledger, errors = tmp_path / "l.db", tmp_path / "stderr.txt"
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, latency_ms=300)) as url:
+        process = send_process(
+            events, "--config", config, "--base-url", url, "--ledger", ledger,
+            "--concurrency", str(concurrency), stderr=errors,
+        )  # fmt: skip
+        try:
+            assert wait_until(lambda: len(sandbox_state(url)["users"]) >= 2, 30, 0.02)
+            process.send_signal(signal.SIGINT)
+            assert wait_until(lambda: STOPPING in errors.read_text(), 5, 0.01)
+            # The stop is set: from here only the requests already on the wire may land (the
+            # sandbox counts one when it answers it, after its latency).
+            at_stop = sandbox_state(url)
+            process.communicate(timeout=20)
+            after = sandbox_state(url)
+        finally:
+            process.kill()
+    said = errors.read_text(encoding="utf-8")
+    assert process.returncode == 130, said
+    # Before, the lanes waiting for a connection slot all went on: 6 requests after the stop
+    # at --concurrency 1, 40+ at 8.
+    started = after["request_count"] - at_stop["request_count"]
+    assert started <= concurrency, f"{started} requests after the stop"
+    assert writes(after) - writes(at_stop) <= concurrency
+    filed = statuses(ledger)
+    assert set(filed) <= {"delivered", "pending"}, filed
+    assert filed["delivered"] <= writes(after)  # each delivered event made its write
+
+
+def test_after_out_closes_no_new_request_starts(tmp_path: Path) -> None:
+    events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(60, 2)))
+    config = write_config(tmp_path / "c.json")
+    ledger, errors = tmp_path / "l.db", tmp_path / "stderr.txt"
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, latency_ms=300)) as url:
+        process = send_process(
+            events, "--config", config, "--base-url", url, "--ledger", ledger, "--out", "-",
+            "--concurrency", "4", stderr=errors,
+        )  # fmt: skip
+        assert process.stdout is not None
+        try:
+            first_two = [process.stdout.readline() for _ in range(2)]  # `| head -2`
+            process.stdout.close()
+            at_close = sandbox_state(url)["request_count"]
+            code = process.wait(timeout=20)
+            after = sandbox_state(url)["request_count"]
+        finally:
+            process.kill()
+    said = errors.read_text(encoding="utf-8")
+    assert all(line.startswith(b'{"key"') for line in first_two)
+    assert code == 141, said
+    # The run hears of the closed pipe at its next outcome; then only requests already on the
+    # wire land. Before, the lanes read ahead went on: about 20 more requests here.
+    assert after - at_close <= 2 * 4, f"{after - at_close} requests after --out - closed"
+    assert set(statuses(ledger)) <= {"delivered", "pending"}

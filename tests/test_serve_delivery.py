@@ -6,6 +6,7 @@ The service runs in a thread (short retry and probe waits) in front of a sandbox
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from serve_helpers import (
 )
 
 from pipeline.sandbox import ForcedStatus, SandboxOptions, parse_forced, serve_in_thread
+from pipeline.serve.logs import LOGGER
 
 
 @pytest.fixture
@@ -329,5 +331,92 @@ def test_health_says_why_while_the_lanes_ride_out_an_outage(sandbox: str, ledger
             upstream.down = False
             assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 13, timeout=30)
             assert health(service.url)["paused"] is None
+    finally:
+        upstream.close()
+
+
+def test_a_round_waiting_on_one_users_retries_frees_its_other_users_at_once(ledger: Path) -> None:
+    # Every event write of user "slow" fails, and is retried within its round for 10 s. Its
+    # round took a page (10 events) with fast-0's and fast-1's first events too; their later
+    # events, on the next pages, must not wait for that round to end.
+    forced = (ForcedStatus("/users-by-id/slow/events/", 503, method="POST"),)
+    with (
+        serve_in_thread(SandboxOptions(api_key=API_KEY, forced=forced)) as sandbox,
+        service_in_thread(
+            options(ledger, sandbox, page=10, event_seconds=10.0, event_attempts=1000)
+        ) as service,
+    ):
+        fast = [f"fast-{n}" for n in range(4)]
+        batch = [identify("slow"), track("slow", 1)]
+        batch += [
+            event
+            for user in fast
+            for event in (identify(user), *(track(user, t) for t in range(1, 7)))
+        ]
+        assert post(service.url, "/v1/batch", {"batch": batch}).is_success
+
+        def slow_still_retrying() -> bool:
+            statuses = {r.key: str(r.status) for r in ledger_rows(ledger)}
+            return statuses["acme:slow-track-1"] == "pending"
+
+        expected = {user: list(range(1, 7)) for user in fast}
+        assert wait_until(lambda: tracks_by_user(sandbox_state(sandbox)) == expected, timeout=9)
+        # Before, fast-0's and fast-1's tracks past the first page waited for slow's 10 s.
+        assert slow_still_retrying()
+        assert ledger_counts(ledger)["delivered"] == 1 + 4 * 7
+
+
+class Heard(logging.Handler):
+    """The service's log lines, as they are emitted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def named(self, what: str) -> list[str]:
+        return [line for line in self.lines if line.startswith(f"event={what} ")]
+
+
+@pytest.fixture
+def heard() -> Iterator[Heard]:
+    logger, handler = logging.getLogger(LOGGER), Heard()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_an_outage_is_logged_when_a_probe_fails_and_when_it_ends_and_nothing_is_in_flight(
+    sandbox: str, ledger: Path, heard: Heard
+) -> None:
+    upstream = Switchable(sandbox)
+    try:
+        with service_in_thread(options(ledger, upstream.url, max_outage=600.0)) as service:
+            assert post(service.url, "/v1/identify", identify("u0")).status_code == 200
+            assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 1)
+            upstream.down = True
+            batch = [identify(f"u{n}") for n in range(1, 13)]
+            assert post(service.url, "/v1/batch", {"batch": batch}).status_code == 200
+            assert wait_until(lambda: health(service.url)["paused"] is not None, timeout=20)
+            assert wait_until(lambda: heard.named("delivery_outage"), timeout=5)
+            shown = health(service.url)
+            # Before: in_flight was 12 (every event handed to a round) though the lanes wait.
+            assert shown["queued"] == 12
+            assert shown["in_flight"] == 0
+            assert shown["apps"][SUBDOMAIN]["in_flight"] == 0
+            [outage] = heard.named("delivery_outage")  # once, not once per probe
+            assert "answered the probe with 503" in outage
+            assert not heard.named("delivery_outage_over")
+            upstream.down = False
+            assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 13, timeout=30)
+            assert len(heard.named("delivery_outage_over")) == 1
+            assert len(heard.named("delivery_outage")) == 1
     finally:
         upstream.close()

@@ -158,6 +158,13 @@ class _Run:
         if verdict.kind == "stopped" or self.control.reason is not None:
             raise Stopped
 
+    def _unless_stopping(self) -> None:
+        """The last look before a request goes on the wire. Every lane may wait for a free
+        connection slot, for as long as the requests before it take: a stop that came while
+        it waited means it does not start (its event stays pending, DELIVERY §4)."""
+        if self.control.reason is not None:
+            raise Stopped
+
     async def _probe(self) -> Answer:
         """The start probe's read, made while the lanes pause: counted like any call."""
         transport = await self.slots.get()
@@ -223,6 +230,7 @@ class _Run:
                 raise Stopped
             transport = await self.slots.get()
             try:
+                self._unless_stopping()
                 answer = await self._ask(transport, request)
             finally:
                 self.slots.put_nowait(transport)
@@ -370,8 +378,10 @@ class _Run:
                 result = await retrying(self.attempt, job, log)
                 attempts += int(retrying.statistics.get("attempt_number", 1))
         except (RunFault, Stopped):
-            # Not this event's fault: it stays pending, to be tried when the run resumes.
-            return Outcome(key, "pending", attempts, tuple(log), None, position=position)
+            # Not this event's fault: it stays pending, to be tried when the run resumes. One
+            # stopped before its first request went out was not attempted at all.
+            tried = attempts if log or self.abandoned else 0
+            return Outcome(key, "pending", tried, tuple(log), None, position=position)
         match result:
             case Success(final):
                 return Outcome(

@@ -20,7 +20,11 @@ from pipeline.runner import Target, asend
 
 # A custom id no real user has: the probe expects "not found" (or, rarely, a user).
 PROBE_SUBJECT = "usercom-pipeline-probe"
-RESUME = "nothing was filed as finished; re-run with the same --ledger when fixed"
+# True at the start and after deliveries were filed: the fault itself finishes nothing.
+RESUME = (
+    "this fault finishes no event: those in flight or not yet sent stay pending; "
+    "re-run with the same --ledger when fixed"
+)
 # Answers that stop a run whatever was asked: the key refused, the URL redirected.
 _STOPS: frozenset[Kind] = frozenset({"refused", "redirect"})
 

@@ -56,11 +56,18 @@ async def stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
     return stopping.is_set()
 
 
+def _unheard(_reason: str | None) -> None:
+    return None
+
+
 @dataclass(slots=True)
 class Outage:
     watch: OutageWatch = field(default_factory=OutageWatch)
     episode: asyncio.Task[Verdict] | None = None
     started_by: Prober | None = None
+    # Told once when a probe first fails (why), and once (None) when a later probe is answered:
+    # the lanes are silent while they wait, and the service logs both.
+    heard: Callable[[str | None], None] = _unheard
 
     def answered(self) -> None:
         """A request got an answer that is not a failure of User.com."""
@@ -112,9 +119,14 @@ class Outage:
                 watch.probing()
                 verdict, why = probe_verdict(await prober.ask(), prober.target)
                 if verdict == "answered":
-                    return RESEND if watch.probe_answered() else COUNT
+                    was_outage = watch.probe_answered()
+                    if was_outage:
+                        self.heard(None)
+                    return RESEND if was_outage else COUNT
                 if verdict == "fault":
                     return Verdict("fault", why)
+                if watch.since is None:
+                    self.heard(why)
                 wait = watch.probe_failed(why, prober.max_outage)
                 if wait is None:
                     return Verdict("fault", outage_fault(watch.outage_seconds()))

@@ -3,12 +3,13 @@
 The loop starts *rounds*. A round takes, in position order, up to a page of the app's due
 unfinished events of users (lanes) and companies no running round holds, and hands them to
 the engine (`deliver`) with the app's one `AppState` (its pace and identity cache live as long
-as the service). It holds those users and companies until its outcomes are filed, so each
-user's events are delivered one after the other in position order and two rounds never write
-one company at once. Rounds run side by side (up to `MAX_ROUNDS`), so one user's long retries
-never stop the others; their requests share the app's connections, at most --concurrency at
-once. When ingest commits new events, a round ends, or a failed event comes due, the loop
-looks for the next round.
+as the service). It holds each of those users and companies until its last event in the
+round has an outcome filed, so each user's events are delivered one after the other in
+position order and two rounds never write one company at once; a user done early is let go
+while another's retries go on, so its later events never wait for them. Rounds run side by
+side (up to `MAX_ROUNDS`); their requests share the app's connections, at most --concurrency
+at once. When ingest commits new events, a round ends or lets half its users go, or a failed
+event comes due, the loop looks for the next round.
 
 - A `failed` event is tried again after a capped, doubling wait (`ServeOptions.retry_delay`);
   until then its user's later events are filed `held` and wait. Once its age passes
@@ -84,13 +85,51 @@ class _Filed:
 
 @dataclass(slots=True, eq=False)
 class _Round:
-    """A round in progress: the users (lanes) and companies it holds until its outcomes are
-    filed."""
+    """A round in progress: the users (lanes) and companies it holds, each until its last
+    event in the round has an outcome (a filed outcome not yet on disk holds its user too,
+    see `_unfiled_lanes`). A user's events are done long before another's retries end, and
+    its later events must not wait for them: the round lets each go as it is done."""
 
     control: Control
     lanes: set[str]
     companies: set[str]
     task: asyncio.Task[None] = field(init=False)
+    left: Counter[str] = field(default_factory=Counter)  # events per lane not finished
+    company_left: Counter[str] = field(default_factory=Counter)
+    wake_at: int = 0  # let the loop look for work when this few lanes are left
+
+    @classmethod
+    def of(cls, items: Sequence[Incoming]) -> _Round:
+        lanes = Counter(item.lane for item in items)
+        companies = Counter(item.company for item in items if item.company is not None)
+        return cls(
+            Control(),
+            set(lanes),
+            set(companies),
+            left=lanes,
+            company_left=companies,
+            wake_at=len(lanes) // 2,
+        )
+
+    def done(self, item: Incoming) -> bool:
+        """Let `item`'s user (and company) go once it was their last event here. True when the
+        loop should look for work: each time half of the lanes left are done, and when one
+        lane is left (the slow one), so a round of many users costs a few looks, not one each.
+        A stopping round (a fault, a stop) keeps what it holds until it ends: its pending
+        events are not for another round to take meanwhile."""
+        if self.control.reason is not None:
+            return False
+        self.left[item.lane] -= 1
+        if self.left[item.lane] <= 0:
+            self.lanes.discard(item.lane)
+        if item.company is not None:
+            self.company_left[item.company] -= 1
+            if self.company_left[item.company] <= 0:
+                self.companies.discard(item.company)
+        if len(self.lanes) > max(self.wake_at, 1):
+            return False
+        self.wake_at = len(self.lanes) // 2
+        return True
 
 
 @dataclass(slots=True)
@@ -178,6 +217,11 @@ class Pools(httpx.AsyncBaseTransport):
             return hint
         return min(range(count), key=self.busy.__getitem__)
 
+    @property
+    def on_the_wire(self) -> int:
+        """Requests sent and not yet answered: what is really in flight."""
+        return sum(self.busy)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         async with self.room:
             chosen = self._choose()
@@ -207,7 +251,6 @@ class AppDelivery:
     metrics: Metrics
     stopping: asyncio.Event
     queued: int = 0
-    in_flight: int = 0
     paused: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     rounds: list[_Round] = field(default_factory=list)
@@ -228,6 +271,12 @@ class AppDelivery:
     @property
     def app(self) -> str:
         return self.cfg.subdomain
+
+    @property
+    def in_flight(self) -> int:
+        """Requests to User.com on the wire now (at most --concurrency; 0 while the lanes wait
+        out an outage): events handed to a round may be waiting for their turn, or the pause."""
+        return 0 if self._transport is None else self._transport.on_the_wire
 
     @property
     def waiting_for(self) -> str | None:
@@ -260,7 +309,9 @@ class AppDelivery:
     async def run(self) -> None:
         """Deliver until the service stops: probe, then rounds; pause on a run-level fault."""
         self.state = AppState.new(self.delivery_options())
+        self.state.outage.heard = self._outage_heard
         self._transport = _transport(self.options)
+        self.metrics.in_flight.labels(app=self.app).set_function(lambda: self.in_flight)
         try:
             await self._probe_until_ok(first=True)
             while not self.stopping.is_set():
@@ -334,6 +385,22 @@ class AppDelivery:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    def _outage_heard(self, reason: str | None) -> None:
+        """The lanes wait out an outage silently: say when one is known, and when it ends."""
+        if reason is None:
+            emit(
+                logging.WARNING, "delivery_outage_over", app=self.app, after="a probe was answered"
+            )
+            return
+        emit(
+            logging.ERROR,
+            "delivery_outage",
+            app=self.app,
+            reason=reason,
+            hint=f"every lane waits and probes; events stay queued; paused after --max-outage "
+            f"({self.options.max_outage:.0f} s)",
+        )
 
     def _pause(self, fault: str) -> None:
         reason = pause_reason(fault)
@@ -443,7 +510,6 @@ class AppDelivery:
         busy_companies = {company for r in self.rounds for company in r.companies}
         skipped: set[str] = set()
         blockers: dict[str, str] = {}
-        lanes: set[str] = set()
         taken: list[tuple[Incoming, _Filed]] = []
         after = scanned = 0
         now = time.time()
@@ -465,7 +531,6 @@ class AppDelivery:
                     self._hold(item, filed, blockers[lane])
                 else:
                     taken.append((item, filed))
-                    lanes.add(lane)
                     if company is not None:
                         busy_companies.add(company)
         if not taken or self.ledger_fault is not None:  # it failed while the page was read
@@ -473,11 +538,7 @@ class AppDelivery:
         for item, filed in taken:
             self._filed[item.key] = filed
         items = [item for item, _ in taken]
-        running = _Round(
-            control=Control(),
-            lanes=lanes,
-            companies={item.company for item in items if item.company is not None},
-        )
+        running = _Round.of(items)
         running.task = asyncio.create_task(self._round(running, items))
         self.rounds.append(running)
         return len(taken) >= self.options.page
@@ -544,16 +605,11 @@ class AppDelivery:
     async def _deliver(self, running: _Round, items: list[Incoming]) -> str | None:
         if self.stopping.is_set():
             running.control.stop("the service is stopping")
-        handed = len(items)
-        self.in_flight += handed
-        self.metrics.in_flight.labels(app=self.app).set(self.in_flight)
-        finished = 0
 
         def on_outcome(item: Incoming, outcome: Outcome) -> None:
-            nonlocal finished
-            finished += 1
-            self.in_flight -= 1
-            self._file(item, outcome)
+            self._file(item, outcome)  # before its user is let go: the outbox holds it now
+            if running.done(item):
+                self.wake.set()
 
         options = self.delivery_options()
         try:
@@ -567,8 +623,6 @@ class AppDelivery:
                 app=self.state,
             )
         finally:
-            self.in_flight -= handed - finished
-            self.metrics.in_flight.labels(app=self.app).set(self.in_flight)
             await self._flush()
         self._account(summary)
         return summary.fault
