@@ -72,11 +72,11 @@ VERSION: Final = "2"
 BATCH: Final = 1000  # enqueues per committed transaction
 PAGE: Final = 500  # rows per query when iterating in position order
 _KEYS_PER_STATEMENT: Final = 500
-_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 LOCK_SUFFIX: Final = ".lock"
 # SQLite's own sidecars, named after the database path: the write-ahead log, its index, and
 # the rollback journal (used while a new ledger is created).
-_SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
+SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
 _OLD_COLUMNS: Final = frozenset({"key", "status", "attempts", "requests", "error", "line"})
 _COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
 _COLUMNS_BY_POSITION: Final = f"position, {_COLUMNS}"
@@ -749,7 +749,7 @@ def ledger_files(path: Path) -> tuple[Path, ...]:
     name given and under the real name behind any symlink: what `--out` must never name."""
     bases = dict.fromkeys((Path(path), _real(path)))
     return tuple(
-        Path(f"{base}{suffix}") for base in bases for suffix in ("", LOCK_SUFFIX, *_SQLITE_SIDECARS)
+        Path(f"{base}{suffix}") for base in bases for suffix in ("", LOCK_SUFFIX, *SQLITE_SIDECARS)
     )
 
 
@@ -893,7 +893,7 @@ def _inspect(path: Path) -> str | None:
             header = handle.read(100)
     except OSError as problem:
         raise LedgerError(f"cannot read ledger {path}: {problem.strerror}") from problem
-    if not header.startswith(_SQLITE_MAGIC):
+    if not header.startswith(SQLITE_MAGIC):
         raise LedgerError(
             f"{path} is not a ledger (not an SQLite file): left untouched; use another --ledger"
         )
