@@ -25,7 +25,7 @@ from typer.testing import CliRunner, Result
 from pipeline.cli import checks
 from pipeline.cli.app import app
 from pipeline.cli.checks import UsageError, not_the_ledger
-from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.ledger import Ledger, LedgerBusy
 
 APP = "acme"
 CLOSED = "http://127.0.0.1:9"  # nothing listens: a run that gets past its checks exits 3
@@ -167,3 +167,66 @@ def test_out_refuses_a_file_another_process_holds_a_lock_on(
     finally:
         os.close(fd)
     assert out_path(flocked, str(events)) == flocked
+
+
+# -- the one-writer lock follows the ledger's inode ---------------------------------------------
+
+
+@pytest.fixture
+def serving(tmp_path: Path, config: Path) -> Iterator[tuple[Path, int, str]]:
+    """A `usercom serve` writing L.sqlite (one event stored): the ledger, its pid, its URL."""
+    ledger = tmp_path / "L.sqlite"
+    with service_process(
+        "--config",
+        config,
+        "--ledger",
+        ledger,
+        "--base-url",
+        CLOSED,
+        "--write-key",
+        WRITE_KEY,
+        log=tmp_path / "log",
+    ) as service:
+        assert service.process is not None
+        assert post(service.url, "/v1/track", track("u1", 1)).status_code == 200
+        yield ledger, service.process.pid, service.url
+
+
+def test_removing_the_lock_file_lets_no_second_writer_in(
+    serving: tuple[Path, int, str], events: Path, config: Path
+) -> None:
+    ledger, pid, url = serving
+    Path(f"{ledger}.lock").unlink()
+    busy = f"ledger in use by pid {pid}"
+    sent = cli("send", events, "--config", config, "--ledger", ledger, "--base-url", CLOSED)
+    refused(sent, busy)
+    with pytest.raises(LedgerBusy, match=busy):
+        Ledger.open_writer(ledger, "acme")
+    assert post(url, "/v1/track", track("u1", 2)).status_code == 200  # no 503: one writer
+    with Ledger.open_reader(ledger) as reader:
+        assert sum(reader.counts().values()) == 2
+
+
+def test_renaming_the_ledger_lets_no_second_writer_in(
+    serving: tuple[Path, int, str], events: Path, config: Path, tmp_path: Path
+) -> None:
+    ledger, pid, url = serving
+    moved = tmp_path / "M.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{ledger}{suffix}").rename(f"{moved}{suffix}")
+    sent = cli("send", events, "--config", config, "--ledger", moved, "--base-url", CLOSED)
+    refused(sent, f"ledger in use by pid {pid}")
+    assert post(url, "/v1/track", track("u1", 2)).status_code == 200
+    with Ledger.open_reader(moved) as reader:
+        assert sum(reader.counts().values()) == 2
+
+
+def test_a_writer_that_closed_lets_the_next_one_in(tmp_path: Path) -> None:
+    path = tmp_path / "L.sqlite"
+    first = Ledger.open_writer(path, APP)
+    Path(f"{path}.lock").unlink()
+    with pytest.raises(LedgerBusy):
+        Ledger.open_writer(path, APP)
+    first.close()
+    with Ledger.open_writer(path, APP) as second:
+        second.enqueue(f"{APP}:m1", "h1", b"{}")
