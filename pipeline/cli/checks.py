@@ -324,13 +324,14 @@ def not_the_ledger(out: Path | None, ledger: Path | None) -> None:
     ledger or database (`not_a_database`)."""
     if out is None or str(out) == STDIO:
         return
-    for guarded in ledger_files(ledger) if ledger is not None else ():
-        if ledger is not None and _same_file(out, guarded):
-            which = "" if guarded.name == ledger.name else f" (its file {guarded.name})"
-            raise UsageError(
-                f"--out is the ledger {str(ledger)!r}{which}: writing it would destroy the "
-                "ledger; choose another path"
-            )
+    if ledger is not None:
+        for guarded in ledger_files(ledger):
+            if _same_file(out, guarded):
+                which = "" if guarded.name == ledger.name else f" (its file {guarded.name})"
+                raise UsageError(
+                    f"--out is the ledger {str(ledger)!r}{which}: writing it would destroy the "
+                    "ledger; choose another path"
+                )
     not_a_database(out)
 
 
