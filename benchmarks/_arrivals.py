@@ -15,8 +15,8 @@ from typing import Any
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
+from pipeline.listening import listening_socket
 from pipeline.sandbox import SandboxOptions, create_app
-from pipeline.sandbox.server import listening_socket
 
 ARRIVALS: dict[str, float] = {}
 

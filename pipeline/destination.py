@@ -28,18 +28,29 @@ import httpx
 from returns.result import Failure, Result, Success
 
 from pipeline.compat import processor_item
-from pipeline.core.answers import Answer, Reply, Unreachable, answer_error
+from pipeline.core.answers import Answer, Reply, Unreachable, answer_error, meaning
 from pipeline.core.calls import ORIGIN_MAX, Request
 from pipeline.core.compose import Job, prepare_message
 from pipeline.core.config import Config, mask, parse_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.flows import DELIVERY, REFERENCE
 from pipeline.core.plan import Plan, plan_of
-from pipeline.core.steps import Final, Step
+from pipeline.core.steps import Final
 from pipeline.delivery.faults import RESUME, RunFault, run_fault
-from pipeline.delivery.incoming import canonical, incoming
+from pipeline.delivery.incoming import Incoming, canonical, incoming
 from pipeline.delivery.outcome import Outcome, Status
-from pipeline.runner import AsyncVia, Finished, Target, Via, adrive, asend, drive, scrub, send
+from pipeline.runner import (
+    AsyncVia,
+    Delivered,
+    Finished,
+    Target,
+    Via,
+    adrive,
+    asend,
+    drive,
+    scrub,
+    send,
+)
 from pipeline.shared_client import LIMITS, TIMEOUT
 
 Message = Mapping[str, Any]
@@ -62,11 +73,6 @@ def _parse(config: Mapping[str, Any]) -> Config:
     raise ConfigError(parse_config(None).failure())
 
 
-def _missing(answer: Answer) -> bool:
-    """A 404 to a route that may not exist: follow the final request's fallback."""
-    return isinstance(answer, Reply) and answer.status == 404
-
-
 LIBRARY_RESUME = "nothing was delivered: deliver the event again when fixed"
 
 
@@ -76,8 +82,8 @@ def _in_library_words(fault: str) -> str:
 
 
 def _unreachable_fault(answer: Answer, target: Target) -> str | None:
-    if isinstance(answer, Unreachable):
-        origin = target.base_url.removesuffix("/api/public")
+    if isinstance(answer, Unreachable) and meaning(answer) == "unreachable":
+        origin = target.origin
         return (
             f"User.com could not be reached at {origin} ({answer.reason}: {answer.detail}): "
             f"check base_url, appSubdomain and the network; {LIBRARY_RESUME}"
@@ -103,8 +109,7 @@ class Destination:
                 f"base_url is {len(base_url)} characters, over the {ORIGIN_MAX} an origin may "
                 "have (like http://127.0.0.1:8000): identifiers take the rest of a URL"
             )
-        origin = base_url.rstrip("/") + "/api/public" if base_url else None
-        self._target = Target.of(self.config, origin)
+        self._target = Target.of(self.config, base_url)
         self._transport = transport
         self._client = client
         self._lock = threading.Lock()
@@ -173,6 +178,9 @@ class Destination:
     # --- delivery -------------------------------------------------------------------------
 
     def _checked(self, request: Request, answer: Answer, log: list[str]) -> Answer:
+        """The library's policy for every request: logged; a run fault (the key refused, a
+        wrong URL, a host that cannot be reached at all) raises `RunFault`. A timeout or a
+        lost connection is this event's retryable trouble (DELIVERY §2): it ends `failed`."""
         got = answer.status if isinstance(answer, Reply) else answer.reason
         log.append(f"{request.method} {request.url(self.config.base_url)} -> {got}")
         fault = run_fault(request, answer, self._target)
@@ -190,8 +198,11 @@ class Destination:
         status: Status = "failed" if error.retryable else "rejected"
         return Outcome(key, status, 1, tuple(log), error.message, warnings)
 
-    def _answered(self, key: str, final: Final, answer: Answer, log: list[str]) -> Outcome:
-        if isinstance(answer, Reply) and 200 <= answer.status < 300:
+    def _ended(self, key: str, delivered: Delivered, log: list[str]) -> Outcome:
+        if isinstance(delivered, Failure):
+            return self._failed(key, delivered.failure(), log)
+        final, answer = delivered.unwrap()
+        if meaning(answer) == "ok":
             return Outcome(key, "delivered", 1, tuple(log), None, final.warnings)
         error = answer_error(answer, "delivering the event")
         return self._failed(key, error, log, final.warnings)
@@ -199,64 +210,47 @@ class Destination:
     def deliver(self, message: Message) -> Outcome:
         """Deliver one message (one attempt, with delivery's fewer calls): its Outcome.
 
-        A fault of the run, not of this message (the key refused, no answer, a wrong URL),
-        raises `RunFault` instead: no outcome would describe this event truthfully.
+        A fault of the run, not of this message (the key refused, no host to connect to, a
+        wrong URL), raises `RunFault` instead: no outcome would describe this event truthfully.
         """
         event = incoming(self.config, 0, canonical(message))
+        if not isinstance(event.job, Success):
+            return self._not_sent(message, event)
         via = self._via()
         log: list[str] = []
 
         def ask(request: Request) -> Answer:
             return self._checked(request, send(via, self._target, request), log)
 
-        match event.job:
-            case Success(Job() as job):
-                flow: Step = job.step
-                while True:
-                    match drive(Success(flow), ask):
-                        case Success(Final() as final):
-                            answer = ask(final.request)
-                            if final.fallback is not None and _missing(answer):
-                                flow = final.fallback
-                                continue
-                            return self._answered(event.key, final, answer, log)
-                        case Failure(PipelineError() as error):
-                            return self._failed(event.key, error, log)
-            case Failure(PipelineError() as error):
-                return Outcome(event.key, "rejected", 0, (), error.message)
-        return self._unreadable(message, event.key, event.problem)
-
-    def _unreadable(self, message: Message, key: str, problem: str | None) -> Outcome:
-        # In plan's words (SPEC §3), so plan() and deliver() refuse a non-object alike.
-        match self._job(message):
-            case Failure(PipelineError() as error):
-                return Outcome(key, "rejected", 0, (), error.message)
-        return Outcome(key, "rejected", 0, (), problem)
+        delivered = drive(Success(event.job.unwrap().step), ask, lambda final: ask(final.request))
+        return self._ended(event.key, delivered, log)
 
     async def adeliver(self, message: Message) -> Outcome:
         event = incoming(self.config, 0, canonical(message))
+        if not isinstance(event.job, Success):
+            return self._not_sent(message, event)
         via = self._avia()
         log: list[str] = []
 
         async def ask(request: Request) -> Answer:
             return self._checked(request, await asend(via, self._target, request), log)
 
+        async def ask_final(final: Final) -> Answer:
+            return await ask(final.request)
+
+        delivered = await adrive(Success(event.job.unwrap().step), ask, ask_final)
+        return self._ended(event.key, delivered, log)
+
+    def _not_sent(self, message: Message, event: Incoming) -> Outcome:
+        """An event that can never be sent as it is: invalid, or not an event at all."""
         match event.job:
-            case Success(Job() as job):
-                flow: Step = job.step
-                while True:
-                    match await adrive(Success(flow), ask):
-                        case Success(Final() as final):
-                            answer = await ask(final.request)
-                            if final.fallback is not None and _missing(answer):
-                                flow = final.fallback
-                                continue
-                            return self._answered(event.key, final, answer, log)
-                        case Failure(PipelineError() as error):
-                            return self._failed(event.key, error, log)
             case Failure(PipelineError() as error):
                 return Outcome(event.key, "rejected", 0, (), error.message)
-        return self._unreadable(message, event.key, event.problem)
+        # In plan's words (SPEC §3), so plan() and deliver() refuse a non-object alike.
+        match self._job(message):
+            case Failure(PipelineError() as error):
+                return Outcome(event.key, "rejected", 0, (), error.message)
+        return Outcome(event.key, "rejected", 0, (), event.problem)
 
     # --- lifetime and looks -----------------------------------------------------------------
 

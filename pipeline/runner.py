@@ -16,17 +16,17 @@ import re
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, overload
 
 import httpx
 from httpx._urlparse import MAX_URL_LENGTH, ParseResult
 from returns.result import Failure, Result, Success
 
-from pipeline.core.answers import Answer, Reply, Unreachable
+from pipeline.core.answers import Answer, Reply, Unreachable, meaning
 from pipeline.core.calls import Request, headers
-from pipeline.core.config import Config, mask
+from pipeline.core.config import API_PATH, Config, mask
 from pipeline.core.errors import PipelineError
-from pipeline.core.secrets import blank_runs
+from pipeline.core.secrets import blank_runs, key_forms
 from pipeline.core.steps import Call, Final, Step
 from pipeline.core.types import JSON, freeze, thaw
 
@@ -37,22 +37,29 @@ Conversation = Generator[Request, Answer, Finished]
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where requests go: the API base URL and the key that signs them."""
+    """Where requests go: an app's origin (`https://acme.user.com`, the sandbox's
+    `http://127.0.0.1:8000`) and the key that signs them. The API base is derived from the
+    origin, never the other way round."""
 
-    base_url: str
+    origin: str
     api_key: str = field(repr=False)
+    base_url: str = field(init=False, repr=False, compare=False)
     # What every request to this target shares, worked out once rather than per request.
-    origin: Origin | None = field(init=False, repr=False, compare=False)
+    parts: BaseParts | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "origin", origin_of(self.base_url, self.api_key))
+        object.__setattr__(self, "origin", self.origin.rstrip("/"))
+        base_url = self.origin + API_PATH
+        object.__setattr__(self, "base_url", base_url)
+        object.__setattr__(self, "parts", parts_of(base_url, self.api_key))
 
     @classmethod
-    def of(cls, cfg: Config, base_url: str | None = None) -> Target:
-        return cls(base_url or cfg.base_url, cfg.api_key)
+    def of(cls, cfg: Config, origin: str | None = None) -> Target:
+        """The config's app, at `origin` when one is given (the sandbox, `--base-url`)."""
+        return cls(origin or cfg.origin, cfg.api_key)
 
     def __repr__(self) -> str:
-        return f"Target(base_url={self.base_url!r}, api_key={mask(self.api_key)!r})"
+        return f"Target(origin={self.origin!r}, api_key={mask(self.api_key)!r})"
 
 
 def conversation(flow: Flow) -> Conversation:
@@ -67,33 +74,112 @@ def conversation(flow: Flow) -> Conversation:
                 return Failure(error)
 
 
-def drive(flow: Flow, send: Callable[[Request], Answer]) -> Finished:
-    """Run every Call of the flow through `send`; the Final request is returned, not sent."""
-    talk = conversation(flow)
-    try:
-        request = next(talk)
-        while True:
-            request = talk.send(send(request))
-    except StopIteration as done:
-        finished: Finished = done.value
-        return finished
+class Ended(NamedTuple):
+    """A flow whose final request was sent: the Final, and the answer it got."""
+
+    final: Final
+    answer: Answer
 
 
-async def adrive(flow: Flow, send: Callable[[Request], Awaitable[Answer]]) -> Finished:
-    talk = conversation(flow)
+Delivered = Result[Ended, PipelineError]
+# Yields the Calls' requests, then the Final itself (its request is the pump's to send).
+Delivery = Generator[Request | Final, Answer, Delivered]
+
+
+def _missing(answer: Answer) -> bool:
+    return meaning(answer) == "not found"
+
+
+def delivery(flow: Flow) -> Delivery:
+    """The whole delivery conversation: `conversation`, then the final request, and the
+    final's fallback when User.com answers it 404 (a route that may be missing, DELIVERY §3).
+    The retry stays inside the generator, as httpx's `DigestAuth.auth_flow` keeps its 401."""
+    while True:
+        finished = yield from conversation(flow)
+        match finished:
+            case Success(Final() as final):
+                answer = yield final
+                if final.fallback is not None and _missing(answer):
+                    flow = Success(final.fallback)
+                    continue
+                return Success(Ended(final, answer))
+            case Failure(error):
+                return Failure(error)
+
+
+R = TypeVar("R")
+
+
+def _pump(
+    talk: Generator[Request | Final, Answer, R],
+    send: Callable[[Request], Answer],
+    final: Callable[[Final], Answer],
+) -> R:
     try:
-        request = next(talk)
+        asked = next(talk)
         while True:
-            request = talk.send(await send(request))
+            asked = talk.send(final(asked) if isinstance(asked, Final) else send(asked))
     except StopIteration as done:
-        finished: Finished = done.value
-        return finished
+        result: R = done.value
+        return result
+
+
+async def _apump(
+    talk: Generator[Request | Final, Answer, R],
+    send: Callable[[Request], Awaitable[Answer]],
+    final: Callable[[Final], Awaitable[Answer]],
+) -> R:
+    try:
+        asked = next(talk)
+        while True:
+            answer = await (final(asked) if isinstance(asked, Final) else send(asked))
+            asked = talk.send(answer)
+    except StopIteration as done:
+        result: R = done.value
+        return result
+
+
+@overload
+def drive(flow: Flow, send: Callable[[Request], Answer]) -> Finished: ...
+@overload
+def drive(
+    flow: Flow, send: Callable[[Request], Answer], final: Callable[[Final], Answer]
+) -> Delivered: ...
+def drive(
+    flow: Flow,
+    send: Callable[[Request], Answer],
+    final: Callable[[Final], Answer] | None = None,
+) -> Finished | Delivered:
+    """Run every Call of the flow through `send`. Without `final` the Final is returned,
+    not sent; with it, `final` sends it (the caller's policy for the write) and its answer
+    comes back with it, the 404 fallback followed (`delivery`)."""
+    if final is None:
+        return _pump(conversation(flow), send, lambda step: send(step.request))
+    return _pump(delivery(flow), send, final)
+
+
+@overload
+async def adrive(flow: Flow, send: Callable[[Request], Awaitable[Answer]]) -> Finished: ...
+@overload
+async def adrive(
+    flow: Flow,
+    send: Callable[[Request], Awaitable[Answer]],
+    final: Callable[[Final], Awaitable[Answer]],
+) -> Delivered: ...
+async def adrive(
+    flow: Flow,
+    send: Callable[[Request], Awaitable[Answer]],
+    final: Callable[[Final], Awaitable[Answer]] | None = None,
+) -> Finished | Delivered:
+    if final is None:
+        return await _apump(conversation(flow), send, lambda step: send(step.request))
+    return await _apump(delivery(flow), send, final)
 
 
 # --- the httpx edge --------------------------------------------------------------------------
 
 
-class Origin(NamedTuple):
+class BaseParts(NamedTuple):
     """A base URL split the way httpx would split it, and the header rows of its requests.
 
     Parsing each request's URL string and normalising its headers were half the CPU of a
@@ -119,7 +205,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
-def origin_of(base_url: str, api_key: str) -> Origin | None:
+def parts_of(base_url: str, api_key: str) -> BaseParts | None:
     """The base URL's parts, or None where httpx would change or refuse something in it."""
     plain = _PLAIN_BASE.fullmatch(base_url)
     if plain is None or not api_key.isascii():
@@ -136,25 +222,25 @@ def origin_of(base_url: str, api_key: str) -> Origin | None:
     port = None if port == _DEFAULT_PORTS[scheme] else port
     netloc = host if port is None else f"{host}:{port}"
     rows = tuple([(name.encode(), value.encode()) for name, value in headers(api_key).items()])
-    return Origin(scheme, host, port, path, (b"Host", netloc.encode()), rows)
+    return BaseParts(scheme, host, port, path, (b"Host", netloc.encode()), rows)
 
 
-def _url(target: Target, origin: Origin, request: Request) -> httpx.URL | None:
+def _url(target: Target, parts: BaseParts, request: Request) -> httpx.URL | None:
     path, query = request.encoded()
     length = len(target.base_url) + len(path) + (0 if query is None else len(query) + 1)
     if length > MAX_URL_LENGTH:
         return None  # httpx refuses it as too long: let it say so, as it always has
-    path = origin.path + path
+    path = parts.path + path
     url = httpx.URL.__new__(httpx.URL)
-    url._uri_reference = ParseResult(origin.scheme, "", origin.host, origin.port, path, query, None)
+    url._uri_reference = ParseResult(parts.scheme, "", parts.host, parts.port, path, query, None)
     return url
 
 
 def to_httpx(target: Target, request: Request) -> httpx.Request:
     body = None if request.body is None else json.dumps(thaw(request.body)).encode()
-    origin = target.origin
-    url = None if origin is None else _url(target, origin, request)
-    if origin is None or url is None:
+    parts = target.parts
+    url = None if parts is None else _url(target, parts, request)
+    if parts is None or url is None:
         outgoing = httpx.Request(
             request.method,
             request.url(target.base_url),
@@ -162,17 +248,17 @@ def to_httpx(target: Target, request: Request) -> httpx.Request:
             content=body,
         )
     else:
-        outgoing = _assembled(origin, url, request.method, body)
+        outgoing = _assembled(parts, url, request.method, body)
     outgoing.extensions["timeout"] = TIMEOUTS
     return outgoing
 
 
-def _assembled(origin: Origin, url: httpx.URL, method: str, body: bytes | None) -> httpx.Request:
+def _assembled(parts: BaseParts, url: httpx.URL, method: str, body: bytes | None) -> httpx.Request:
     """The request httpx builds from `content=`, with its Host and Content-Length in place."""
-    rows = [origin.host_row]
+    rows = [parts.host_row]
     if body is None and method in _BODY_METHODS:
         rows.append((b"Content-Length", b"0"))
-    rows.extend(origin.header_rows)
+    rows.extend(parts.header_rows)
     if body is not None:
         rows.append((b"Content-Length", str(len(body)).encode()))
     outgoing = httpx.Request(
@@ -200,17 +286,24 @@ SECRET_MIN = 8
 
 def blank(value: JSON, secret: str) -> JSON:
     """`value` with every stretch of 16 or more characters of `secret` (all of a shorter one)
-    replaced wherever it occurs in a string (keys included): a key quoted cut short leaks too.
+    (or of its base64, hex, other-case or reversed forms) replaced wherever it occurs in a
+    string (keys included): a key quoted cut short, or encoded, leaks too.
 
     Blanking the decoded strings, not the raw bytes, catches every way JSON can escape a key
     (`\\"`, `\\/`, `\\u0041`), and leaves the rest of what User.com said readable.
     """
+    return _blank(value, secret, key_forms(secret))
+
+
+def _blank(value: JSON, secret: str, forms: tuple[str, ...]) -> JSON:
     if isinstance(value, str):
-        return blank_runs(value, secret, MASKED)
+        return blank_runs(value, secret, MASKED, forms=forms)
     if isinstance(value, Mapping):
-        return MappingProxyType({blank(k, secret): blank(v, secret) for k, v in value.items()})  # type: ignore[misc]
+        return MappingProxyType(
+            {_blank(k, secret, forms): _blank(v, secret, forms) for k, v in value.items()}  # type: ignore[misc]
+        )
     if isinstance(value, tuple):
-        return tuple(blank(item, secret) for item in value)
+        return tuple(_blank(item, secret, forms) for item in value)
     return value
 
 

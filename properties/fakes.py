@@ -100,12 +100,16 @@ def user_com(*, user_found: bool = True, company_found: bool = True) -> Recorder
     return Recorder(handler)
 
 
-def echoing(status: int, preamble: str = "") -> Recorder:
+def echoing(
+    status: int, preamble: str = "", encoded: Callable[[str], str] = lambda header: header
+) -> Recorder:
     """A User.com (or a proxy before it) whose error message repeats the credentials sent,
-    after `preamble` (a long one pushes the key past where a message may be cut short)."""
+    after `preamble` (a long one pushes the key past where a message may be cut short),
+    `encoded` as a gateway may log them (base64, hex, upper case...)."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        said = f"{preamble}Invalid token header: {request.headers.get('authorization', '')}"
+        header = encoded(request.headers.get("authorization", ""))
+        said = f"{preamble}Invalid token header: {header}"
         return httpx.Response(status, json={"detail": said})
 
     return Recorder(handler)

@@ -64,10 +64,11 @@ def test_the_request_sent_is_the_one_httpx_builds_from_the_url(
         None if body is None else freeze_object(body),
     )
     content = None if request.body is None else json.dumps(thaw(request.body)).encode()
+    target = Target(base, key)
     expected = httpx.Request(
-        request.method, request.url(base), headers=headers(key), content=content
+        request.method, request.url(target.base_url), headers=headers(key), content=content
     )
-    built = to_httpx(Target(base, key), request)
+    built = to_httpx(target, request)
     assert built.method == expected.method
     assert _parts(built.url) == _parts(expected.url)
     assert built.headers.raw == expected.headers.raw

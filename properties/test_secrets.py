@@ -3,9 +3,11 @@ request headers and the router envelope's echo of the input `destination`."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -156,6 +158,80 @@ def test_the_api_key_stays_out_even_when_user_com_repeats_it(
         _assert_secret_kept(item, key, fakes.echoing(status, preamble), caplog, needle=key[:8])
 
 
+# --- a key echoed encoded: base64, hex, another case, reversed ------------------------------
+
+
+def _b64(text: str, urlsafe: bool = False, padded: bool = True) -> str:
+    raw = text.encode()
+    encoded = (base64.urlsafe_b64encode(raw) if urlsafe else base64.b64encode(raw)).decode()
+    return encoded if padded else encoded.rstrip("=")
+
+
+def _key_of(header: str) -> str:
+    return header.removeprefix("Token ")
+
+
+def _basic(prefix: str, urlsafe: bool, padded: bool) -> Encoding:
+    """Base64 of `prefix` + the key, as Basic auth's "user:KEY" is shown; what comes from the
+    key alone starts after the characters that also hold the prefix's bits."""
+    mixed = {"": 0, "u": 2, "u:": 3}[prefix]
+    return (
+        lambda header: _b64(prefix + _key_of(header), urlsafe, padded),
+        lambda key: _b64(prefix + key, urlsafe)[mixed:],
+    )
+
+
+# How a gateway may log the Authorization header ("Token KEY"), and all it then shows that
+# comes from the key alone (base64 of "u:KEY" shifts the key off the 3-byte grid).
+Encoding = tuple[Callable[[str], str], Callable[[str], str]]
+ENCODINGS: dict[str, Encoding] = {
+    "as it is": (lambda h: h, lambda key: key),
+    "base64 of the header": (_b64, _b64),
+    "hex": (lambda h: h.encode().hex(), lambda key: key.encode().hex()),
+    "HEX": (lambda h: h.encode().hex().upper(), lambda key: key.encode().hex().upper()),
+    "upper case": (str.upper, str.upper),
+    "lower case": (str.lower, str.lower),
+    "reversed": (lambda h: h[::-1], lambda key: key[::-1]),
+} | {
+    f"base64 of {prefix or ''!r}+key{' urlsafe' * urlsafe}{' unpadded' * (not padded)}": (
+        _basic(prefix, urlsafe, padded)
+    )
+    for prefix in ("", "u", "u:")
+    for urlsafe in (False, True)
+    for padded in (False, True)
+}
+
+
+def _shown_forms(key: str) -> list[str]:
+    """Every form of the key a gateway may show (the oracle the blanking is checked against)."""
+    return [region(key) for _encode, region in ENCODINGS.values()]
+
+
+@_CAPLOG
+@given(
+    item=items(
+        message=messages(with_lookup_options=False, with_user_id=True),
+        config=valid_configs(api_key=api_keys),
+    ),
+    status=st.sampled_from([400, 401, 403, 429, 500, 502]),
+    encoding=st.sampled_from(sorted(ENCODINGS)),
+)
+def test_the_api_key_stays_out_when_user_com_repeats_it_encoded(
+    item: dict[str, Any], status: int, encoding: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway echoing the key base64'd (as in Basic auth), hex'd, in another case or
+    reversed leaks it as surely as a plain echo: 16 characters of it are never shown."""
+    key = item["destination"]["Config"]["apiKey"].strip()
+    encode, region = ENCODINGS[encoding]
+    needle = region(key)[:SECRET_RUN]
+    assume(needle not in json.dumps(_without_key_in_input(item), ensure_ascii=False))
+    masked = _with_key(copy.deepcopy(item), "#" * len(key))
+    assume(needle not in repr(pipeline.prepare(masked)))
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        _assert_secret_kept(item, key, fakes.echoing(status, "", encode), caplog, needle=needle)
+
+
 # --- a key quoted in part: every stretch of 16 or more of its characters is blanked ---------
 
 key_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=16, max_size=80)
@@ -163,19 +239,27 @@ key_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_si
 
 @st.composite
 def quoting_texts(draw: st.DrawFn) -> tuple[str, str]:
-    """A key, and text that quotes pieces of it (any length, anywhere) among other text."""
+    """A key, and text that quotes pieces of it, as it is or in any form a gateway shows it
+    in (any length, anywhere), among other text."""
     key = draw(key_text)
     pieces: list[str] = []
     for _ in range(draw(st.integers(0, 4))):
-        low = draw(st.integers(0, len(key) - 1))
-        high = draw(st.integers(low + 1, len(key)))
-        pieces.append(key[low:high])
+        encode, _region = ENCODINGS[draw(st.sampled_from(sorted(ENCODINGS)))]
+        shown = encode(f"Token {key}")
+        low = draw(st.integers(0, len(shown) - 1))
+        high = draw(st.integers(low + 1, len(shown)))
+        pieces.append(shown[low:high])
         pieces.append(draw(st.text(max_size=12)))
     return key, draw(st.text(max_size=12)) + "".join(pieces)
 
 
 def _pieces_of_the_key(text: str, key: str, run: int) -> list[str]:
-    return [text[i : i + run] for i in range(len(text) - run + 1) if text[i : i + run] in key]
+    forms = _shown_forms(key)
+    return [
+        text[i : i + run]
+        for i in range(len(text) - run + 1)
+        if any(text[i : i + run] in form for form in forms)
+    ]
 
 
 @given(case=quoting_texts())

@@ -6,6 +6,7 @@ or, where a separate process is needed, ``python -m pipeline.cli sandbox --port 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -232,15 +233,52 @@ def memberships(state: dict[str, Any]) -> dict[str, set[str]]:
     }
 
 
+# Wide, colourless, UTF-8 output from rich, so that tables are easy to read back.
+CLI_ENV = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", "PYTHONIOENCODING": "utf-8"}
+
+
 def cli_env() -> dict[str, str]:
-    """Wide, colourless, UTF-8 output from rich, so that tables are easy to read back."""
-    return {
-        **os.environ,
-        "COLUMNS": "200",
-        "NO_COLOR": "1",
-        "TERM": "dumb",
-        "PYTHONIOENCODING": "utf-8",
-    }
+    return {**os.environ, **CLI_ENV}
+
+
+class Finished(Protocol):
+    """What a finished command tells: a `subprocess.CompletedProcess` or an `Invoked`."""
+
+    @property
+    def returncode(self) -> int: ...
+    @property
+    def stdout(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Invoked:
+    """A command run in this process, told as `subprocess.run` tells one."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke_cli(*args: str | Path, stdin: str | None = None) -> Invoked:
+    """Run `usercom ARGS` in this process (typer's CliRunner) as `run_cli` runs it in another:
+    same environment, same folder, stdout and stderr apart. An exception the command lets
+    escape fails the test (a process would have printed a traceback)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    with contextlib.chdir(REPO):
+        result = CliRunner().invoke(
+            app,
+            [str(arg) for arg in args],
+            input=stdin,
+            env=CLI_ENV,
+            prog_name="usercom",
+            catch_exceptions=False,
+        )
+    return Invoked(result.exit_code, result.stdout, result.stderr)
 
 
 def run_cli(

@@ -24,6 +24,7 @@ EFFECT_MODULES: tuple[str, ...] = (
     "compat.py",  # hands the shared client or a transport to the runner
     "destination.py",  # owns one pooled client per Destination
     "shared_client.py",  # the one shared client of the module-level API
+    "listening.py",  # the listening socket of the sandbox and the service
     "cli/*",  # the `usercom` command
     "delivery/*",  # the delivery engine (retries, rate limits, clocks)
     "testing/*",  # test helpers

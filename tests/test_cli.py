@@ -1,4 +1,5 @@
-"""The `usercom` command, run as a real process against a sandbox on a loopback port."""
+"""The `usercom` command against a sandbox on a loopback port: in this process (typer's CliRunner),
+but for the sandbox command, which runs as a real process until a signal stops it."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from e2e_helpers import (
     RAW_CONFIG,
     REAL_API,
     content_key,
+    invoke_cli,
     key_of,
     lines_of,
     mix_lines,
     raw_key,
     read_outcomes,
-    run_cli,
     sandbox_process,
     sandbox_state,
     table_value,
@@ -77,7 +78,7 @@ def test_send_delivers_everything_exits_0_and_writes_one_outcome_per_event(
     config = write_config(tmp_path / "config.json")
     out = tmp_path / "outcomes.jsonl"
     with serve_in_thread(SandboxOptions(api_key=API_KEY, seed=21)) as url:
-        result = run_cli("send", events, "--config", config, "--base-url", url, "--out", out)
+        result = invoke_cli("send", events, "--config", config, "--base-url", url, "--out", out)
         state = sandbox_state(url)
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -137,7 +138,7 @@ def test_malformed_lines_become_rejected_outcomes_and_never_stop_the_run(tmp_pat
     config = write_config(tmp_path / "config.json")
     out = tmp_path / "outcomes.jsonl"
     with serve_in_thread(SandboxOptions(seed=22)) as url:
-        result = run_cli("send", events, "--config", config, "--base-url", url, "--out", out)
+        result = invoke_cli("send", events, "--config", config, "--base-url", url, "--out", out)
         state = sandbox_state(url)
 
     assert result.returncode == 1, result.stdout + result.stderr
@@ -179,7 +180,7 @@ def test_stdin_input_and_exit_code_1_when_an_event_is_rejected_by_user_com(tmp_p
     orphan = {"type": "track", "messageId": "orphan", "userId": "nobody", "event": "E"}
     stdin = "".join(line + "\n" for line in [*lines_of(VALID[:2]), json.dumps(orphan)])
     with serve_in_thread(SandboxOptions(seed=23)) as url:
-        result = run_cli(
+        result = invoke_cli(
             "send", "-", "--config", config, "--base-url", url, "--out", "-", stdin=stdin
         )
         state = sandbox_state(url)
@@ -227,7 +228,7 @@ def test_config_errors_exit_2_without_any_request(
     if config_text is not None:
         config.write_text(config_text, encoding="utf-8")
     with serve_in_thread(SandboxOptions(seed=24)) as url:
-        result = run_cli("send", events, "--config", config, "--base-url", url)
+        result = invoke_cli("send", events, "--config", config, "--base-url", url)
         state = sandbox_state(url)
 
     assert result.returncode == 2, result.stdout + result.stderr
@@ -286,7 +287,7 @@ def test_unusable_paths_are_usage_errors_exit_2(
         ),
         "failed on a file that is no ledger": ("failed", notes),
     }
-    result = run_cli(*args[case])
+    result = invoke_cli(*args[case])
     assert "Traceback" not in result.stderr, result.stderr[-400:]
     assert result.returncode == 2, result.stderr[-400:]
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line
@@ -297,9 +298,9 @@ def test_unusable_paths_are_usage_errors_exit_2(
 
 
 def test_other_usage_errors_exit_2(tmp_path: Path) -> None:
-    no_config_option = run_cli("send", tmp_path / "nope.jsonl")
+    no_config_option = invoke_cli("send", tmp_path / "nope.jsonl")
     assert no_config_option.returncode == 2
-    missing_ledger = run_cli("failed", tmp_path / "nope.sqlite")
+    missing_ledger = invoke_cli("failed", tmp_path / "nope.sqlite")
     assert missing_ledger.returncode == 2
     assert "no ledger" in missing_ledger.stderr
 
@@ -310,7 +311,7 @@ def test_dry_run_makes_no_request_and_reports_planned_events(tmp_path: Path) -> 
     config = write_config(tmp_path / "config.json")
     out = tmp_path / "plan.jsonl"
     with serve_in_thread(SandboxOptions(seed=25)) as url:
-        result = run_cli(
+        result = invoke_cli(
             "send", events, "--config", config, "--base-url", url, "--dry-run", "--out", out
         )
         state = sandbox_state(url)
@@ -342,7 +343,7 @@ def test_dry_run_makes_no_request_and_reports_planned_events(tmp_path: Path) -> 
 
 
 def test_demo_exits_0_and_prints_the_summary_and_sandbox_tables() -> None:
-    result = run_cli("demo")
+    result = invoke_cli("demo")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "usercom demo" in out
@@ -389,7 +390,7 @@ def test_demo_exits_0_and_prints_the_summary_and_sandbox_tables() -> None:
     ],
 )
 def test_help_of_each_subcommand(command: tuple[str, ...], mentions: list[str]) -> None:
-    result = run_cli(*command, "--help")
+    result = invoke_cli(*command, "--help")
     assert result.returncode == 0, result.stderr
     for word in mentions:
         assert word in result.stdout

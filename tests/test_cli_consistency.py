@@ -17,9 +17,12 @@ from rich.console import Console
 from rich.table import Table
 from typer.testing import CliRunner, Result
 
-from pipeline.cli import operator
-from pipeline.cli.app import _serve_options, app, demo_banner, dry_run_summary, retention_of
+from pipeline.cli import ledger_views
+from pipeline.cli.app import app
+from pipeline.cli.options import retention_of
+from pipeline.cli.send_cmd import dry_run_summary
 from pipeline.cli.sending import summary_table
+from pipeline.cli.serve_cmd import _serve_options, demo_banner
 from pipeline.core.answers import Reply
 from pipeline.core.calls import call
 from pipeline.core.config import parse_config
@@ -168,9 +171,27 @@ def option_help(command: str, option: str) -> str:
     return shown[start : min(end for end in ends if end > 0)]
 
 
-@pytest.mark.parametrize("option", ["--max-outage", "--concurrency", "--rate"])
+@pytest.mark.parametrize("option", ["--max-outage", "--concurrency", "--rate", "--base-url"])
 def test_options_send_and_serve_share_read_the_same_in_both(option: str) -> None:
     assert option_help("send", option) == option_help("serve", option)
+
+
+def ledger_argument_help(command: str) -> str:
+    """The help of `command`'s LEDGER argument, as one line."""
+    shown = help_of(command)
+    start = shown.index(" LEDGER ", shown.index("Arguments: "))
+    return shown[start : shown.index(" [required]", start)]
+
+
+@pytest.mark.parametrize("command", ["failed", "requeue"])
+def test_the_commands_that_take_a_ledger_describe_it_alike(command: str) -> None:
+    assert ledger_argument_help(command) == ledger_argument_help("report")
+    assert ledger_argument_help(command).endswith("of a run or of the service")
+
+
+def test_explain_describes_its_ledger_option_as_the_others_their_argument() -> None:
+    described = ledger_argument_help("report").removeprefix(" LEDGER ")
+    assert option_help("explain", "--ledger") == f" --ledger FILE {described} [required]"
 
 
 @pytest.mark.parametrize("given", ["90s", "30m", "45"])
@@ -329,15 +350,15 @@ def test_next_step_after_unfinished_events_names_the_ledger() -> None:
         Outcome("acme:h", "held", 0, (), None),
         Outcome("acme:r", "rejected", 1, (), "bad"),
     )
-    [unfinished, rejected] = operator.send_advice(summary, Path("run.sqlite"))
+    [unfinished, rejected] = ledger_views.send_advice(summary, Path("run.sqlite"))
     assert unfinished.startswith("2 failed or held: re-run the same command")
     assert "--ledger run.sqlite" in unfinished
     assert "usercom explain KEY --ledger run.sqlite" in unfinished
     assert rejected.startswith("1 rejected: `usercom failed run.sqlite --rejected`")
-    [no_ledger, _] = operator.send_advice(summary, None)
+    [no_ledger, _] = ledger_views.send_advice(summary, None)
     assert "nothing keeps them" in no_ledger
     assert "--ledger" in no_ledger
-    assert operator.send_advice(summary_of(Outcome("acme:d", "delivered", 1)), None) == []
+    assert ledger_views.send_advice(summary_of(Outcome("acme:d", "delivered", 1)), None) == []
 
 
 def test_send_ending_with_rejected_events_prints_the_next_step(

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e_helpers import RAW_CONFIG, lines_of, run_cli, write_config, write_lines
+from e2e_helpers import RAW_CONFIG, invoke_cli, lines_of, write_config, write_lines
 
 COMMANDS = ("send", "check", "failed", "requeue", "explain", "report", "sandbox", "demo")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_is_plain_and_speaks_the_users_language(command: str) -> None:
-    shown = run_cli(command, "-h")
+    shown = invoke_cli(command, "-h")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("Usage: ")
     for placeholder in ("<bool>", "<str>", "{", "SPEC"):
@@ -21,7 +21,7 @@ def test_help_is_plain_and_speaks_the_users_language(command: str) -> None:
 
 
 def test_version() -> None:
-    shown = run_cli("--version")
+    shown = invoke_cli("--version")
     assert shown.returncode == 0
     assert shown.stdout.startswith("usercom ")
 
@@ -29,7 +29,7 @@ def test_version() -> None:
 def test_a_number_where_a_key_belongs_is_named_as_such(tmp_path: Path) -> None:
     events = write_lines(tmp_path / "e.jsonl", lines_of([{"type": "identify", "userId": "u"}]))
     config = write_config(tmp_path / "c.json", {**RAW_CONFIG, "apiKey": 12345})
-    result = run_cli("send", events, "--config", config)
+    result = invoke_cli("send", events, "--config", config)
     assert result.returncode == 2
     assert "apiKey must be a string" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -42,7 +42,7 @@ def test_ignored_mapping_entries_are_warned_about(tmp_path: Path) -> None:
     }
     config = write_config(tmp_path / "c.json", raw)
     events = write_lines(tmp_path / "e.jsonl", lines_of([{"type": "identify", "userId": "u"}]))
-    result = run_cli("send", events, "--config", config, "--dry-run")
+    result = invoke_cli("send", events, "--config", config, "--dry-run")
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 3, result.stderr
@@ -52,7 +52,7 @@ def test_ignored_mapping_entries_are_warned_about(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("port", ["70000", "-1"])
 def test_the_sandbox_refuses_a_port_it_cannot_have(port: str) -> None:
-    result = run_cli("sandbox", "--port", port, timeout=20)
+    result = invoke_cli("sandbox", "--port", port)
     assert result.returncode == 2
     assert "--port must be from 0 to 65535" in result.stderr
     assert "Traceback" not in result.stderr

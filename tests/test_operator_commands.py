@@ -1,12 +1,12 @@
-"""The operator's commands (DELIVERY §4) end to end, over real loopback sockets: `usercom
-explain` and `usercom report` read a ledger a real run wrote; `usercom send --dry-run --live`
-makes reads only and says per event what a real run would do."""
+"""The operator's commands (DELIVERY §4) end to end, in this process over real loopback sockets:
+`usercom explain` and `usercom report` read a ledger a real run wrote; `usercom send --dry-run
+--live` makes reads only and says per event what a real run would do. Only the commands that
+meet another process's lock run as processes of their own."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ from e2e_helpers import (
     API_KEY,
     RAW_CONFIG,
     SUBDOMAIN,
+    Finished,
+    invoke_cli,
     lines_of,
     read_outcomes,
     run_cli,
@@ -76,15 +78,17 @@ def run_seed(tmp_path: Path) -> Path:
     events = write_seed(tmp_path / "seed.jsonl")
     config = write_config(tmp_path / "config.json")
     with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=REJECT_ONE_TRACK)) as url:
-        first = run_cli("send", events, "--config", config, "--base-url", url, "--ledger", ledger)
+        first = invoke_cli(
+            "send", events, "--config", config, "--base-url", url, "--ledger", ledger
+        )
         assert first.returncode == 1, first.stdout + first.stderr
         page = write_lines(tmp_path / "page.jsonl", lines_of([PAGE]))
-        second = run_cli("send", page, "--config", config, "--base-url", url, "--ledger", ledger)
+        second = invoke_cli("send", page, "--config", config, "--base-url", url, "--ledger", ledger)
         assert second.returncode == 3, second.stdout + second.stderr
     return ledger
 
 
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+def one_line_error(result: Finished) -> str:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -95,7 +99,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_report_sums_up_the_ledger_and_says_what_to_do(tmp_path: Path) -> None:
     ledger = run_seed(tmp_path)
-    result = run_cli("report", ledger, "--json")
+    result = invoke_cli("report", ledger, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["app"] == SUBDOMAIN
@@ -130,7 +134,7 @@ def test_report_sums_up_the_ledger_and_says_what_to_do(tmp_path: Path) -> None:
     assert "3 rejected" in advice
     assert "--rejected" in advice
 
-    shown = run_cli("report", ledger)
+    shown = invoke_cli("report", ledger)
     assert shown.returncode == 0, shown.stderr
     assert table_value(shown.stdout, "delivered") == "3"
     assert table_value(shown.stdout, "pending") == "1"
@@ -141,8 +145,8 @@ def test_report_sums_up_the_ledger_and_says_what_to_do(tmp_path: Path) -> None:
 
 def test_explain_tells_one_events_story_with_or_without_the_app_prefix(tmp_path: Path) -> None:
     ledger = run_seed(tmp_path)
-    bare = run_cli("explain", "t0", "--ledger", ledger)
-    full = run_cli("explain", key("t0"), "--ledger", ledger)
+    bare = invoke_cli("explain", "t0", "--ledger", ledger)
+    full = invoke_cli("explain", key("t0"), "--ledger", ledger)
     assert bare.returncode == full.returncode == 0, bare.stderr + full.stderr
     assert bare.stdout == full.stdout
     text = bare.stdout
@@ -156,7 +160,7 @@ def test_explain_tells_one_events_story_with_or_without_the_app_prefix(tmp_path:
     assert '"messageId": "t0"' in text  # the original line
     assert "next      fix the event" in text
 
-    story = json.loads(run_cli("explain", "t0", "--ledger", ledger, "--json").stdout)
+    story = json.loads(invoke_cli("explain", "t0", "--ledger", ledger, "--json").stdout)
     assert story["key"] == key("t0")
     assert story["status"] == "rejected"
     assert story["position"] == 3
@@ -165,7 +169,7 @@ def test_explain_tells_one_events_story_with_or_without_the_app_prefix(tmp_path:
     assert json.loads(story["line"])["messageId"] == "t0"
 
     # The pending page: the run stopped on it; its requests and the way to resume.
-    page = run_cli("explain", "p0", "--ledger", ledger)
+    page = invoke_cli("explain", "p0", "--ledger", ledger)
     assert "status    pending" in page.stdout
     assert "-> 401  (key refused)" in page.stdout
     assert f"--ledger {ledger}" in page.stdout
@@ -174,7 +178,7 @@ def test_explain_tells_one_events_story_with_or_without_the_app_prefix(tmp_path:
 def test_explain_shows_an_unreadable_line_decoded_with_replacement(tmp_path: Path) -> None:
     ledger = run_seed(tmp_path)
     digest = hashlib.sha256(BAD_BYTES).hexdigest()
-    result = run_cli("explain", f"sha256:{digest[:12]}", "--ledger", ledger)  # a unique prefix
+    result = invoke_cli("explain", f"sha256:{digest[:12]}", "--ledger", ledger)  # a unique prefix
     assert result.returncode == 0, result.stderr
     assert f"event     {key('sha256:' + digest)}" in result.stdout
     assert 'line      \ufffd\ufffd{"type": "track"}' in result.stdout
@@ -183,16 +187,17 @@ def test_explain_shows_an_unreadable_line_decoded_with_replacement(tmp_path: Pat
 
 def test_explain_of_an_unknown_key_is_one_line_and_exit_2(tmp_path: Path) -> None:
     ledger = run_seed(tmp_path)
-    line = one_line_error(run_cli("explain", "nope", "--ledger", ledger))
+    line = one_line_error(invoke_cli("explain", "nope", "--ledger", ledger))
     assert "'nope'" in line
     assert f"usercom failed {ledger}" in line
     assert f"usercom report {ledger}" in line
-    ambiguous = one_line_error(run_cli("explain", "i", "--ledger", ledger))
+    ambiguous = one_line_error(invoke_cli("explain", "i", "--ledger", ledger))
     assert "give more of it" in ambiguous
 
 
 def test_report_and_explain_read_while_a_writer_holds_the_ledger(tmp_path: Path) -> None:
     ledger = run_seed(tmp_path)
+    # A lock another process holds: the commands run as processes of their own.
     with Ledger.open_writer(ledger, SUBDOMAIN):  # holds the writer lock, as a running send does
         busy = run_cli("send", tmp_path / "seed.jsonl", "--config", tmp_path / "config.json",
                        "--ledger", ledger)  # fmt: skip
@@ -209,9 +214,9 @@ def test_report_and_explain_read_while_a_writer_holds_the_ledger(tmp_path: Path)
 def test_report_and_explain_refuse_what_is_not_a_ledger(tmp_path: Path) -> None:
     other = tmp_path / "notes.txt"
     other.write_text("hello\n")
-    assert "not a ledger" in one_line_error(run_cli("report", other))
-    assert "not a ledger" in one_line_error(run_cli("explain", "k", "--ledger", other))
-    assert "does not exist" in one_line_error(run_cli("report", tmp_path / "missing.sqlite"))
+    assert "not a ledger" in one_line_error(invoke_cli("report", other))
+    assert "not a ledger" in one_line_error(invoke_cli("explain", "k", "--ledger", other))
+    assert "does not exist" in one_line_error(invoke_cli("report", tmp_path / "missing.sqlite"))
     assert other.read_text() == "hello\n"
 
 
@@ -224,7 +229,7 @@ def seed_sandbox(tmp_path: Path, url: str, config: Path) -> None:
         {"type": "identify", "userId": "u2", "traits": {"email": "u2@x.io"}},
         {"type": "group", "userId": "u2", "groupId": "g-old", "traits": {"name": "Old"}},
     ]
-    sent = run_cli(
+    sent = invoke_cli(
         "send", write_lines(tmp_path / "seed.jsonl", lines_of(seed)), "--config", config,
         "--base-url", url,
     )  # fmt: skip
@@ -260,7 +265,7 @@ def test_dry_run_live_reads_only_and_says_what_a_real_run_would_do(tmp_path: Pat
     with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
         seed_sandbox(tmp_path, url, config)
         before = sandbox_state(url)
-        result = run_cli(
+        result = invoke_cli(
             "send", events, "--config", config, "--base-url", url, "--dry-run", "--live",
             "--out", out, "--ledger", ledger,
         )  # fmt: skip
@@ -318,7 +323,7 @@ def test_dry_run_live_says_could_not_tell_when_reads_keep_failing(tmp_path: Path
     # The probe takes the first 503 (an outage is not a run-level fault), x1 the next three.
     forced = (ForcedStatus("/users-by-id/", 503, method="GET", times=4),)
     with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=forced)) as url:
-        result = run_cli(
+        result = invoke_cli(
             "send", events, "--config", config, "--base-url", url, "--dry-run", "--live",
             "--out", "-",
         )  # fmt: skip
@@ -334,7 +339,7 @@ def test_dry_run_live_stops_on_a_refused_key_with_exit_3(tmp_path: Path) -> None
     wrong = write_config(tmp_path / "wrong.json", {**RAW_CONFIG, "apiKey": "w" * 64})
     events = write_lines(tmp_path / "dry.jsonl", lines_of(dry_events()))
     with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        result = run_cli(
+        result = invoke_cli(
             "send", events, "--config", wrong, "--base-url", url, "--dry-run", "--live"
         )
         state = sandbox_state(url)
@@ -350,7 +355,7 @@ def test_live_without_dry_run_is_refused_before_any_request(tmp_path: Path) -> N
     config = write_config(tmp_path / "config.json")
     events = write_lines(tmp_path / "e.jsonl", lines_of(dry_events()))
     with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        result = run_cli("send", events, "--config", config, "--base-url", url, "--live")
+        result = invoke_cli("send", events, "--config", config, "--base-url", url, "--live")
         state = sandbox_state(url)
     line = one_line_error(result)
     assert "--live only works with --dry-run" in line

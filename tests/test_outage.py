@@ -190,7 +190,7 @@ def test_the_last_wait_ends_at_max_outage_not_after() -> None:
 
 
 def test_what_a_pause_probe_answer_means() -> None:
-    target = Target(BASE, API_KEY)
+    target = Target("https://acme.user.com", API_KEY)
     assert probe_verdict(Reply(404, {"detail": "Not found."}), target)[0] == "answered"
     assert probe_verdict(Reply(200, {"id": 1}), target)[0] == "answered"
     assert probe_verdict(Reply(429, None, 2.0), target)[0] == "answered"

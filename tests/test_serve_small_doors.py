@@ -131,7 +131,7 @@ def test_the_command_refuses_a_colon_key_in_one_line(tmp_path: Path) -> None:
 
 
 def test_write_keys_and_the_token_come_from_the_environment_or_a_file(tmp_path: Path) -> None:
-    from pipeline.cli.app import serve_secrets
+    from pipeline.cli.secrets import serve_secrets
 
     keys = tmp_path / "keys"
     keys.write_text("# one key a line\nwk-file-1\n\n  wk-file-2  \n", encoding="utf-8")

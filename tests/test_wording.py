@@ -331,7 +331,7 @@ def test_explain_labels_the_custom_id_event_routes_404_as_a_user_not_found_there
 
 
 def test_a_404_is_no_such_route_only_where_the_route_itself_is_missing() -> None:
-    from pipeline.cli.operator import gloss
+    from pipeline.cli.ledger_views import gloss
 
     base = "https://acme.user.com/api/public"
     assert gloss("POST", "404", f"{base}/events/") == "no such route"

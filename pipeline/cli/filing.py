@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from itertools import chain, repeat
 
 from pipeline.delivery.incoming import Incoming
-from pipeline.delivery.ledger import FINISHED, Ledger, Status
+from pipeline.delivery.ledger import FINISHED, Ledger
+from pipeline.delivery.lifecycle import filed_status
 from pipeline.delivery.outcome import Outcome
 
 PATIENCE_S = 60.0  # how long a stopped run keeps trying to file what it kept
@@ -31,8 +32,13 @@ TICK_S = 0.1  # how soon a signal ends the waiting
 def record_outcome(ledger: Ledger, item: Incoming, outcome: Outcome, *, commit: bool) -> None:
     """File one outcome. The event is stored again first when its row went with a
     transaction that a failed commit rolled back (events are batched until a commit)."""
-    status: Status = outcome.status  # type: ignore[assignment]  # never "planned" here
-    fields = (status, outcome.attempts, outcome.requests, outcome.error, outcome.warnings)
+    fields = (
+        filed_status(outcome.status),
+        outcome.attempts,
+        outcome.requests,
+        outcome.error,
+        outcome.warnings,
+    )
     try:
         ledger.record(outcome.key, *fields, commit=commit)
     except KeyError:

@@ -1,39 +1,33 @@
-"""The operator's commands (DELIVERY §4): `usercom explain`, `usercom report`, and what
-`usercom send --dry-run --live` does.
-
-`explain` and `report` only read the ledger (`Ledger.open_reader`: no lock, so they work while a
-run or the service writes it). The live dry run makes reads only (lookups) and walks each
-event's flow itself: every GET is sent for real, the first write (or the final request) is
-described and never sent.
+"""What `usercom send --dry-run --live` does (DELIVERY §4): it makes reads only (lookups) and
+walks each event's flow itself: every GET is sent for real, the first write (or the final
+request) is described and never sent. What the ledger commands show is in `ledger_views`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from typing import IO, Final
 
 import httpx
-from returns.result import Failure, Result, Success
+from returns.result import Failure, Success
 from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.checks import UsageError
+from pipeline.cli.ledger_views import printable
 from pipeline.core import steps
-from pipeline.core.answers import Answer, Reply, Unreachable
+from pipeline.core.answers import FAILING, Answer, Reply, Unreachable, meaning
 from pipeline.core.calls import Request, call
 from pipeline.core.compose import Job, job_of
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.flows import REFERENCE
-from pipeline.core.steps import Call, Step
 from pipeline.core.types import JSON, as_text, freeze
 from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, RunFault, probe_fault, run_fault
 from pipeline.delivery.incoming import (
@@ -44,439 +38,8 @@ from pipeline.delivery.incoming import (
     once_each,
     read_jsonl,
 )
-from pipeline.delivery.ledger import STATUSES, UNFINISHED, Ledger, Row
 from pipeline.delivery.outcome import Outcome, Summary
-from pipeline.runner import Target, send
-
-# -- showing stored text safely ---------------------------------------------------------------
-
-# Bidirectional overrides and isolates could make a line read differently than it is.
-_BIDI: Final = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A))
-
-
-def printable(text: str) -> str:
-    """`text` with control characters (and bidi overrides) escaped, so stored content can
-    never move the cursor, recolour the terminal or hide part of a line.
-
-    >>> printable("a\\x1b[31mb\\tc\\u202e")
-    'a\\\\x1b[31mb\\\\x09c\\\\u202e'
-    """
-    out: list[str] = []
-    for char in text:
-        code = ord(char)
-        if code < 0x20 or 0x7F <= code < 0xA0:
-            out.append(f"\\x{code:02x}")
-        elif code in _BIDI:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def shown_line(line: bytes) -> str:
-    """An original line as text: UTF-8, undecodable bytes replaced, control characters escaped."""
-    return printable(line.decode("utf-8", errors="replace"))
-
-
-# -- requests as stored: "METHOD URL -> answer" -----------------------------------------------
-
-_ID_AFTER: Final = frozenset({"users-by-id", "companies-by-id"})
-_NAMED: Final = frozenset({"users", "companies"})
-_NOT_IDS: Final = frozenset({"", "search", "update_or_create"})
-API_PREFIX: Final = "/api/public"
-
-
-def split_request(text: str) -> tuple[str, str, str]:
-    """(method, URL, answer) of a stored request.
-
-    >>> split_request("GET https://acme.user.com/api/public/users-by-id/u1/ -> 404")
-    ('GET', 'https://acme.user.com/api/public/users-by-id/u1/', '404')
-    """
-    head, arrow, answer = text.rpartition(" -> ")
-    if not arrow:
-        return "?", text, "?"
-    method, _, url = head.partition(" ")
-    return method, url, answer
-
-
-def template(url: str) -> str:
-    """A URL as its endpoint's template: no origin, no /api/public, ids as <id>, no query values.
-
-    >>> template("https://acme.user.com/api/public/users-by-id/a%2Fb/events/")
-    '/users-by-id/<id>/events/'
-    >>> template("https://acme.user.com/api/public/users/search/?email=a%40b.io")
-    '/users/search/?email='
-    >>> template("https://acme.user.com/api/public/companies/17/add_member/")
-    '/companies/<id>/add_member/'
-    >>> template("https://acme.user.com/api/public/users/update_or_create/")
-    '/users/update_or_create/'
-    """
-    parts = urlsplit(url)
-    path = parts.path
-    if path.startswith(API_PREFIX + "/"):
-        path = path[len(API_PREFIX) :]
-    segments = path.split("/")
-    if len(segments) > 2 and (
-        (segments[1] in _ID_AFTER and segments[2])
-        or (segments[1] in _NAMED and segments[2] not in _NOT_IDS)
-    ):
-        segments[2] = "<id>"
-    query = "&".join(f"{name}=" for name, _ in parse_qsl(parts.query, keep_blank_values=True))
-    return "/".join(segments) + (f"?{query}" if query else "")
-
-
-# Known from older docs: on it a 404 says the user is not found by that custom_id (or the
-# route is gone), and the delivery goes on with the lookup and POST /events/ (DELIVERY §3).
-CUSTOM_ID_EVENTS: Final = "/users-by-id/<id>/events/"
-
-
-def gloss(method: str, answer: str, url: str) -> str:
-    """What an answer means on its route, in a few words.
-
-    >>> gloss("GET", "404", "https://acme.user.com/api/public/users-by-id/u1/")
-    'not found'
-    >>> gloss("POST", "400", ""), gloss("POST", "timeout", "")
-    ('content refused', 'no answer (timeout)')
-    """
-    if not answer.isdigit():
-        return f"no answer ({answer})"
-    status = int(answer)
-    if 200 <= status < 300:
-        return "ok"
-    if status == 404:
-        return _not_found(method, template(url))
-    meanings = {401: "key refused", 403: "key refused", 429: "throttled"}
-    if status in meanings:
-        return meanings[status]
-    if status >= 500:
-        return "User.com failed"
-    if 400 <= status < 500:
-        return "content refused"
-    return "unexpected"
-
-
-def _not_found(method: str, route: str) -> str:
-    """A 404 names a missing route only where nothing but the route can be missing: a lookup
-    or a route with an id in it says that this id is not found there."""
-    if route == CUSTOM_ID_EVENTS:
-        return "user not found by this custom_id: falls back to the lookup"
-    if method == "GET" or "<id>" in route:
-        return "not found"
-    return "no such route"
-
-
-# -- usercom explain --------------------------------------------------------------------------
-
-MEANINGS: Final[Mapping[str, str]] = {
-    "delivered": "delivered: the final request got a 2xx; a re-run skips it while it is unchanged",
-    "rejected": "rejected: it can never succeed as it is; a re-run skips it while it is unchanged",
-    "failed": "failed: retryable trouble outlasted the retries; a re-run tries it again, first",
-    "held": "held: not attempted, an earlier event of its user did not finish; a re-run tries it",
-    "pending": "pending: stored, not finished (the run stopped first); a re-run tries it",
-}
-
-
-def find_event(book: Ledger, key: str) -> Row:
-    """The event named by `key`: its full key, the key without the app prefix, or a prefix of
-    one key (a sha256 key is long). UsageError (one line) when none or several match."""
-    row = book.find(key)
-    if row is not None:
-        return row
-    candidates = book.keys_starting(key, 2)
-    if not candidates and not key.startswith(f"{book.app}:"):
-        candidates = book.keys_starting(f"{book.app}:{key}", 2)
-    if len(candidates) == 1:
-        found = book.get(candidates[0])
-        if found is not None:
-            return found
-    where = book.path
-    if len(candidates) > 1:
-        raise UsageError(
-            f"several events of ledger {where} have keys starting with {printable(key)!r} "
-            f"(e.g. {printable(candidates[0])!r}, {printable(candidates[1])!r}): give more of it"
-        )
-    raise UsageError(
-        f"no event {printable(key)!r} in ledger {where}: list unfinished events with "
-        f"`usercom failed {where}`, rejected ones with `usercom failed {where} --rejected`, "
-        f"or see `usercom report {where}`"
-    )
-
-
-# -- usercom requeue --------------------------------------------------------------------------
-
-_FINISHED_FLAGS: Final[Mapping[str, str]] = {
-    "delivered": "--delivered (User.com gets it a second time)",
-    "rejected": "--rejected (edit and send it instead, if its content is the problem)",
-}
-
-
-def check_requeue(keys: list[str] | None, *, delivered: bool) -> None:
-    """`--delivered` only with named keys: UsageError (exit 2) otherwise."""
-    if delivered and not keys:
-        raise UsageError(
-            "--delivered sends delivered events again: name them (KEY...); it never applies "
-            "to a whole ledger"
-        )
-
-
-def requeue_keys(book: Ledger, keys: list[str], *, rejected: bool, delivered: bool) -> list[str]:
-    """The full keys of the events named, matched as `explain` matches them. UsageError (one
-    line, before anything changes) for an unknown key, or a finished event whose flag is
-    missing: requeueing it sends it again."""
-    allowed = {"delivered": delivered, "rejected": rejected}
-    found: list[str] = []
-    for key in keys:
-        row = find_event(book, key)
-        if not allowed.get(row.status, True):
-            raise UsageError(
-                f"event {printable(row.key)!r} is {row.status}: requeueing it sends it again; "
-                f"add {_FINISHED_FLAGS[row.status]}"
-            )
-        found.append(row.key)
-    return found
-
-
-def pending_again(count: int) -> str:
-    """What requeue says it did.
-
-    >>> pending_again(1), pending_again(2)
-    ('1 event is pending again', '2 events are pending again')
-    """
-    return f"{count} event is pending again" if count == 1 else f"{count} events are pending again"
-
-
-def next_step(row: Row, ledger: str) -> str:
-    match row.status:
-        case "delivered":
-            return "nothing to do"
-        case "rejected" if row.attempts == 0:
-            # Never sent (unreadable, invalid, too big): as it is, it fails the same way again.
-            return (
-                f"edit the event and send it again (`usercom failed {ledger} --rejected` exports "
-                "the rejected lines): unchanged, it can never be sent"
-            )
-        case "rejected":
-            return (
-                f"fix the event and send it again (`usercom failed {ledger} --rejected` exports "
-                f"the rejected lines), or try it again as it is (once the user exists, say): "
-                f"`usercom requeue {ledger} {printable(row.key)} --rejected`, then re-run `send` "
-                f"with --ledger {ledger}, or start `usercom serve` again (stop it before the "
-                "requeue)"
-            )
-        case _:
-            return (
-                f"re-run `usercom send EVENTS --config CONFIG --ledger {ledger}` (it takes the "
-                f"unfinished events first; a `usercom serve` ledger retries them by itself), or "
-                f"export them with `usercom failed {ledger}`"
-            )
-
-
-def _when(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def story(book: Ledger, row: Row) -> list[str]:
-    """One event's story as lines of text (everything stored is escaped for the terminal)."""
-    ledger = str(book.path)
-    lines = [
-        f"event     {printable(row.key)}",
-        f"ledger    {ledger} (app {book.app})",
-        f"status    {MEANINGS.get(row.status, row.status)}",
-        f"position  {row.position}",
-        f"attempts  {row.attempts}",
-        f"updated   {_when(book.updated_at(row.key))}",
-    ]
-    if row.requests:
-        lines.append(f"requests  {len(row.requests)}, in order (of the run that filed it):")
-        for number, text in enumerate(row.requests, 1):
-            method, url, answer = split_request(text)
-            lines.append(f"  {number}. {printable(text)}  ({gloss(method, answer, url)})")
-    else:
-        lines.append("requests  none")
-    lines.append(f"error     {printable(row.error) if row.error is not None else 'none'}")
-    if row.warnings:
-        lines.append(f"warnings  {len(row.warnings)}:")
-        lines.extend(f"  - {printable(warning)}" for warning in row.warnings)
-    else:
-        lines.append("warnings  none")
-    lines.append(f"line      {shown_line(row.line)}")
-    lines.append(f"next      {next_step(row, ledger)}")
-    return lines
-
-
-def story_json(book: Ledger, row: Row) -> dict[str, Any]:
-    return {
-        "key": row.key,
-        "status": row.status,
-        "position": row.position,
-        "attempts": row.attempts,
-        "updated": book.updated_at(row.key),
-        "requests": list(row.requests),
-        "error": row.error,
-        "warnings": list(row.warnings),
-        "line": row.line.decode("utf-8", errors="replace"),
-    }
-
-
-# -- usercom report ---------------------------------------------------------------------------
-
-TOP_ERRORS: Final = 5
-
-
-@dataclass(slots=True)
-class Report:
-    """Everything a ledger holds, summed up (one consistent read)."""
-
-    ledger: str
-    app: str
-    counts: dict[str, int]
-    errors: list[tuple[str, int]]
-    calls: Counter[tuple[str, str, str]]  # (method, template, answer) -> count
-    oldest: Row | None
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def unfinished(self) -> int:
-        return sum(self.counts[status] for status in UNFINISHED)
-
-    @property
-    def api_calls(self) -> int:
-        return sum(self.calls.values())
-
-    def advice(self) -> list[str]:
-        """What to do next."""
-        ledger = self.ledger
-        words: list[str] = []
-        if self.unfinished:
-            oldest = self.oldest
-            since = (
-                f" (oldest: position {oldest.position}, {oldest.status})"
-                if oldest is not None
-                else ""
-            )
-            words.append(
-                f"{self.unfinished} unfinished{since}: re-run `usercom send EVENTS --config "
-                f"CONFIG --ledger {ledger}` (it takes them first, in order; `usercom serve` "
-                f"retries its own), or export them with `usercom failed {ledger}`"
-            )
-        if self.counts["rejected"]:
-            words.append(rejected_advice(self.counts["rejected"], ledger))
-        if not words:
-            words.append(
-                "nothing to do: every event is delivered"
-                if self.total
-                else "nothing to do: the ledger holds no events"
-            )
-        return words
-
-    def as_json(self) -> dict[str, Any]:
-        oldest = self.oldest
-        return {
-            "ledger": self.ledger,
-            "app": self.app,
-            "events": self.total,
-            "counts": self.counts,
-            "errors": [{"error": error, "count": count} for error, count in self.errors],
-            "api_calls": self.api_calls,
-            "calls": [
-                {"method": method, "endpoint": path, "answer": answer, "count": count}
-                for (method, path, answer), count in sorted(self.calls.items())
-            ],
-            "oldest_unfinished": None
-            if oldest is None
-            else {"key": oldest.key, "position": oldest.position, "status": oldest.status},
-            "next": self.advice(),
-        }
-
-    def tables(self) -> list[Table]:
-        title = f"usercom report: {self.ledger} (app {self.app})"
-        # As wide as the title (as the terminal allows): rich wraps a title to its table's width,
-        # which would cut the ledger's path mid-name; wrapped at the terminal it breaks at spaces.
-        events = Table(title=title, min_width=len(title))
-        events.add_column("measure")
-        events.add_column("value", justify="right")
-        for status in STATUSES:
-            events.add_row(status, str(self.counts[status]))
-        events.add_row("events", str(self.total))
-        oldest = self.oldest
-        events.add_row(
-            "oldest unfinished",
-            "none" if oldest is None else f"position {oldest.position} ({oldest.status})",
-        )
-        if oldest is not None:
-            events.add_row("  its key", Text(printable(oldest.key)))
-        tables = [events]
-        if self.errors:
-            errors = Table(title=f"most common errors (top {TOP_ERRORS})")
-            errors.add_column("count", justify="right")
-            errors.add_column("error")
-            for error, count in self.errors:
-                errors.add_row(str(count), Text(printable(error)))
-            tables.append(errors)
-        calls = Table(title=f"API calls stored ({self.api_calls}, the last run of each event)")
-        calls.add_column("endpoint")
-        calls.add_column("answer")
-        calls.add_column("count", justify="right")
-        for (method, path, answer), count in sorted(self.calls.items()):
-            calls.add_row(Text(printable(f"{method} {path}")), answer, str(count))
-        tables.append(calls)
-        return tables
-
-
-def rejected_advice(count: int, ledger: str) -> str:
-    return (
-        f"{count} rejected: `usercom failed {ledger} --rejected` exports them to fix and send "
-        f"again; `usercom explain KEY --ledger {ledger}` tells one event's story"
-    )
-
-
-def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
-    """What to do after a `send` that left events unfinished (exit 4) or rejected (exit 1),
-    as `report` says it; nothing after a clean run."""
-    words: list[str] = []
-    if summary.unfinished:
-        if ledger is not None:
-            words.append(
-                f"{summary.unfinished} failed or held: re-run the same command (`usercom send "
-                f"EVENTS --config CONFIG --ledger {ledger}`): it takes them first, in order; "
-                f"`usercom explain KEY --ledger {ledger}` tells one event's story"
-            )
-        else:
-            words.append(
-                f"{summary.unfinished} failed or held, and without --ledger nothing keeps them "
-                "(--out, if given, lists them by status): next time give --ledger FILE, so "
-                "that a re-run sends only what is unfinished"
-            )
-    if summary.rejected:
-        if ledger is not None:
-            words.append(rejected_advice(summary.rejected, str(ledger)))
-        else:
-            words.append(
-                f"{summary.rejected} rejected: the errors above (and --out) say why; fix those "
-                "events before sending them again"
-            )
-    return words
-
-
-def build_report(book: Ledger) -> Report:
-    """The report of a ledger opened read-only, from one consistent snapshot of it."""
-    with book.snapshot():
-        counts = book.counts()
-        errors = book.error_counts(TOP_ERRORS)
-        calls: Counter[tuple[str, str, str]] = Counter()
-        for requests in book.request_logs():
-            for text in requests:
-                method, url, answer = split_request(text)
-                calls[(method, template(url), answer)] += 1
-        oldest = book.oldest_unfinished()
-    return Report(str(book.path), book.app, counts, errors, calls, oldest)
-
+from pipeline.runner import Target, drive, send
 
 # -- usercom send --dry-run --live ------------------------------------------------------------
 
@@ -553,7 +116,16 @@ def describe(request: Request, made: Mapping[str, int]) -> tuple[str, str]:
 
 
 def _retryable(answer: Answer) -> bool:
-    return isinstance(answer, Unreachable) or answer.status == 429 or answer.status >= 500
+    return meaning(answer) in FAILING or meaning(answer) == "throttled"
+
+
+class _Write(Exception):
+    """Raised by the live dry run's send at the first write: it is described, never sent."""
+
+    def __init__(self, request: Request, warnings: tuple[str, ...]) -> None:
+        super().__init__(request.name)
+        self.request = request
+        self.warnings = warnings
 
 
 @dataclass(slots=True)
@@ -639,19 +211,22 @@ class LivePlanner:
         """Walk the event's flow: GETs for real, then describe the first write."""
         log: list[str] = []
         relies: dict[int, str] = {}
-        step: Result[Step, PipelineError] = Success(job.step)
-        while True:
-            match step:
-                case Success(Call(request=request) as reading) if request.method == "GET":
-                    step = reading.then(self.answer(request, log, relies))
-                case Success(Call(request=request)):
-                    return self._write(request, position, log, relies, ())
-                case Success(steps.Final(request=request, warnings=warnings)):
-                    return self._write(request, position, log, relies, warnings)
-                case Failure(error):
-                    return self._failure(error, log, relies)
-                case _:
-                    return Prediction(COULD_NOT_TELL, COULD_NOT_TELL, tuple(log))
+
+        def read_only(request: Request) -> Answer:
+            if request.method != "GET":
+                raise _Write(request, ())
+            return self.answer(request, log, relies)
+
+        def describe_final(final: steps.Final) -> Answer:
+            raise _Write(final.request, final.warnings)
+
+        try:
+            delivered = drive(Success(job.step), read_only, describe_final)
+        except _Write as write:
+            return self._write(write.request, position, log, relies, write.warnings)
+        if isinstance(delivered, Failure):
+            return self._failure(delivered.failure(), log, relies)
+        return Prediction(COULD_NOT_TELL, COULD_NOT_TELL, tuple(log))
 
     def _write(
         self,
@@ -726,7 +301,7 @@ def live_dry_run(
     """
     result = LiveRun()
     summary = result.summary
-    target = Target.of(cfg, f"{origin}/api/public" if origin else None)
+    target = Target.of(cfg, origin)
     started = time.monotonic()
     with (
         contextlib.ExitStack() as stack,
@@ -810,13 +385,4 @@ def iter_progress(every: float, say: Callable[[str], None]) -> Callable[[int], N
     return tick
 
 
-__all__ = [
-    "LiveRun",
-    "Report",
-    "build_report",
-    "find_event",
-    "kinds_table",
-    "live_dry_run",
-    "story",
-    "story_json",
-]
+__all__ = ["LiveRun", "kinds_table", "live_dry_run"]

@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.cli.filing import Filing, refile_kept, stop_when_refused
+from pipeline.cli.plain import plain
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.incoming import (
@@ -227,7 +228,7 @@ def progress_line(
     )
     if c["pending"]:
         line += f", pending {c['pending']} (not finished)"
-    return line if pause is None else f"{line}; {pause_words(pause, max_outage)}"
+    return line if pause is None else f"{line}; {plain(pause_words(pause, max_outage))}"
 
 
 class StatusColumn(ProgressColumn):
@@ -237,13 +238,13 @@ class StatusColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         pause = task.fields.get("pause")
         if pause:
-            return Text(str(pause), style="yellow")
+            return Text(plain(str(pause)), style="yellow")
         status = task.fields.get("status")
-        return status if isinstance(status, Text) else Text(str(status or ""))
+        return status if isinstance(status, Text) else Text(plain(str(status or "")))
 
 
 def problem_text(outcome: Outcome) -> Text:
-    return Text(f"{outcome.status}: {outcome.key}", style="red")
+    return Text(f"{outcome.status}: {plain(outcome.key)}", style="red")
 
 
 def send_progress(err: Console) -> Progress:
@@ -311,7 +312,7 @@ def _run_send(
     control = Control()
 
     def say(words: str) -> None:
-        err.print(words, highlight=False, markup=False)
+        err.print(plain(words), highlight=False, markup=False)
 
     def cannot_commit(problem: str) -> None:
         control.stop(f"the ledger cannot commit ({problem})")
@@ -463,12 +464,12 @@ def summary_table(summary: Summary, title: str) -> Table:
     table.add_row("API calls", str(summary.api_calls))
     table.add_row("API calls per event sent", f"{summary.calls_per_event:.2f}")
     for call, count in sorted(summary.calls.items()):
-        table.add_row(f"  {call}", str(count))
+        table.add_row(Text(f"  {plain(call)}"), str(count))
     table.add_row("time", f"{summary.seconds:.2f} s")
     if summary.rate is not None:
         table.add_row("events sent per second", f"{summary.rate:.0f}")
     for status, error, count in summary.top_errors(3):
-        table.add_row(f"error, {status} (x{count})", Text(error[:120]))  # never rich markup
+        table.add_row(f"error, {status} (x{count})", Text(plain(error[:120])))  # never markup
     return table
 
 
@@ -479,7 +480,10 @@ def broken_input_words(broken: str, has_ledger: bool) -> str:
         if has_ledger
         else "send the rest again"
     )
-    return f"error: {broken}: the events before the break were handled; fix the input and {again}"
+    return (
+        f"error: {plain(broken)}: the events before the break were handled; "
+        f"fix the input and {again}"
+    )
 
 
 def final_words(summary: Summary, tally: Tally, has_ledger: bool) -> list[str]:
@@ -488,7 +492,7 @@ def final_words(summary: Summary, tally: Tally, has_ledger: bool) -> list[str]:
     if summary.broken_input:
         words.append(broken_input_words(summary.broken_input, has_ledger))
     if summary.fault is not None:
-        words.append(f"error: {summary.fault}")
+        words.append(f"error: {plain(summary.fault)}")
     stopped = "interrupted:" if tally.signal is not None else None
     if stopped is None and tally.out_closed:
         stopped = f"stopped: {OUT_CLOSED};"

@@ -40,6 +40,55 @@ class Unreachable:
 
 Answer = Reply | Unreachable
 
+# What an answer says, in the one set of words the engine, the run-level faults and the
+# operator views share (DELIVERY §2, §3).
+Kind = Literal[
+    "ok",  # 2xx
+    "redirect",  # 3xx: the URL is wrong
+    "refused",  # 401/403: the key is refused
+    "not found",  # 404
+    "throttled",  # 429
+    "client error",  # another 4xx: this request's content
+    "server error",  # 5xx
+    "odd",  # a status User.com does not give (1xx)
+    "timeout",  # sent, no answer in time
+    "lost",  # the connection broke mid-request
+    "unreachable",  # no connection was ever made: the host cannot be reached
+]
+# Trouble an outage is made of (DELIVERY §3) and a retry may outlast (§2 `failed`).
+FAILING: frozenset[Kind] = frozenset({"server error", "timeout", "lost", "unreachable"})
+# httpx's names for a request that never reached a connected host.
+_NEVER_CONNECTED = frozenset({"ConnectError", "ConnectTimeout"})
+
+
+def meaning(answer: Answer) -> Kind:
+    """What `answer` says: the one reading every layer above the flows uses.
+
+    >>> meaning(Reply(404)), meaning(Unreachable("timeout", "ConnectTimeout"))
+    ('not found', 'unreachable')
+    """
+    if isinstance(answer, Unreachable):
+        if answer.detail in _NEVER_CONNECTED:
+            return "unreachable"
+        return "timeout" if answer.reason == "timeout" else "lost"
+    return _status_kind(answer.status)
+
+
+def _status_kind(status: int) -> Kind:
+    if 200 <= status < 300:
+        return "ok"
+    if 300 <= status < 400:
+        return "redirect"
+    if status in (401, 403):
+        return "refused"
+    if status == 404:
+        return "not found"
+    if status == 429:
+        return "throttled"
+    if 400 <= status < 500:
+        return "client error"
+    return "server error" if status >= 500 else "odd"
+
 
 def _said(body: JSON) -> str:
     """User.com's own short message, when its body carries one."""

@@ -37,6 +37,10 @@ def mask(secret: str) -> str:
     return f"…({len(secret)} chars)"
 
 
+# Where User.com's public API lives on an app's origin: the one place the path is written.
+API_PATH = "/api/public"
+
+
 @dataclass(frozen=True, slots=True)
 class EventRule:
     """One `userEvents` entry: a RudderStack event renamed, with its property renames."""
@@ -57,8 +61,12 @@ class Config:
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
     @property
+    def origin(self) -> str:
+        return f"https://{self.subdomain}.user.com"
+
+    @property
     def base_url(self) -> str:
-        return f"https://{self.subdomain}.user.com/api/public"
+        return self.origin + API_PATH
 
     def __repr__(self) -> str:
         return (

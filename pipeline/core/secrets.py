@@ -4,16 +4,48 @@ An answer that quotes the API key cut short (a proxy's error page, a gateway tha
 first 40 characters of the Authorization header) leaks most of it just as surely as a whole
 echo. So every stretch of `SECRET_RUN` or more consecutive characters of the key is blanked;
 shorter stretches are left, since any text shares a few characters with any key by chance.
+
+A gateway may also show the key encoded: base64 (Basic auth, a logged header), hex, upper or
+lower case, reversed. Each such form of the key is blanked by the same rule (`key_forms`).
 """
 
 from __future__ import annotations
 
+import base64
+
 SECRET_RUN = 16
 
 
-def blank_runs(text: str, secret: str, marker: str, run: int = SECRET_RUN) -> str:
+def key_forms(secret: str) -> tuple[str, ...]:
+    """`secret` and the forms a gateway may show it in: upper and lower case, reversed, hex
+    (lower and upper case), and base64, standard and URL-safe, at each of the three places
+    the key can start within the bytes encoded ("u:KEY" in Basic auth shifts it off the 3-byte
+    grid). Unpadded base64 is a piece of the padded form, so it is blanked with it.
+
+    >>> key_forms("abcdef")[:4]
+    ('abcdef', 'ABCDEF', 'fedcba', '616263646566')
+    >>> [form for form in key_forms("abcdef") if form.startswith("YW")]
+    ['YWJjZGVm']
+    """
+    raw = secret.encode("utf-8", errors="surrogatepass")
+    forms = [secret, secret.upper(), secret.lower(), secret[::-1], raw.hex(), raw.hex().upper()]
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for shift, mixed in ((0, 0), (1, 2), (2, 3)):
+            # `shift` bytes before the key: the first `mixed` characters hold their bits too.
+            forms.append(encode(bytes(shift) + raw).decode("ascii")[mixed:])
+    return tuple(dict.fromkeys(form for form in forms if form))
+
+
+def blank_runs(
+    text: str,
+    secret: str,
+    marker: str,
+    run: int = SECRET_RUN,
+    forms: tuple[str, ...] | None = None,
+) -> str:
     """`text` with every stretch of at least `run` consecutive characters of `secret` (all of
-    it when it is shorter) replaced by `marker`.
+    it when it is shorter), or of any of its `key_forms`, replaced by `marker`. A caller
+    blanking many strings passes `forms` (`key_forms(secret)`) worked out once.
 
     >>> key = "0123456789abcdefghijKLMNOPQRSTUV"
     >>> blank_runs("token 0123456789abcdefghij... was refused", key, "<apiKey>")
@@ -22,11 +54,15 @@ def blank_runs(text: str, secret: str, marker: str, run: int = SECRET_RUN) -> st
     'x # y 0123456789ab'
     >>> blank_runs("nothing to see", "", "#")
     'nothing to see'
+    >>> blank_runs("Basic " + base64.b64encode(b"u:" + key.encode()).decode(), key, "#")
+    'Basic dTo#'
     """
-    need = min(run, len(secret))
-    if need == 0 or len(text) < need:
+    if not secret or len(text) < min(run, len(secret)):
         return text
-    spans = _merged(_stretches(text, secret, need))
+    shown = key_forms(secret) if forms is None else forms
+    spans = _merged(_all_stretches(text, shown, run))
+    if not spans:
+        return text
     kept: list[str] = []
     done = 0
     for low, high in spans:
@@ -34,6 +70,23 @@ def blank_runs(text: str, secret: str, marker: str, run: int = SECRET_RUN) -> st
         done = high
     kept.append(text[done:])
     return "".join(kept)
+
+
+# Joins the forms of a key so that one scan finds a piece of any of them. A stretch of text
+# across it would be the end of one form, NUL, the start of another: blanking that too is
+# no loss.
+_APART = "\x00"
+
+
+def _all_stretches(text: str, forms: tuple[str, ...], run: int) -> list[tuple[int, int]]:
+    if all(len(form) >= run and _APART not in form for form in forms):
+        return _stretches(text, _APART.join(forms), run)
+    found: list[tuple[int, int]] = []
+    for form in forms:  # a key shorter than `run`: each form is blanked only whole
+        need = min(run, len(form))
+        if len(text) >= need:
+            found += _stretches(text, form, need)
+    return found
 
 
 def _longest_from(text: str, start: int, secret: str) -> int:

@@ -32,7 +32,7 @@ from tenacity import (
 )
 
 from pipeline.core import errors
-from pipeline.core.answers import Answer, Reply, answer_error
+from pipeline.core.answers import FAILING, Answer, Reply, answer_error, meaning
 from pipeline.core.calls import Request
 from pipeline.core.compose import Job
 from pipeline.core.config import Config
@@ -83,7 +83,7 @@ COMPANY_WRITES = frozenset({"create_company", "update_company"})
 
 def _user_com_failed(answer: Answer) -> bool:
     """A 5xx, a timeout or a lost connection: what an outage is made of."""
-    return not isinstance(answer, Reply) or answer.status >= 500
+    return meaning(answer) in FAILING
 
 
 class Stopped(Exception):
@@ -129,8 +129,7 @@ class _Run:
         # Lanes with a failed or held event in this run, and the key that holds them.
         self.blocked: dict[str, str] = {}
         self.options = options
-        origin = options.base_url.rstrip("/") + "/api/public" if options.base_url else None
-        self.target = Target.of(cfg, origin)
+        self.target = Target.of(cfg, options.base_url)
         self.pacer = app.pacer
         self.cache = app.cache
         self.outage = app.outage
@@ -169,7 +168,7 @@ class _Run:
         self.summary.api_calls += 1
         got = answer.status if isinstance(answer, Reply) else answer.reason
         self.summary.calls[f"probe {got}"] += 1
-        if isinstance(answer, Reply) and answer.status == 429:
+        if isinstance(answer, Reply) and meaning(answer) == "throttled":
             self.pacer.too_many(answer.retry_after)
         return answer
 
@@ -234,7 +233,7 @@ class _Run:
             fault = run_fault(request, answer, self.target)
             if fault is not None:
                 raise self._fault(fault)
-            if isinstance(answer, Reply) and answer.status == 429:
+            if isinstance(answer, Reply) and meaning(answer) == "throttled":
                 self.pacer.too_many(answer.retry_after)
                 if resends < self.options.max_resends and self.control.reason is None:
                     resends += 1
@@ -295,22 +294,19 @@ class _Run:
     async def _attempt_flow(
         self, step: Step, ask: Callable[[Request], Awaitable[Answer]], log: list[str]
     ) -> Attempt:
-        flow = step
-        while True:
-            finished = await adrive(Success(flow), ask)
-            match finished:
-                case Success(Final() as final):
-                    answer = await self.send(final.request, log)
-                    if isinstance(answer, Reply) and 200 <= answer.status < 300:
-                        return Success(final)
-                    if isinstance(answer, Reply) and answer.status == 404 and final.fallback:
-                        flow = final.fallback
-                        continue
-                    error = answer_error(answer, "delivering the event")
-                    return Failure(scrub(error, self.target))
-                case Failure(error):
-                    return Failure(scrub(error, self.target))
-            return finished
+        """The delivery conversation with the engine's policy: reads through `ask` (the cache,
+        a company's turn), the final request straight out, paced and counted (`send`)."""
+
+        async def send_final(final: Final) -> Answer:
+            return await self.send(final.request, log)
+
+        delivered = await adrive(Success(step), ask, send_final)
+        if isinstance(delivered, Failure):
+            return Failure(scrub(delivered.failure(), self.target))
+        final, answer = delivered.unwrap()
+        if meaning(answer) == "ok":
+            return Success(final)
+        return Failure(scrub(answer_error(answer, "delivering the event"), self.target))
 
     def wait(self, state: RetryCallState) -> float:
         """Exponential backoff with jitter, never sooner than Retry-After, capped."""

@@ -13,7 +13,7 @@ from typing import Literal
 
 import httpx
 
-from pipeline.core.answers import Answer, Reply, Unreachable
+from pipeline.core.answers import Answer, Kind, Reply, Unreachable, meaning
 from pipeline.core.calls import Request, call
 from pipeline.core.config import Config
 from pipeline.runner import Target, asend
@@ -21,35 +21,33 @@ from pipeline.runner import Target, asend
 # A custom id no real user has: the probe expects "not found" (or, rarely, a user).
 PROBE_SUBJECT = "usercom-pipeline-probe"
 RESUME = "nothing was filed as finished; re-run with the same --ledger when fixed"
+# Answers that stop a run whatever was asked: the key refused, the URL redirected.
+_STOPS: frozenset[Kind] = frozenset({"refused", "redirect"})
 
 
 class RunFault(Exception):
     """The run must stop: the message names the cause and the fix."""
 
 
-def _origin(target: Target) -> str:
-    return target.base_url.removesuffix("/api/public")
-
-
 def run_fault(request: Request, answer: Answer, target: Target) -> str | None:
     """The run-level fault an answer shows, if it shows one (DELIVERY §3)."""
     if not isinstance(answer, Reply):
         return None
-    status = answer.status
-    if status in (401, 403):
+    status, kind = answer.status, meaning(answer)
+    if kind == "refused":
         return (
-            f"User.com refused the API key ({status}) at {_origin(target)}: check apiKey "
+            f"User.com refused the API key ({status}) at {target.origin}: check apiKey "
             f"(and appSubdomain); {RESUME}"
         )
-    if 300 <= status < 400:
+    if kind == "redirect":
         return (
-            f"{_origin(target)} answered a redirect ({status}) to {request.method} "
+            f"{target.origin} answered a redirect ({status}) to {request.method} "
             f"{request.readable_path()}: the URL is wrong, check --base-url and appSubdomain; "
             f"{RESUME}"
         )
-    if status == 404 and request.endpoint.collection:
+    if kind == "not found" and request.endpoint.collection:
         return (
-            f"{_origin(target)} has no {request.method} {request.readable_path()} (404), which "
+            f"{target.origin} has no {request.method} {request.readable_path()} (404), which "
             f"every User.com app has: the URL is wrong, check --base-url and appSubdomain; "
             f"{RESUME}"
         )
@@ -65,14 +63,14 @@ def outage_fault(seconds: float) -> str:
 
 def probe_fault(answer: Answer, target: Target) -> str | None:
     """Whether the probe got an answer from User.com: a JSON object, found or not found."""
-    origin = _origin(target)
+    origin = target.origin
     match answer:
         case Unreachable(reason=reason, detail=detail):
             return (
                 f"User.com could not be reached at {origin} ({reason}: {detail}): check "
                 f"--base-url, appSubdomain and the network; {RESUME}"
             )
-        case Reply(status=status) if status in (401, 403) or 300 <= status < 400:
+        case Reply() if meaning(answer) in _STOPS:
             request = call("user_by_id", PROBE_SUBJECT)
             return run_fault(request, answer, target)
         case Reply(status=status, body=body) if status in (200, 404):
@@ -82,7 +80,7 @@ def probe_fault(answer: Answer, target: Target) -> str | None:
                 f"{origin} answered {status} with a body that is not User.com's JSON: check "
                 f"--base-url and appSubdomain; {RESUME}"
             )
-        case Reply(status=status) if status == 429 or status >= 500:
+        case Reply() if meaning(answer) in ("throttled", "server error"):
             return None  # User.com answered; throttling and outages are handled per request
         case Reply(status=status):
             return (
@@ -102,9 +100,9 @@ def probe_verdict(answer: Answer, target: Target) -> tuple[ProbeVerdict, str]:
     "failed": no User.com answer (a 5xx, a timeout, a lost connection, a body that is not
     User.com's JSON, as a proxy's error page is): the outage goes on.
     """
-    origin = _origin(target)
+    origin = target.origin
     match answer:
-        case Reply(status=status) if status in (401, 403) or 300 <= status < 400:
+        case Reply() if meaning(answer) in _STOPS:
             return "fault", run_fault(call("user_by_id", PROBE_SUBJECT), answer, target) or ""
         case Reply(status=429):
             return "answered", ""
@@ -144,6 +142,6 @@ async def probe(target: Target, transport: httpx.AsyncBaseTransport) -> str | No
 
 async def check_app(cfg: Config, origin: str | None = None) -> str | None:
     """`usercom check`: the probe over a fresh connection; the fault it shows, or None."""
-    target = Target.of(cfg, f"{origin}/api/public" if origin else None)
+    target = Target.of(cfg, origin)
     async with httpx.AsyncHTTPTransport() as transport:
         return await probe(target, transport)

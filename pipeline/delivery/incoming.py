@@ -27,6 +27,7 @@ from pipeline.core.compose import Job, prepare_message
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.flows import DELIVERY
+from pipeline.core.messages import EVENT_TOO_DEEP
 
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
@@ -361,14 +362,13 @@ def incoming(cfg: Config, position: int, line: bytes, max_event: int | None = No
         message, suspect = loads(text)
     except (ValueError, RecursionError) as error:
         digest = _sha256(line)
-        return Incoming(
-            f"{app}:sha256:{digest}",
-            position,
-            None,
-            digest,
-            line,
-            f"line is not JSON: {str(error)[:200]}",
+        # Too deep for `json.loads` is what the core says of one too deep for it: one reason.
+        why = (
+            EVENT_TOO_DEEP
+            if isinstance(error, RecursionError)
+            else f"line is not JSON: {str(error)[:200]}"
         )
+        return Incoming(f"{app}:sha256:{digest}", position, None, digest, line, why)
     if not isinstance(message, Mapping):
         digest = _sha256(line)
         return Incoming(

@@ -48,7 +48,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, cast
+
+from pipeline.delivery.lifecycle import FINISHED, STATUSES, UNFINISHED, Status
 
 __all__ = [
     "FINISHED",
@@ -63,11 +65,6 @@ __all__ = [
     "ledger_files",
     "sqlite_errors_as_ledger_errors",
 ]
-
-Status = Literal["pending", "delivered", "rejected", "failed", "held"]
-STATUSES: Final[tuple[Status, ...]] = ("pending", "delivered", "rejected", "failed", "held")
-UNFINISHED: Final[tuple[Status, ...]] = ("pending", "failed", "held")
-FINISHED: Final[tuple[Status, ...]] = ("delivered", "rejected")
 
 KIND: Final = "usercom-ledger"
 VERSION: Final = "2"

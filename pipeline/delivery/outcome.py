@@ -5,15 +5,26 @@ from __future__ import annotations
 import html
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
+
+from pipeline.delivery.lifecycle import FINISHED, UNFINISHED, Reported
+
+__all__ = [
+    "FINISHED",
+    "MIN_RATE_EVENTS",
+    "MIN_RATE_SECONDS",
+    "UNFINISHED",
+    "Outcome",
+    "Status",
+    "Summary",
+]
 
 # A rate from fewer events or a shorter time says more about start-up than about speed.
 MIN_RATE_EVENTS = 20
 MIN_RATE_SECONDS = 1.0
 
-Status = Literal["delivered", "rejected", "failed", "held", "pending", "planned"]
-FINAL: tuple[Status, ...] = ("delivered", "rejected")
-UNFINISHED: tuple[Status, ...] = ("failed", "held", "pending")
+# An outcome reports a ledger status, or a dry run's plan (never filed).
+Status = Reported
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ one standalone.
 
 The request handling itself (``PublicApi``, pipeline.sandbox.api) is plain Python; Starlette
 and uvicorn (the ``cli`` extra) are imported only when ``create_app``, ``sandbox_state``,
-``run``, ``serve_in_thread`` or ``ListenError`` is first used, so the state, the options and
+``run`` or ``serve_in_thread`` is first used, so the state, the options and
 ``PublicApi`` work in a plain install (``pipeline.testing.FakeUserCom`` is built on them).
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pipeline.listening import ListenError
 from pipeline.sandbox.answers import Answer
 from pipeline.sandbox.api import PublicApi
 from pipeline.sandbox.options import ForcedStatus, SandboxOptions, parse_forced
@@ -27,12 +28,11 @@ from pipeline.sandbox.state import SandboxState
 
 if TYPE_CHECKING:
     from pipeline.sandbox.app import create_app, sandbox_state
-    from pipeline.sandbox.server import ListenError, run, serve_in_thread
+    from pipeline.sandbox.server import run, serve_in_thread
 
 _NEEDS_SERVER = {
     "create_app": "pipeline.sandbox.app",
     "sandbox_state": "pipeline.sandbox.app",
-    "ListenError": "pipeline.sandbox.server",
     "run": "pipeline.sandbox.server",
     "serve_in_thread": "pipeline.sandbox.server",
 }

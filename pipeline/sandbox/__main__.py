@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
 
+from pipeline.listening import MAX_PORT, ListenError
 from pipeline.sandbox.options import FORCED_EXAMPLE, FORCED_SYNTAX, SandboxOptions, parse_forced
-from pipeline.sandbox.server import HOST, MAX_PORT, ListenError, run
+from pipeline.sandbox.server import HOST, run
 from pipeline.sandbox.users import UNKNOWN_ATTRIBUTE_MODES, USER_KEY_FIELDS
 
 PROG = "python -m pipeline.sandbox"

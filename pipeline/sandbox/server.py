@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import socket
 import threading
 import time
@@ -11,13 +10,12 @@ from contextlib import closing, contextmanager
 
 import uvicorn
 
+from pipeline.listening import listening_socket, url_of
 from pipeline.sandbox.app import create_app
 from pipeline.sandbox.options import SandboxOptions
 from pipeline.sandbox.state import Clock
 
 HOST = "127.0.0.1"
-MAX_PORT = 65535
-BACKLOG = 2048
 STARTUP_TIMEOUT_S = 10.0
 SHUTDOWN_TIMEOUT_S = 10.0
 
@@ -42,19 +40,14 @@ def serve_in_thread(
         timeout_graceful_shutdown=int(SHUTDOWN_TIMEOUT_S / 2),
     )
     server = uvicorn.Server(config)
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when proto is TCP,
-    # and without it every keep-alive answer waits ~40 ms for a delayed ACK.
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, port))
-        bound_port = sock.getsockname()[1]
+    with closing(listening_socket(HOST, port)) as sock:
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="usercom-sandbox", daemon=True
         )
         thread.start()
         try:
             _wait_until_started(server, thread)
-            yield f"http://{HOST}:{bound_port}"
+            yield url_of(sock, HOST)
         finally:
             server.should_exit = True
             thread.join(SHUTDOWN_TIMEOUT_S)
@@ -68,38 +61,6 @@ def _wait_until_started(server: uvicorn.Server, thread: threading.Thread) -> Non
         if time.monotonic() > deadline:
             raise RuntimeError(f"the sandbox server did not start in {STARTUP_TIMEOUT_S} s")
         time.sleep(0.01)
-
-
-class ListenError(OSError):
-    """The sandbox could not listen on the address asked for (in use, not allowed, bad port)."""
-
-
-def listening_socket(host: str = HOST, port: int = 0) -> socket.socket:
-    """A TCP socket bound to ``host:port`` and listening; ``ListenError`` says why not.
-
-    >>> with closing(listening_socket()) as sock:
-    ...     sock.getsockname()[1] > 0
-    True
-    """
-    if not 0 <= port <= MAX_PORT:
-        raise ListenError(f"port must be 0..{MAX_PORT} (0 picks a free one), got {port}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: see serve_in_thread.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-    except OSError as error:
-        sock.close()
-        if error.errno == errno.EADDRINUSE:
-            message = f"port {port} on {host} is in use: pick another port, or 0 for a free one"
-        else:
-            message = f"cannot listen on {host}:{port}: {error.strerror or error}"
-        problem = ListenError(message)
-        problem.errno = error.errno
-        raise problem from error
-    return sock
 
 
 def run(
@@ -119,9 +80,7 @@ def run(
     """
     app = create_app(options)
     with closing(listening_socket(host, port)) as sock:
-        bound_port = sock.getsockname()[1]
-        netloc = f"[{host}]" if ":" in host else host
-        url = f"http://{netloc}:{bound_port}"
+        url = url_of(sock, host)
         config = uvicorn.Config(app, log_level=log_level, lifespan="off")
         _AnnouncingServer(config, url, on_listening).run(sockets=[sock])
 

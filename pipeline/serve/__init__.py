@@ -5,6 +5,7 @@ in a ledger and delivers them; installed with the `cli` extra.
 the ASGI app (`service.app`), `serve(service, sock, announce)` runs it on uvicorn until SIGTERM.
 """
 
+from pipeline.listening import ListenError, listening_socket
 from pipeline.serve.options import (
     ServeConfigError,
     ServeOptions,
@@ -14,7 +15,7 @@ from pipeline.serve.options import (
     ledger_paths,
     load_sources,
 )
-from pipeline.serve.server import ListenError, listening_socket, serve
+from pipeline.serve.server import serve
 from pipeline.serve.service import Service
 
 __all__ = [

@@ -53,7 +53,8 @@ from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, probe_fault
 from pipeline.delivery.incoming import Incoming, stored
-from pipeline.delivery.ledger import UNFINISHED, Ledger, Queued
+from pipeline.delivery.ledger import Ledger, Queued
+from pipeline.delivery.lifecycle import FINISHED, Status, files, happening_of, next_status
 from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.runner import Target, asend
 from pipeline.serve.ingest import type_label
@@ -74,7 +75,7 @@ LEDGER_RETRY_MAX_S = 10.0  # a commit is cheap to try: a full disk is noticed so
 class _Filed:
     """What a round knows of an event it hands to the engine."""
 
-    status: str
+    status: Status
     attempts: int
     received: float | None
     type: str
@@ -252,8 +253,7 @@ class AppDelivery:
 
     @property
     def target(self) -> Target:
-        origin = self.options.base_url
-        return Target.of(self.cfg, f"{origin}/api/public" if origin else None)
+        return Target.of(self.cfg, self.options.base_url)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -376,8 +376,7 @@ class AppDelivery:
             case Reply(status=status) if status in (200, 404):
                 return None
             case Reply(status=status):
-                origin = target.base_url.removesuffix("/api/public")
-                return f"User.com at {origin} answered the probe with {status}"
+                return f"User.com at {target.origin} answered the probe with {status}"
             case Unreachable(reason=reason, detail=detail):
                 return f"User.com could not be reached ({reason}: {detail})"
 
@@ -590,7 +589,8 @@ class AppDelivery:
         """Queue the outcome for the ledger (held twice and pending are not filed again)."""
         filed = self._filed.pop(item.key, None)
         before = filed.status if filed is not None else "pending"
-        if outcome.status == "pending" or (outcome.status == "held" and before == "held"):
+        happening = happening_of(outcome.status)
+        if happening is None or not files(before, happening):
             return
         attempts = outcome.attempts
         if before == "failed" and filed is not None:
@@ -683,19 +683,23 @@ class AppDelivery:
         finished = 0
         for record in batch:
             now = self.ledger.state(record.key)
-            if now is None or now[1] != record.content_hash or now[0] not in UNFINISHED:
-                continue
             outcome = record.outcome
+            happening = happening_of(outcome.status)
+            if now is None or now[1] != record.content_hash or happening is None:
+                continue
+            if not files(now[0], happening):  # finished meanwhile, or nothing to write
+                continue
+            status = next_status(now[0], happening)
             self.ledger.record(
                 record.key,
-                outcome.status,  # type: ignore[arg-type]
+                status,
                 record.attempts,
                 outcome.requests,
                 outcome.error,
                 outcome.warnings,
                 commit=False,
             )
-            finished += outcome.status in ("delivered", "rejected")
+            finished += status in FINISHED
         return finished
 
     # -- what ingest and the probes read ---------------------------------------------------------

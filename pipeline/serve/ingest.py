@@ -9,7 +9,9 @@ keeps. Nothing here touches the ledger; a request refused here stores nothing.
   event is the same event.
 - An event over the size limit, or one that is not an object, is admitted as `rejected` with
   the reason: the official SDKs drop a whole batch on a 400, so one bad event must not cost its
-  neighbours.
+  neighbours. So is one nested too deeply for `json.loads` or holding bytes that are not
+  UTF-8: such a body is read again event by event (`salvage`), and only that event is
+  `rejected`, with the reason and the key `send` gives its line.
 """
 
 from __future__ import annotations
@@ -18,16 +20,31 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import json
+import re
 import zlib
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pipeline.delivery.incoming import canonical, event_key, json_bytes, loads, oversize, unheld
+from pipeline.core.messages import EVENT_TOO_DEEP
+from pipeline.delivery.incoming import (
+    BOM,
+    _Hooks,
+    canonical,
+    event_key,
+    json_bytes,
+    loads,
+    oversize,
+    unheld,
+)
 
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 DRAIN_LIMIT = 64 * 1024 * 1024  # an oversize body is read (and dropped) up to this, then cut
 PARSE_IN_THREAD = 256 * 1024  # bodies larger than this are parsed off the event loop
+# Events of one array read one by one (after one could not be read) at most: ten times the
+# per-request limit, so two million one-byte events cannot keep a worker busy for seconds.
+READ_ONE_BY_ONE = 100_000
 
 
 class Refused(Exception):
@@ -219,11 +236,209 @@ class Parsed:
     suspect: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An event (or a transformer item) that cannot be read alone, in the place it held in
+    its request: nested too deeply for `json.loads`, or not UTF-8 text. `raw` is its text as
+    sent, `why` the reason it is rejected, `members` its top-level members that could be read
+    (a transformer item's `metadata` and `destination` are echoed from there)."""
+
+    raw: bytes = field(repr=False)  # up to the whole body: never in a log line
+    why: str
+    members: Mapping[str, object]
+
+
 def _loads(body: bytes) -> Parsed:
     try:
         return Parsed(*loads(body))
-    except (ValueError, RecursionError) as error:
-        raise Refused(400, "invalid_request", f"the body is not JSON: {str(error)[:200]}") from None
+    except (RecursionError, UnicodeDecodeError) as error:
+        # One event's fault: read the events one by one, so only that one is rejected.
+        try:
+            return salvage(body)
+        except ValueError:
+            raise _not_json(error) from None
+    except ValueError as error:
+        raise _not_json(error) from None
+
+
+def _not_json(error: Exception) -> Refused:
+    return Refused(400, "invalid_request", f"the body is not JSON: {str(error)[:200]}")
+
+
+# Strings (skipped whole, so brackets inside them do not count), runs of opening or closing
+# brackets (one match per run: a thousand brackets are one step), and a quote that opens no
+# whole string. `_end_of` reads an unreadable value with these alone, never recursing.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]+|[\]}]+|"')
+_SPACE = re.compile(r"[ \t\n\r]*")
+_NEXT = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")  # what follows an array's element
+
+
+def _byte_at(text: str, index: int) -> int:
+    """The byte offset, in the bytes sent, of character `index` of text decoded from them."""
+    return len(text[:index].encode("utf-8", "surrogateescape"))
+
+
+def _end_of(text: str, start: int) -> int:
+    """Where the JSON array or object starting at `text[start]` ends (just past its bracket);
+    ValueError when it does not. Only its brackets are counted: what is between them cannot be
+    read anyway (the value is rejected), and a run of brackets counts as one step."""
+    depth = 0
+    for token in _TOKEN.finditer(text, start):
+        first = text[token.start()]
+        size = token.end() - token.start()
+        if first == '"':
+            if size == 1:
+                raise ValueError("a string is not closed")
+            continue
+        depth += size if first in "[{" else -size
+        if depth <= 0:
+            return token.end() + depth  # a run may close more than this value: stop inside it
+    raise ValueError("an array or object is not closed")
+
+
+class _Reader:
+    """A JSON text read value by value with `json`'s own decoder (so as fast as `loads` for
+    every value that can be read), each value that cannot be read alone left as `Unreadable`."""
+
+    def __init__(self, text: str, *, check_text: bool) -> None:
+        self.text = text
+        self.check_text = check_text  # the body was not UTF-8: look at each value's bytes
+        self.hooks = _Hooks()
+        self.decoder = json.JSONDecoder(
+            parse_int=self.hooks.integer,
+            parse_float=self.hooks.real,
+            parse_constant=self.hooks.constant,
+        )
+
+    def skip(self, at: int) -> int:
+        end = _SPACE.match(self.text, at)
+        return at if end is None else end.end()
+
+    def expect(self, at: int, char: str) -> int:
+        if self.text[at : at + 1] != char:
+            raise ValueError(f"expected {char!r} at character {at}")
+        return at + 1
+
+    def value(self, at: int, *, members: bool) -> tuple[object, int]:
+        """The value at `at` and where it ends; `members`: an unreadable object still shows
+        the members that can be read."""
+        try:
+            value, end = self.decoder.raw_decode(self.text, at)
+            why = None
+        except RecursionError:
+            if self.text[at : at + 1] not in ("[", "{"):
+                raise ValueError("not JSON") from None
+            value, end, why = None, _end_of(self.text, at), EVENT_TOO_DEEP
+        if self.check_text:
+            try:
+                self.text[at:end].encode("utf-8")
+            except UnicodeEncodeError as error:  # an undecodable byte, kept as a surrogate
+                why = f"line is not UTF-8 text (byte {_byte_at(self.text[at:end], error.start)})"
+        if why is None:
+            return value, end
+        raw = self.text[at:end].encode("utf-8", "surrogateescape")
+        shown = self.readable_members(at) if members and raw.startswith(b"{") else {}
+        return Unreadable(raw, why, shown), end
+
+    def items(self, at: int) -> tuple[list[object], int]:
+        """The elements of the array at `at`, each read alone, and where the array ends."""
+        found: list[object] = []
+        at = self.skip(self.expect(at, "["))
+        if self.text[at : at + 1] == "]":
+            return found, at + 1
+        while True:
+            if len(found) == READ_ONE_BY_ONE:
+                raise Refused(
+                    413,
+                    "too_many_events",
+                    f"the request holds over {READ_ONE_BY_ONE} events: send smaller batches",
+                )
+            value, at = self.value(at, members=True)
+            found.append(value)
+            after = _NEXT.match(self.text, at)
+            if after is None:
+                raise ValueError(f"expected ',' or ']' at character {at}")
+            if after.group(1) == "]":
+                return found, at + len(after.group(0).rstrip(" \t\n\r"))
+            at = after.end()
+
+    def members(self, at: int, read: Callable[[str, int], tuple[object, int]]) -> int:
+        """Read the members of the object at `at` with `read(name, where)`; where it ends."""
+        at = self.skip(self.expect(at, "{"))
+        if self.text[at : at + 1] == "}":
+            return at + 1
+        while True:
+            if self.text[at : at + 1] != '"':
+                raise ValueError(f"expected a member name at character {at}")
+            name, at = self.decoder.raw_decode(self.text, at)
+            at = self.skip(self.expect(self.skip(at), ":"))
+            _, at = read(str(name), self.skip(at))
+            at = self.skip(at)
+            if self.text[at : at + 1] == "}":
+                return at + 1
+            at = self.skip(self.expect(at, ","))
+
+    def readable_members(self, at: int) -> dict[str, object]:
+        shown: dict[str, object] = {}
+
+        def keep(name: str, where: int) -> tuple[object, int]:
+            value, end = self.value(where, members=False)
+            if not isinstance(value, Unreadable):
+                shown[name] = value
+            return value, end
+
+        self.members(at, keep)
+        return shown
+
+    def document(self) -> object:
+        """The whole text: an array's elements read one by one; an object `Unreadable`, its
+        array members read element by element and its other members one by one."""
+        at = self.skip(0)
+        document: object
+        if self.text[at : at + 1] == "[":
+            document, end = self.items(at)
+        else:
+            found: dict[str, object] = {}
+
+            def read(name: str, where: int) -> tuple[object, int]:
+                if self.text[where : where + 1] == "[":
+                    found[name], end = self.items(where)
+                else:
+                    found[name], end = self.value(where, members=False)
+                return found[name], end
+
+            end = self.members(at, read)
+            raw = self.text[at:end].encode("utf-8", "surrogateescape")
+            document = Unreadable(raw, _first_reason(found), found)
+        if self.skip(end) != len(self.text):
+            raise ValueError(f"extra data at character {self.skip(end)}")
+        return document
+
+
+def salvage(body: bytes) -> Parsed:
+    """The body as `loads` reads it, except that an event that cannot be read alone is an
+    `Unreadable` in its place. Events are where every door keeps them: the elements of an
+    array at the top, or of an array member of an object at the top (`batch`, `input`); an
+    object at the top that cannot be read whole is itself `Unreadable` (a single event),
+    its members read one by one. ValueError when the body is not JSON apart from that.
+    Readable values are read by `json` itself; only an unreadable one is scanned in Python,
+    once, bracket runs at a time, within the body's cap (4 MB)."""
+    try:
+        text, check_text = body.removeprefix(BOM).decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, check_text = body.removeprefix(BOM).decode("utf-8", "surrogateescape"), True
+    reader = _Reader(text, check_text=check_text)
+    document = reader.document()
+    return Parsed(document, suspect=reader.hooks.unheld > 0)
+
+
+def _first_reason(members: Mapping[str, object]) -> str:
+    for value in members.values():
+        inner = value if isinstance(value, list) else [value]
+        for item in inner:
+            if isinstance(item, Unreadable):
+                return item.why
+    return EVENT_TOO_DEEP
 
 
 async def parse_json(body: bytes) -> Parsed:
@@ -250,7 +465,11 @@ def events_of(document: object, kind: str, limit: int) -> list[object]:
 
 
 def _events_of(document: object, kind: str) -> list[object]:
+    if isinstance(document, Unreadable) and kind != "batch":
+        return [document]  # one event that cannot be read: rejected, as `send` rejects its line
     if kind == "batch":
+        if isinstance(document, Unreadable):
+            document = document.members
         batch = document.get("batch") if isinstance(document, Mapping) else None
         if not isinstance(batch, list):
             raise Refused(
@@ -357,6 +576,8 @@ def admission(
     """One event of a request received at `stamp` (`received_at`) as the ledger will hold it
     (see the module's doc); `suspect`: its request held a number that could not be held, so
     this event is checked for one."""
+    if isinstance(raw, Unreadable):
+        return _unreadable(app, raw, kind)
     if not isinstance(raw, Mapping):
         line = json_bytes(raw)
         digest = hashlib.sha256(canonical(raw)).hexdigest()
@@ -371,15 +592,76 @@ def admission(
     event = dict(raw)
     if kind in SINGLE_TYPES:
         event["type"] = kind
-    shape = canonical(event)
+    too_deep = False
+    try:
+        shape = canonical(event)
+    except RecursionError:
+        shape, too_deep = _flat_json(event, sort_keys=True), True
     digest = hashlib.sha256(shape).hexdigest()
     key = event_key(app, event, digest)
     type_name = type_label(event.get("type"))
     event["receivedAt"] = stamp
     if not _has_time(event):
         event["timestamp"] = event_time(event, stamp)
-    line = json_bytes(event)
-    problem = unheld(event) if suspect else None
+    line = _flat_json(event) if too_deep else json_bytes(event)
+    problem = EVENT_TOO_DEEP if too_deep else unheld(event) if suspect else None
     if problem is None:
         problem = oversize(len(shape), max_event)
     return Admission(key, digest, line, type_name, problem)
+
+
+class _Token(str):
+    """Punctuation `_flat_json` writes as it is (a plain `str` is a value, written as JSON)."""
+
+    __slots__ = ()
+
+
+def _flat_json(value: object, *, sort_keys: bool = False) -> bytes:
+    """`json_bytes` of a value nested too deeply for `json.dumps` where it is called (an event
+    read on a shallower stack), written with no recursion: the same bytes, so the same key.
+
+    >>> event = {"b": [1, None, 2.5], "a": {"é": "x\\ud800"}}
+    >>> _flat_json(event, sort_keys=True) == canonical(event)
+    True
+    >>> _flat_json(event) == json_bytes(event)
+    True
+    """
+    out: list[str] = []
+    todo: list[object] = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, _Token):
+            out.append(item)
+            continue
+        parts: list[object]
+        if isinstance(item, Mapping):
+            pairs = (
+                sorted(item.items(), key=lambda pair: str(pair[0])) if sort_keys else item.items()
+            )
+            parts = [_Token("{")]
+            for number, (name, inner) in enumerate(pairs):
+                comma = "," if number else ""
+                parts += [_Token(comma + _scalar(str(name)) + ":"), inner]
+            parts.append(_Token("}"))
+        elif isinstance(item, list | tuple):
+            parts = [_Token("[")]
+            for number, inner in enumerate(item):
+                parts += [_Token(","), inner] if number else [inner]
+            parts.append(_Token("]"))
+        else:
+            out.append(_scalar(item))
+            continue
+        todo.extend(reversed(parts))
+    return "".join(out).encode("utf-8", errors="backslashreplace")
+
+
+def _scalar(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=True, default=str)
+
+
+def _unreadable(app: str, event: Unreadable, kind: str) -> Admission:
+    """An event that cannot be read, rejected and keyed as `send` keys a line it cannot read:
+    the app and the SHA-256 of its bytes, which the ledger keeps as they were sent."""
+    digest = hashlib.sha256(event.raw).hexdigest()
+    type_name = kind if kind in SINGLE_TYPES else type_label(event.members.get("type"))
+    return Admission(f"{app}:sha256:{digest}", digest, event.raw, type_name, event.why)

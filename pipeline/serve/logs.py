@@ -12,16 +12,24 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
+from typing import Final
 
 LOGGER = "usercom.serve"
 log = logging.getLogger(LOGGER)
+
+
+# json.dumps escapes C0 only: DEL, C1 (0x9b is CSI) and bidi overrides in client data would
+# still act on the terminal showing the log.
+_INERT: Final = {
+    code: f"\\u{code:04x}" for code in (0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F))
+} | {code: f"\\u{code:04x}" for code in range(0x2066, 0x206A)}
 
 
 def _value(value: object) -> str:
     text = "null" if value is None else str(value)
     if text and not any(c in text for c in ' "=\\\n\t') and text.isprintable():
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return json.dumps(text, ensure_ascii=False).translate(_INERT)
 
 
 def line(what: str, **fields: object) -> str:

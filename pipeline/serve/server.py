@@ -6,7 +6,6 @@ delivery (in-flight deliveries end, bounded) and closes the ledgers; the process
 
 from __future__ import annotations
 
-import errno
 import logging
 import resource
 import signal
@@ -17,47 +16,18 @@ from types import FrameType
 
 import uvicorn
 
+from pipeline.listening import url_of
 from pipeline.serve.doors import Doors, protocol_for
 from pipeline.serve.logs import emit
 from pipeline.serve.options import ServeOptions
 from pipeline.serve.service import Service
 
-BACKLOG = 2048
 # Descriptors kept out of the clients' reach: the ledgers (file, WAL, shared memory, lock),
 # logs, the event loop's own, and the sockets to User.com.
 RESERVED_DESCRIPTORS = 64
 PER_APP_DESCRIPTORS = 8
 # macOS reports an infinite hard limit but refuses a soft limit above OPEN_MAX.
 OPEN_MAX = 10240
-
-
-class ListenError(OSError):
-    """The service cannot listen where it was asked to (in use, not allowed)."""
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to `host:port` and listening; `ListenError` says why not."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when proto is TCP.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-    except OSError as error:
-        sock.close()
-        if error.errno == errno.EADDRINUSE:
-            message = f"port {port} on {host} is in use: pick another --port (0 picks a free one)"
-        else:
-            message = f"cannot listen on {host}:{port}: {error.strerror or error}"
-        raise ListenError(message) from error
-    return sock
-
-
-def url_of(sock: socket.socket, host: str) -> str:
-    port = sock.getsockname()[1]
-    netloc = f"[{host}]" if ":" in host else host
-    return f"http://{netloc}:{port}"
 
 
 class _Server(uvicorn.Server):

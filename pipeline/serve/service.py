@@ -37,7 +37,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipeline.delivery.incoming import json_bytes, repeat_key, repeat_reason
-from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError
+from pipeline.delivery.ledger import Ledger, LedgerError
+from pipeline.delivery.lifecycle import UNFINISHED
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery, ledger_reason
 from pipeline.serve.ingest import (

@@ -20,7 +20,7 @@ from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError, instrumentation
 from pipeline.core.steps import Final
 from pipeline.delivery.incoming import plain, unheld
-from pipeline.serve.ingest import Parsed, Refused
+from pipeline.serve.ingest import Parsed, Refused, Unreadable
 
 Outcome = Result[tuple[Config, Final], PipelineError]
 
@@ -61,7 +61,10 @@ async def _run(
 ) -> tuple[object, Outcome]:
     """The item (as it can be echoed) and its outcome. An item holding a number Python cannot
     hold (`1e999`, an integer over its digit limit) is that item's error, never its
-    neighbours': it is echoed with that number as its text."""
+    neighbours': it is echoed with that number as its text. So is an item that cannot be read
+    (nested too deeply): it is echoed with the members that can be (its metadata)."""
+    if isinstance(item, Unreadable):
+        return plain(item.members), Failure(instrumentation(item.why))
     why = unheld(item) if suspect else None
     if why is not None:
         return plain(item), Failure(instrumentation(why))
@@ -77,6 +80,8 @@ async def processor(parsed: Parsed, via: httpx.AsyncBaseTransport) -> list[dict[
 
 async def router(parsed: Parsed, via: httpx.AsyncBaseTransport) -> dict[str, Any]:
     document = parsed.document
+    if isinstance(document, Unreadable):
+        document = document.members
     if not isinstance(document, Mapping):
         raise Refused(
             400, "invalid_request", 'the body must be {"destType": "USER", "input": [...]}'
