@@ -161,8 +161,10 @@ def test_send_stops_with_exit_3_when_the_ledger_cannot_commit_and_never_sends_tw
     config = write_config(tmp_path / "config.json")
     ledger = tmp_path / "run.sqlite"
     args = ("send", events, "--config", config, "--ledger", ledger, "--base-url", sandbox)
-    # A fresh ledger's WAL grows by a few pages per commit: 96 KB are full after a few events.
-    child = start_child(args, file_limit=96 * 1024)
+    # A fresh ledger's WAL grows by a few pages per commit (about 17 KB per event stored, each
+    # committed before it is sent, 10 KB per outcome): 1.2 MB hold the 60 events of the first
+    # burst and about 18 outcomes.
+    child = start_child(args, file_limit=1_200_000)
     when(lambda: child.saw("cannot commit") or child.process.poll() is not None)
     time.sleep(0.5)  # the attempts in flight end
     sent_while_full = once_each(sandbox)

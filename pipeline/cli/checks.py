@@ -7,16 +7,21 @@ Only the standard library is used, so the checks run without the `cli` extra.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import ipaddress
 import math
 import os
 import re
 import stat
+import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
-from pipeline.delivery.ledger import ledger_files
+from pipeline.delivery.ledger import LOCK_SUFFIX, SQLITE_MAGIC, SQLITE_SIDECARS, ledger_files
 
 MAX_CONCURRENCY = 1024
 MAX_PORT = 65535
@@ -164,6 +169,86 @@ def out_path(out: Path | None, events: str, config: Path | None = None) -> Path 
     return out
 
 
+def not_a_database(out: Path | None) -> None:
+    """`--out` never overwrites an SQLite database, one of SQLite's sidecars or a file another
+    process holds a lock on (symlinks resolved): it may be the ledger of a running `serve`,
+    which a truncation destroys ("file is not a database") and a shrunk `-shm` kills (SIGBUS).
+    Checked without knowing which ledger is in use, since the one at risk is often not ours.
+    """
+    if out is None or str(out) == STDIO:
+        return
+    real = Path(os.path.realpath(out))
+    shown = str(out) if real == Path(os.path.abspath(out)) else f"{str(out)!r} (that is {real})"
+    if _starts_as_sqlite(real):
+        raise UsageError(
+            f"--out {shown} is an SQLite database (a ledger?): writing it would destroy it; "
+            "choose another path"
+        )
+    owner = _sidecar_owner(real)
+    if owner is not None:
+        raise UsageError(
+            f"--out {shown} is a file of the database {owner} (its {real.name[len(owner.name) :]}"
+            "): writing it would corrupt that database; choose another path"
+        )
+    if _locked(real):
+        raise UsageError(
+            f"--out {shown} is locked by another process, which is using it: "
+            "writing it would destroy what it holds; choose another path"
+        )
+
+
+def _starts_as_sqlite(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(path.stat().st_mode):
+            with path.open("rb") as handle:
+                return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    return False
+
+
+def _sidecar_owner(path: Path) -> Path | None:
+    """The existing file X when `path` is X-wal, X-shm, X-journal or X.lock."""
+    for suffix in (*SQLITE_SIDECARS, LOCK_SUFFIX):
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            owner = path.with_name(path.name[: -len(suffix)])
+            if owner.exists():
+                return owner
+    return None
+
+
+# struct flock on Linux (x86-64, arm64): type and whence (short), start and len (off_t), pid.
+_FLOCK: Final = "hhxxxxqqi4x"
+
+
+def _locked(path: Path) -> bool:
+    """Whether another process holds an flock, or a POSIX or OFD lock (SQLite's), on `path`.
+    Safe here: this process holds no POSIX lock that closing the probing descriptor drops."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return False  # missing or unreadable: nothing to probe (writing it is checked later)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as problem:
+            if problem.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        if sys.platform != "linux":
+            return False
+        asked = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        try:
+            answer = fcntl.fcntl(fd, fcntl.F_GETLK, asked)
+        except OSError:
+            return False
+        held: int = struct.unpack(_FLOCK, answer)[0]
+        return held != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
+
+
 def _same_file(one: Path, other: Path) -> bool:
     try:
         if one.exists() and other.exists():
@@ -235,16 +320,19 @@ def port(raw: int) -> int:
 def not_the_ledger(out: Path | None, ledger: Path | None) -> None:
     """`--out` must not name the ledger nor any file it owns (its lock, SQLite's -wal, -shm and
     -journal, under its name or the real one behind a symlink): SQLite replays or deletes its
-    sidecars, so outcomes written there would corrupt the ledger or vanish."""
-    if out is None or ledger is None or str(out) == STDIO:
+    sidecars, so outcomes written there would corrupt the ledger or vanish. Nor any other
+    ledger or database (`not_a_database`)."""
+    if out is None or str(out) == STDIO:
         return
-    for guarded in ledger_files(ledger):
-        if _same_file(out, guarded):
-            which = "" if guarded.name == ledger.name else f" (its file {guarded.name})"
-            raise UsageError(
-                f"--out is the ledger {str(ledger)!r}{which}: writing it would destroy the "
-                "ledger; choose another path"
-            )
+    if ledger is not None:
+        for guarded in ledger_files(ledger):
+            if _same_file(out, guarded):
+                which = "" if guarded.name == ledger.name else f" (its file {guarded.name})"
+                raise UsageError(
+                    f"--out is the ledger {str(ledger)!r}{which}: writing it would destroy the "
+                    "ledger; choose another path"
+                )
+    not_a_database(out)
 
 
 KEY_FIELDS: tuple[Literal["user_key", "key"], ...] = ("user_key", "key")

@@ -152,6 +152,11 @@ async def refile_kept(
     """Try to file the kept outcomes for up to PATIENCE_S (or until `give_up()`: a signal)."""
     if not filing.kept:
         return
+    if not any(outcome.status in FINISHED for _, outcome in filing.kept):
+        # Each of their events is stored pending, committed before it was sent (`queue`): a
+        # re-run sends it again whether this outcome is filed or not, so none is worth a wait.
+        filing.refile()
+        return
     say(
         f"usercom send: filing the outcomes of {len(filing.kept)} events again, for up to "
         f"{PATIENCE_S:.0f} s (free space on the ledger's disk)"

@@ -83,8 +83,10 @@ def queue(
 ) -> Iterator[Incoming]:
     """The ledger's unfinished events in position order, then the input's new or changed ones.
 
-    Only events finished by an *earlier* run count as skipped: those taken from the queue
-    above, or read twice in this file, are this run's already. A later event under the key of
+    Each event read is stored `pending` and committed before it is yielded, so none is ever
+    attempted without its row on disk. Only events finished by an *earlier* run count as
+    skipped: those taken from the queue above, or read twice in this file, are this run's
+    already. A later event under the key of
     one read before it in this input, or of one still queued, with other content, is rejected
     ("messageId repeated with other content at position N") under its own key (`repeated`):
     the first version is the event, and a re-run of the same file sends nothing new.
@@ -125,6 +127,11 @@ def queue(
                     continue
                 summary.changed += int(not same)
             new_position = ledger.enqueue(event.key, event.content_hash, line)
+            # Committed before the engine may attempt it (DELIVERY §4): an event sent while its
+            # row is only in an open transaction is lost with it when a commit fails (a full
+            # disk), and the next run sends it again. A commit that fails raises here, before
+            # the event is handed over, and stops the run (`stop_when_refused`).
+            ledger.flush()
             first_new = new_position if first_new is None else first_new
             event = replace(event, position=new_position)
         seen.add(event.key, event.content_hash, event.position)
@@ -397,6 +404,8 @@ def _run_send(
             )
             if filing is not None and has_ledger:  # a scratch ledger is deleted anyway
                 await refile_kept(filing, say, lambda: tally.signal is not None)
+            # The run's own elapsed time, refiling included: the engine's covers delivery only.
+            done.seconds = time.monotonic() - started
             return done
         finally:
             ticking.cancel()

@@ -7,8 +7,10 @@ failed` exports unfinished or rejected events byte for byte, in `position` order
 Safety:
 
 - **One writer per ledger**: `Ledger.open_writer` takes an exclusive, non-blocking `flock` on a
-  sidecar file `<ledger>.lock` that holds the writer's pid. The kernel releases it when the
-  process dies, so a killed run never leaves a stale lock. A second writer gets `LedgerBusy`.
+  sidecar file `<ledger>.lock` that holds the writer's pid, then one on the ledger file itself,
+  which follows the file when the lock file is removed or the ledger renamed. The kernel
+  releases both when the process dies, so a killed run never leaves a stale lock. A second
+  writer gets `LedgerBusy`.
   The lock and SQLite's journals are named after the real file (symlinks resolved), and a file
   with a second hard link is refused: every name that reaches the file reaches the same lock.
 - **Readers take no lock**: `Ledger.open_reader` opens the file read-only (SQLite URI
@@ -69,11 +71,11 @@ VERSION: Final = "2"
 BATCH: Final = 1000  # enqueues per committed transaction
 PAGE: Final = 500  # rows per query when iterating in position order
 _KEYS_PER_STATEMENT: Final = 500
-_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 LOCK_SUFFIX: Final = ".lock"
 # SQLite's own sidecars, named after the database path: the write-ahead log, its index, and
 # the rollback journal (used while a new ledger is created).
-_SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
+SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
 _OLD_COLUMNS: Final = frozenset({"key", "status", "attempts", "requests", "error", "line"})
 _COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
 _COLUMNS_BY_POSITION: Final = f"position, {_COLUMNS}"
@@ -170,12 +172,20 @@ class Row:
 class Ledger:
     """A ledger file, opened by `open_writer` (one per file, locked) or `open_reader`."""
 
-    def __init__(self, path: Path, app: str, db: sqlite3.Connection, lock_fd: int | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        app: str,
+        db: sqlite3.Connection,
+        lock_fd: int | None,
+        file_fd: int | None = None,
+    ) -> None:
         """Use `open_writer` or `open_reader`."""
         self._path = path
         self._app = app
         self._db = db
         self._lock_fd = lock_fd
+        self._file_fd = file_fd  # the ledger file itself, flocked; closed after `db`
         self._guard = threading.RLock()
         self._batched = 0
         self._next = 1
@@ -209,11 +219,16 @@ class Ledger:
         _check_app(path, _inspect(path), app)  # before the lock file appears beside it
         lock_fd = _lock(path)
         try:
-            db = _open_locked(path, app, durable=durable)
+            file_fd = _lock_the_file(path)
             try:
-                return cls(path, app, db, lock_fd)
+                db = _open_locked(path, app, durable=durable)
+                try:
+                    return cls(path, app, db, lock_fd, file_fd)
+                except BaseException:
+                    db.close()
+                    raise
             except BaseException:
-                db.close()
+                os.close(file_fd)  # only once SQLite closed: see `_lock_the_file`
                 raise
         except BaseException:
             _unlock(lock_fd)
@@ -263,6 +278,9 @@ class Ledger:
                     self._commit()
             finally:
                 self._db.close()
+                if self._file_fd is not None:  # after SQLite's close: see `_lock_the_file`
+                    os.close(self._file_fd)
+                    self._file_fd = None
                 if self._lock_fd is not None:
                     _unlock(self._lock_fd)
                     self._lock_fd = None
@@ -746,7 +764,7 @@ def ledger_files(path: Path) -> tuple[Path, ...]:
     name given and under the real name behind any symlink: what `--out` must never name."""
     bases = dict.fromkeys((Path(path), _real(path)))
     return tuple(
-        Path(f"{base}{suffix}") for base in bases for suffix in ("", LOCK_SUFFIX, *_SQLITE_SIDECARS)
+        Path(f"{base}{suffix}") for base in bases for suffix in ("", LOCK_SUFFIX, *SQLITE_SIDECARS)
     )
 
 
@@ -890,7 +908,7 @@ def _inspect(path: Path) -> str | None:
             header = handle.read(100)
     except OSError as problem:
         raise LedgerError(f"cannot read ledger {path}: {problem.strerror}") from problem
-    if not header.startswith(_SQLITE_MAGIC):
+    if not header.startswith(SQLITE_MAGIC):
         raise LedgerError(
             f"{path} is not a ledger (not an SQLite file): left untouched; use another --ledger"
         )
@@ -1021,6 +1039,44 @@ def _lock(path: Path) -> int:
         _unlock(fd)
         raise LedgerError(f"cannot lock ledger {path}: {problem.strerror}") from problem
     return fd
+
+
+def _lock_the_file(path: Path) -> int:
+    """An exclusive flock on the ledger file itself (created empty when new, which counts as
+    new): the lock file names the holder, but it is found by name, and a name can be removed
+    or renamed (`rm L.lock`, `mv L M` with its -wal and -shm) while a writer runs; the file's
+    own lock moves with its inode.
+
+    On Linux an flock is independent of the POSIX locks SQLite takes on the same file. But
+    closing any descriptor of a file drops every POSIX lock the process holds on it, so the
+    descriptor returned must stay open until SQLite's connection is closed.
+    """
+    real = _real(path)
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as problem:
+        raise LedgerError(f"cannot open ledger {path}: {problem.strerror}") from problem
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as problem:
+        holder = _flock_holder(os.fstat(fd))
+        os.close(fd)  # no SQLite connection of ours is open on it yet
+        if problem.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise LedgerError(f"cannot lock ledger {path}: {problem.strerror}") from problem
+        raise LedgerBusy(holder) from None
+    return fd
+
+
+def _flock_holder(info: os.stat_result) -> int | None:
+    """The pid holding an flock on the file `info` describes, from /proc/locks (Linux); None
+    where that is not known."""
+    inode = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == inode:
+                return int(fields[4])
+    return None
 
 
 def _cannot_lock(path: Path, lock_path: Path, problem: OSError) -> str:
