@@ -158,7 +158,7 @@ def test_the_api_key_stays_out_even_when_user_com_repeats_it(
         _assert_secret_kept(item, key, fakes.echoing(status, preamble), caplog, needle=key[:8])
 
 
-# --- a key echoed encoded: base64, hex, another case, reversed ------------------------------
+# --- a key echoed encoded: base64, base32, hex, percent, another case, reversed -------------
 
 
 def _b64(text: str, urlsafe: bool = False, padded: bool = True) -> str:
@@ -192,6 +192,22 @@ ENCODINGS: dict[str, Encoding] = {
     "upper case": (str.upper, str.upper),
     "lower case": (str.lower, str.lower),
     "reversed": (lambda h: h[::-1], lambda key: key[::-1]),
+    "base32": (
+        lambda h: base64.b32encode(_key_of(h).encode()).decode(),
+        lambda key: base64.b32encode(key.encode()).decode(),
+    ),
+    "base32 of 'u:'+key": (
+        lambda h: base64.b32encode(b"u:" + _key_of(h).encode()).decode(),
+        lambda key: base64.b32encode(b"u:" + key.encode()).decode()[4:],
+    ),
+    "percent-encoded": (
+        lambda h: "".join(f"%{byte:02X}" for byte in h.encode()),
+        lambda key: "".join(f"%{byte:02X}" for byte in key.encode()),
+    ),
+    "percent-encoded, lower case": (
+        lambda h: "".join(f"%{byte:02x}" for byte in h.encode()),
+        lambda key: "".join(f"%{byte:02x}" for byte in key.encode()),
+    ),
 } | {
     f"base64 of {prefix or ''!r}+key{' urlsafe' * urlsafe}{' unpadded' * (not padded)}": (
         _basic(prefix, urlsafe, padded)

@@ -18,9 +18,10 @@ SECRET_RUN = 16
 
 def key_forms(secret: str) -> tuple[str, ...]:
     """`secret` and the forms a gateway may show it in: upper and lower case, reversed, hex
-    (lower and upper case), and base64, standard and URL-safe, at each of the three places
-    the key can start within the bytes encoded ("u:KEY" in Basic auth shifts it off the 3-byte
-    grid). Unpadded base64 is a piece of the padded form, so it is blanked with it.
+    (lower and upper case), base64, standard and URL-safe, at each of the three places the key
+    can start within the bytes encoded ("u:KEY" in Basic auth shifts it off the 3-byte grid),
+    base32 at each of its five places, and every byte percent-encoded. Unpadded base64 or
+    base32 is a piece of the padded form, so it is blanked with it.
 
     >>> key_forms("abcdef")[:4]
     ('abcdef', 'ABCDEF', 'fedcba', '616263646566')
@@ -33,6 +34,11 @@ def key_forms(secret: str) -> tuple[str, ...]:
         for shift, mixed in ((0, 0), (1, 2), (2, 3)):
             # `shift` bytes before the key: the first `mixed` characters hold their bits too.
             forms.append(encode(bytes(shift) + raw).decode("ascii")[mixed:])
+    # Base32 groups 5 bytes into 8 characters, so the key can start at 5 places in its grid.
+    for shift, mixed in ((0, 0), (1, 2), (2, 4), (3, 5), (4, 7)):
+        forms.append(base64.b32encode(bytes(shift) + raw).decode("ascii")[mixed:])
+    # Every byte percent-encoded, as a URL-encoding gateway may log it.
+    forms.extend("".join(f"%{byte:{case}}" for byte in raw) for case in ("02X", "02x"))
     return tuple(dict.fromkeys(form for form in forms if form))
 
 
