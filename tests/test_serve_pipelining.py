@@ -115,3 +115,25 @@ def test_every_pipelined_request_is_answered_in_order_when_the_client_reads(
         with socket.create_connection((host, int(port)), timeout=5) as sock:
             sock.sendall(upgrade + REQUEST * 300)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_pipelining_client_that_goes_away_leaves_no_traceback_in_the_log(
+    tmp_path: Path, sandbox: str
+) -> None:
+    """The answer being written belongs to an older request than the newest one read: when the
+    client leaves, that one must stop writing too, not log a traceback per connection."""
+    config = write_config(tmp_path / "config.json")
+    log = tmp_path / "log"
+    with service_process(
+        "--config", config, "--ledger", tmp_path / "serve.sqlite", "--base-url", sandbox,
+        "--write-key", WRITE_KEY, log=log,
+    ) as service:  # fmt: skip
+        floods = [_flood(service.url, 20_000, within=3.0) for _ in range(6)]
+        time.sleep(6.0)  # the answers back up: every connection is paused, mid-answer
+        for sock, _sent in floods:
+            sock.close()
+        time.sleep(1.5)
+        assert httpx.get(f"{service.url}/health", timeout=10).status_code == 200
+        text = log.read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
+    assert "Exception in ASGI application" not in text

@@ -30,7 +30,7 @@ from http import HTTPStatus
 from typing import Any, ClassVar
 
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 KB = 1024
 TURN_AWAY_SECONDS = 2.0  # how long a connection over the cap may take to send its head
@@ -125,6 +125,7 @@ class Guarded(HttpToolsProtocol):
         self._waiting_since = 0.0
         self._unparsed = bytearray()  # read, not yet parsed: the queue was full
         self._body_left: int | None = None  # by Content-Length; None: unknown (chunked)
+        self._answering: RequestResponseCycle | None = None  # the cycle whose answer is written
 
     # -- connections -------------------------------------------------------------------------
 
@@ -174,7 +175,20 @@ class Guarded(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        # uvicorn marks only the newest cycle disconnected; with requests pipelined the one
+        # being answered is an older one, whose next write would meet a closed transport and
+        # log a traceback per connection (a client can flood the log that way).
+        for cycle in (self._answering, *(queued for queued, _app in self.pipeline)):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self.pipeline.clear()
+        self._unparsed.clear()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._answering = cycle
+        super()._start_asgi_task(cycle, app)
 
     # -- the head ----------------------------------------------------------------------------
 
