@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from asyncio import TimerHandle
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -131,7 +132,9 @@ class Guarded(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._waiting_since = self.loop.time()
+        # Not loop.time(): uvloop's is the same for every connection accepted in one turn of
+        # the loop, which would make "the one that waited longest" a coin toss among them.
+        self._waiting_since = time.monotonic()
         over = len(self.connections) - self.doors.max_connections
         if over > 0 and self._evict_longest_waiting():
             over -= 1
@@ -167,7 +170,7 @@ class Guarded(HttpToolsProtocol):
         return True
 
     def on_response_complete(self) -> None:
-        self._waiting_since = self.loop.time()
+        self._waiting_since = time.monotonic()
         super().on_response_complete()  # starts the next queued request, reads again
         if self._queue_full() or self._unparsed:
             self.flow.pause_reading()
