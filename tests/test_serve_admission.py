@@ -7,14 +7,12 @@ The service runs in a thread in front of a sandbox, both on loopback sockets.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from serve_helpers import (
-    API_KEY,
     SUBDOMAIN,
     health,
     identify,
@@ -29,19 +27,7 @@ from serve_helpers import (
 )
 
 from pipeline.delivery.ledger import Ledger
-from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.serve import ServeOptions
-
-
-@pytest.fixture
-def sandbox() -> Iterator[str]:
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        yield url
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "serve.sqlite"
 
 
 def test_the_default_cap_is_10000_events_per_request(ledger: Path) -> None:

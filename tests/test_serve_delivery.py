@@ -37,17 +37,6 @@ from pipeline.sandbox import ForcedStatus, SandboxOptions, parse_forced, serve_i
 from pipeline.serve.logs import LOGGER
 
 
-@pytest.fixture
-def sandbox() -> Iterator[str]:
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        yield url
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "serve.sqlite"
-
-
 def test_events_of_each_user_land_in_order(sandbox: str, ledger: Path) -> None:
     users = [f"user-{n}" for n in range(12)]
     with service_in_thread(options(ledger, sandbox, concurrency=4)) as service:

@@ -9,13 +9,10 @@ import json
 import resource
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from serve_helpers import (
-    API_KEY,
     WRITE_KEY,
     ServiceProcess,
     basic,
@@ -23,15 +20,8 @@ from serve_helpers import (
     write_config,
 )
 
-from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.serve import ServeOptions, Sources
 from pipeline.serve.server import doors_of
-
-
-@pytest.fixture
-def sandbox() -> Iterator[str]:
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        yield url
 
 
 def _address(url: str) -> tuple[str, int]:

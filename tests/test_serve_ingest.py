@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from serve_helpers import (
-    API_KEY,
     SUBDOMAIN,
     WRITE_KEY,
     Running,
@@ -34,21 +33,9 @@ from serve_helpers import (
 )
 
 from pipeline.delivery.incoming import canonical
-from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.serve.logs import LOGGER
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def sandbox() -> Iterator[str]:
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        yield url
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "serve.sqlite"
 
 
 @pytest.fixture

@@ -10,22 +10,12 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from serve_helpers import API_KEY, WRITE_KEY, basic, service_process, write_config
-
-from pipeline.sandbox import SandboxOptions, serve_in_thread
+from serve_helpers import WRITE_KEY, basic, service_process, write_config
 
 REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-@pytest.fixture
-def sandbox() -> Iterator[str]:
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        yield url
 
 
 def _rss_kb(pid: int) -> int:

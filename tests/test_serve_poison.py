@@ -32,7 +32,6 @@ from serve_helpers import (
 
 from pipeline.core.messages import EVENT_TOO_DEEP
 from pipeline.delivery.ledger import Ledger, LedgerError
-from pipeline.sandbox import SandboxOptions, serve_in_thread
 
 SURROGATE_ID = '{"type":"track","userId":"p1","event":"Cut","messageId":"bad\\ud800id"}'
 HUGE_INT = '{"type":"track","userId":"p1","event":"Big","messageId":"m-big","properties":{"n":%s}}'
@@ -43,17 +42,6 @@ CUT_EMOJI = (
     '{"type":"track","userId":"p1","event":"Liked \\ud83d","messageId":"m-emoji",'
     '"properties":{"note":"half \\ud83d an emoji"}}'
 )
-
-
-@pytest.fixture
-def sandbox() -> Iterator[str]:
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        yield url
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "serve.sqlite"
 
 
 @pytest.fixture

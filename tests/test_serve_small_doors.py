@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from serve_helpers import (
-    API_KEY,
     RAW_CONFIG,
     Running,
     identify,
@@ -24,15 +23,8 @@ from serve_helpers import (
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.serve import ServeConfigError
 from pipeline.serve.options import parse_sources
-
-
-@pytest.fixture
-def sandbox() -> Iterator[str]:
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        yield url
 
 
 @pytest.fixture
