@@ -748,7 +748,7 @@ class Ledger:
         )
         status: Status = "pending" if arrival.rejected is None else "rejected"
         held[arrival.key] = Known(status, arrival.content_hash, position)
-        return Admitted(arrival.key, position, verdict, before)
+        return Admitted(arrival.key, position, verdict, before, arrival.rejected)
 
     def take(self, after: int, limit: int) -> list[Queued]:
         """See `DeliveryQueue.take` (one writer per file: every lane is this writer's)."""

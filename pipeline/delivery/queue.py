@@ -117,13 +117,14 @@ class Admit(Enum):
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """One event's admission: the key it is stored under (a repeat's own key, see
-    `incoming.repeat_key`), its position, what happened, and what the queue held before
-    under that key (None: nothing)."""
+    `incoming.repeat_key`), its position, what happened, what the queue held before under
+    that key (None: nothing), and why it was filed rejected at once, if it was."""
 
     key: str
     position: int
     verdict: Admit
     before: Known | None
+    rejected: str | None = None
 
     @property
     def joined(self) -> bool:
