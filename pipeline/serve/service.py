@@ -39,7 +39,7 @@ from starlette.routing import Route
 from pipeline.delivery.incoming import json_bytes
 from pipeline.delivery.ledger import Ledger, LedgerError
 from pipeline.delivery.lifecycle import UNFINISHED
-from pipeline.delivery.queue import Admit, Arrival
+from pipeline.delivery.queue import Admit, Arrival, DeliveryQueue
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery, ledger_reason
 from pipeline.serve.ingest import (
@@ -82,7 +82,7 @@ class Admitted:
     repeated: int = 0  # later versions of a queued event, rejected (among `rejected`)
 
 
-def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
+def _admit(ledger: DeliveryQueue, admissions: Sequence[Admission], now: float) -> Admitted:
     """Store a request's events (on the ledger thread), all of them or none, by the queue's
     rules (`DeliveryQueue.admit`): a client's retry changes nothing, a later version of a
     queued event is rejected under its own key, an edited finished one is queued again."""
@@ -139,7 +139,7 @@ async def _drain(request: Request, seconds: float) -> None:
 class Service:
     """The running service: its options, ledgers (behind their thread), apps, metrics."""
 
-    def __init__(self, options: ServeOptions, ledgers: Mapping[str, Ledger]) -> None:
+    def __init__(self, options: ServeOptions, ledgers: Mapping[str, DeliveryQueue]) -> None:
         self.options = options
         self.metrics = Metrics()
         self.store = Store(ledgers)
@@ -164,7 +164,7 @@ class Service:
     def open(cls, options: ServeOptions) -> Service:
         """Open every app's ledger for writing (durable); `LedgerError` (busy, foreign, another
         app's) closes what was opened and says why."""
-        opened: dict[str, Ledger] = {}
+        opened: dict[str, DeliveryQueue] = {}
         try:
             for name, path in options.ledgers.items():
                 opened[name] = Ledger.open_writer(Path(path), name, durable=True)
@@ -324,7 +324,7 @@ class Service:
         now = time.monotonic()
         if now - self._disk_at > DISK_CHECK_S:
             self._disk_at = now
-            folder = Path(app.ledger.path).absolute().parent
+            folder = Path(app.ledger.where).absolute().parent
             try:
                 self._disk_free = shutil.disk_usage(folder).free >= self.options.min_free_bytes
             except OSError:
