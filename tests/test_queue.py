@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
+import pytest
 from conftest import QueueOpener
 
+from pipeline.core.config import parse_config
+from pipeline.delivery import incoming as incoming_module
+from pipeline.delivery.incoming import REPEATED, incoming, repeat_key, stored
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.lifecycle import Reported
 from pipeline.delivery.queue import (
@@ -164,3 +169,27 @@ def test_requeue_makes_failed_held_and_asked_for_rejected_pending_again(
     assert queue.requeue(["acme:d"], rejected=False) == 1
     assert [q.row.position for q in queue.take(0, 10)] == [1, 2, 3, 4]
     assert list(queue.lines(("pending",))) == [item.line for item in items]
+
+
+def test_a_stored_row_becomes_an_incoming_without_keying_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = parse_config({"apiKey": "k" * 64, "appSubdomain": "acme"}).unwrap()
+    line = b'{"type":"track","event":"x","userId":"u1","messageId":"m1"}'
+    read = incoming(cfg, 1, line)
+
+    def no_second_keying(*_: object, **__: object) -> NoReturn:
+        raise AssertionError("a stored event is keyed and hashed again")
+
+    monkeypatch.setattr(incoming_module, "canonical", no_second_keying)
+    monkeypatch.setattr(incoming_module, "_sha256", no_second_keying)
+    again = stored(cfg, read.key, read.content_hash, 7, line, None)
+    assert (again.key, again.content_hash, again.position, again.lane) == (
+        read.key,
+        read.content_hash,
+        7,
+        read.lane,
+    )
+    assert again.job == read.job
+    repeat = stored(cfg, repeat_key(read.key, "f" * 64), "f" * 64, 8, line, None)
+    assert (repeat.job, repeat.problem) == (None, REPEATED)
