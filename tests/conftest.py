@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg_server import NoPostgres, Server, throwaway_server
 from serve_helpers import API_KEY
 
 from pipeline.sandbox import SandboxOptions, serve_in_thread
@@ -22,3 +24,20 @@ def sandbox() -> Iterator[str]:
 def ledger(tmp_path: Path) -> Path:
     """Where the service under test keeps its ledger."""
     return tmp_path / "serve.sqlite"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    """This test process's throwaway PostgreSQL (tests/pg_server.py): a missing server binary
+    fails the test with the install line, never skips it."""
+    try:
+        with throwaway_server() as server:
+            yield server
+    except NoPostgres as problem:
+        pytest.fail(str(problem), pytrace=False)
+
+
+@pytest.fixture
+def pg_schema() -> str:
+    """A schema of this test's own (`--pg-schema`), so tests sharing a server share nothing."""
+    return f"t_{uuid.uuid4().hex[:16]}"
