@@ -31,6 +31,7 @@ from typing import Final
 
 BIN_GLOB: Final = "/usr/lib/postgresql/*/bin"
 EXISTING: Final = "USERCOM_TEST_PG"
+PASSWORD: Final = "test-only-Pa55word"  # the throwaway server's superuser password
 _START_TRIES: Final = 3  # a free port found by bind(0) may be taken before the server binds it
 
 
@@ -125,7 +126,10 @@ def throwaway_server() -> Iterator[Server]:
     try:
         if ids is not None:
             os.chown(folder, *ids)
-        data, log = folder / "data", folder / "server.log"
+        data, log, secret = folder / "data", folder / "server.log", folder / "password"
+        secret.write_text(PASSWORD + "\n")
+        if ids is not None:
+            os.chown(secret, *ids)
         _run(
             [
                 str(binaries / "initdb"),
@@ -133,8 +137,14 @@ def throwaway_server() -> Iterator[Server]:
                 str(data),
                 "--username",
                 "postgres",
-                "--auth",
+                # Loopback logins need the password, as on a real server: the tests see a URI
+                # with a password in it (never printed) and a wrong one refused.
+                "--auth-local",
                 "trust",
+                "--auth-host",
+                "scram-sha-256",
+                "--pwfile",
+                str(secret),
                 "--encoding",
                 "UTF8",
                 "--locale",
@@ -145,7 +155,7 @@ def throwaway_server() -> Iterator[Server]:
         )
         port = _start(binaries, folder, data, log)
         try:
-            yield Server(f"postgresql://postgres@127.0.0.1:{port}/postgres", port)
+            yield Server(f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres", port)
         finally:
             _run(
                 [str(binaries / "pg_ctl"), "--pgdata", str(data), "--mode", "immediate", "stop"],
