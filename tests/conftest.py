@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pg_server import NoPostgres, Server, throwaway_server
 from serve_helpers import API_KEY
 
 from pipeline.delivery.ledger import Ledger
@@ -46,3 +48,20 @@ def open_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue
     yield open_one
     for queue in opened:
         queue.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    """This test process's throwaway PostgreSQL (tests/pg_server.py): a missing server binary
+    fails the test with the install line, never skips it."""
+    try:
+        with throwaway_server() as server:
+            yield server
+    except NoPostgres as problem:
+        pytest.fail(str(problem), pytrace=False)
+
+
+@pytest.fixture
+def pg_schema() -> str:
+    """A schema of this test's own (`--pg-schema`), so tests sharing a server share nothing."""
+    return f"t_{uuid.uuid4().hex[:16]}"

@@ -248,6 +248,11 @@ class Ledger:
         return self._path
 
     @property
+    def where(self) -> str:
+        """The ledger as messages name it: its file, or a database's URI (password masked)."""
+        return str(self._path)
+
+    @property
     def writable(self) -> bool:
         return self._lock_fd is not None
 
