@@ -690,10 +690,6 @@ class Ledger:
 
     # -- the DeliveryQueue interface (pipeline.delivery.queue) -----------------------------------
 
-    @property
-    def where(self) -> str:
-        return str(self._path)
-
     def known(self, keys: Sequence[str]) -> dict[str, Known]:
         """What the ledger holds under those of `keys` it has, a few statements in all."""
         unique = list(dict.fromkeys(keys))
