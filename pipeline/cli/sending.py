@@ -29,11 +29,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.filing import Filing, refile_kept, stop_when_refused
 from pipeline.cli.plain import plain
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.feed import feed
+from pipeline.delivery.filing import Filing, refile_kept, stop_when_refused
 from pipeline.delivery.incoming import FirstSeen, Incoming
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.loop import run as run_loop

@@ -763,11 +763,11 @@ class Ledger:
             for record in records:
                 current = now.get(record.key)
                 status = filed_as(current, record)
-                if status is None:
-                    continue
-                position = current.position if current is not None else 0
                 if current is None:  # its row went with a rolled-back batch: store it again
                     position = self.enqueue(record.key, record.content_hash, record.line)
+                    current = now[record.key] = Known("pending", record.content_hash, position)
+                if status is None:
+                    continue
                 self.record(
                     record.key,
                     status,
@@ -777,7 +777,7 @@ class Ledger:
                     record.warnings,
                     commit=False,
                 )
-                now[record.key] = Known(status, record.content_hash, position)
+                now[record.key] = Known(status, record.content_hash, current.position)
                 finished += status in FINISHED
         return finished
 

@@ -310,8 +310,9 @@ class DeliveryQueue(QueueReader, Protocol):
     def file(self, records: Sequence[Record]) -> int:
         """File outcomes (§2: one outcome per event per run) as `filed_as` decides: a `failed`
         one counts one more failure (`Queued.failures`), an outcome of replaced content and a
-        second finished outcome are dropped. Returns how many events finished (left the
-        queue). Staged: see `commit`."""
+        second finished outcome are dropped; an event whose row went with a rolled-back
+        batch is stored again (pending) first, whatever its outcome. Returns how many events
+        finished (left the queue). Staged: see `commit`."""
         ...
 
     def requeue(self, keys: Sequence[str] | None, *, rejected: bool) -> int:
