@@ -43,7 +43,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
@@ -163,8 +163,10 @@ class Ledger:
         db: sqlite3.Connection,
         lock_fd: int | None,
         file_fd: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """Use `open_writer` or `open_reader`."""
+        self._clock = clock  # what stamps received/updated (tests pass a fake one)
         self._path = path
         self._app = app
         self._db = db
@@ -187,7 +189,14 @@ class Ledger:
     # -- opening and closing ------------------------------------------------------------------
 
     @classmethod
-    def open_writer(cls, path: Path, app: str, *, durable: bool = False) -> Ledger:
+    def open_writer(
+        cls,
+        path: Path,
+        app: str,
+        *,
+        durable: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> Ledger:
         """Open (or create) the ledger of `app` at `path` for writing, holding its lock.
 
         `durable`: every commit is on disk when it returns (SQLite `synchronous=FULL`, for the
@@ -207,7 +216,7 @@ class Ledger:
             try:
                 db = _open_locked(path, app, durable=durable)
                 try:
-                    return cls(path, app, db, lock_fd, file_fd)
+                    return cls(path, app, db, lock_fd, file_fd, clock)
                 except BaseException:
                     db.close()
                     raise
@@ -425,7 +434,7 @@ class Ledger:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
             position = self._next
-            now = time.time()
+            now = self._clock()
             status = "pending" if rejected is None else "rejected"
             self._db.execute(
                 _ENQUEUE,
@@ -505,7 +514,7 @@ class Ledger:
                     json.dumps(list(requests)),
                     error,
                     json.dumps(list(warnings)),
-                    time.time(),
+                    self._clock(),
                     status,
                     key,
                 ),
@@ -526,7 +535,7 @@ class Ledger:
         with self._guard:
             self._require_writer()
             self._commit()
-            now = time.time()
+            now = self._clock()
             changed = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -626,7 +635,7 @@ class Ledger:
                     "UPDATE events SET line = x'', forgotten = ? WHERE rowid IN (SELECT rowid "
                     "FROM events WHERE status IN ('delivered', 'rejected') AND updated < ? "
                     "AND forgotten IS NULL LIMIT ?)",
-                    (time.time(), before, limit),
+                    (self._clock(), before, limit),
                 ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:

@@ -22,10 +22,10 @@ it out, with its timings), `Admitted` (what admitting one event did).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from pipeline.delivery.lifecycle import (
     UNFINISHED,
@@ -44,10 +44,12 @@ __all__ = [
     "Known",
     "QueueReader",
     "Queued",
+    "Readiness",
     "Record",
     "Row",
     "admission",
     "filed_as",
+    "readiness",
 ]
 
 
@@ -197,6 +199,42 @@ def filed_as(now: Known | None, record: Record) -> Status | None:
     if not files(before, happening):  # the table has no row from a finished status
         return None
     return next_status(before, happening)
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether a taken event is to be tried now (DELIVERY §6): `ready`; `later` (a failed
+    event whose backoff has not passed: it is not attempted and holds its user until `at`);
+    or `given up` (failed, and older than --give-up-after: it stays failed, holds nobody)."""
+
+    kind: Literal["ready", "later", "given up"]
+    at: float | None = None
+    received: float | None = None  # when it arrived, else last changed (its age counts from it)
+
+
+def readiness(
+    queued: Queued, now: float, *, retry_delay: Callable[[int], float], give_up_after: float
+) -> Readiness:
+    """A taken event's readiness at `now` (a clock the caller owns): a failed one is tried
+    again `retry_delay(failures)` after its last failure, until its age passes `give_up_after`.
+
+    >>> row = Row("k", 1, "failed", "h", b"{}", 1, (), None, ())
+    >>> def wait(failures: int) -> float:
+    ...     return 60.0 * failures
+    >>> readiness(Queued(row, 0.0, 100.0, 2), 130.0, retry_delay=wait, give_up_after=1e9)
+    Readiness(kind='later', at=220.0, received=0.0)
+    >>> readiness(Queued(row, 0.0, 100.0, 2), 230.0, retry_delay=wait, give_up_after=200).kind
+    'given up'
+    """
+    received = queued.received if queued.received is not None else queued.updated
+    if queued.row.status != "failed":
+        return Readiness("ready", received=received)
+    if received is not None and now - received > give_up_after:
+        return Readiness("given up", received=received)
+    due = (queued.updated or 0.0) + retry_delay(max(queued.failures, 1))
+    if due > now:
+        return Readiness("later", due, received)
+    return Readiness("ready", received=received)
 
 
 # -- the interface ------------------------------------------------------------------------------
