@@ -29,6 +29,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pipeline.delivery.lifecycle import (
     UNFINISHED,
+    Happening,
     Reported,
     Status,
     files,
@@ -181,8 +182,8 @@ def admission(before: Known | None, arrival: Arrival, *, retry_rejected: bool = 
 def filed_as(now: Known | None, record: Record) -> Status | None:
     """The status `record` files its event as, or None when nothing is written: a plan (never
     filed), an outcome of content replaced meanwhile, or one the lifecycle table keeps as it
-    is (held again, deferred, a second finished outcome). A key the queue lost (its row went
-    with a rolled-back batch) is filed as if pending.
+    is (held again, deferred without an attempt, a second finished outcome). A key the queue
+    lost (its row went with a rolled-back batch) is filed as if pending.
 
     >>> rec = Record("k", "h", b"{}", "delivered", 1, (), None, ())
     >>> filed_as(Known("pending", "h", 1), rec), filed_as(Known("pending", "h2", 1), rec)
@@ -196,6 +197,10 @@ def filed_as(now: Known | None, record: Record) -> Status | None:
     before: Status = "pending" if now is None else now.status
     if now is not None and now.content_hash != record.content_hash:
         return None
+    if happening is Happening.DEFERRED and before == "pending" and record.attempts:
+        # §4 explain tells every attempt: a run fault (a refused key) ends an attempt with
+        # its event still pending, and the row keeps the requests that met the fault.
+        return "pending"
     if not files(before, happening):  # the table has no row from a finished status
         return None
     return next_status(before, happening)
