@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from pg_server import NoPostgres, Server, throwaway_server
@@ -28,7 +30,10 @@ def ledger(tmp_path: Path) -> Path:
     return tmp_path / "serve.sqlite"
 
 
-QueueOpener = Callable[[str], DeliveryQueue]
+class QueueOpener(Protocol):
+    """Opens a new writable queue of `app`; `clock` stamps when events arrive and change."""
+
+    def __call__(self, app: str, clock: Callable[[], float] = ...) -> DeliveryQueue: ...
 
 
 @pytest.fixture(params=["sqlite"])
@@ -37,9 +42,9 @@ def open_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue
     contract run against each (a PostgreSQL backend adds its name to `params`)."""
     opened: list[DeliveryQueue] = []
 
-    def open_one(app: str) -> DeliveryQueue:
+    def open_one(app: str, clock: Callable[[], float] = time.time) -> DeliveryQueue:
         if request.param == "sqlite":
-            queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app)
+            queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app, clock=clock)
         else:
             raise LookupError(f"no queue backend {request.param!r}")
         opened.append(queue)

@@ -2,8 +2,9 @@
 story), `usercom report` (the ledger summed up), `usercom requeue`'s choice of events, and the
 next step `send` prints.
 
-They only read the ledger (`Ledger.open_reader`: no lock, so they work while a run or the
-service writes it), and show stored text only after making it safe to print.
+They only read the queue (a `QueueReader`; the SQLite ledger's `open_reader` takes no lock,
+so they work while a run or the service writes it), and show stored text only after making
+it safe to print.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from pipeline.cli.checks import UsageError
 from pipeline.cli.plain import plain
 from pipeline.core.answers import Kind, Reply, meaning
 from pipeline.core.config import API_PATH
-from pipeline.delivery.ledger import STATUSES, UNFINISHED, Ledger, Row
+from pipeline.delivery.lifecycle import STATUSES, UNFINISHED
 from pipeline.delivery.outcome import Summary
+from pipeline.delivery.queue import QueueReader, Row
 
 # -- showing stored text safely ---------------------------------------------------------------
 
@@ -135,7 +137,7 @@ MEANINGS: Final[Mapping[str, str]] = {
 }
 
 
-def find_event(book: Ledger, key: str) -> Row:
+def find_event(book: QueueReader, key: str) -> Row:
     """The event named by `key`: its full key, the key without the app prefix, or a prefix of
     one key (a sha256 key is long). UsageError (one line) when none or several match."""
     row = book.find(key)
@@ -148,7 +150,7 @@ def find_event(book: Ledger, key: str) -> Row:
         found = book.get(candidates[0])
         if found is not None:
             return found
-    where = book.path
+    where = book.where
     if len(candidates) > 1:
         raise UsageError(
             f"several events of ledger {where} have keys starting with {printable(key)!r} "
@@ -178,7 +180,9 @@ def check_requeue(keys: list[str] | None, *, delivered: bool) -> None:
         )
 
 
-def requeue_keys(book: Ledger, keys: list[str], *, rejected: bool, delivered: bool) -> list[str]:
+def requeue_keys(
+    book: QueueReader, keys: list[str], *, rejected: bool, delivered: bool
+) -> list[str]:
     """The full keys of the events named, matched as `explain` matches them. UsageError (one
     line, before anything changes) for an unknown key, or a finished event whose flag is
     missing: requeueing it sends it again."""
@@ -237,9 +241,9 @@ def _when(seconds: float | None) -> str:
     return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def story(book: Ledger, row: Row) -> list[str]:
+def story(book: QueueReader, row: Row) -> list[str]:
     """One event's story as lines of text (everything stored is escaped for the terminal)."""
-    ledger = str(book.path)
+    ledger = book.where
     lines = [
         f"event     {printable(row.key)}",
         f"ledger    {ledger} (app {book.app})",
@@ -266,7 +270,7 @@ def story(book: Ledger, row: Row) -> list[str]:
     return lines
 
 
-def story_json(book: Ledger, row: Row) -> dict[str, Any]:
+def story_json(book: QueueReader, row: Row) -> dict[str, Any]:
     return {
         "key": row.key,
         "status": row.status,
@@ -423,7 +427,7 @@ def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
     return words
 
 
-def build_report(book: Ledger) -> Report:
+def build_report(book: QueueReader) -> Report:
     """The report of a ledger opened read-only, from one consistent snapshot of it."""
     with book.snapshot():
         counts = book.counts()
@@ -434,7 +438,7 @@ def build_report(book: Ledger) -> Report:
                 method, url, answer = split_request(text)
                 calls[(method, template(url), answer)] += 1
         oldest = book.oldest_unfinished()
-    return Report(str(book.path), book.app, counts, errors, calls, oldest)
+    return Report(book.where, book.app, dict(counts), errors, calls, oldest)
 
 
 __all__ = ["Report", "build_report", "find_event", "story", "story_json"]

@@ -43,7 +43,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
@@ -163,8 +163,10 @@ class Ledger:
         db: sqlite3.Connection,
         lock_fd: int | None,
         file_fd: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """Use `open_writer` or `open_reader`."""
+        self._clock = clock  # what stamps received/updated (tests pass a fake one)
         self._path = path
         self._app = app
         self._db = db
@@ -187,7 +189,14 @@ class Ledger:
     # -- opening and closing ------------------------------------------------------------------
 
     @classmethod
-    def open_writer(cls, path: Path, app: str, *, durable: bool = False) -> Ledger:
+    def open_writer(
+        cls,
+        path: Path,
+        app: str,
+        *,
+        durable: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> Ledger:
         """Open (or create) the ledger of `app` at `path` for writing, holding its lock.
 
         `durable`: every commit is on disk when it returns (SQLite `synchronous=FULL`, for the
@@ -207,7 +216,7 @@ class Ledger:
             try:
                 db = _open_locked(path, app, durable=durable)
                 try:
-                    return cls(path, app, db, lock_fd, file_fd)
+                    return cls(path, app, db, lock_fd, file_fd, clock)
                 except BaseException:
                     db.close()
                     raise
@@ -430,7 +439,7 @@ class Ledger:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
             position = self._next
-            now = time.time()
+            now = self._clock()
             status = "pending" if rejected is None else "rejected"
             self._db.execute(
                 _ENQUEUE,
@@ -510,7 +519,7 @@ class Ledger:
                     json.dumps(list(requests)),
                     error,
                     json.dumps(list(warnings)),
-                    time.time(),
+                    self._clock(),
                     status,
                     key,
                 ),
@@ -531,7 +540,7 @@ class Ledger:
         with self._guard:
             self._require_writer()
             self._commit()
-            now = time.time()
+            now = self._clock()
             changed = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -631,7 +640,7 @@ class Ledger:
                     "UPDATE events SET line = x'', forgotten = ? WHERE rowid IN (SELECT rowid "
                     "FROM events WHERE status IN ('delivered', 'rejected') AND updated < ? "
                     "AND forgotten IS NULL LIMIT ?)",
-                    (time.time(), before, limit),
+                    (self._clock(), before, limit),
                 ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
@@ -764,11 +773,11 @@ class Ledger:
             for record in records:
                 current = now.get(record.key)
                 status = filed_as(current, record)
-                if status is None:
-                    continue
-                position = current.position if current is not None else 0
                 if current is None:  # its row went with a rolled-back batch: store it again
                     position = self.enqueue(record.key, record.content_hash, record.line)
+                    current = now[record.key] = Known("pending", record.content_hash, position)
+                if status is None:
+                    continue
                 self.record(
                     record.key,
                     status,
@@ -778,7 +787,7 @@ class Ledger:
                     record.warnings,
                     commit=False,
                 )
-                now[record.key] = Known(status, record.content_hash, position)
+                now[record.key] = Known(status, record.content_hash, current.position)
                 finished += status in FINISHED
         return finished
 

@@ -56,7 +56,7 @@ from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, probe_fault
 from pipeline.delivery.incoming import Incoming, stored
 from pipeline.delivery.lifecycle import Status, files, happening_of
 from pipeline.delivery.outcome import Outcome, Summary
-from pipeline.delivery.queue import DeliveryQueue, Queued, Record
+from pipeline.delivery.queue import DeliveryQueue, Queued, Record, readiness
 from pipeline.runner import Target, asend
 from pipeline.serve.ingest import type_label
 from pipeline.serve.logs import emit
@@ -562,18 +562,21 @@ class AppDelivery:
         items: list[tuple[Incoming, _Filed]] = []
         for queued in page:
             row = queued.row
-            received = queued.received if queued.received is not None else queued.updated
-            given_up = received is not None and now - received > self.options.give_up_after
-            if row.status == "failed" and given_up:
+            ready = readiness(
+                queued,
+                now,
+                retry_delay=self.options.retry_delay,
+                give_up_after=self.options.give_up_after,
+            )
+            if ready.kind == "given up":
                 self._give_up(row.key, row.position, row.error)
                 continue  # stays failed, holds nobody
             item = self._parse(row.key, row.content_hash, row.position, row.line, row.error)
-            if row.status == "failed":
-                due = (queued.updated or 0.0) + self.options.retry_delay(max(queued.failures, 1))
-                if due > now:
-                    self._due(due)
-                    item = replace(item, deferred=f"failed; tried again after {_when(due)}")
-            filed = _Filed(row.status, row.attempts, received, event_type(item), queued.failures)
+            if ready.kind == "later" and ready.at is not None:
+                self._due(ready.at)
+                item = replace(item, deferred=f"failed; tried again after {_when(ready.at)}")
+            kind = event_type(item)
+            filed = _Filed(row.status, row.attempts, ready.received, kind, queued.failures)
             items.append((item, filed))
         return items
 
