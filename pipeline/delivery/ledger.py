@@ -51,6 +51,7 @@ from types import TracebackType
 from typing import Any, Final, cast
 
 from pipeline.delivery.lifecycle import FINISHED, STATUSES, UNFINISHED, Status
+from pipeline.delivery.outcome import Exchange, Logged
 
 __all__ = [
     "FINISHED",
@@ -164,9 +165,14 @@ class Row:
     content_hash: str
     line: bytes
     attempts: int
-    requests: tuple[str, ...]
+    requests: tuple[str, ...]  # as stored: each `METHOD URL -> answer` (Exchange's text)
     error: str | None
     warnings: tuple[str, ...]
+
+    @property
+    def exchanges(self) -> tuple[Exchange, ...]:
+        """The stored requests as values (a ledger of any version stores their text)."""
+        return tuple(Exchange.read(text) for text in self.requests)
 
 
 class Ledger:
@@ -494,7 +500,7 @@ class Ledger:
         key: str,
         status: Status,
         attempts: int,
-        requests: Sequence[str],
+        requests: Sequence[Logged],
         error: str | None,
         warnings: Sequence[str],
         *,
@@ -518,7 +524,7 @@ class Ledger:
                 (
                     status,
                     attempts,
-                    json.dumps(list(requests)),
+                    json.dumps([str(request) for request in requests]),
                     error,
                     json.dumps(list(warnings)),
                     time.time(),
