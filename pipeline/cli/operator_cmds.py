@@ -18,10 +18,11 @@ from pipeline.cli.options import LEDGER_HELP, LedgerArgument
 from pipeline.cli.output import open_binary_out, refusal, stderr
 from pipeline.cli.plain import plain
 from pipeline.cli.sending import EXIT_FAULT, EXIT_USAGE
-from pipeline.delivery.faults import RESUME, check_app
+from pipeline.delivery.faults import RESUME
 from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError, sqlite_errors_as_ledger_errors
 from pipeline.delivery.ledger import Status as LedgerStatus
 from pipeline.delivery.loop import run as run_loop
+from pipeline.delivery.wire import check_app
 
 
 def check(

@@ -35,6 +35,7 @@ from pipeline.delivery.ledger import (
     Row,
     Status,
 )
+from pipeline.delivery.outcome import Logged
 from pipeline.delivery.pg.location import PgLocation, masked, password_of
 
 if TYPE_CHECKING:
@@ -409,7 +410,7 @@ class PgLedger(Ledger):
         key: str,
         status: Status,
         attempts: int,
-        requests: Sequence[str],
+        requests: Sequence[Logged],
         error: str | None,
         warnings: Sequence[str],
         *,
@@ -427,7 +428,7 @@ class PgLedger(Ledger):
                 (
                     status,
                     attempts,
-                    json.dumps(list(requests)),
+                    json.dumps([str(request) for request in requests]),
                     error,
                     json.dumps(list(warnings)),
                     time.time(),
