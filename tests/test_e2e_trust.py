@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from pipeline.delivery import DeliveryOptions, Outcome, deliver, read_jsonl
 from pipeline.delivery.loop import run as run_loop
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.sandbox.options import ForcedStatus
+from pipeline.testing import FakeUserCom, Raise, Received, Reply
 
 
 def user_events(users: int, tracks: int) -> list[dict[str, Any]]:
@@ -154,24 +154,21 @@ def test_a_replayed_export_is_not_skipped_as_already_finished(tmp_path: Path) ->
     assert len(state["events"]) == 6
 
 
-class AllDown(httpx.AsyncBaseTransport):
-    """Every request (the probe's read too) answered 503 for the first `seconds`, then the
-    real sandbox answers. Writes alone failing is no outage (DELIVERY §3): the probe, a read,
-    would be answered."""
+class AllDown:
+    """User.com answering 503 to every request (the probe's read too) for the first `seconds`,
+    then as itself. Writes alone failing is no outage (DELIVERY §3): the probe, a read, would
+    be answered."""
 
     def __init__(self, seconds: float) -> None:
         self.until = time.monotonic() + seconds
-        self.inner = httpx.AsyncHTTPTransport()
         self.refused = 0
+        self.fake = FakeUserCom(api_key=API_KEY, routes={"* *": self.answer})
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if time.monotonic() < self.until:
-            self.refused += 1
-            return httpx.Response(503, json={"detail": "Service unavailable."})
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    def answer(self, _seen: Received) -> Reply | None:
+        if time.monotonic() >= self.until:
+            return None
+        self.refused += 1
+        return Reply(503, {"detail": "Service unavailable."})
 
 
 def test_an_outage_of_every_request_pauses_all_lanes_and_costs_no_event() -> None:
@@ -179,19 +176,18 @@ def test_an_outage_of_every_request_pauses_all_lanes_and_costs_no_event() -> Non
     waited out together, probing, and every event is delivered."""
     lines = lines_of(user_events(8, 3))
     fast = DeliveryOptions(concurrency=8, backoff_initial=0.05, backoff_max=0.2, max_seconds=3)
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        down = AllDown(4.0)
-        heard: list[Outcome] = []
-        summary = run_loop(
-            deliver(
-                read_jsonl(lines, config()),
-                config(),
-                replace(fast, base_url=url),
-                lambda _incoming, outcome: heard.append(outcome),
-                transport=down,
-            )
+    down = AllDown(4.0)
+    heard: list[Outcome] = []
+    summary = run_loop(
+        deliver(
+            read_jsonl(lines, config()),
+            config(),
+            fast,
+            lambda _incoming, outcome: heard.append(outcome),
+            transport=down.fake,
         )
-        state = sandbox_state(url)
+    )
+    state = down.fake.state
     assert down.refused >= 10
     assert Counter(o.status for o in heard) == {"delivered": 32}, summary.errors
     assert summary.fault is None
@@ -204,17 +200,16 @@ def test_an_outage_longer_than_max_outage_stops_the_run_and_files_nothing(
 ) -> None:
     lines = lines_of(user_events(4, 1))
     options = DeliveryOptions(concurrency=4, max_outage=2.0, backoff_initial=0.05)
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        heard: list[Outcome] = []
-        summary = run_loop(
-            deliver(
-                read_jsonl(lines, config()),
-                config(),
-                replace(options, base_url=url),
-                lambda _incoming, outcome: heard.append(outcome),
-                transport=AllDown(600.0),
-            )
+    heard: list[Outcome] = []
+    summary = run_loop(
+        deliver(
+            read_jsonl(lines, config()),
+            config(),
+            options,
+            lambda _incoming, outcome: heard.append(outcome),
+            transport=AllDown(600.0).fake,
         )
+    )
     assert summary.fault is not None
     assert "longer than --max-outage" in summary.fault
     assert {o.status for o in heard} == {"pending"}
@@ -485,35 +480,31 @@ def test_a_resumed_run_counts_as_skipped_only_what_earlier_runs_finished(tmp_pat
     assert table_value(second.stdout, "delivered") == "3"
 
 
-class FirstConnectionsLost(httpx.AsyncBaseTransport):
-    """The first `lost` requests lose their connection; then the real sandbox answers."""
+def first_connections_lost(lost: int) -> FakeUserCom:
+    """The first `lost` requests lose their connection; then User.com answers."""
+    left = lost
 
-    def __init__(self, lost: int) -> None:
-        self.lost = lost
-        self.inner = httpx.AsyncHTTPTransport()
+    def answer(_seen: Received) -> Raise | None:
+        nonlocal left
+        if left <= 0:
+            return None
+        left -= 1
+        return Raise(httpx.RemoteProtocolError, "connection lost")
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.lost > 0:
-            self.lost -= 1
-            raise httpx.RemoteProtocolError("connection lost", request=request)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    return FakeUserCom(api_key=API_KEY, routes={"* *": answer})
 
 
 @pytest.mark.parametrize(("lost", "stops"), [(2, False), (3, True)])
 def test_the_probe_survives_a_lost_connection_but_not_a_dead_host(lost: int, stops: bool) -> None:
     lines = lines_of(user_events(2, 1))
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        summary = run_loop(
-            deliver(
-                read_jsonl(lines, config()),
-                config(),
-                DeliveryOptions(base_url=url),
-                transport=FirstConnectionsLost(lost),
-            )
+    summary = run_loop(
+        deliver(
+            read_jsonl(lines, config()),
+            config(),
+            DeliveryOptions(),
+            transport=first_connections_lost(lost),
         )
+    )
     assert (summary.fault is not None) == stops, summary.fault
     assert summary.counts["delivered"] == (0 if stops else 4)
 
