@@ -23,8 +23,10 @@ from e2e_helpers import (
     CLI,
     RAW_CONFIG,
     REPO,
+    Finished,
     cli_env,
     config,
+    invoke_cli,
     lines_of,
     read_outcomes,
     run_cli,
@@ -61,8 +63,10 @@ def statuses(path: Path) -> dict[str, int]:
     return counts
 
 
-def send(*args: str | Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return run_cli("send", *args, timeout=timeout)
+def send(*args: str | Path) -> Finished:
+    """`usercom send ARGS` in this process: no signal, lock or crash is involved where it is
+    used (those tests run the command in a process of its own)."""
+    return invoke_cli("send", *args)
 
 
 def test_a_wrong_key_files_nothing_and_the_fixed_rerun_delivers_everything(tmp_path: Path) -> None:
@@ -75,7 +79,7 @@ def test_a_wrong_key_files_nothing_and_the_fixed_rerun_delivers_everything(tmp_p
         assert first.returncode == 3, first.stdout + first.stderr
         assert "refused the API key (401)" in first.stderr
         assert "w" * 64 not in first.stdout + first.stderr
-        exported = run_cli("failed", ledger, "--rejected")
+        exported = invoke_cli("failed", ledger, "--rejected")
         assert exported.stdout == ""
         second = send(events, "--config", right, "--base-url", url, "--ledger", ledger)
         state = sandbox_state(url)
@@ -121,7 +125,7 @@ def test_a_failed_event_holds_its_users_later_events_until_a_rerun_delivers_them
         assert statuses(out) == {"delivered": 16, "failed": 1, "held": 3}
         assert len(sandbox_state(url)["events"]) == 12
         # The export is in position order: the failed track before the tracks it holds.
-        exported = [json.loads(line) for line in run_cli("failed", ledger).stdout.splitlines()]
+        exported = [json.loads(line) for line in invoke_cli("failed", ledger).stdout.splitlines()]
         assert [(e["userId"], e["properties"]["n"]) for e in exported] == [
             ("u0", 0),
             ("u0", 1),
@@ -144,7 +148,7 @@ def test_a_replayed_export_is_not_skipped_as_already_finished(tmp_path: Path) ->
         first = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
         assert first.returncode == 4, first.stdout + first.stderr
         replay = tmp_path / "replay.jsonl"
-        replay.write_text(run_cli("failed", ledger).stdout, encoding="utf-8")
+        replay.write_text(invoke_cli("failed", ledger).stdout, encoding="utf-8")
         assert len(replay.read_text().splitlines()) == 2
         # Events without a messageId are keyed by content, so the replay finds them in the
         # ledger as the same events, and delivers them.
@@ -240,7 +244,7 @@ def test_bad_options_exit_2_at_once_with_one_line(tmp_path: Path, option: str, v
     events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(1, 1)))
     config = write_config(tmp_path / "c.json")
     started = time.monotonic()
-    result = send(events, "--config", config, option, value, timeout=20)
+    result = send(events, "--config", config, option, value)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -275,7 +279,9 @@ def test_a_second_run_on_one_ledger_is_refused_while_the_first_runs(tmp_path: Pa
         )
         try:
             assert wait_until(lambda: Path(f"{ledger}.lock").exists(), 20)
-            second = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+            second = run_cli(
+                "send", events, "--config", config, "--base-url", url, "--ledger", ledger
+            )
             assert second.returncode == 2, second.stdout + second.stderr
             assert "ledger in use by pid" in second.stderr
             # The read-only commands need no lock.
@@ -448,7 +454,7 @@ def test_out_naming_the_ledger_is_refused_for_send_and_failed(tmp_path: Path) ->
         )
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "is the ledger" in refused.stderr
-    exported = run_cli("failed", ledger, "--out", ledger)
+    exported = invoke_cli("failed", ledger, "--out", ledger)
     assert exported.returncode == 2, exported.stdout + exported.stderr
     assert ledger.read_bytes() == before
 
@@ -534,9 +540,9 @@ def test_final_means_final_for_that_content_retry_rejected_and_requeue(tmp_path:
         changed = send(edited, "--config", config, "--base-url", url, "--ledger", ledger)
         assert changed.returncode == 0, changed.stdout + changed.stderr
         assert table_value(changed.stdout, "changed since last run (sent again)") == "1"
-        requeued = run_cli("requeue", ledger, "acme:t-1", "--delivered")
+        requeued = invoke_cli("requeue", ledger, "acme:t-1", "--delivered")
         assert requeued.returncode == 0, requeued.stderr
-        assert run_cli("failed", ledger).stdout.count("\n") == 1
+        assert invoke_cli("failed", ledger).stdout.count("\n") == 1
         resent = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
         # The requeued (edited) version is the event; the file's older version under the
         # same messageId is a repeat with other content (issue 13 item 12), rejected.
