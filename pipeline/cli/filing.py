@@ -104,7 +104,7 @@ class Filing:
                 f"({self.refused}), so the run stopped sending; free space there (or set "
                 "TMPDIR) and re-run, or use --ledger to resume a run"
             )
-        where = f"the ledger {self.ledger.path}"
+        where = f"the ledger {self.ledger.where}"
         resume = "re-run with the same --ledger to resume"
         if not self.kept:
             return (

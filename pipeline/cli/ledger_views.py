@@ -25,6 +25,7 @@ from pipeline.core.answers import Kind, Reply, meaning
 from pipeline.core.config import API_PATH
 from pipeline.delivery.ledger import STATUSES, UNFINISHED, Ledger, Row
 from pipeline.delivery.outcome import Summary
+from pipeline.delivery.pg import PgLocation
 
 # -- showing stored text safely ---------------------------------------------------------------
 
@@ -148,7 +149,7 @@ def find_event(book: Ledger, key: str) -> Row:
         found = book.get(candidates[0])
         if found is not None:
             return found
-    where = book.path
+    where = book.where
     if len(candidates) > 1:
         raise UsageError(
             f"several events of ledger {where} have keys starting with {printable(key)!r} "
@@ -239,7 +240,7 @@ def _when(seconds: float | None) -> str:
 
 def story(book: Ledger, row: Row) -> list[str]:
     """One event's story as lines of text (everything stored is escaped for the terminal)."""
-    ledger = str(book.path)
+    ledger = book.where
     lines = [
         f"event     {printable(row.key)}",
         f"ledger    {ledger} (app {book.app})",
@@ -395,7 +396,7 @@ def rejected_advice(count: int, ledger: str) -> str:
     )
 
 
-def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
+def send_advice(summary: Summary, ledger: Path | PgLocation | None) -> list[str]:
     """What to do after a `send` that left events unfinished (exit 4) or rejected (exit 1),
     as `report` says it; nothing after a clean run."""
     words: list[str] = []
@@ -434,7 +435,7 @@ def build_report(book: Ledger) -> Report:
                 method, url, answer = split_request(text)
                 calls[(method, template(url), answer)] += 1
         oldest = book.oldest_unfinished()
-    return Report(str(book.path), book.app, counts, errors, calls, oldest)
+    return Report(book.where, book.app, counts, errors, calls, oldest)
 
 
 __all__ = ["Report", "build_report", "find_event", "story", "story_json"]

@@ -39,6 +39,8 @@ from starlette.routing import Route
 from pipeline.delivery.incoming import json_bytes, repeat_key, repeat_reason
 from pipeline.delivery.ledger import Ledger, LedgerError
 from pipeline.delivery.lifecycle import UNFINISHED
+from pipeline.delivery.pg import open_writer_at
+from pipeline.delivery.pg.ledger import PgLedger
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery, ledger_reason
 from pipeline.serve.ingest import (
@@ -203,7 +205,7 @@ class Service:
         opened: dict[str, Ledger] = {}
         try:
             for name, path in options.ledgers.items():
-                opened[name] = Ledger.open_writer(Path(path), name, durable=True)
+                opened[name] = open_writer_at(path, name, durable=True)
         except LedgerError:
             for ledger in opened.values():
                 ledger.close()
@@ -358,7 +360,8 @@ class Service:
                 {"Retry-After": str(QUEUE_RETRY_AFTER_S)},
             )
         now = time.monotonic()
-        if now - self._disk_at > DISK_CHECK_S:
+        # A database's room is its server's to watch: the disk check is a file ledger's.
+        if now - self._disk_at > DISK_CHECK_S and not isinstance(app.ledger, PgLedger):
             self._disk_at = now
             folder = Path(app.ledger.path).absolute().parent
             try:

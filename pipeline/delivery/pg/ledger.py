@@ -192,7 +192,8 @@ class PgLedger(Ledger):
 
     @property
     def where(self) -> str:
-        return self._location.shown
+        """The URI (password masked) and the --pg-schema, as a command line gives them."""
+        return str(self._location)
 
     @property
     def location(self) -> PgLocation:
@@ -511,6 +512,10 @@ class PgLedger(Ledger):
     @property
     def _app_args(self) -> tuple[str, ...]:
         return () if self._only is None else (self._only,)
+
+    def app_names(self) -> list[str]:
+        """Every app this ledger holds rows of (a reader may see several)."""
+        return [self._only] if self._only is not None else self._apps()
 
     def _apps(self) -> list[str]:
         return [str(app) for (app,) in self._all("SELECT app FROM apps ORDER BY app")]
