@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pg_server import NoPostgres, Server, throwaway_server
 from serve_helpers import API_KEY
 
+from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.queue import DeliveryQueue
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
 
@@ -24,6 +26,28 @@ def sandbox() -> Iterator[str]:
 def ledger(tmp_path: Path) -> Path:
     """Where the service under test keeps its ledger."""
     return tmp_path / "serve.sqlite"
+
+
+QueueOpener = Callable[[str], DeliveryQueue]
+
+
+@pytest.fixture(params=["sqlite"])
+def open_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueOpener]:
+    """Opens a writable `DeliveryQueue` of an app, one per backend: the tests of the queue's
+    contract run against each (a PostgreSQL backend adds its name to `params`)."""
+    opened: list[DeliveryQueue] = []
+
+    def open_one(app: str) -> DeliveryQueue:
+        if request.param == "sqlite":
+            queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app)
+        else:
+            raise LookupError(f"no queue backend {request.param!r}")
+        opened.append(queue)
+        return queue
+
+    yield open_one
+    for queue in opened:
+        queue.close()
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from pipeline.delivery.ledger import (
     Status,
 )
 from pipeline.delivery.pg.location import PgLocation, masked, password_of
+from pipeline.delivery.queue import Known
 
 if TYPE_CHECKING:
     import psycopg
@@ -153,6 +155,8 @@ class PgLedger(Ledger):
         self._atomic = 0
         self._aborted = False
         self._savepoints = 0
+        # The Ledger's own admit/file take this: one thread at a time on the connection.
+        self._guard = threading.RLock()
 
     # -- opening and closing ------------------------------------------------------------------
 
@@ -340,6 +344,19 @@ class PgLedger(Ledger):
         )
         return {str(key): (cast(Status, status), str(digest)) for key, status, digest in found}
 
+    def known(self, keys: Sequence[str]) -> dict[str, Known]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        found = self._all(
+            f"SELECT key, status, hash, position FROM events WHERE key = ANY(%s){self._and_app}",
+            unique,
+        )
+        return {
+            str(key): Known(cast(Status, status), str(digest), int(position))
+            for key, status, digest, position in found
+        }
+
     # -- writing --------------------------------------------------------------------------------
 
     def enqueue(
@@ -519,6 +536,9 @@ class PgLedger(Ledger):
 
     def _apps(self) -> list[str]:
         return [str(app) for (app,) in self._all("SELECT app FROM apps ORDER BY app")]
+
+    def _require_writer(self) -> None:
+        self._writer_app()
 
     def _writer_app(self) -> str:
         if not self._can_write or self._only is None:
