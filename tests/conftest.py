@@ -11,6 +11,8 @@ from pg_server import NoPostgres, Server, throwaway_server
 from serve_helpers import API_KEY
 
 from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.pg import PgLocation
+from pipeline.delivery.pg.ledger import PgLedger
 from pipeline.delivery.queue import DeliveryQueue
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
@@ -31,15 +33,19 @@ def ledger(tmp_path: Path) -> Path:
 QueueOpener = Callable[[str], DeliveryQueue]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def open_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueOpener]:
     """Opens a writable `DeliveryQueue` of an app, one per backend: the tests of the queue's
-    contract run against each (a PostgreSQL backend adds its name to `params`)."""
+    contract run against each (PostgreSQL: a schema of the test's own on the test server)."""
     opened: list[DeliveryQueue] = []
+    schema = f"q_{uuid.uuid4().hex[:16]}"
 
     def open_one(app: str) -> DeliveryQueue:
         if request.param == "sqlite":
             queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app)
+        elif request.param == "postgres":
+            server: Server = request.getfixturevalue("pg_server")
+            queue = PgLedger.open_pg_writer(PgLocation(server.uri, schema), app)
         else:
             raise LookupError(f"no queue backend {request.param!r}")
         opened.append(queue)
