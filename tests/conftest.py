@@ -12,7 +12,7 @@ from serve_helpers import API_KEY
 
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.pg import PgLocation
-from pipeline.delivery.pg.ledger import PgLedger
+from pipeline.delivery.pg.ledger import Leasing, PgLedger
 from pipeline.delivery.queue import DeliveryQueue
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
@@ -45,7 +45,9 @@ def open_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue
             queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app)
         elif request.param == "postgres":
             server: Server = request.getfixturevalue("pg_server")
-            queue = PgLedger.open_pg_writer(PgLocation(server.uri, schema), app)
+            # Claims at every scan: the contract's takes follow each other within milliseconds.
+            leasing = Leasing(claim_every=0.0)
+            queue = PgLedger.open_pg_writer(PgLocation(server.uri, schema), app, leasing)
         else:
             raise LookupError(f"no queue backend {request.param!r}")
         opened.append(queue)
