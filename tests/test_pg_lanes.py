@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from e2e_helpers import invoke_cli
 from pg_server import Server
 
 from pipeline.delivery.pg import PgLocation
@@ -90,6 +91,13 @@ def test_a_lane_whose_holder_stopped_is_taken_over_after_its_ttl(
     assert b.doubt("acme:1") == DOUBT  # the one a may have been sending
     assert b.doubt("acme:2") is None
     assert keys(a) == []
+    told = invoke_cli("explain", "1", "--ledger", pg_server.uri, "--pg-schema", pg_schema)
+    assert told.returncode == 0, told.stderr
+    assert f"note      {DOUBT}" in told.stdout
+    as_json = invoke_cli(
+        "explain", "2", "--json", "--ledger", pg_server.uri, "--pg-schema", pg_schema
+    )
+    assert json.loads(as_json.stdout)["possibly_sent_twice"] is None
 
 
 def test_a_clean_close_frees_the_lanes_at_once(open_writer: Opener) -> None:

@@ -262,6 +262,9 @@ def story(book: Ledger, row: Row) -> list[str]:
         lines.extend(f"  - {printable(warning)}" for warning in row.warnings)
     else:
         lines.append("warnings  none")
+    doubt = book.doubt(row.key)
+    if doubt is not None:
+        lines.append(f"note      {printable(doubt)}")
     lines.append(f"line      {shown_line(row.line)}")
     lines.append(f"next      {next_step(row, ledger)}")
     return lines
@@ -277,6 +280,7 @@ def story_json(book: Ledger, row: Row) -> dict[str, Any]:
         "requests": list(row.requests),
         "error": row.error,
         "warnings": list(row.warnings),
+        "possibly_sent_twice": book.doubt(row.key),
         "line": row.line.decode("utf-8", errors="replace"),
     }
 

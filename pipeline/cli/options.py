@@ -63,6 +63,16 @@ PgSchema = Annotated[
     ),
 ]
 PG_SCHEMA = DEFAULT_SCHEMA
+LeaseTtl = Annotated[
+    str,
+    typer.Option(
+        "--lease-ttl",
+        metavar="DURATION",
+        help="with a postgresql:// ledger: how long a lane's lease outlives an instance that "
+        "stopped renewing it (30s, 2m; a bare number is seconds)",
+    ),
+]
+LEASE_TTL = "30s"
 
 
 def ledger_at(raw: str, schema: str = PG_SCHEMA) -> Path | PgLocation:

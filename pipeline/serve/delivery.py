@@ -56,6 +56,7 @@ from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, probe_fault
 from pipeline.delivery.incoming import Incoming, stored
 from pipeline.delivery.lifecycle import Status, files, happening_of
 from pipeline.delivery.outcome import Outcome, Summary
+from pipeline.delivery.pg import shared
 from pipeline.delivery.queue import DeliveryQueue, Queued, Record
 from pipeline.runner import Target, asend
 from pipeline.serve.ingest import type_label
@@ -67,6 +68,9 @@ from pipeline.serve.store import Store, ledger_trouble
 PAUSED_TAIL = "events stay queued; delivery resumes by itself once a probe succeeds"
 PARSED_KEEP = 50_000  # parsed events kept between rounds (a backlog is parsed once)
 MAX_ROUNDS = 16  # rounds at once: a slow one (a user's retries) never stops the others
+# A shared (PostgreSQL) queue is looked at this often when idle: events another instance
+# stored, and lanes whose holder stopped, are found without its ingest waking this one.
+SHARED_POLL_S = 0.2
 SCAN_PAGES = 8  # pages of the queue looked through for users that are free, at most
 LEDGER_RETRY_FIRST_S = 0.5  # a paused ledger's first check, then doubling
 LEDGER_RETRY_MAX_S = 10.0  # a commit is cheap to try: a full disk is noticed soon after it frees
@@ -369,6 +373,8 @@ class AppDelivery:
     async def _wait(self) -> None:
         """Until new events arrive, a round ends, a failed event is due, or the service stops."""
         timeout = None if self.next_due is None else max(0.05, self.next_due - time.time())
+        if shared(self.ledger):  # other instances store events for lanes this one may claim
+            timeout = SHARED_POLL_S if timeout is None else min(timeout, SHARED_POLL_S)
         waits = [
             asyncio.ensure_future(self.wake.wait()),
             asyncio.ensure_future(self.stopping.wait()),

@@ -245,6 +245,7 @@ class ServeOptions:
     keep_days: float = 7.0
     transformer_token: str | None = field(default=None, repr=False)
     max_outage: float = 1800.0
+    lease_ttl: float = 30.0  # a PostgreSQL ledger's lane leases (DELIVERY §7)
     max_connections: int = 1000  # client connections served at once (a few more get 503)
     header_timeout: float = 10.0  # a request head must arrive within this
     body_timeout: float = 60.0  # a request body must arrive within this of its head

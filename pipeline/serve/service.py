@@ -39,8 +39,7 @@ from starlette.routing import Route
 from pipeline.delivery.incoming import json_bytes
 from pipeline.delivery.ledger import LedgerError
 from pipeline.delivery.lifecycle import UNFINISHED
-from pipeline.delivery.pg import open_writer_at
-from pipeline.delivery.pg.ledger import PgLedger
+from pipeline.delivery.pg import Leasing, PgLedger, open_writer_at
 from pipeline.delivery.queue import Admit, Arrival, DeliveryQueue
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery, ledger_reason
@@ -169,7 +168,14 @@ class Service:
         opened: dict[str, DeliveryQueue] = {}
         try:
             for name, path in options.ledgers.items():
-                opened[name] = open_writer_at(path, name, durable=True)
+                opened[name] = open_writer_at(
+                    path,
+                    name,
+                    durable=True,
+                    leasing=Leasing(
+                        ttl=options.lease_ttl, max_lanes=max(64, 4 * options.concurrency)
+                    ),
+                )
         except LedgerError:
             for ledger in opened.values():
                 ledger.close()
