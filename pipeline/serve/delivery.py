@@ -56,13 +56,14 @@ from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, probe_fault
 from pipeline.delivery.incoming import Incoming, stored
 from pipeline.delivery.lifecycle import Status, files, happening_of
 from pipeline.delivery.outcome import Outcome, Summary
-from pipeline.delivery.pg import shared
+from pipeline.delivery.pg import PgLedger, shared
 from pipeline.delivery.queue import DeliveryQueue, Queued, Record
 from pipeline.runner import Target, asend
 from pipeline.serve.ingest import type_label
 from pipeline.serve.logs import emit
 from pipeline.serve.metrics import Metrics
 from pipeline.serve.options import ServeOptions
+from pipeline.serve.sharing import meetings
 from pipeline.serve.store import Store, ledger_trouble
 
 PAUSED_TAIL = "events stay queued; delivery resumes by itself once a probe succeeds"
@@ -270,6 +271,8 @@ class AppDelivery:
     ledger_fault: str | None = None  # why the ledger cannot commit or be read, while it lasts
     _filing: dict[int, list[_Record]] = field(default_factory=dict)  # handed in, not committed
     _skipped_unfiled: bool = False  # a round left a user out: its outcome was not filed yet
+    paused_on: str | None = None  # the run-level fault of the pause (told to other instances)
+    resumed: bool = False  # a probe ended a pause since the other instances last heard
 
     @property
     def app(self) -> str:
@@ -315,6 +318,11 @@ class AppDelivery:
         self.state.outage.heard = self._outage_heard
         self._transport = _transport(self.options)
         self.metrics.in_flight.labels(app=self.app).set_function(lambda: self.in_flight)
+        seats = (
+            [asyncio.create_task(meetings(self, self.ledger.shared_budget()))]
+            if isinstance(self.ledger, PgLedger)
+            else []
+        )
         try:
             await self._probe_until_ok(first=True)
             while not self.stopping.is_set():
@@ -355,6 +363,10 @@ class AppDelivery:
                     "next start",
                 )
             await self._transport.aclose()
+            for seat in seats:
+                seat.cancel()  # it leaves the budget's meetings on its way out
+            if seats:
+                await asyncio.wait(seats)
 
     def stop(self) -> None:
         """Stop the rounds in progress: no new attempt starts, in-flight ones end."""
@@ -408,6 +420,7 @@ class AppDelivery:
         )
 
     def _pause(self, fault: str) -> None:
+        self.paused_on = fault
         reason = pause_reason(fault)
         if self.paused != reason:
             emit(logging.ERROR, "delivery_paused", app=self.app, reason=reason)
@@ -428,7 +441,8 @@ class AppDelivery:
             if problem is None:
                 if self.paused is not None:
                     emit(logging.WARNING, "delivery_resumed", app=self.app)
-                self.paused = None
+                    self.resumed = True
+                self.paused = self.paused_on = None
                 self.metrics.paused.labels(app=self.app).set(0)
                 if self.state is not None:
                     self.state.outage.watch.probe_answered()  # whatever outage there was is over

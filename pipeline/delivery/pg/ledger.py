@@ -41,7 +41,7 @@ from pipeline.delivery.ledger import (
     Row,
     Status,
 )
-from pipeline.delivery.pg import lanes
+from pipeline.delivery.pg import budget, lanes
 from pipeline.delivery.pg.location import PgLocation, masked, password_of
 from pipeline.delivery.queue import Known
 
@@ -99,6 +99,7 @@ _SCHEMA: Final = (
     )""",
     "CREATE INDEX lanes_ready ON lanes (app) WHERE ready",
     "CREATE INDEX lanes_owner ON lanes (owner) WHERE owner IS NOT NULL",
+    *budget.create_sql(),
     # Retention's scan: finished rows that still have their body, oldest change first.
     "CREATE INDEX events_retention ON events (updated) "
     "WHERE forgotten IS NULL AND status IN ('delivered', 'rejected')",
@@ -143,6 +144,18 @@ def _words(location: PgLocation, problem: BaseException) -> str:
     if secret:
         text = text.replace(secret, "***")
     return text.replace(location.uri, masked(location.uri))
+
+
+def driver() -> Any:
+    """psycopg (for its error classes), or the LedgerError with the install line."""
+    return _driver()
+
+
+def connect_at(location: PgLocation) -> psycopg.Connection[tuple[Any, ...]]:
+    """A connection of its own to the ledger's schema (leases, the shared budget)."""
+    db = _connect(location)
+    db.execute(f"SET search_path TO {location.schema}")
+    return db
 
 
 def _connect(location: PgLocation) -> psycopg.Connection[tuple[Any, ...]]:
@@ -432,6 +445,10 @@ class PgLedger(Ledger):
                 continue
             taken.append(queued)
         return taken
+
+    def shared_budget(self) -> budget.SharedBudget:
+        """This writer's seat at its app's rate budget (`pipeline.delivery.pg.budget`)."""
+        return budget.SharedBudget(self._location, self._writer_app(), self._owner)
 
     def doubt(self, key: str) -> str | None:
         """Why this event may have been sent twice (its lane was taken over from an instance
@@ -858,8 +875,7 @@ class _Renewer(threading.Thread):
         db: psycopg.Connection[tuple[Any, ...]] | None = None
         while not self._stopped.wait(self._ttl / 3):
             try:
-                db = db if db is not None and not db.closed else _connect(self._location)
-                db.execute(f"SET search_path TO {self._location.schema}")
+                db = db if db is not None and not db.closed else connect_at(self._location)
                 lanes.renew(db, self._app, self._owner, self._ttl)
             except (LedgerError, _driver().Error):
                 if db is not None:
