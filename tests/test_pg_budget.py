@@ -94,7 +94,7 @@ def test_a_refused_key_met_by_one_service_pauses_the_other(
         with service_in_thread(shared) as one, service_in_thread(shared) as two:
             assert post(one.url, "/v1/track", track("u1", 0)).status_code == 200
             deadline = time.monotonic() + 15
-            seen = {one.url: None, two.url: None}
+            seen: dict[str, str | None] = {one.url: None, two.url: None}
             while time.monotonic() < deadline and not all(seen.values()):
                 for url in seen:
                     seen[url] = seen[url] or health(url)["paused"]

@@ -90,7 +90,7 @@ def grown(rate: float, slow_start: bool, seconds: float, cap: float | None) -> f
     """The app's rate after `seconds` of good answers.
 
     >>> grown(50.0, True, 1.0, None), grown(50.0, False, 2.0, None), grown(50.0, True, 1.0, 60.0)
-    (100.0, 52.0, 60.0)
+    (100.0, 51.0, 60.0)
     """
     seconds = max(0.0, min(seconds, 1.0))  # a long gap (nobody sending) is not a licence
     rate = rate * 2.0**seconds if slow_start else rate + PROBE_STEP * seconds
