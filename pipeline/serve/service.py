@@ -173,7 +173,9 @@ class Service:
                     name,
                     durable=True,
                     leasing=Leasing(
-                        ttl=options.lease_ttl, max_lanes=max(64, 4 * options.concurrency)
+                        ttl=options.lease_ttl,
+                        max_lanes=max(64, 4 * options.concurrency),
+                        claim_batch=max(4, 2 * options.concurrency),
                     ),
                 )
         except LedgerError:

@@ -36,6 +36,7 @@ def learned(app: AppDelivery, pacer: Pacer) -> Learned:
         fault=app.paused_on if app.paused is not None and app.ledger_fault is None else None,
         resumed=resumed,
         cap=app.options.rate,
+        busy=bool(app.rounds) or recent > 0,
     )
 
 

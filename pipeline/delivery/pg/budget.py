@@ -11,7 +11,9 @@ few times a second, meets the others in one small transaction on the app's `budg
   otherwise it grows with time (doubling per second until the first 429, then one request/s
   per second), never past `--rate`, which caps the instances together;
 - it takes back its share: the app's rate divided by the instances seen in the last few
-  seconds, the latest Retry-After, and the app's pause reason, if any.
+  seconds that have events to send (an idle one counts itself in, so the moment work reaches
+  it overshoots by one share at most until the next meeting), the latest Retry-After, and the
+  app's pause reason, if any.
 
 So a 429 seen by one instance slows all of them within a meeting, an instance that dies stops
 counting after `MEMBER_TTL_S`, and a refused key pauses every instance's delivery (each one's
@@ -50,6 +52,7 @@ class Learned:
     fault: str | None  # the run-level fault it paused on, if it is paused on one
     resumed: bool  # a probe of its own succeeded since the last meeting
     cap: float | None  # --rate: the app's cap, all instances together
+    busy: bool = True  # it has events to send: the idle ones take no share of the rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,7 @@ class Shared:
 
     share: float  # requests/s this instance may send
     rate: float  # the app's rate, all instances together
-    members: int
+    members: int  # instances with events to send (this one counted in)
     wait: float  # seconds from now every instance waits (a Retry-After someone met)
     fault: str | None  # the fault the app is paused on (a refused key), if any
 
@@ -81,6 +84,7 @@ def create_sql() -> tuple[str, ...]:
             seen timestamptz NOT NULL,
             accepted double precision NOT NULL DEFAULT 0,
             throttled bigint NOT NULL DEFAULT 0,
+            busy boolean NOT NULL DEFAULT true,
             PRIMARY KEY (app, owner)
         )""",
     )
@@ -131,15 +135,16 @@ def meet(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, learned:
         ).fetchone()
         new_429s = learned.throttled - (int(before[0]) if before is not None else 0)
         db.execute(
-            "INSERT INTO members (app, owner, seen, accepted, throttled) "
-            "VALUES (%s, %s, now(), %s, %s) ON CONFLICT (app, owner) DO UPDATE SET "
-            "seen = now(), accepted = excluded.accepted, throttled = excluded.throttled",
-            (app, owner, learned.accepted, learned.throttled),
+            "INSERT INTO members (app, owner, seen, accepted, throttled, busy) "
+            "VALUES (%s, %s, now(), %s, %s, %s) ON CONFLICT (app, owner) DO UPDATE SET "
+            "seen = now(), accepted = excluded.accepted, throttled = excluded.throttled, "
+            "busy = excluded.busy",
+            (app, owner, learned.accepted, learned.throttled, learned.busy),
         )
         live = db.execute(
-            "SELECT count(*), coalesce(sum(accepted), 0) FROM members WHERE app = %s "
-            "AND seen > now() - make_interval(secs => %s)",
-            (app, MEMBER_TTL_S),
+            "SELECT count(*) FILTER (WHERE busy OR owner = %s), coalesce(sum(accepted), 0) "
+            "FROM members WHERE app = %s AND seen > now() - make_interval(secs => %s)",
+            (owner, app, MEMBER_TTL_S),
         ).fetchone()
         members, accepted_by_all = (int(live[0]), float(live[1])) if live else (1, 0.0)
         rate = float(rate)

@@ -463,7 +463,10 @@ class PgLedger(Ledger):
         self._claimed_at = now
         with self._errors():
             lanes.release_idle(self._pg, app, self._owner)
-            room = self._leasing.max_lanes - lanes.held_count(self._pg, app, self._owner)
+            room = min(
+                self._leasing.claim_batch,
+                self._leasing.max_lanes - lanes.held_count(self._pg, app, self._owner),
+            )
             lanes.claim(self._pg, app, self._owner, self._leasing.ttl, room)
         if self._renewer is None:
             self._renewer = _Renewer(self._location, app, self._owner, self._leasing.ttl)
@@ -860,6 +863,9 @@ class Leasing:
     ttl: float = 30.0
     max_lanes: int = 64
     claim_every: float = 0.25
+    # Lanes claimed at once: instances starting together on a backlog split it between them
+    # rather than the first one taking every lane.
+    claim_batch: int = 16
 
 
 class _Renewer(threading.Thread):
