@@ -26,6 +26,7 @@ from pipeline.core.answers import Kind, Reply, meaning
 from pipeline.core.config import API_PATH
 from pipeline.delivery.lifecycle import STATUSES, UNFINISHED
 from pipeline.delivery.outcome import Exchange, Summary
+from pipeline.delivery.pg import PgLocation
 from pipeline.delivery.queue import QueueReader, Row
 
 # -- showing stored text safely ---------------------------------------------------------------
@@ -253,6 +254,9 @@ def story(book: QueueReader, row: Row) -> list[str]:
         lines.extend(f"  - {printable(warning)}" for warning in row.warnings)
     else:
         lines.append("warnings  none")
+    doubt = book.doubt(row.key)
+    if doubt is not None:
+        lines.append(f"note      {printable(doubt)}")
     lines.append(f"line      {shown_line(row.line)}")
     lines.append(f"next      {next_step(row, ledger)}")
     return lines
@@ -268,6 +272,7 @@ def story_json(book: QueueReader, row: Row) -> dict[str, Any]:
         "requests": list(row.requests),
         "error": row.error,
         "warnings": list(row.warnings),
+        "possibly_sent_twice": book.doubt(row.key),
         "line": row.line.decode("utf-8", errors="replace"),
     }
 
@@ -387,7 +392,7 @@ def rejected_advice(count: int, ledger: str) -> str:
     )
 
 
-def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
+def send_advice(summary: Summary, ledger: Path | PgLocation | None) -> list[str]:
     """What to do after a `send` that left events unfinished (exit 4) or rejected (exit 1),
     as `report` says it; nothing after a clean run."""
     words: list[str] = []

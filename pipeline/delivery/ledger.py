@@ -359,6 +359,11 @@ class Ledger:
             ).fetchall()
         return [str(key) for (key,) in found if str(key).startswith(prefix)]
 
+    def doubt(self, key: str) -> str | None:
+        """Why the event may have been sent twice, when a backend knows (a PostgreSQL queue
+        whose instance stopped mid-write); one writer per file has nobody to take over."""
+        return None
+
     def updated_at(self, key: str) -> float | None:
         """When the event's row last changed (seconds since the epoch), if known."""
         with self._guard:

@@ -283,6 +283,11 @@ class QueueReader(Protocol):
         """When the event last changed (seconds since the epoch), if known."""
         ...
 
+    def doubt(self, key: str) -> str | None:
+        """Why the event may have been sent twice (§7: its lane was taken over from an
+        instance that stopped mid-write), or None."""
+        ...
+
     def rows(self, statuses: Sequence[Status] | None = None) -> Iterator[Row]:
         """The events in `statuses` (None: all), in position order (§2 positions)."""
         ...
