@@ -99,6 +99,11 @@ _SCHEMA: Final = (
     )""",
     "CREATE INDEX events_status_position ON events (status, position)",
 )
+# Added after format 2 was first written, by every writer at open (IF NOT EXISTS): the
+# console's counts of what finished lately and its failures by last change read ranges of it.
+_ADDED_INDEXES: Final = (
+    "CREATE INDEX IF NOT EXISTS events_status_updated ON events (status, updated)",
+)
 
 _ENQUEUE: Final = """
 INSERT INTO events (key, position, status, hash, line, error, updated, received)
@@ -400,6 +405,53 @@ class Ledger:
             if len(page) < PAGE:
                 return
             after = int(page[-1][0])
+
+    # -- what the console reads (pipeline.console.reads) ----------------------------------------
+
+    def problems(self, statuses: Sequence[Status]) -> list[tuple[str, int, Status, str, float]]:
+        """(key, position, status, error, updated) of every event in `statuses` (error ''
+        when none, updated 0 when unknown), one index range per status."""
+        found: list[tuple[str, int, Status, str, float]] = []
+        with self._guard:
+            for status in _statuses(statuses):
+                found.extend(
+                    (str(key), int(position), status, str(error or ""), float(updated or 0.0))
+                    for key, position, error, updated in self._db.execute(
+                        "SELECT key, position, error, updated FROM events WHERE status = ?",
+                        (status,),
+                    )
+                )
+        return found
+
+    def finished_since(self, status: Status, since: float) -> int:
+        """How many events are `status` with their last change at `since` or later."""
+        with self._guard:
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM events WHERE status = ? AND updated >= ?",
+                (_statuses((status,))[0], since),
+            ).fetchone()
+        return int(count)
+
+    def latencies(self, since: float, limit: int) -> list[float]:
+        """Seconds from arrival to the delivering answer of the last `limit` events delivered
+        at `since` or later (their row's last change)."""
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT updated - {self._received} FROM events WHERE status = 'delivered' "
+                "AND updated >= ? ORDER BY updated DESC LIMIT ?",
+                (since, limit),
+            ).fetchall()
+        return [max(0.0, float(value)) for (value,) in found if value is not None]
+
+    def rows_containing(self, needle: bytes, limit: int) -> list[Row]:
+        """Up to `limit` events whose line contains `needle`, in position order (a scan: the
+        caller parses them to tell whose they are)."""
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE instr(line, ?) > 0 ORDER BY position LIMIT ?",
+                (needle, limit),
+            ).fetchall()
+        return [_row(item) for item in found]
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -986,6 +1038,8 @@ def _prepare(
         for name, kind in _ADDED_COLUMNS:
             if name not in present:
                 db.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+        for statement in _ADDED_INDEXES:
+            db.execute(statement)
         mode = str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     except sqlite3.Error as problem:

@@ -238,6 +238,7 @@ class ServeOptions:
     max_queued: int = 1_000_000
     keep_days: float = 7.0
     transformer_token: str | None = field(default=None, repr=False)
+    console_token: str | None = field(default=None, repr=False)  # None: no /console/ at all
     max_outage: float = 1800.0
     max_connections: int = 1000  # client connections served at once (a few more get 503)
     header_timeout: float = 10.0  # a request head must arrive within this
