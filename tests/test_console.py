@@ -53,7 +53,8 @@ def ingest(client: TestClient, *events: dict[str, object]) -> None:
 
 
 def sign_in(client: TestClient, token: str = TOKEN) -> int:
-    return client.post("/console/signin", data={"token": token}, follow_redirects=False).status_code
+    answer = client.post("/console/signin", data={"token": token}, follow_redirects=False)
+    return int(answer.status_code)
 
 
 def csrf_of(page: str) -> str:
