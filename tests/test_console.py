@@ -310,3 +310,24 @@ def test_the_pages_render_with_their_numbers(client: TestClient, ledger: Path) -
     css = client.get("/console/static/console.css")
     assert css.status_code == 200
     assert "text/css" in css.headers["content-type"]
+
+
+def test_every_template_and_asset_is_package_data() -> None:
+    """A non-editable install carries only what package-data names: every file of the
+    console's templates and static folders must match one of its patterns."""
+    import fnmatch
+    import tomllib
+
+    import pipeline.console
+
+    folder = Path(pipeline.console.__file__).parent
+    settings = tomllib.loads((folder.parent.parent / "pyproject.toml").read_text())
+    patterns = settings["tool"]["setuptools"]["package-data"]["pipeline.console"]
+    shipped = [
+        path.relative_to(folder).as_posix()
+        for sub in ("templates", "static")
+        for path in (folder / sub).iterdir()
+    ]
+    assert shipped
+    for name in shipped:
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name

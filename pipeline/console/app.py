@@ -374,6 +374,7 @@ class Console:
             return self._sign_in_page(request)
         data = await self.overview_data()
         now = time.time()
+        self.sample(now)  # the current minute as it stands, not as of the last sample
         charts = {name: chart(self.series[name], now) for name in self.host.apps}
         return self._page(request, "overview.html", apps=data["apps"], charts=charts)
 
