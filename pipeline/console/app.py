@@ -312,6 +312,7 @@ class Console:
 
     async def overview_data(self) -> dict[str, Any]:
         now = time.time()
+        self.sample(now)  # the current minute as it stands, not as of the last sample
         apps: dict[str, Any] = {}
         for name, served in self.host.apps.items():
             found = await self._read(name, partial(reads.counts, now=now))
@@ -320,7 +321,7 @@ class Console:
             apps[name] = {
                 **found.statuses,
                 "queued": found.queued,
-                "delivered_last_hour": found.delivered_last_hour,
+                "delivered_last_hour": series.last_hour("delivered", now),
                 "oldest_queued_age_s": found.oldest_queued_age,
                 "latency_p50_s": found.latency_p50,
                 "latency_p95_s": found.latency_p95,
@@ -374,7 +375,6 @@ class Console:
             return self._sign_in_page(request)
         data = await self.overview_data()
         now = time.time()
-        self.sample(now)  # the current minute as it stands, not as of the last sample
         charts = {name: chart(self.series[name], now) for name in self.host.apps}
         return self._page(request, "overview.html", apps=data["apps"], charts=charts)
 

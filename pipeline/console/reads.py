@@ -36,7 +36,6 @@ class Counts:
 
     app: str
     statuses: Mapping[str, int]
-    delivered_last_hour: int
     oldest_queued_age: float | None
     latency_p50: float | None
     latency_p95: float | None
@@ -49,14 +48,12 @@ class Counts:
 def counts(book: Ledger, now: float) -> Counts:
     with book.snapshot():
         statuses = book.counts()
-        delivered = book.finished_since("delivered", now - HOUR)
         oldest = book.oldest_received() if any(statuses[s] for s in UNFINISHED) else None
         waits = book.latencies(now - HOUR, LATENCY_SAMPLE)
     p50, p95 = _percentiles(waits)
     return Counts(
         book.app,
         statuses,
-        delivered,
         None if oldest is None else max(0.0, now - oldest),
         p50,
         p95,

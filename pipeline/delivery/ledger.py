@@ -77,6 +77,7 @@ LOCK_SUFFIX: Final = ".lock"
 # the rollback journal (used while a new ledger is created).
 SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
 _OLD_COLUMNS: Final = frozenset({"key", "status", "attempts", "requests", "error", "line"})
+_PROBLEM_TERM: Final = "status IN ('failed', 'held', 'rejected')"
 _COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
 _COLUMNS_BY_POSITION: Final = f"position, {_COLUMNS}"
 
@@ -99,10 +100,12 @@ _SCHEMA: Final = (
     )""",
     "CREATE INDEX events_status_position ON events (status, position)",
 )
-# Added after format 2 was first written, by every writer at open (IF NOT EXISTS): the
-# console's counts of what finished lately and its failures by last change read ranges of it.
+# Added after format 2 was first written, by every writer at open (IF NOT EXISTS).
 _ADDED_INDEXES: Final = (
-    "CREATE INDEX IF NOT EXISTS events_status_updated ON events (status, updated)",
+    # The failed, held and rejected events only (a few of a big ledger), with what the
+    # console's failures page reads of them: no row of the table is visited.
+    f"CREATE INDEX IF NOT EXISTS events_problems ON events (status, position, key, error, "
+    f"updated) WHERE {_PROBLEM_TERM}",
 )
 
 _ENQUEUE: Final = """
@@ -201,6 +204,12 @@ class Ledger:
         self._received = "received" if "received" in present else "NULL"
         self._failures = "failures" if "failures" in present else "0"
         self._forgotten = "forgotten" if "forgotten" in present else "NULL"
+        self._problems_indexed = (
+            db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_problems'"
+            ).fetchone()
+            is not None
+        )
         if lock_fd is not None:
             (top,) = db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
             self._next = int(top) + 1
@@ -411,37 +420,42 @@ class Ledger:
     def problems(self, statuses: Sequence[Status]) -> list[tuple[str, int, Status, str, float]]:
         """(key, position, status, error, updated) of every event in `statuses` (error ''
         when none, updated 0 when unknown), one index range per status."""
-        found: list[tuple[str, int, Status, str, float]] = []
+        chosen = _statuses(statuses)
+        marks = ", ".join("?" * len(chosen))
+        # The partial index serves a query whose terms imply its own: its term is repeated.
+        indexed = self._problems_indexed and set(chosen) <= {"failed", "held", "rejected"}
+        term = f"{_PROBLEM_TERM} AND " if indexed else ""
         with self._guard:
-            for status in _statuses(statuses):
-                found.extend(
-                    (str(key), int(position), status, str(error or ""), float(updated or 0.0))
-                    for key, position, error, updated in self._db.execute(
-                        "SELECT key, position, error, updated FROM events WHERE status = ?",
-                        (status,),
-                    )
+            return [
+                (
+                    str(key),
+                    int(position),
+                    cast(Status, status),
+                    str(error or ""),
+                    float(updated or 0),
                 )
-        return found
-
-    def finished_since(self, status: Status, since: float) -> int:
-        """How many events are `status` with their last change at `since` or later."""
-        with self._guard:
-            (count,) = self._db.execute(
-                "SELECT count(*) FROM events WHERE status = ? AND updated >= ?",
-                (_statuses((status,))[0], since),
-            ).fetchone()
-        return int(count)
+                for status, key, position, error, updated in self._db.execute(
+                    f"SELECT status, key, position, error, updated FROM events "
+                    f"WHERE {term}status IN ({marks})",
+                    chosen,
+                )
+            ]
 
     def latencies(self, since: float, limit: int) -> list[float]:
-        """Seconds from arrival to the delivering answer of the last `limit` events delivered
-        at `since` or later (their row's last change)."""
+        """Seconds from arrival to the delivering answer (the row's last change) of the
+        delivered events among the last `limit` positions delivered, those delivered at
+        `since` or later (an index range: no index on the time of change is kept)."""
         with self._guard:
             found = self._db.execute(
-                f"SELECT updated - {self._received} FROM events WHERE status = 'delivered' "
-                "AND updated >= ? ORDER BY updated DESC LIMIT ?",
-                (since, limit),
+                f"SELECT updated, {self._received} FROM events WHERE status = 'delivered' "
+                "ORDER BY position DESC LIMIT ?",
+                (limit,),
             ).fetchall()
-        return [max(0.0, float(value)) for (value,) in found if value is not None]
+        return [
+            max(0.0, float(updated) - float(received))
+            for updated, received in found
+            if updated is not None and received is not None and updated >= since
+        ]
 
     def rows_containing(self, needle: bytes, limit: int) -> list[Row]:
         """Up to `limit` events whose line contains `needle`, in position order (a scan: the
