@@ -331,3 +331,28 @@ def test_every_template_and_asset_is_package_data() -> None:
     assert shipped
     for name in shipped:
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
+
+
+def test_the_chart_counts_what_each_minute_added_and_stacks_it() -> None:
+    from pipeline.console.charts import HEIGHT, Series, chart
+
+    series = Series()
+    start = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    series.sample(start, {"delivered": 100, "failed": 0, "throttled": 0}, queued=5)
+    series.sample(start + 30, {"delivered": 130, "failed": 10, "throttled": 2}, queued=7)
+    series.sample(start + 70, {"delivered": 150, "failed": 10, "throttled": 2}, queued=0)
+    drawn = chart(series, start + 80)
+    assert dict(drawn.totals) == {"delivered": 50, "failed": 10, "throttled": 2}
+    assert drawn.peak == 42  # the first minute: 30 + 10 + 2
+    first = [bar for bar in drawn.bars if bar.x == drawn.bars[0].x]
+    assert [bar.kind for bar in first] == ["delivered", "failed", "throttled"]
+    assert sum(bar.height for bar in first) == pytest.approx(HEIGHT)
+    assert [bar.height for bar in drawn.queue] == [HEIGHT]  # 7 then 0: one bar
+    assert drawn.minutes == 2
+
+
+def test_the_overview_draws_each_minute_of_the_app(client: TestClient, ledger: Path) -> None:
+    ingest(client, identify("ada"))
+    assert wait_until(lambda: ledger_counts(ledger).get("delivered") == 1)
+    overview = client.get("/console/", headers=BEARER).text
+    assert '<rect class="delivered"' in overview

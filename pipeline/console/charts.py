@@ -9,7 +9,7 @@ Pure: the caller passes the time.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -50,16 +50,21 @@ class Series:
 
 
 @dataclass(frozen=True, slots=True)
-class Line:
+class Bar:
+    """One rectangle of a chart (SVG user units; y grows downwards)."""
+
     kind: str
-    points: str  # SVG polyline points
-    total: int
+    x: float
+    y: float
+    width: float
+    height: float
 
 
 @dataclass(frozen=True, slots=True)
 class Chart:
-    lines: tuple[Line, ...]
-    queue: str  # SVG polyline points of the queue depth
+    bars: tuple[Bar, ...]  # per minute: delivered, then failed, then 429 stacked on it
+    queue: tuple[Bar, ...]  # per minute: the queue depth
+    totals: tuple[tuple[str, int], ...]
     peak: int  # the per-minute scale's top
     queue_peak: int
     minutes: int
@@ -67,38 +72,36 @@ class Chart:
     height: int = HEIGHT
 
 
-def _points(values: Sequence[int], top: int, minutes: int) -> str:
-    """Polyline points of one value per minute, the last minute at the right edge.
+def _stacked(minute: Minute, x: float, top: int) -> list[Bar]:
+    """A minute's bar: its delivered, failed and 429 counts stacked from the bottom.
 
-    >>> _points([0, 5, 10], 10, 3)
-    '0.0,80.0 180.0,40.0 360.0,0.0'
-    """
-    step = WIDTH / max(1, minutes - 1)
-    offset = minutes - len(values)
-    return " ".join(
-        f"{(offset + i) * step:.1f},{HEIGHT - HEIGHT * value / max(1, top):.1f}"
-        for i, value in enumerate(values)
-    )
+    >>> [(b.kind, b.y, b.height) for b in _stacked(Minute(0, {"delivered": 3, "failed": 1, "throttled": 0}), 0, 4)]
+    [('delivered', 20.0, 60.0), ('failed', 0.0, 20.0)]
+    """  # noqa: E501
+    bars: list[Bar] = []
+    base = float(HEIGHT)
+    for kind in KINDS:
+        height = HEIGHT * minute.counts[kind] / max(1, top)
+        if height > 0:
+            base -= height
+            bars.append(Bar(kind, x, base, WIDTH / MINUTES, height))
+    return bars
 
 
 def chart(series: Series, now: float) -> Chart:
-    """The chart of the minutes up to `now` (empty minutes count 0)."""
+    """The chart of the last `MINUTES` minutes up to `now` (minutes without a sample: none)."""
     start = now - now % 60
     by_start = {m.start: m for m in series.minutes}
     span = [start - 60 * back for back in range(MINUTES - 1, -1, -1)]
-    first = min(by_start, default=start)
-    span = [when for when in span if when >= first]
-    rows = [by_start.get(when, Minute(when)) for when in span]
-    peak = max((m.counts[kind] for m in rows for kind in KINDS), default=0)
-    queue_peak = max((m.queued for m in rows), default=0)
-    lines = tuple(
-        Line(
-            kind,
-            _points([m.counts[kind] for m in rows], peak, MINUTES),
-            sum(m.counts[kind] for m in rows),
-        )
-        for kind in KINDS
+    rows = [(index, by_start[when]) for index, when in enumerate(span) if when in by_start]
+    peak = max((sum(m.counts.values()) for _, m in rows), default=0)
+    queue_peak = max((m.queued for _, m in rows), default=0)
+    step = WIDTH / MINUTES
+    bars = tuple(bar for index, m in rows for bar in _stacked(m, index * step, peak))
+    queue = tuple(
+        Bar("queued", index * step, HEIGHT - h, step, h)
+        for index, m in rows
+        if (h := HEIGHT * m.queued / max(1, queue_peak)) > 0
     )
-    return Chart(
-        lines, _points([m.queued for m in rows], queue_peak, MINUTES), peak, queue_peak, len(rows)
-    )
+    totals = tuple((kind, sum(m.counts[kind] for _, m in rows)) for kind in KINDS)
+    return Chart(bars, queue, totals, peak, queue_peak, len(rows))
