@@ -89,6 +89,7 @@ LOCK_SUFFIX: Final = ".lock"
 # the rollback journal (used while a new ledger is created).
 SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
 _OLD_COLUMNS: Final = frozenset({"key", "status", "attempts", "requests", "error", "line"})
+_PROBLEM_TERM: Final = "status IN ('failed', 'held', 'rejected')"
 _COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
 _COLUMNS_BY_POSITION: Final = f"position, {_COLUMNS}"
 
@@ -110,6 +111,13 @@ _SCHEMA: Final = (
         forgotten REAL
     )""",
     "CREATE INDEX events_status_position ON events (status, position)",
+)
+# Added after format 2 was first written, by every writer at open (IF NOT EXISTS).
+_ADDED_INDEXES: Final = (
+    # The failed, held and rejected events only (a few of a big ledger), with what the
+    # console's failures page reads of them: no row of the table is visited.
+    f"CREATE INDEX IF NOT EXISTS events_problems ON events (status, position, key, error, "
+    f"updated) WHERE {_PROBLEM_TERM}",
 )
 
 _ENQUEUE: Final = """
@@ -183,6 +191,12 @@ class Ledger:
         self._received = "received" if "received" in present else "NULL"
         self._failures = "failures" if "failures" in present else "0"
         self._forgotten = "forgotten" if "forgotten" in present else "NULL"
+        self._problems_indexed = (
+            db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_problems'"
+            ).fetchone()
+            is not None
+        )
         if lock_fd is not None:
             (top,) = db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
             self._next = int(top) + 1
@@ -404,6 +418,58 @@ class Ledger:
             if len(page) < PAGE:
                 return
             after = int(page[-1][0])
+
+    # -- what the console reads (pipeline.console.reads) ----------------------------------------
+
+    def problems(self, statuses: Sequence[Status]) -> list[tuple[str, int, Status, str, float]]:
+        """(key, position, status, error, updated) of every event in `statuses` (error ''
+        when none, updated 0 when unknown), one index range per status."""
+        chosen = _statuses(statuses)
+        marks = ", ".join("?" * len(chosen))
+        # The partial index serves a query whose terms imply its own: its term is repeated.
+        indexed = self._problems_indexed and set(chosen) <= {"failed", "held", "rejected"}
+        term = f"{_PROBLEM_TERM} AND " if indexed else ""
+        with self._guard:
+            return [
+                (
+                    str(key),
+                    int(position),
+                    cast(Status, status),
+                    str(error or ""),
+                    float(updated or 0),
+                )
+                for status, key, position, error, updated in self._db.execute(
+                    f"SELECT status, key, position, error, updated FROM events "
+                    f"WHERE {term}status IN ({marks})",
+                    chosen,
+                )
+            ]
+
+    def latencies(self, since: float, limit: int) -> list[float]:
+        """Seconds from arrival to the delivering answer (the row's last change) of the
+        delivered events among the last `limit` positions delivered, those delivered at
+        `since` or later (an index range: no index on the time of change is kept)."""
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT updated, {self._received} FROM events WHERE status = 'delivered' "
+                "ORDER BY position DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            max(0.0, float(updated) - float(received))
+            for updated, received in found
+            if updated is not None and received is not None and updated >= since
+        ]
+
+    def rows_containing(self, needle: bytes, limit: int) -> list[Row]:
+        """Up to `limit` events whose line contains `needle`, in position order (a scan: the
+        caller parses them to tell whose they are)."""
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE instr(line, ?) > 0 ORDER BY position LIMIT ?",
+                (needle, limit),
+            ).fetchall()
+        return [_row(item) for item in found]
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -1088,6 +1154,8 @@ def _prepare(
         for name, kind in _ADDED_COLUMNS:
             if name not in present:
                 db.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+        for statement in _ADDED_INDEXES:
+            db.execute(statement)
         mode = str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     except sqlite3.Error as problem:
