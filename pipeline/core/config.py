@@ -174,8 +174,9 @@ def parse_config(raw: object) -> Result[Config, PipelineError]:
     A whole destination (`{"Config": {...}}`, as rudder-transformer items hold it) is taken
     as its `Config`, as `Destination`, `usercom send` and `usercom serve` take it.
     """
-    if isinstance(raw, OBJECT_TYPES) and isinstance(raw.get("Config"), OBJECT_TYPES):
-        raw = raw["Config"]
+    inner = raw.get("Config") if isinstance(raw, OBJECT_TYPES) else None
+    if inner is not None and isinstance(inner, OBJECT_TYPES):  # None first: Mapping's check is slow
+        raw = inner
     if not isinstance(raw, OBJECT_TYPES):
         return Failure(_not_an_object(raw))
     key, sub = raw.get("apiKey"), raw.get("appSubdomain")

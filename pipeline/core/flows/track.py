@@ -30,7 +30,7 @@ def track_payload(cfg: Config, message: JSONObject) -> Result[Payload, PipelineE
     rule = event_rule(cfg, name)
     properties = message.get("properties")
     fields: dict[str, JSON] = {"name": rule.user_event_name if rule else name}
-    if isinstance(properties, OBJECT_TYPES):
+    if properties is not None and isinstance(properties, OBJECT_TYPES):
         fields["data"] = (
             overlay_fields(properties, rule.properties, frozenset()) if rule else properties
         )
