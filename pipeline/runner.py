@@ -224,8 +224,16 @@ def parts_of(base_url: str, api_key: str) -> BaseParts | None:
     port = int(port_text) if port_text else None
     port = None if port == _DEFAULT_PORTS[scheme] else port
     netloc = host if port is None else f"{host}:{port}"
-    rows = tuple([(name.encode(), value.encode()) for name, value in headers(api_key).items()])
+    rows = tuple([_ROWS.get(pair) or _row(pair) for pair in headers(api_key).items()])
     return BaseParts(scheme, host, port, path, (b"Host", netloc.encode()), rows)
+
+
+def _row(pair: tuple[str, str]) -> tuple[bytes, bytes]:
+    return pair[0].encode(), pair[1].encode()
+
+
+# The header rows every request has whatever its key, encoded once.
+_ROWS = {pair: _row(pair) for pair in headers("").items() if pair[0] != "Authorization"}
 
 
 def _url(target: Target, parts: BaseParts, request: Request) -> httpx.URL | None:
