@@ -30,6 +30,7 @@ from hypothesis.stateful import (
 from pipeline.core.config import Config, parse_config
 from pipeline.delivery.engine import AppState, DeliveryOptions, deliver
 from pipeline.delivery.feed import unfinished
+from pipeline.delivery.filing import record_of
 from pipeline.delivery.incoming import Incoming, incoming, repeat_key, stored
 from pipeline.delivery.lifecycle import FINISHED, UNFINISHED, Status
 from pipeline.delivery.outcome import Outcome
@@ -198,7 +199,7 @@ class QueueMachine(RuleBasedStateMachine):
         assert summary.fault is None
         assert len(outcomes) == len(items)  # one outcome per event per run
         self._check_order(outcomes)
-        records = [*held, *(self._record(item, outcome) for item, outcome in outcomes)]
+        records = [*held, *(record_of(item, outcome) for item, outcome in outcomes)]
         self._file(records)
 
     @precondition(lambda self: bool(self.filed))
@@ -261,18 +262,6 @@ class QueueMachine(RuleBasedStateMachine):
                 assert outcome.attempts == 0
             if outcome.status in ("failed", "held"):
                 failed.add(item.lane)
-
-    def _record(self, item: Incoming, outcome: Outcome) -> Record:
-        return Record(
-            item.key,
-            item.content_hash,
-            item.line,
-            outcome.status,
-            outcome.attempts,
-            outcome.requests,
-            outcome.error,
-            outcome.warnings,
-        )
 
     # -- the model -------------------------------------------------------------------------
 

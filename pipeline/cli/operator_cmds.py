@@ -19,8 +19,8 @@ from pipeline.cli.output import open_binary_out, refusal, stderr
 from pipeline.cli.plain import plain
 from pipeline.cli.sending import EXIT_FAULT, EXIT_USAGE
 from pipeline.delivery.faults import RESUME, check_app
-from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError, sqlite_errors_as_ledger_errors
-from pipeline.delivery.ledger import Status as LedgerStatus
+from pipeline.delivery.ledger import Ledger, LedgerError, sqlite_errors_as_ledger_errors
+from pipeline.delivery.lifecycle import UNFINISHED, Status
 from pipeline.delivery.loop import run as run_loop
 
 
@@ -83,7 +83,7 @@ def failed(
             open_binary_out(out) as sink,
             sqlite_errors_as_ledger_errors(ledger),
         ):
-            statuses: tuple[LedgerStatus, ...] = ("rejected",) if rejected else UNFINISHED
+            statuses: tuple[Status, ...] = ("rejected",) if rejected else UNFINISHED
             for line in book.lines(statuses):
                 sink.write(line + b"\n")
     except (UsageError, LedgerError) as problem:

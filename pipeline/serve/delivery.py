@@ -53,6 +53,7 @@ from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, probe_fault
+from pipeline.delivery.filing import record_of
 from pipeline.delivery.incoming import Incoming, stored
 from pipeline.delivery.lifecycle import Status, files, happening_of
 from pipeline.delivery.outcome import Outcome, Summary
@@ -651,16 +652,7 @@ class AppDelivery:
         attempts = outcome.attempts
         if before == "failed" and filed is not None:
             attempts += filed.attempts
-        filing = Record(
-            item.key,
-            item.content_hash,
-            item.line,
-            outcome.status,
-            attempts,
-            outcome.requests,
-            outcome.error,
-            outcome.warnings,
-        )
+        filing = replace(record_of(item, outcome), attempts=attempts)
         self._outbox.append(_Record(filing, item.lane))
         kind = filed.type if filed is not None else event_type(item)
         labels = {"app": self.app, "type": kind}
