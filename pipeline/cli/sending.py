@@ -386,8 +386,8 @@ def summary_table(summary: Summary, title: str) -> Table:
     table.add_row("events sent this run", str(summary.sent))
     table.add_row("API calls", str(summary.api_calls))
     table.add_row("API calls per event sent", f"{summary.calls_per_event:.2f}")
-    for call, count in sorted(summary.calls.items()):
-        table.add_row(Text(f"  {plain(call)}"), str(count))
+    for (endpoint, answer), count in sorted(summary.calls.items()):
+        table.add_row(Text(f"  {plain(endpoint)} {plain(answer)}"), str(count))
     table.add_row("time", f"{summary.seconds:.2f} s")
     if summary.rate is not None:
         table.add_row("events sent per second", f"{summary.rate:.0f}")

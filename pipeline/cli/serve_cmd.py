@@ -17,18 +17,24 @@ from pipeline.cli.checks import UsageError
 from pipeline.cli.options import (
     EXAMPLES,
     KEEP_DAYS,
+    LEASE_TTL,
     MAX_OUTAGE,
+    PG_SCHEMA,
     BaseUrl,
     Concurrency,
     KeepDays,
+    LeaseTtl,
     MaxOutage,
+    PgSchema,
     Rate,
+    ledger_at,
     retention_of,
 )
 from pipeline.cli.output import refusal, stderr
 from pipeline.cli.secrets import TRANSFORMER_TOKEN_ENV, WRITE_KEYS_ENV, serve_secrets
 from pipeline.cli.sending import EXIT_USAGE
 from pipeline.delivery.ledger import LedgerError
+from pipeline.delivery.pg import PgLocation
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.serve import (
     ListenError,
@@ -49,15 +55,20 @@ DEMO_WRITE_KEY = "demo-write-key"
 
 
 def _demo_defaults(
-    config: Path | None, ledger: Path | None, write_key: list[str] | None, base_url: str | None
-) -> tuple[Path, Path | None, list[str]]:
+    config: Path | None,
+    ledger: Path | PgLocation | None,
+    write_key: list[str] | None,
+    base_url: str | None,
+) -> tuple[Path, Path | PgLocation | None, list[str]]:
     """`serve --demo`: the example config and the demo write key unless given."""
     if base_url is not None:
         raise UsageError("--demo sends to its own sandbox: remove --base-url")
     return config or EXAMPLES / "config.json", ledger, write_key or [DEMO_WRITE_KEY]
 
 
-def demo_banner(url: str, sandbox_url: str, key: str, ledger: Path, *, scratch: bool) -> str:
+def demo_banner(
+    url: str, sandbox_url: str, key: str, ledger: Path | PgLocation, *, scratch: bool
+) -> str:
     """What `serve --demo` prints under its address: how to send an event, and where its
     ledger is, so that report, failed and explain can be tried on what was sent."""
     kept = " (scratch: deleted when the demo stops)" if scratch else ""
@@ -74,7 +85,7 @@ def demo_banner(url: str, sandbox_url: str, key: str, ledger: Path, *, scratch: 
 
 def _serve_options(
     config: Path | None,
-    ledger: Path | None,
+    ledger: Path | PgLocation | None,
     write_keys: tuple[str, ...],
     *,
     host: str,
@@ -87,6 +98,7 @@ def _serve_options(
     keep_days: str,
     transformer_token: str | None,
     max_outage: str,
+    lease_ttl: str = "30s",
     max_connections: int,
     header_timeout: str,
     body_timeout: str,
@@ -122,6 +134,7 @@ def _serve_options(
         keep_days=days_kept,
         transformer_token=transformer_token,
         max_outage=duration("--max-outage", max_outage),
+        lease_ttl=duration("--lease-ttl", lease_ttl),
         max_connections=max_connections,
         header_timeout=duration("--header-timeout", header_timeout),
         body_timeout=duration("--body-timeout", body_timeout),
@@ -138,13 +151,16 @@ def serve(
         ),
     ] = None,
     ledger: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
+            "--ledger",
             metavar="PATH",
             help="required unless --demo: the ledger (the queue), a file for one app; a "
-            "folder holding <subdomain>.sqlite per app for several",
+            "folder holding <subdomain>.sqlite per app for several; or a postgresql:// URI "
+            "that any number of instances share",
         ),
     ] = None,
+    pg_schema: PgSchema = PG_SCHEMA,
     host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
     port: Annotated[
         int, typer.Option(metavar="PORT", help="port to listen on (0 picks a free one)")
@@ -187,6 +203,7 @@ def serve(
         typer.Option(metavar="FILE", help="the transformer token, on the file's first line"),
     ] = None,
     max_outage: MaxOutage = MAX_OUTAGE,
+    lease_ttl: LeaseTtl = LEASE_TTL,
     max_connections: Annotated[
         int,
         typer.Option(
@@ -232,14 +249,15 @@ def serve(
             )
             write_key = list(keys) or None
             scratch = demo and ledger is None
+            where = None if ledger is None else ledger_at(ledger, pg_schema)
             if demo:
-                config, ledger, write_key = _demo_defaults(config, ledger, write_key, base_url)
-                if ledger is None:
+                config, where, write_key = _demo_defaults(config, where, write_key, base_url)
+                if where is None:
                     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
-                    ledger = Path(folder) / "demo.sqlite"
+                    where = Path(folder) / "demo.sqlite"
             options = _serve_options(
                 config,
-                ledger,
+                where,
                 tuple(write_key or ()),
                 host=host,
                 port=port,
@@ -251,6 +269,7 @@ def serve(
                 keep_days=keep_days,
                 transformer_token=transformer_token,
                 max_outage=max_outage,
+                lease_ttl=lease_ttl,
                 max_connections=max_connections,
                 header_timeout=header_timeout,
                 body_timeout=body_timeout,
@@ -286,11 +305,11 @@ def serve(
 
         def announce(url: str) -> None:
             print(f"usercom serve listening on {url}", flush=True)
-            if demo and ledger is not None:
+            if demo and where is not None:
                 # A key of the operator's own is never printed: only the demo's.
                 given = (write_key or [DEMO_WRITE_KEY])[0]
                 key = given if given == DEMO_WRITE_KEY else "$WRITE_KEY"
-                banner = demo_banner(url, options.base_url or "", key, ledger, scratch=scratch)
+                banner = demo_banner(url, options.base_url or "", key, where, scratch=scratch)
                 print(banner, flush=True)
 
         run_service(service, sock, announce)

@@ -51,6 +51,7 @@ from typing import Any, Final, cast
 
 from pipeline.delivery.incoming import repeat_key, repeat_reason
 from pipeline.delivery.lifecycle import FINISHED, STATUSES, UNFINISHED, Status
+from pipeline.delivery.outcome import Logged
 from pipeline.delivery.queue import (
     Admit,
     Admitted,
@@ -257,6 +258,11 @@ class Ledger:
         return self._path
 
     @property
+    def where(self) -> str:
+        """The ledger as messages name it: its file, or a database's URI (password masked)."""
+        return str(self._path)
+
+    @property
     def writable(self) -> bool:
         return self._lock_fd is not None
 
@@ -352,6 +358,11 @@ class Ledger:
                 (prefix, prefix + "\U0010ffff", limit),
             ).fetchall()
         return [str(key) for (key,) in found if str(key).startswith(prefix)]
+
+    def doubt(self, key: str) -> str | None:
+        """Why the event may have been sent twice, when a backend knows (a PostgreSQL queue
+        whose instance stopped mid-write); one writer per file has nobody to take over."""
+        return None
 
     def updated_at(self, key: str) -> float | None:
         """When the event's row last changed (seconds since the epoch), if known."""
@@ -487,7 +498,7 @@ class Ledger:
         key: str,
         status: Status,
         attempts: int,
-        requests: Sequence[str],
+        requests: Sequence[Logged],
         error: str | None,
         warnings: Sequence[str],
         *,
@@ -511,7 +522,7 @@ class Ledger:
                 (
                     status,
                     attempts,
-                    json.dumps(list(requests)),
+                    json.dumps([str(request) for request in requests]),
                     error,
                     json.dumps(list(warnings)),
                     self._clock(),
@@ -693,10 +704,6 @@ class Ledger:
         return found
 
     # -- the DeliveryQueue interface (pipeline.delivery.queue) -----------------------------------
-
-    @property
-    def where(self) -> str:
-        return str(self._path)
 
     def known(self, keys: Sequence[str]) -> dict[str, Known]:
         """What the ledger holds under those of `keys` it has, a few statements in all."""

@@ -36,6 +36,7 @@ from pipeline.delivery.lifecycle import (
     happening_of,
     next_status,
 )
+from pipeline.delivery.outcome import Exchange, Logged
 
 __all__ = [
     "Admit",
@@ -67,9 +68,14 @@ class Row:
     content_hash: str
     line: bytes
     attempts: int
-    requests: tuple[str, ...]
+    requests: tuple[str, ...]  # as stored: each `METHOD URL -> answer` (an Exchange's text)
     error: str | None
     warnings: tuple[str, ...]
+
+    @property
+    def exchanges(self) -> tuple[Exchange, ...]:
+        """The stored requests as values (a ledger of any version stores their text)."""
+        return tuple(Exchange.read(text) for text in self.requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +154,7 @@ class Record:
     line: bytes
     status: Reported
     attempts: int
-    requests: tuple[str, ...]
+    requests: tuple[Logged, ...]
     error: str | None
     warnings: tuple[str, ...]
 
@@ -275,6 +281,11 @@ class QueueReader(Protocol):
 
     def updated_at(self, key: str) -> float | None:
         """When the event last changed (seconds since the epoch), if known."""
+        ...
+
+    def doubt(self, key: str) -> str | None:
+        """Why the event may have been sent twice (§7: its lane was taken over from an
+        instance that stopped mid-write), or None."""
         ...
 
     def rows(self, statuses: Sequence[Status] | None = None) -> Iterator[Row]:

@@ -37,8 +37,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipeline.delivery.incoming import json_bytes
-from pipeline.delivery.ledger import Ledger, LedgerError
+from pipeline.delivery.ledger import LedgerError
 from pipeline.delivery.lifecycle import UNFINISHED
+from pipeline.delivery.pg import Leasing, PgLedger, open_writer_at
 from pipeline.delivery.queue import Admit, Arrival, DeliveryQueue
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery, ledger_reason
@@ -167,7 +168,16 @@ class Service:
         opened: dict[str, DeliveryQueue] = {}
         try:
             for name, path in options.ledgers.items():
-                opened[name] = Ledger.open_writer(Path(path), name, durable=True)
+                opened[name] = open_writer_at(
+                    path,
+                    name,
+                    durable=True,
+                    leasing=Leasing(
+                        ttl=options.lease_ttl,
+                        max_lanes=max(64, 4 * options.concurrency),
+                        claim_batch=max(4, 2 * options.concurrency),
+                    ),
+                )
         except LedgerError:
             for ledger in opened.values():
                 ledger.close()
@@ -322,7 +332,8 @@ class Service:
                 {"Retry-After": str(QUEUE_RETRY_AFTER_S)},
             )
         now = time.monotonic()
-        if now - self._disk_at > DISK_CHECK_S:
+        # A database's room is its server's to watch: the disk check is a file ledger's.
+        if now - self._disk_at > DISK_CHECK_S and not isinstance(app.ledger, PgLedger):
             self._disk_at = now
             folder = Path(app.ledger.where).absolute().parent
             try:
