@@ -35,6 +35,7 @@ from pipeline.delivery.incoming import Incoming, incoming, repeat_key, stored
 from pipeline.delivery.lifecycle import FINISHED, UNFINISHED, Status
 from pipeline.delivery.outcome import Outcome
 from pipeline.delivery.queue import Admit, Arrival, DeliveryQueue, Record, readiness
+from pipeline.delivery.rounds import Held, Picking
 from pipeline.testing import FakeUserCom
 
 USERS = ("ann", "bob", "cyd")
@@ -75,7 +76,7 @@ class Flaky(httpx.AsyncBaseTransport):
 
 
 @dataclass(frozen=True, slots=True)
-class Held:
+class Holds:
     """What the model says the queue holds under one key."""
 
     status: Status
@@ -103,7 +104,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.cfg: Config = parse_config({"apiKey": "k" * 64, "appSubdomain": app}).unwrap()
         self.queue: DeliveryQueue = opener(app, self.clock)
         self.transport = Flaky(FakeUserCom())
-        self.model: dict[str, Held] = {}
+        self.model: dict[str, Holds] = {}
         self.top = 0  # the last position given
         self.filed: list[Record] = []  # every outcome filed so far
 
@@ -229,7 +230,7 @@ class QueueMachine(RuleBasedStateMachine):
         that is not due yet (it holds its user: §2 held, §6 backoff)."""
         items: list[Incoming] = []
         held: list[Record] = []
-        waiting: dict[str, str] = {}  # lane -> the failed key it waits behind
+        picking = Picking()  # no round runs meanwhile: nothing is busy
         taken = unfinished(self.queue)
         assert [q.row.key for q in taken] == self._unfinished_keys()  # position order
         for queued in taken:
@@ -241,12 +242,14 @@ class QueueMachine(RuleBasedStateMachine):
                 continue  # stays failed and holds nobody
             item = stored(self.cfg, row.key, row.content_hash, row.position, row.line, row.error)
             if ready.kind == "later":
-                waiting.setdefault(item.lane, row.key)
-            elif item.lane in waiting:
-                why = f"held: an earlier event of this user ({waiting[item.lane]}) did not finish"
-                held.append(Record(row.key, row.content_hash, row.line, "held", 0, (), why, ()))
-            else:
+                item = replace(item, deferred="failed; not due yet")
+            placed = picking.place(item)
+            assert placed != "busy"
+            if placed == "take":
                 items.append(item)
+            elif isinstance(placed, Held):
+                reason = placed.reason
+                held.append(Record(row.key, row.content_hash, row.line, "held", 0, (), reason, ()))
         return items, held
 
     def _check_order(self, outcomes: list[tuple[Incoming, Outcome]]) -> None:
@@ -267,7 +270,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     def _stored(self, key: str, content_hash: str, status: Status) -> None:
         self.top += 1
-        self.model[key] = Held(status, content_hash, self.top)
+        self.model[key] = Holds(status, content_hash, self.top)
 
     def _filed(self, record: Record) -> None:
         """What an outcome changes, as the contract says it."""
