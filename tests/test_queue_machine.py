@@ -323,7 +323,7 @@ def test_the_queue_keeps_the_rules_of_an_events_life(open_queue: QueueOpener) ->
     run_state_machine_as_test(
         OnThisBackend,
         settings=settings(
-            max_examples=30,
+            max_examples=20,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
