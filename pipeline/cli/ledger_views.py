@@ -2,8 +2,9 @@
 story), `usercom report` (the ledger summed up), `usercom requeue`'s choice of events, and the
 next step `send` prints.
 
-They only read the ledger (`Ledger.open_reader`: no lock, so they work while a run or the
-service writes it), and show stored text only after making it safe to print.
+They only read the queue (a `QueueReader`; the SQLite ledger's `open_reader` takes no lock,
+so they work while a run or the service writes it), and show stored text only after making
+it safe to print.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pipeline.cli.checks import UsageError
 from pipeline.cli.plain import plain
 from pipeline.core.answers import Kind, Reply, meaning
 from pipeline.core.config import API_PATH
-from pipeline.delivery.ledger import STATUSES, UNFINISHED, Ledger, Row
+from pipeline.delivery.lifecycle import STATUSES, UNFINISHED
 from pipeline.delivery.outcome import Exchange, Summary
+from pipeline.delivery.pg import PgLocation
+from pipeline.delivery.queue import QueueReader, Row
 
 # -- showing stored text safely ---------------------------------------------------------------
 
@@ -123,7 +126,7 @@ MEANINGS: Final[Mapping[str, str]] = {
 }
 
 
-def find_event(book: Ledger, key: str) -> Row:
+def find_event(book: QueueReader, key: str) -> Row:
     """The event named by `key`: its full key, the key without the app prefix, or a prefix of
     one key (a sha256 key is long). UsageError (one line) when none or several match."""
     row = book.find(key)
@@ -136,7 +139,7 @@ def find_event(book: Ledger, key: str) -> Row:
         found = book.get(candidates[0])
         if found is not None:
             return found
-    where = book.path
+    where = book.where
     if len(candidates) > 1:
         raise UsageError(
             f"several events of ledger {where} have keys starting with {printable(key)!r} "
@@ -166,7 +169,9 @@ def check_requeue(keys: list[str] | None, *, delivered: bool) -> None:
         )
 
 
-def requeue_keys(book: Ledger, keys: list[str], *, rejected: bool, delivered: bool) -> list[str]:
+def requeue_keys(
+    book: QueueReader, keys: list[str], *, rejected: bool, delivered: bool
+) -> list[str]:
     """The full keys of the events named, matched as `explain` matches them. UsageError (one
     line, before anything changes) for an unknown key, or a finished event whose flag is
     missing: requeueing it sends it again."""
@@ -225,9 +230,9 @@ def _when(seconds: float | None) -> str:
     return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def story(book: Ledger, row: Row) -> list[str]:
+def story(book: QueueReader, row: Row) -> list[str]:
     """One event's story as lines of text (everything stored is escaped for the terminal)."""
-    ledger = str(book.path)
+    ledger = book.where
     lines = [
         f"event     {printable(row.key)}",
         f"ledger    {ledger} (app {book.app})",
@@ -249,12 +254,15 @@ def story(book: Ledger, row: Row) -> list[str]:
         lines.extend(f"  - {printable(warning)}" for warning in row.warnings)
     else:
         lines.append("warnings  none")
+    doubt = book.doubt(row.key)
+    if doubt is not None:
+        lines.append(f"note      {printable(doubt)}")
     lines.append(f"line      {shown_line(row.line)}")
     lines.append(f"next      {next_step(row, ledger)}")
     return lines
 
 
-def story_json(book: Ledger, row: Row) -> dict[str, Any]:
+def story_json(book: QueueReader, row: Row) -> dict[str, Any]:
     return {
         "key": row.key,
         "status": row.status,
@@ -264,6 +272,7 @@ def story_json(book: Ledger, row: Row) -> dict[str, Any]:
         "requests": list(row.requests),
         "error": row.error,
         "warnings": list(row.warnings),
+        "possibly_sent_twice": book.doubt(row.key),
         "line": row.line.decode("utf-8", errors="replace"),
     }
 
@@ -383,7 +392,7 @@ def rejected_advice(count: int, ledger: str) -> str:
     )
 
 
-def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
+def send_advice(summary: Summary, ledger: Path | PgLocation | None) -> list[str]:
     """What to do after a `send` that left events unfinished (exit 4) or rejected (exit 1),
     as `report` says it; nothing after a clean run."""
     words: list[str] = []
@@ -411,7 +420,7 @@ def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
     return words
 
 
-def build_report(book: Ledger) -> Report:
+def build_report(book: QueueReader) -> Report:
     """The report of a ledger opened read-only, from one consistent snapshot of it."""
     with book.snapshot():
         counts = book.counts()
@@ -421,7 +430,7 @@ def build_report(book: Ledger) -> Report:
             for exchange in map(Exchange.read, requests):
                 calls[(exchange.method, template(exchange.url), exchange.answer)] += 1
         oldest = book.oldest_unfinished()
-    return Report(str(book.path), book.app, counts, errors, calls, oldest)
+    return Report(book.where, book.app, dict(counts), errors, calls, oldest)
 
 
 __all__ = ["Report", "build_report", "find_event", "story", "story_json"]

@@ -52,18 +52,23 @@ from pipeline.delivery.faults import RESUME, probe_fault
 from pipeline.delivery.incoming import Incoming, stored
 from pipeline.delivery.lifecycle import Status, files, happening_of
 from pipeline.delivery.outcome import Outcome, Summary
-from pipeline.delivery.queue import DeliveryQueue, Queued, Record
+from pipeline.delivery.pg import PgLedger, shared
+from pipeline.delivery.queue import DeliveryQueue, Queued, Record, readiness
 from pipeline.delivery.wire import Wire
 from pipeline.runner import Target
 from pipeline.serve.ingest import type_label
 from pipeline.serve.logs import emit
 from pipeline.serve.metrics import Metrics
 from pipeline.serve.options import ServeOptions
+from pipeline.serve.sharing import meetings
 from pipeline.serve.store import Store, ledger_trouble
 
 PAUSED_TAIL = "events stay queued; delivery resumes by itself once a probe succeeds"
 PARSED_KEEP = 50_000  # parsed events kept between rounds (a backlog is parsed once)
 MAX_ROUNDS = 16  # rounds at once: a slow one (a user's retries) never stops the others
+# A shared (PostgreSQL) queue is looked at this often when idle: events another instance
+# stored, and lanes whose holder stopped, are found without its ingest waking this one.
+SHARED_POLL_S = 0.2
 SCAN_PAGES = 8  # pages of the queue looked through for users that are free, at most
 LEDGER_RETRY_FIRST_S = 0.5  # a paused ledger's first check, then doubling
 LEDGER_RETRY_MAX_S = 10.0  # a commit is cheap to try: a full disk is noticed soon after it frees
@@ -211,6 +216,8 @@ class AppDelivery:
     ledger_fault: str | None = None  # why the ledger cannot commit or be read, while it lasts
     _filing: dict[int, list[_Record]] = field(default_factory=dict)  # handed in, not committed
     _skipped_unfiled: bool = False  # a round left a user out: its outcome was not filed yet
+    paused_on: str | None = None  # the run-level fault of the pause (told to other instances)
+    resumed: bool = False  # a probe ended a pause since the other instances last heard
 
     @property
     def app(self) -> str:
@@ -256,6 +263,11 @@ class AppDelivery:
         self.state.outage.heard = self._outage_heard
         self._wire = Wire.of(self.cfg, self.options.base_url, self.options.concurrency)
         self.metrics.in_flight.labels(app=self.app).set_function(lambda: self.in_flight)
+        seats = (
+            [asyncio.create_task(meetings(self, self.ledger.shared_budget()))]
+            if isinstance(self.ledger, PgLedger)
+            else []
+        )
         try:
             await self._probe_until_ok(first=True)
             while not self.stopping.is_set():
@@ -296,6 +308,10 @@ class AppDelivery:
                     "next start",
                 )
             await self._wire.aclose()
+            for seat in seats:
+                seat.cancel()  # it leaves the budget's meetings on its way out
+            if seats:
+                await asyncio.wait(seats)
 
     def stop(self) -> None:
         """Stop the rounds in progress: no new attempt starts, in-flight ones end."""
@@ -314,6 +330,8 @@ class AppDelivery:
     async def _wait(self) -> None:
         """Until new events arrive, a round ends, a failed event is due, or the service stops."""
         timeout = None if self.next_due is None else max(0.05, self.next_due - time.time())
+        if shared(self.ledger):  # other instances store events for lanes this one may claim
+            timeout = SHARED_POLL_S if timeout is None else min(timeout, SHARED_POLL_S)
         waits = [
             asyncio.ensure_future(self.wake.wait()),
             asyncio.ensure_future(self.stopping.wait()),
@@ -347,6 +365,7 @@ class AppDelivery:
         )
 
     def _pause(self, fault: str) -> None:
+        self.paused_on = fault
         reason = pause_reason(fault)
         if self.paused != reason:
             emit(logging.ERROR, "delivery_paused", app=self.app, reason=reason)
@@ -367,7 +386,8 @@ class AppDelivery:
             if problem is None:
                 if self.paused is not None:
                     emit(logging.WARNING, "delivery_resumed", app=self.app)
-                self.paused = None
+                    self.resumed = True
+                self.paused = self.paused_on = None
                 self.metrics.paused.labels(app=self.app).set(0)
                 if self.state is not None:
                     self.state.outage.watch.probe_answered()  # whatever outage there was is over
@@ -507,18 +527,21 @@ class AppDelivery:
         items: list[tuple[Incoming, _Filed]] = []
         for queued in page:
             row = queued.row
-            received = queued.received if queued.received is not None else queued.updated
-            given_up = received is not None and now - received > self.options.give_up_after
-            if row.status == "failed" and given_up:
+            ready = readiness(
+                queued,
+                now,
+                retry_delay=self.options.retry_delay,
+                give_up_after=self.options.give_up_after,
+            )
+            if ready.kind == "given up":
                 self._give_up(row.key, row.position, row.error)
                 continue  # stays failed, holds nobody
             item = self._parse(row.key, row.content_hash, row.position, row.line, row.error)
-            if row.status == "failed":
-                due = (queued.updated or 0.0) + self.options.retry_delay(max(queued.failures, 1))
-                if due > now:
-                    self._due(due)
-                    item = replace(item, deferred=f"failed; tried again after {_when(due)}")
-            filed = _Filed(row.status, row.attempts, received, event_type(item), queued.failures)
+            if ready.kind == "later" and ready.at is not None:
+                self._due(ready.at)
+                item = replace(item, deferred=f"failed; tried again after {_when(ready.at)}")
+            kind = event_type(item)
+            filed = _Filed(row.status, row.attempts, ready.received, kind, queued.failures)
             items.append((item, filed))
         return items
 
