@@ -170,7 +170,7 @@ def engine(url: str, events: int, width: int) -> tuple[float, int]:
     lines = [json.dumps(identify(n)) for n in range(events)]
     cfg = config()
     options = DeliveryOptions(concurrency=width, base_url=url)
-    link = AiohttpLink(width, verified_tls())
+    link = AiohttpLink(width, verified_tls(), counting=True)
 
     async def main() -> None:
         async with Wire(Target.of(cfg, url), cfg.base_url, width, link) as wire:

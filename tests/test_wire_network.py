@@ -181,7 +181,7 @@ def test_connections_are_kept_alive_and_never_more_than_width() -> None:
     with user_com() as (origin, peers):
 
         async def main() -> int:
-            link = AiohttpLink(4, verified_tls())
+            link = AiohttpLink(4, verified_tls(), counting=True)
             target = Wire.of(config(), origin, 4).target
             async with Wire(target, config().base_url, 4, link) as wire:
                 await asyncio.gather(*(wire.send(call("user_by_id", f"u{n}")) for n in range(200)))
