@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import NamedTuple, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self, TypeVar
 
 import aiohttp
 import certifi
@@ -260,6 +261,32 @@ class Wire:
         trace: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop in a daemon thread of its own, so sync callers (`Destination.deliver`,
+    from any number of threads) share one async `Wire`: each call is one hop into the loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="usercom-wire", daemon=True
+        )
+        self.thread.start()
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result()
+
+    def close(self, wire: Wire) -> None:
+        """Close `wire` in the loop, then end the loop and its thread."""
+        if not self.loop.is_closed():
+            self.run(wire.aclose())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+            self.loop.close()
 
 
 async def check_app(cfg: Config, origin: str | None = None) -> str | None:
