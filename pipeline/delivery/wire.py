@@ -212,30 +212,27 @@ class Wire:
         link: Link = network_link(width) if transport is None else Through(transport)
         return cls(Target.of(cfg, origin), cfg.base_url, width, link)
 
-    async def send(self, request: Request, *, ready: Callable[[], None] = _go) -> Sent:
-        """Send `request` on a free slot. `ready` runs once the slot is held, just before the
-        request goes out: it may raise to keep the request from starting (a stop that came
-        while the sender waited for a slot)."""
+    async def send(
+        self, request: Request, *, ready: Callable[[], None] = _go, endpoint: str = ""
+    ) -> Sent:
+        """Send `request` on a free slot, logged under `endpoint` (its own name by default).
+        `ready` runs once the slot is held, just before the request goes out: it may raise to
+        keep the request from starting (a stop that came while the sender waited for a slot).
+        """
+        # One coroutine from the slot to the link: each await layer is paid on every resume.
         async with self.room:
             ready()
-            answer = await self._carry(request)
-        exchange = Exchange.of(request, answer, self.logged_base)
+            self.on_the_wire += 1
+            try:
+                answer = await self.link.answer(self.target, request)
+            finally:
+                self.on_the_wire -= 1
+        exchange = Exchange.of(request, answer, self.logged_base, endpoint)
         return Sent(answer, exchange, run_fault(request, answer, self.target))
-
-    async def _carry(self, request: Request) -> Answer:
-        self.on_the_wire += 1
-        try:
-            return await self.link.answer(self.target, request)
-        finally:
-            self.on_the_wire -= 1
 
     async def probe_once(self) -> Sent:
         """`usercom check`'s authenticated read, once, counted as the probe."""
-        request = call("user_by_id", PROBE_SUBJECT)
-        async with self.room:
-            answer = await self._carry(request)
-        exchange = Exchange.of(request, answer, self.logged_base, PROBE)
-        return Sent(answer, exchange, run_fault(request, answer, self.target))
+        return await self.send(call("user_by_id", PROBE_SUBJECT), endpoint=PROBE)
 
     async def probe(self) -> str | None:
         """The start probe: the fault it shows, or None. A lost connection or a timeout is
