@@ -128,13 +128,10 @@ def _gloss(answer: str) -> str:
 
 
 def _requests(row: Row) -> list[dict[str, str]]:
-    shown = []
-    for text in row.requests:
-        head, arrow, answer = text.rpartition(" -> ")
-        method, _, url = head.partition(" ") if arrow else ("?", "", text)
-        answer = answer if arrow else "?"
-        shown.append({"method": method, "url": url, "answer": answer, "means": _gloss(answer)})
-    return shown
+    return [
+        {"method": e.method, "url": e.url, "answer": e.answer, "means": _gloss(e.answer)}
+        for e in row.exchanges
+    ]
 
 
 def _story(app: str, row: Row, updated: float | None) -> dict[str, Any]:
