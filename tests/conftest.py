@@ -1,4 +1,5 @@
-"""Fixtures the service's tests share (a test file that needs another sandbox defines its own)."""
+"""Fixtures the service's tests share (a test file that needs another sandbox defines its own),
+and the order the suite runs in."""
 
 from __future__ import annotations
 
@@ -13,6 +14,28 @@ from serve_helpers import API_KEY
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.queue import DeliveryQueue
 from pipeline.sandbox import SandboxOptions, serve_in_thread
+
+# Files whose tests spend their time waiting in real time (subprocesses, signals, Retry-After
+# pauses, outages, a disk or a server to set up), some for tens of seconds each.
+WAITING = (
+    "test_e2e_",
+    "test_serve_",
+    "test_send_",
+    "test_ledger_",
+    "test_pg_",
+    "test_sandbox_cli",
+    "test_readme_examples",
+    "test_operator_commands",
+    "test_outage",
+    "test_stop_",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The waiting tests first, each file in its own order: under `pytest -n 4` they then wait
+    while the quick in-process tests keep the cores busy, and no long one starts last and
+    holds the whole run up."""
+    items.sort(key=lambda item: not item.path.name.startswith(WAITING))
 
 
 @pytest.fixture
