@@ -26,8 +26,9 @@ WAITING = (
     "test_sandbox_cli",
     "test_readme_examples",
     "test_operator_commands",
-    "test_outage",
-    "test_stop_",
+    "test_d03_outage",
+    "test_d03_stop_words",
+    "test_d04_stop_starts_nothing",
 )
 
 
