@@ -121,7 +121,7 @@ def test_an_outage_that_ends_costs_no_event_an_attempt() -> None:
     summary, heard = run(users(8, 2), fake, replace(FAST, max_outage=5.0))
     assert Counter(o.status for o in heard) == {"delivered": 24}, summary.errors
     assert summary.fault is None
-    assert summary.calls["probe 503"] == 1
+    assert summary.calls["probe", "503"] == 1
     # Only the failures before the window filled (10 over 4 lanes) cost attempts; the waits
     # of the pause cost none.
     assert max(o.attempts for o in heard) <= 3

@@ -43,7 +43,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +51,7 @@ from typing import Any, Final, cast
 
 from pipeline.delivery.incoming import repeat_key, repeat_reason
 from pipeline.delivery.lifecycle import FINISHED, STATUSES, UNFINISHED, Status
+from pipeline.delivery.outcome import Logged
 from pipeline.delivery.queue import (
     Admit,
     Admitted,
@@ -88,6 +89,7 @@ LOCK_SUFFIX: Final = ".lock"
 # the rollback journal (used while a new ledger is created).
 SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
 _OLD_COLUMNS: Final = frozenset({"key", "status", "attempts", "requests", "error", "line"})
+_PROBLEM_TERM: Final = "status IN ('failed', 'held', 'rejected')"
 _COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
 _COLUMNS_BY_POSITION: Final = f"position, {_COLUMNS}"
 
@@ -109,6 +111,13 @@ _SCHEMA: Final = (
         forgotten REAL
     )""",
     "CREATE INDEX events_status_position ON events (status, position)",
+)
+# Added after format 2 was first written, by every writer at open (IF NOT EXISTS).
+_ADDED_INDEXES: Final = (
+    # The failed, held and rejected events only (a few of a big ledger), with what the
+    # console's failures page reads of them: no row of the table is visited.
+    f"CREATE INDEX IF NOT EXISTS events_problems ON events (status, position, key, error, "
+    f"updated) WHERE {_PROBLEM_TERM}",
 )
 
 _ENQUEUE: Final = """
@@ -163,8 +172,10 @@ class Ledger:
         db: sqlite3.Connection,
         lock_fd: int | None,
         file_fd: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """Use `open_writer` or `open_reader`."""
+        self._clock = clock  # what stamps received/updated (tests pass a fake one)
         self._path = path
         self._app = app
         self._db = db
@@ -180,6 +191,12 @@ class Ledger:
         self._received = "received" if "received" in present else "NULL"
         self._failures = "failures" if "failures" in present else "0"
         self._forgotten = "forgotten" if "forgotten" in present else "NULL"
+        self._problems_indexed = (
+            db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_problems'"
+            ).fetchone()
+            is not None
+        )
         if lock_fd is not None:
             (top,) = db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
             self._next = int(top) + 1
@@ -187,7 +204,14 @@ class Ledger:
     # -- opening and closing ------------------------------------------------------------------
 
     @classmethod
-    def open_writer(cls, path: Path, app: str, *, durable: bool = False) -> Ledger:
+    def open_writer(
+        cls,
+        path: Path,
+        app: str,
+        *,
+        durable: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> Ledger:
         """Open (or create) the ledger of `app` at `path` for writing, holding its lock.
 
         `durable`: every commit is on disk when it returns (SQLite `synchronous=FULL`, for the
@@ -207,7 +231,7 @@ class Ledger:
             try:
                 db = _open_locked(path, app, durable=durable)
                 try:
-                    return cls(path, app, db, lock_fd, file_fd)
+                    return cls(path, app, db, lock_fd, file_fd, clock)
                 except BaseException:
                     db.close()
                     raise
@@ -349,6 +373,11 @@ class Ledger:
             ).fetchall()
         return [str(key) for (key,) in found if str(key).startswith(prefix)]
 
+    def doubt(self, key: str) -> str | None:
+        """Why the event may have been sent twice, when a backend knows (a PostgreSQL queue
+        whose instance stopped mid-write); one writer per file has nobody to take over."""
+        return None
+
     def updated_at(self, key: str) -> float | None:
         """When the event's row last changed (seconds since the epoch), if known."""
         with self._guard:
@@ -390,6 +419,58 @@ class Ledger:
                 return
             after = int(page[-1][0])
 
+    # -- what the console reads (pipeline.console.reads) ----------------------------------------
+
+    def problems(self, statuses: Sequence[Status]) -> list[tuple[str, int, Status, str, float]]:
+        """(key, position, status, error, updated) of every event in `statuses` (error ''
+        when none, updated 0 when unknown), one index range per status."""
+        chosen = _statuses(statuses)
+        marks = ", ".join("?" * len(chosen))
+        # The partial index serves a query whose terms imply its own: its term is repeated.
+        indexed = self._problems_indexed and set(chosen) <= {"failed", "held", "rejected"}
+        term = f"{_PROBLEM_TERM} AND " if indexed else ""
+        with self._guard:
+            return [
+                (
+                    str(key),
+                    int(position),
+                    cast(Status, status),
+                    str(error or ""),
+                    float(updated or 0),
+                )
+                for status, key, position, error, updated in self._db.execute(
+                    f"SELECT status, key, position, error, updated FROM events "
+                    f"WHERE {term}status IN ({marks})",
+                    chosen,
+                )
+            ]
+
+    def latencies(self, since: float, limit: int) -> list[float]:
+        """Seconds from arrival to the delivering answer (the row's last change) of the
+        delivered events among the last `limit` positions delivered, those delivered at
+        `since` or later (an index range: no index on the time of change is kept)."""
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT updated, {self._received} FROM events WHERE status = 'delivered' "
+                "ORDER BY position DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            max(0.0, float(updated) - float(received))
+            for updated, received in found
+            if updated is not None and received is not None and updated >= since
+        ]
+
+    def rows_containing(self, needle: bytes, limit: int) -> list[Row]:
+        """Up to `limit` events whose line contains `needle`, in position order (a scan: the
+        caller parses them to tell whose they are)."""
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE instr(line, ?) > 0 ORDER BY position LIMIT ?",
+                (needle, limit),
+            ).fetchall()
+        return [_row(item) for item in found]
+
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads inside see one consistent state of the ledger (a read transaction), even while
@@ -430,7 +511,7 @@ class Ledger:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
             position = self._next
-            now = time.time()
+            now = self._clock()
             status = "pending" if rejected is None else "rejected"
             self._db.execute(
                 _ENQUEUE,
@@ -483,7 +564,7 @@ class Ledger:
         key: str,
         status: Status,
         attempts: int,
-        requests: Sequence[str],
+        requests: Sequence[Logged],
         error: str | None,
         warnings: Sequence[str],
         *,
@@ -507,10 +588,10 @@ class Ledger:
                 (
                     status,
                     attempts,
-                    json.dumps(list(requests)),
+                    json.dumps([str(request) for request in requests]),
                     error,
                     json.dumps(list(warnings)),
-                    time.time(),
+                    self._clock(),
                     status,
                     key,
                 ),
@@ -531,7 +612,7 @@ class Ledger:
         with self._guard:
             self._require_writer()
             self._commit()
-            now = time.time()
+            now = self._clock()
             changed = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -631,7 +712,7 @@ class Ledger:
                     "UPDATE events SET line = x'', forgotten = ? WHERE rowid IN (SELECT rowid "
                     "FROM events WHERE status IN ('delivered', 'rejected') AND updated < ? "
                     "AND forgotten IS NULL LIMIT ?)",
-                    (time.time(), before, limit),
+                    (self._clock(), before, limit),
                 ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
@@ -764,11 +845,11 @@ class Ledger:
             for record in records:
                 current = now.get(record.key)
                 status = filed_as(current, record)
-                if status is None:
-                    continue
-                position = current.position if current is not None else 0
                 if current is None:  # its row went with a rolled-back batch: store it again
                     position = self.enqueue(record.key, record.content_hash, record.line)
+                    current = now[record.key] = Known("pending", record.content_hash, position)
+                if status is None:
+                    continue
                 self.record(
                     record.key,
                     status,
@@ -778,7 +859,7 @@ class Ledger:
                     record.warnings,
                     commit=False,
                 )
-                now[record.key] = Known(status, record.content_hash, position)
+                now[record.key] = Known(status, record.content_hash, current.position)
                 finished += status in FINISHED
         return finished
 
@@ -1073,6 +1154,8 @@ def _prepare(
         for name, kind in _ADDED_COLUMNS:
             if name not in present:
                 db.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+        for statement in _ADDED_INDEXES:
+            db.execute(statement)
         mode = str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     except sqlite3.Error as problem:
