@@ -26,7 +26,7 @@ from pipeline.core.answers import Answer, Reply, Unreachable, meaning
 from pipeline.core.calls import Request, headers
 from pipeline.core.config import API_PATH, Config, mask
 from pipeline.core.errors import PipelineError
-from pipeline.core.secrets import blank_runs, key_forms
+from pipeline.core.secrets import Secret, blank_runs
 from pipeline.core.steps import Call, Final, Step
 from pipeline.core.types import JSON, freeze, thaw
 
@@ -46,12 +46,15 @@ class Target:
     base_url: str = field(init=False, repr=False, compare=False)
     # What every request to this target shares, worked out once rather than per request.
     parts: BaseParts | None = field(init=False, repr=False, compare=False)
+    # The key's encoded forms, for blanking its echoes: worked out once, on first need.
+    secret: Secret = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "origin", self.origin.rstrip("/"))
         base_url = self.origin + API_PATH
         object.__setattr__(self, "base_url", base_url)
         object.__setattr__(self, "parts", parts_of(base_url, self.api_key))
+        object.__setattr__(self, "secret", Secret(self.api_key))
 
     @classmethod
     def of(cls, cfg: Config, origin: str | None = None) -> Target:
@@ -284,7 +287,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 SECRET_MIN = 8
 
 
-def blank(value: JSON, secret: str) -> JSON:
+def blank(value: JSON, secret: str | Secret) -> JSON:
     """`value` with every stretch of 16 or more characters of `secret` (all of a shorter one)
     (or of its base64, hex, other-case or reversed forms) replaced wherever it occurs in a
     string (keys included): a key quoted cut short, or encoded, leaks too.
@@ -292,18 +295,20 @@ def blank(value: JSON, secret: str) -> JSON:
     Blanking the decoded strings, not the raw bytes, catches every way JSON can escape a key
     (`\\"`, `\\/`, `\\u0041`), and leaves the rest of what User.com said readable.
     """
-    return _blank(value, secret, key_forms(secret))
+    return _blank(value, secret if isinstance(secret, Secret) else Secret(secret))
 
 
-def _blank(value: JSON, secret: str, forms: tuple[str, ...]) -> JSON:
+def _blank(value: JSON, secret: Secret) -> JSON:
     if isinstance(value, str):
-        return blank_runs(value, secret, MASKED, forms=forms)
+        if not secret.could_quote(value):
+            return value
+        return blank_runs(value, secret.value, MASKED, forms=secret.forms)
     if isinstance(value, Mapping):
         return MappingProxyType(
-            {_blank(k, secret, forms): _blank(v, secret, forms) for k, v in value.items()}  # type: ignore[misc]
+            {_blank(k, secret): _blank(v, secret) for k, v in value.items()}  # type: ignore[misc]
         )
     if isinstance(value, tuple):
-        return tuple(_blank(item, secret, forms) for item in value)
+        return tuple(_blank(item, secret) for item in value)
     return value
 
 
@@ -317,14 +322,15 @@ def _decoded(content: bytes) -> JSON:
         return None
 
 
-def to_answer(response: httpx.Response, secret: str = "") -> Reply:
+def to_answer(response: httpx.Response, secret: str | Secret = "") -> Reply:
     """The answer as the flow sees it; `secret` (the key) is blanked wherever it was echoed:
     as raw bytes (when the body still reads as JSON without them) and in every decoded
     string, so no escaping, in the answer or in a message built from it, lets it through."""
     content = response.content
     body = _decoded(content)
-    if len(secret) >= SECRET_MIN:
-        raw = secret.encode(errors="surrogatepass")
+    key = secret.value if isinstance(secret, Secret) else secret
+    if len(key) >= SECRET_MIN:
+        raw = key.encode(errors="surrogatepass")
         if raw in content:
             masked = _decoded(content.replace(raw, MASKED.encode()))
             body = masked if masked is not None else body
@@ -361,7 +367,7 @@ def send(via: Via, target: Target, request: Request) -> Answer:
                 response.close()
     except httpx.RequestError as error:
         return _unreachable(error)
-    return to_answer(response, target.api_key)
+    return to_answer(response, target.secret)
 
 
 async def asend(via: AsyncVia, target: Target, request: Request) -> Answer:
@@ -377,14 +383,15 @@ async def asend(via: AsyncVia, target: Target, request: Request) -> Answer:
                 await response.aclose()
     except httpx.RequestError as error:
         return _unreachable(error)
-    return to_answer(response, target.api_key)
+    return to_answer(response, target.secret)
 
 
 def scrub(error: PipelineError, target: Target) -> PipelineError:
     """User.com may echo the key back in its answer: never let it reach a message."""
-    if len(target.api_key) < SECRET_MIN:
+    secret = target.secret
+    if len(secret.value) < SECRET_MIN or not secret.could_quote(error.message):
         return error
-    cleaned = blank_runs(error.message, target.api_key, mask(target.api_key))
+    cleaned = blank_runs(error.message, secret.value, mask(secret.value), forms=secret.forms)
     return error if cleaned == error.message else replace(error, message=cleaned)
 
 

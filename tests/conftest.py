@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pg_server import NoPostgres, Server, throwaway_server
 from serve_helpers import API_KEY
 
+from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.queue import DeliveryQueue
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
 
@@ -22,3 +26,42 @@ def sandbox() -> Iterator[str]:
 def ledger(tmp_path: Path) -> Path:
     """Where the service under test keeps its ledger."""
     return tmp_path / "serve.sqlite"
+
+
+QueueOpener = Callable[[str], DeliveryQueue]
+
+
+@pytest.fixture(params=["sqlite"])
+def open_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueOpener]:
+    """Opens a writable `DeliveryQueue` of an app, one per backend: the tests of the queue's
+    contract run against each (a PostgreSQL backend adds its name to `params`)."""
+    opened: list[DeliveryQueue] = []
+
+    def open_one(app: str) -> DeliveryQueue:
+        if request.param == "sqlite":
+            queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app)
+        else:
+            raise LookupError(f"no queue backend {request.param!r}")
+        opened.append(queue)
+        return queue
+
+    yield open_one
+    for queue in opened:
+        queue.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    """This test process's throwaway PostgreSQL (tests/pg_server.py): a missing server binary
+    fails the test with the install line, never skips it."""
+    try:
+        with throwaway_server() as server:
+            yield server
+    except NoPostgres as problem:
+        pytest.fail(str(problem), pytrace=False)
+
+
+@pytest.fixture
+def pg_schema() -> str:
+    """A schema of this test's own (`--pg-schema`), so tests sharing a server share nothing."""
+    return f"t_{uuid.uuid4().hex[:16]}"

@@ -14,7 +14,8 @@ import pytest
 from helpers import KEY, USER
 from httpx._urlparse import urlparse
 
-from pipeline import process
+from pipeline import process, runner
+from pipeline.core import secrets
 from pipeline.core.endpoints import Endpoint
 
 CONFIG = {"apiKey": KEY, "appSubdomain": "acme"}
@@ -50,3 +51,47 @@ def test_an_endpoint_whose_own_path_would_need_encoding_is_refused_where_it_is_d
         Endpoint("event", "POST", ("events by id",), "an event")
     with pytest.raises(ValueError, match="would need encoding"):
         Endpoint("event", "POST", ("users", ".."), "an event")
+
+
+def _counted_key_forms(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    worked_out: list[object] = []
+    counted = _counting(secrets.key_forms, worked_out)
+    monkeypatch.setattr(secrets, "key_forms", counted)
+    monkeypatch.setattr(runner, "key_forms", counted, raising=False)  # wherever it is imported
+    return worked_out
+
+
+def _group_item() -> dict[str, Any]:
+    message = {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "Acme"}}
+    return {"message": message, "destination": {"Config": CONFIG}}
+
+
+def _group_answers(long_text: str) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "/companies-by-id/" in request.url.path:
+            return httpx.Response(404, json={"detail": long_text})
+        if request.url.path.endswith("/companies/"):
+            return httpx.Response(201, json={"id": 3, "name": long_text})
+        return httpx.Response(200, json={**USER, "date_joined": long_text})
+
+    return answer
+
+
+def test_a_key_s_encoded_forms_are_worked_out_once_for_all_the_answers_of_an_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fifteen forms of a 64-character key cost more than a round trip: once per target.
+    worked_out = _counted_key_forms(monkeypatch)
+    answers = _group_answers("2024-05-01T10:00:00.000000Z and more")
+    response = process(_group_item(), transport=httpx.MockTransport(answers))
+    assert response["statusCode"] == 200
+    assert len(worked_out) == 1
+
+
+def test_answers_too_short_to_quote_a_piece_of_the_key_work_out_none_of_its_forms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worked_out = _counted_key_forms(monkeypatch)
+    response = process(_group_item(), transport=httpx.MockTransport(_group_answers("short")))
+    assert response["statusCode"] == 200
+    assert worked_out == []

@@ -57,8 +57,6 @@ class ServedApp(Protocol):
     @property
     def cfg(self) -> Config: ...
     @property
-    def ledger(self) -> Ledger: ...
-    @property
     def waiting_for(self) -> str | None: ...
     @property
     def state(self) -> Learned | None: ...
@@ -76,6 +74,10 @@ class Host(Protocol):
 
     def totals(self, app: str) -> tuple[dict[str, int], int]:
         """The app's cumulative delivered / failed / throttled counts, and its queue depth."""
+        ...
+
+    def reader(self, app: str) -> Ledger:
+        """A new read-only connection to `app`'s ledger (no lock: works beside its writer)."""
         ...
 
 
@@ -196,8 +198,7 @@ class Console:
         async with lock:
             book = self._readers.get(app)
             if book is None:
-                path = self.host.apps[app].ledger.path
-                book = await asyncio.to_thread(Ledger.open_reader, path)
+                book = await asyncio.to_thread(self.host.reader, app)
                 self._readers[app] = book
             return await asyncio.to_thread(work, book)
 

@@ -37,9 +37,35 @@ def key_forms(secret: str) -> tuple[str, ...]:
     # Base32 groups 5 bytes into 8 characters, so the key can start at 5 places in its grid.
     for shift, mixed in ((0, 0), (1, 2), (2, 4), (3, 5), (4, 7)):
         forms.append(base64.b32encode(bytes(shift) + raw).decode("ascii")[mixed:])
-    # Every byte percent-encoded, as a URL-encoding gateway may log it.
-    forms.extend("".join(f"%{byte:{case}}" for byte in raw) for case in ("02X", "02x"))
+    if raw:  # every byte percent-encoded, as a URL-encoding gateway may log it
+        escaped = "%" + raw.hex("%")
+        forms += [escaped.upper(), escaped]
     return tuple(dict.fromkeys(form for form in forms if form))
+
+
+class Secret:
+    """A key, and its `key_forms` worked out on first need, then kept: most answers hold no
+    string long enough to quote a piece of it, and the rest of one event's answers (or of one
+    app's) reuse them. Two threads may both work them out once; the value is the same."""
+
+    __slots__ = ("_forms", "value")
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        self._forms: tuple[str, ...] | None = None
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        if self._forms is None:
+            self._forms = key_forms(self.value)
+        return self._forms
+
+    def could_quote(self, text: str, run: int = SECRET_RUN) -> bool:
+        """Whether `text` is long enough to hold a stretch `blank_runs` would blank."""
+        return bool(self.value) and len(text) >= min(run, len(self.value))
+
+    def __repr__(self) -> str:
+        return f"Secret(…({len(self.value)} chars))"
 
 
 def blank_runs(

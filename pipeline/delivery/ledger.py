@@ -44,13 +44,24 @@ import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, cast
 
+from pipeline.delivery.incoming import repeat_key, repeat_reason
 from pipeline.delivery.lifecycle import FINISHED, STATUSES, UNFINISHED, Status
+from pipeline.delivery.queue import (
+    Admit,
+    Admitted,
+    Arrival,
+    Known,
+    Queued,
+    Record,
+    Row,
+    admission,
+    filed_as,
+)
 
 __all__ = [
     "FINISHED",
@@ -148,33 +159,6 @@ class LedgerBusy(LedgerError):
             f"ledger in use by {holder}: wait for it to finish or use another --ledger"
         )
         self.pid = pid
-
-
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """An unfinished event as the service's queue sees it: the row, when it was received and
-    last changed (seconds since the epoch, when known), and how many delivery rounds it failed
-    since it was received."""
-
-    row: Row
-    received: float | None
-    updated: float | None
-    failures: int
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One event as the ledger holds it."""
-
-    key: str
-    position: int
-    status: Status
-    content_hash: str
-    line: bytes
-    attempts: int
-    requests: tuple[str, ...]
-    error: str | None
-    warnings: tuple[str, ...]
 
 
 class Ledger:
@@ -276,6 +260,11 @@ class Ledger:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def where(self) -> str:
+        """The ledger as messages name it: its file, or a database's URI (password masked)."""
+        return str(self._path)
 
     @property
     def writable(self) -> bool:
@@ -764,6 +753,104 @@ class Ledger:
                 ):
                     found[str(key)] = (cast(Status, status), str(content_hash))
         return found
+
+    # -- the DeliveryQueue interface (pipeline.delivery.queue) -----------------------------------
+
+    def known(self, keys: Sequence[str]) -> dict[str, Known]:
+        """What the ledger holds under those of `keys` it has, a few statements in all."""
+        unique = list(dict.fromkeys(keys))
+        found: dict[str, Known] = {}
+        with self._guard:
+            for start in range(0, len(unique), _KEYS_PER_STATEMENT):
+                chunk = unique[start : start + _KEYS_PER_STATEMENT]
+                marks = ", ".join("?" * len(chunk))
+                for key, status, content_hash, position in self._db.execute(
+                    f"SELECT key, status, hash, position FROM events WHERE key IN ({marks})",
+                    chunk,
+                ):
+                    found[str(key)] = Known(cast(Status, status), str(content_hash), int(position))
+        return found
+
+    def admit(
+        self,
+        arrivals: Sequence[Arrival],
+        *,
+        received: float | None = None,
+        retry_rejected: bool = False,
+    ) -> list[Admitted]:
+        """See `DeliveryQueue.admit`: one savepoint (`atomic`), one lookup for all keys."""
+        with self._guard, self.atomic():
+            held = self.known([arrival.key for arrival in arrivals])
+            return [
+                self._admit_one(arrival, held, received, retry_rejected) for arrival in arrivals
+            ]
+
+    def _admit_one(
+        self,
+        arrival: Arrival,
+        held: dict[str, Known],
+        received: float | None,
+        retry_rejected: bool,
+    ) -> Admitted:
+        before = held.get(arrival.key)
+        verdict = admission(before, arrival, retry_rejected=retry_rejected)
+        if verdict is Admit.REPEATED and before is not None:
+            arrival = Arrival(
+                repeat_key(arrival.key, arrival.content_hash),
+                arrival.content_hash,
+                arrival.line,
+                repeat_reason(before.position),
+            )
+            before = held.get(arrival.key) or self.known([arrival.key]).get(arrival.key)
+            if before is not None and before.content_hash == arrival.content_hash:
+                verdict = Admit.KNOWN  # this later version was stored before: a retry of it
+        if verdict is Admit.KNOWN and before is not None:
+            return Admitted(arrival.key, before.position, verdict, before)
+        position = self.enqueue(
+            arrival.key,
+            arrival.content_hash,
+            arrival.line,
+            rejected=arrival.rejected,
+            received=received,
+        )
+        status: Status = "pending" if arrival.rejected is None else "rejected"
+        held[arrival.key] = Known(status, arrival.content_hash, position)
+        return Admitted(arrival.key, position, verdict, before, arrival.rejected)
+
+    def take(self, after: int, limit: int) -> list[Queued]:
+        """See `DeliveryQueue.take` (one writer per file: every lane is this writer's)."""
+        return self.queue_page(after, limit)
+
+    def file(self, records: Sequence[Record]) -> int:
+        """See `DeliveryQueue.file`; staged until `commit`."""
+        finished = 0
+        with self._guard:
+            self._require_writer()
+            now = self.known([record.key for record in records])
+            for record in records:
+                current = now.get(record.key)
+                status = filed_as(current, record)
+                if status is None:
+                    continue
+                position = current.position if current is not None else 0
+                if current is None:  # its row went with a rolled-back batch: store it again
+                    position = self.enqueue(record.key, record.content_hash, record.line)
+                self.record(
+                    record.key,
+                    status,
+                    record.attempts,
+                    record.requests,
+                    record.error,
+                    record.warnings,
+                    commit=False,
+                )
+                now[record.key] = Known(status, record.content_hash, position)
+                finished += status in FINISHED
+        return finished
+
+    def commit(self) -> None:
+        """See `DeliveryQueue.commit` (`flush`)."""
+        self.flush()
 
     # -- internals ------------------------------------------------------------------------------
 

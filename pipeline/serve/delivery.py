@@ -54,9 +54,9 @@ from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, probe_fault
 from pipeline.delivery.incoming import Incoming, stored
-from pipeline.delivery.ledger import Ledger, Queued
-from pipeline.delivery.lifecycle import FINISHED, Status, files, happening_of, next_status
+from pipeline.delivery.lifecycle import Status, files, happening_of
 from pipeline.delivery.outcome import Outcome, Summary
+from pipeline.delivery.queue import DeliveryQueue, Queued, Record
 from pipeline.runner import Target, asend
 from pipeline.serve.ingest import type_label
 from pipeline.serve.logs import emit
@@ -132,12 +132,11 @@ class _Round:
         return True
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Record:
-    key: str
-    content_hash: str
-    outcome: Outcome
-    attempts: int
+    """An outcome waiting to be filed, and the user (lane) it keeps busy until it is."""
+
+    filing: Record
     lane: str
 
 
@@ -247,7 +246,7 @@ class AppDelivery:
     cfg: Config
     options: ServeOptions
     store: Store
-    ledger: Ledger
+    ledger: DeliveryQueue
     metrics: Metrics
     stopping: asyncio.Event
     queued: int = 0
@@ -555,7 +554,7 @@ class AppDelivery:
             self.wake.set()
 
     def _page(self, after: int) -> Callable[[], list[Queued]]:
-        return lambda: self.ledger.queue_page(after, self.options.page)
+        return lambda: self.ledger.take(after, self.options.page)
 
     def _build(self, page: Sequence[Queued], now: float) -> list[tuple[Incoming, _Filed]]:
         """The page's events as the engine takes them (runs in a worker thread): a failed
@@ -649,7 +648,17 @@ class AppDelivery:
         attempts = outcome.attempts
         if before == "failed" and filed is not None:
             attempts += filed.attempts
-        self._outbox.append(_Record(item.key, item.content_hash, outcome, attempts, item.lane))
+        filing = Record(
+            item.key,
+            item.content_hash,
+            item.line,
+            outcome.status,
+            attempts,
+            outcome.requests,
+            outcome.error,
+            outcome.warnings,
+        )
+        self._outbox.append(_Record(filing, item.lane))
         kind = filed.type if filed is not None else event_type(item)
         labels = {"app": self.app, "type": kind}
         if outcome.status == "delivered":
@@ -734,27 +743,7 @@ class AppDelivery:
     def _record(self, batch: Sequence[_Record]) -> int:
         """File outcomes (on the ledger thread); how many events left the queue. An outcome of
         content that was replaced meanwhile (sent again, edited) is not filed."""
-        finished = 0
-        for record in batch:
-            now = self.ledger.state(record.key)
-            outcome = record.outcome
-            happening = happening_of(outcome.status)
-            if now is None or now[1] != record.content_hash or happening is None:
-                continue
-            if not files(now[0], happening):  # finished meanwhile, or nothing to write
-                continue
-            status = next_status(now[0], happening)
-            self.ledger.record(
-                record.key,
-                status,
-                record.attempts,
-                outcome.requests,
-                outcome.error,
-                outcome.warnings,
-                commit=False,
-            )
-            finished += status in FINISHED
-        return finished
+        return self.ledger.file([record.filing for record in batch])
 
     # -- what ingest and the probes read ---------------------------------------------------------
 

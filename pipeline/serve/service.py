@@ -38,9 +38,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from pipeline.console import Console
-from pipeline.delivery.incoming import json_bytes, repeat_key, repeat_reason
+from pipeline.delivery.incoming import json_bytes
 from pipeline.delivery.ledger import Ledger, LedgerError
 from pipeline.delivery.lifecycle import UNFINISHED
+from pipeline.delivery.queue import Admit, Arrival, DeliveryQueue
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery, ledger_reason
 from pipeline.serve.ingest import (
@@ -83,61 +84,24 @@ class Admitted:
     repeated: int = 0  # later versions of a queued event, rejected (among `rejected`)
 
 
-def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
-    """Store a request's events (on the ledger thread), all of them or none (a savepoint).
-
-    A key the ledger holds with the same content is a repeat (a client's retry): nothing
-    changes. Other content under the key of an event still queued is the rule of `usercom
-    send` for one input: the later version is rejected under its own key ("messageId repeated
-    with other content at position N"), never replacing an event already answered 200. Other
-    content under the key of a finished event is queued again, as `send` does with an event
-    edited since an earlier run."""
-    with ledger.atomic():
-        return _admit_all(ledger, admissions, now)
-
-
-def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
+def _admit(ledger: DeliveryQueue, admissions: Sequence[Admission], now: float) -> Admitted:
+    """Store a request's events (on the ledger thread), all of them or none, by the queue's
+    rules (`DeliveryQueue.admit`): a client's retry changes nothing, a later version of a
+    queued event is rejected under its own key, an edited finished one is queued again."""
+    arrivals = [Arrival(a.key, a.content_hash, a.line, a.rejected) for a in admissions]
     queued = duplicates = repeated = 0
     rejected: list[tuple[Admission, int]] = []
     types: Counter[str] = Counter()
-    # One lookup for the whole request; what this request stores is noted as it goes, so a key
-    # it holds twice is seen the second time.
-    states = ledger.states([event.key for event in admissions])
-    for event in admissions:
-        known = states.get(event.key)
-        if known is not None and known[1] != event.content_hash and known[0] in UNFINISHED:
-            event = _later_version(ledger, event)
-            known = ledger.state(event.key)
-            if known is None or known[1] != event.content_hash:
-                repeated += 1
-        if known is not None and known[1] == event.content_hash:
+    for event, done in zip(admissions, ledger.admit(arrivals, received=now), strict=True):
+        if done.verdict is Admit.KNOWN:
             duplicates += 1
             continue
-        was_queued = known is not None and known[0] in UNFINISHED
-        position = ledger.enqueue(
-            event.key, event.content_hash, event.line, rejected=event.rejected, received=now
-        )
-        states[event.key] = (
-            "pending" if event.rejected is None else "rejected",
-            event.content_hash,
-        )
         types[event.type] += 1
-        if event.rejected is not None:
-            rejected.append((event, position))
-            queued -= was_queued
-        else:
-            queued += not was_queued
+        repeated += done.verdict is Admit.REPEATED
+        queued += done.joined
+        if done.rejected is not None:
+            rejected.append((replace(event, key=done.key, rejected=done.rejected), done.position))
     return Admitted(queued, duplicates, rejected, types, repeated)
-
-
-def _later_version(ledger: Ledger, event: Admission) -> Admission:
-    first = ledger.get(event.key)
-    position = first.position if first is not None else 0
-    return replace(
-        event,
-        key=repeat_key(event.key, event.content_hash),
-        rejected=repeat_reason(position),
-    )
 
 
 class _SafeJSON(JSONResponse):
@@ -177,7 +141,7 @@ async def _drain(request: Request, seconds: float) -> None:
 class Service:
     """The running service: its options, ledgers (behind their thread), apps, metrics."""
 
-    def __init__(self, options: ServeOptions, ledgers: Mapping[str, Ledger]) -> None:
+    def __init__(self, options: ServeOptions, ledgers: Mapping[str, DeliveryQueue]) -> None:
         self.options = options
         self.metrics = Metrics()
         self.store = Store(ledgers)
@@ -204,7 +168,7 @@ class Service:
     def open(cls, options: ServeOptions) -> Service:
         """Open every app's ledger for writing (durable); `LedgerError` (busy, foreign, another
         app's) closes what was opened and says why."""
-        opened: dict[str, Ledger] = {}
+        opened: dict[str, DeliveryQueue] = {}
         try:
             for name, path in options.ledgers.items():
                 opened[name] = Ledger.open_writer(Path(path), name, durable=True)
@@ -324,7 +288,7 @@ class Service:
         takes them in position order."""
         delivery = self.apps[app]
 
-        def work() -> tuple[int, dict[str, int]]:
+        def work() -> tuple[int, Mapping[str, int]]:
             changed = delivery.ledger.requeue(list(keys), rejected=True)
             return changed, delivery.ledger.counts()
 
@@ -334,6 +298,11 @@ class Service:
         delivery.wake.set()
         emit(logging.INFO, "events_requeued", app=app, count=changed, by="console")
         return changed
+
+    def reader(self, app: str) -> Ledger:
+        """The console's own read-only connection to `app`'s ledger (SQLite: WAL readers never
+        wait for the writer, nor it for them)."""
+        return Ledger.open_reader(Path(self.options.ledgers[app]))
 
     def totals(self, app: str) -> tuple[dict[str, int], int]:
         """The app's delivered, failed and 429 counts since start, and its queue depth."""
@@ -400,7 +369,7 @@ class Service:
         now = time.monotonic()
         if now - self._disk_at > DISK_CHECK_S:
             self._disk_at = now
-            folder = Path(app.ledger.path).absolute().parent
+            folder = Path(app.ledger.where).absolute().parent
             try:
                 self._disk_free = shutil.disk_usage(folder).free >= self.options.min_free_bytes
             except OSError:
