@@ -326,6 +326,44 @@ class PgLedger(Ledger):
         )
         return None if found is None or found[0] is None else float(found[0])
 
+    # -- what the console reads (pipeline.console.reads), as the SQLite ledger answers it ------
+
+    def problems(self, statuses: Sequence[Status]) -> list[tuple[str, int, Status, str, float]]:
+        found = self._all(
+            "SELECT status, key, position, error, updated FROM events WHERE status = ANY(%s)"
+            f"{self._and_app}",
+            list(_statuses(statuses)),
+        )
+        return [
+            (str(key), int(position), cast(Status, status), str(error or ""), float(updated or 0))
+            for status, key, position, error, updated in found
+        ]
+
+    def latencies(self, since: float, limit: int) -> list[float]:
+        found = self._all(
+            f"SELECT updated, received FROM events WHERE status = 'delivered'{self._and_app} "
+            "ORDER BY position DESC LIMIT %s",
+            *self._app_args,
+            limit,
+            with_app=False,
+        )
+        return [
+            max(0.0, float(updated) - float(received))
+            for updated, received in found
+            if updated is not None and received is not None and updated >= since
+        ]
+
+    def rows_containing(self, needle: bytes, limit: int) -> list[Row]:
+        found = self._all(
+            f"SELECT {_COLUMNS} FROM events WHERE position(%s IN line) > 0{self._and_app} "
+            "ORDER BY position LIMIT %s",
+            needle,
+            *self._app_args,
+            limit,
+            with_app=False,
+        )
+        return [_row(item) for item in found]
+
     def state(self, key: str) -> tuple[Status, str] | None:
         found = self._one(f"SELECT status, hash FROM events WHERE key = %s{self._and_app}", key)
         return None if found is None else (cast(Status, found[0]), str(found[1]))
