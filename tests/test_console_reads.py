@@ -88,3 +88,16 @@ def test_a_users_timeline_on_each_backend(where: Path | PgLocation) -> None:
         ("acme:u1-track-2", "held", "acme:u1-track-1"),
     ]
     assert replayable == ["acme:u1-track-1"]
+
+
+def test_a_numeric_user_id_and_a_longer_one_are_told_apart(where: Path | PgLocation) -> None:
+    with open_writer_at(where, "acme") as book:
+        book.enqueue("acme:n7", "h7", line({**identify("x"), "userId": 7, "messageId": "n7"}))
+        book.enqueue("acme:n70", "h70", line({**identify("x"), "userId": 70, "messageId": "n70"}))
+        book.enqueue("acme:u1", "hu1", line(track("u1", 1)))
+        book.enqueue("acme:u10", "hu10", line(track("u10", 1)))
+        book.flush()
+    cfg = config_for(RAW_CONFIG)
+    with reader(where) as book:
+        assert [s.row.key for s in reads.timeline(book, cfg, "7")] == ["acme:n7"]
+        assert [s.row.key for s in reads.timeline(book, cfg, "u1")] == ["acme:u1"]

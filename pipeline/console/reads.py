@@ -8,6 +8,7 @@ runs in a worker thread; each reads one consistent snapshot.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ SAMPLES: Final = 10
 LATENCY_SAMPLE: Final = 1000  # the last deliveries the latency percentiles are taken over
 USER_SCAN: Final = 10_000  # events of one user shown at most
 HOUR: Final = 3600.0
+_NUMBER: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +173,10 @@ class Step:
 def timeline(book: Ledger, cfg: Config, user: str) -> list[Step]:
     """The user's events in position order. The ledger keeps no user column: lines that hold
     the id are found by a scan, then each is read as delivery reads it."""
-    needles = {user.encode(), json.dumps(user)[1:-1].encode()}
+    # The id as a JSON string (escaped or not), and bare when a number could carry it.
+    needles = {f'"{user}"'.encode(), json.dumps(user).encode()}
+    if _NUMBER.fullmatch(user):
+        needles.add(user.encode())
     with book.snapshot():
         rows = {
             row.key: row for needle in needles for row in book.rows_containing(needle, USER_SCAN)
