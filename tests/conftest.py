@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from pg_server import NoPostgres, Server, throwaway_server
 from serve_helpers import API_KEY
 
 from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.pg import PgLocation
+from pipeline.delivery.pg.ledger import Leasing, PgLedger
 from pipeline.delivery.queue import DeliveryQueue
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
@@ -28,18 +32,27 @@ def ledger(tmp_path: Path) -> Path:
     return tmp_path / "serve.sqlite"
 
 
-QueueOpener = Callable[[str], DeliveryQueue]
+class QueueOpener(Protocol):
+    """Opens a new writable queue of `app`; `clock` stamps when events arrive and change."""
+
+    def __call__(self, app: str, clock: Callable[[], float] = ...) -> DeliveryQueue: ...
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def open_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueOpener]:
     """Opens a writable `DeliveryQueue` of an app, one per backend: the tests of the queue's
-    contract run against each (a PostgreSQL backend adds its name to `params`)."""
+    contract run against each (PostgreSQL: a schema of the test's own on the test server)."""
     opened: list[DeliveryQueue] = []
+    schema = f"q_{uuid.uuid4().hex[:16]}"
 
-    def open_one(app: str) -> DeliveryQueue:
+    def open_one(app: str, clock: Callable[[], float] = time.time) -> DeliveryQueue:
         if request.param == "sqlite":
-            queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app)
+            queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app, clock=clock)
+        elif request.param == "postgres":
+            server: Server = request.getfixturevalue("pg_server")
+            # Claims at every scan: the contract's takes follow each other within milliseconds.
+            leasing = Leasing(claim_every=0.0)
+            queue = PgLedger.open_pg_writer(PgLocation(server.uri, schema), app, leasing)
         else:
             raise LookupError(f"no queue backend {request.param!r}")
         opened.append(queue)

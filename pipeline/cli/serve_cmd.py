@@ -18,12 +18,17 @@ from pipeline.cli.checks import UsageError
 from pipeline.cli.options import (
     EXAMPLES,
     KEEP_DAYS,
+    LEASE_TTL,
     MAX_OUTAGE,
+    PG_SCHEMA,
     BaseUrl,
     Concurrency,
     KeepDays,
+    LeaseTtl,
     MaxOutage,
+    PgSchema,
     Rate,
+    ledger_at,
     retention_of,
 )
 from pipeline.cli.output import refusal, stderr
@@ -36,6 +41,7 @@ from pipeline.cli.secrets import (
 )
 from pipeline.cli.sending import EXIT_USAGE
 from pipeline.delivery.ledger import LedgerError
+from pipeline.delivery.pg import PgLocation
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.serve import (
     ListenError,
@@ -56,8 +62,11 @@ DEMO_WRITE_KEY = "demo-write-key"
 
 
 def _demo_defaults(
-    config: Path | None, ledger: Path | None, write_key: list[str] | None, base_url: str | None
-) -> tuple[Path, Path | None, list[str]]:
+    config: Path | None,
+    ledger: Path | PgLocation | None,
+    write_key: list[str] | None,
+    base_url: str | None,
+) -> tuple[Path, Path | PgLocation | None, list[str]]:
     """`serve --demo`: the example config and the demo write key unless given."""
     if base_url is not None:
         raise UsageError("--demo sends to its own sandbox: remove --base-url")
@@ -79,7 +88,7 @@ def demo_banner(
     url: str,
     sandbox_url: str,
     key: str,
-    ledger: Path,
+    ledger: Path | PgLocation,
     *,
     scratch: bool,
     console_token: str | None = None,
@@ -102,7 +111,7 @@ def demo_banner(
 
 def _serve_options(
     config: Path | None,
-    ledger: Path | None,
+    ledger: Path | PgLocation | None,
     write_keys: tuple[str, ...],
     *,
     host: str,
@@ -115,6 +124,7 @@ def _serve_options(
     keep_days: str,
     transformer_token: str | None,
     max_outage: str,
+    lease_ttl: str = "30s",
     max_connections: int,
     header_timeout: str,
     body_timeout: str,
@@ -152,6 +162,7 @@ def _serve_options(
         transformer_token=transformer_token,
         console_token=console_token,
         max_outage=duration("--max-outage", max_outage),
+        lease_ttl=duration("--lease-ttl", lease_ttl),
         max_connections=max_connections,
         header_timeout=duration("--header-timeout", header_timeout),
         body_timeout=duration("--body-timeout", body_timeout),
@@ -168,13 +179,16 @@ def serve(
         ),
     ] = None,
     ledger: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
+            "--ledger",
             metavar="PATH",
             help="required unless --demo: the ledger (the queue), a file for one app; a "
-            "folder holding <subdomain>.sqlite per app for several",
+            "folder holding <subdomain>.sqlite per app for several; or a postgresql:// URI "
+            "that any number of instances share",
         ),
     ] = None,
+    pg_schema: PgSchema = PG_SCHEMA,
     host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
     port: Annotated[
         int, typer.Option(metavar="PORT", help="port to listen on (0 picks a free one)")
@@ -225,6 +239,7 @@ def serve(
         ),
     ] = None,
     max_outage: MaxOutage = MAX_OUTAGE,
+    lease_ttl: LeaseTtl = LEASE_TTL,
     max_connections: Annotated[
         int,
         typer.Option(
@@ -274,14 +289,15 @@ def serve(
             demo_token = secrets.token_urlsafe(12) if demo and console_token is None else None
             console_token = console_token or demo_token
             scratch = demo and ledger is None
+            where = None if ledger is None else ledger_at(ledger, pg_schema)
             if demo:
-                config, ledger, write_key = _demo_defaults(config, ledger, write_key, base_url)
-                if ledger is None:
+                config, where, write_key = _demo_defaults(config, where, write_key, base_url)
+                if where is None:
                     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
-                    ledger = Path(folder) / "demo.sqlite"
+                    where = Path(folder) / "demo.sqlite"
             options = _serve_options(
                 config,
-                ledger,
+                where,
                 tuple(write_key or ()),
                 host=host,
                 port=port,
@@ -294,6 +310,7 @@ def serve(
                 transformer_token=transformer_token,
                 console_token=console_token,
                 max_outage=max_outage,
+                lease_ttl=lease_ttl,
                 max_connections=max_connections,
                 header_timeout=header_timeout,
                 body_timeout=body_timeout,
@@ -329,7 +346,7 @@ def serve(
 
         def announce(url: str) -> None:
             print(f"usercom serve listening on {url}", flush=True)
-            if demo and ledger is not None:
+            if demo and where is not None:
                 # A key of the operator's own is never printed: only the demo's.
                 given = (write_key or [DEMO_WRITE_KEY])[0]
                 key = given if given == DEMO_WRITE_KEY else "$WRITE_KEY"
@@ -337,7 +354,7 @@ def serve(
                     url,
                     options.base_url or "",
                     key,
-                    ledger,
+                    where,
                     scratch=scratch,
                     console_token=demo_token,
                 )

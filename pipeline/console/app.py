@@ -68,16 +68,16 @@ class Host(Protocol):
     @property
     def apps(self) -> Mapping[str, ServedApp]: ...
 
+    def reader(self, app: str) -> Ledger:
+        """A new reader of `app`'s ledger (no lock: it works while the service writes)."""
+        ...
+
     async def requeue(self, app: str, keys: Sequence[str]) -> int:
         """Make these events of `app` pending again and wake its delivery; how many changed."""
         ...
 
     def totals(self, app: str) -> tuple[dict[str, int], int]:
         """The app's cumulative delivered / failed / throttled counts, and its queue depth."""
-        ...
-
-    def reader(self, app: str) -> Ledger:
-        """A new read-only connection to `app`'s ledger (no lock: works beside its writer)."""
         ...
 
 

@@ -43,7 +43,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +51,7 @@ from typing import Any, Final, cast
 
 from pipeline.delivery.incoming import repeat_key, repeat_reason
 from pipeline.delivery.lifecycle import FINISHED, STATUSES, UNFINISHED, Status
+from pipeline.delivery.outcome import Logged
 from pipeline.delivery.queue import (
     Admit,
     Admitted,
@@ -171,8 +172,10 @@ class Ledger:
         db: sqlite3.Connection,
         lock_fd: int | None,
         file_fd: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """Use `open_writer` or `open_reader`."""
+        self._clock = clock  # what stamps received/updated (tests pass a fake one)
         self._path = path
         self._app = app
         self._db = db
@@ -201,7 +204,14 @@ class Ledger:
     # -- opening and closing ------------------------------------------------------------------
 
     @classmethod
-    def open_writer(cls, path: Path, app: str, *, durable: bool = False) -> Ledger:
+    def open_writer(
+        cls,
+        path: Path,
+        app: str,
+        *,
+        durable: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> Ledger:
         """Open (or create) the ledger of `app` at `path` for writing, holding its lock.
 
         `durable`: every commit is on disk when it returns (SQLite `synchronous=FULL`, for the
@@ -221,7 +231,7 @@ class Ledger:
             try:
                 db = _open_locked(path, app, durable=durable)
                 try:
-                    return cls(path, app, db, lock_fd, file_fd)
+                    return cls(path, app, db, lock_fd, file_fd, clock)
                 except BaseException:
                     db.close()
                     raise
@@ -392,6 +402,11 @@ class Ledger:
             ).fetchall()
         return [str(key) for (key,) in found if str(key).startswith(prefix)]
 
+    def doubt(self, key: str) -> str | None:
+        """Why the event may have been sent twice, when a backend knows (a PostgreSQL queue
+        whose instance stopped mid-write); one writer per file has nobody to take over."""
+        return None
+
     def updated_at(self, key: str) -> float | None:
         """When the event's row last changed (seconds since the epoch), if known."""
         with self._guard:
@@ -525,7 +540,7 @@ class Ledger:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
             position = self._next
-            now = time.time()
+            now = self._clock()
             status = "pending" if rejected is None else "rejected"
             self._db.execute(
                 _ENQUEUE,
@@ -578,7 +593,7 @@ class Ledger:
         key: str,
         status: Status,
         attempts: int,
-        requests: Sequence[str],
+        requests: Sequence[Logged],
         error: str | None,
         warnings: Sequence[str],
         *,
@@ -602,10 +617,10 @@ class Ledger:
                 (
                     status,
                     attempts,
-                    json.dumps(list(requests)),
+                    json.dumps([str(request) for request in requests]),
                     error,
                     json.dumps(list(warnings)),
-                    time.time(),
+                    self._clock(),
                     status,
                     key,
                 ),
@@ -626,7 +641,7 @@ class Ledger:
         with self._guard:
             self._require_writer()
             self._commit()
-            now = time.time()
+            now = self._clock()
             changed = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -726,7 +741,7 @@ class Ledger:
                     "UPDATE events SET line = x'', forgotten = ? WHERE rowid IN (SELECT rowid "
                     "FROM events WHERE status IN ('delivered', 'rejected') AND updated < ? "
                     "AND forgotten IS NULL LIMIT ?)",
-                    (time.time(), before, limit),
+                    (self._clock(), before, limit),
                 ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
@@ -859,11 +874,11 @@ class Ledger:
             for record in records:
                 current = now.get(record.key)
                 status = filed_as(current, record)
-                if status is None:
-                    continue
-                position = current.position if current is not None else 0
                 if current is None:  # its row went with a rolled-back batch: store it again
                     position = self.enqueue(record.key, record.content_hash, record.line)
+                    current = now[record.key] = Known("pending", record.content_hash, position)
+                if status is None:
+                    continue
                 self.record(
                     record.key,
                     status,
@@ -873,7 +888,7 @@ class Ledger:
                     record.warnings,
                     commit=False,
                 )
-                now[record.key] = Known(status, record.content_hash, position)
+                now[record.key] = Known(status, record.content_hash, current.position)
                 finished += status in FINISHED
         return finished
 

@@ -41,6 +41,7 @@ from pipeline.console import Console
 from pipeline.delivery.incoming import json_bytes
 from pipeline.delivery.ledger import Ledger, LedgerError
 from pipeline.delivery.lifecycle import UNFINISHED
+from pipeline.delivery.pg import Leasing, PgLedger, open_reader_at, open_writer_at
 from pipeline.delivery.queue import Admit, Arrival, DeliveryQueue
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery, ledger_reason
@@ -164,6 +165,10 @@ class Service:
             exception_handlers={404: _not_found, 405: _not_allowed},
         )
 
+    def reader(self, app: str) -> Ledger:
+        """A new reader of `app`'s ledger, for the console (no lock: works while we write)."""
+        return open_reader_at(self.options.ledgers[app])
+
     @classmethod
     def open(cls, options: ServeOptions) -> Service:
         """Open every app's ledger for writing (durable); `LedgerError` (busy, foreign, another
@@ -171,7 +176,16 @@ class Service:
         opened: dict[str, DeliveryQueue] = {}
         try:
             for name, path in options.ledgers.items():
-                opened[name] = Ledger.open_writer(Path(path), name, durable=True)
+                opened[name] = open_writer_at(
+                    path,
+                    name,
+                    durable=True,
+                    leasing=Leasing(
+                        ttl=options.lease_ttl,
+                        max_lanes=max(64, 4 * options.concurrency),
+                        claim_batch=max(4, 2 * options.concurrency),
+                    ),
+                )
         except LedgerError:
             for ledger in opened.values():
                 ledger.close()
@@ -299,11 +313,6 @@ class Service:
         emit(logging.INFO, "events_requeued", app=app, count=changed, by="console")
         return changed
 
-    def reader(self, app: str) -> Ledger:
-        """The console's own read-only connection to `app`'s ledger (SQLite: WAL readers never
-        wait for the writer, nor it for them)."""
-        return Ledger.open_reader(Path(self.options.ledgers[app]))
-
     def totals(self, app: str) -> tuple[dict[str, int], int]:
         """The app's delivered, failed and 429 counts since start, and its queue depth."""
         metrics = self.metrics
@@ -367,7 +376,8 @@ class Service:
                 {"Retry-After": str(QUEUE_RETRY_AFTER_S)},
             )
         now = time.monotonic()
-        if now - self._disk_at > DISK_CHECK_S:
+        # A database's room is its server's to watch: the disk check is a file ledger's.
+        if now - self._disk_at > DISK_CHECK_S and not isinstance(app.ledger, PgLedger):
             self._disk_at = now
             folder = Path(app.ledger.where).absolute().parent
             try:

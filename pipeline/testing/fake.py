@@ -98,7 +98,7 @@ class Received:
 
     @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+        return httpx.URL(self.url).host
 
     @property
     def raw_path(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.pg.ledger import Leasing, PgLedger
 from pipeline.delivery.pg.location import (
     DEFAULT_SCHEMA,
     LocationError,
@@ -19,7 +20,9 @@ from pipeline.delivery.pg.location import (
 
 __all__ = [
     "DEFAULT_SCHEMA",
+    "Leasing",
     "LocationError",
+    "PgLedger",
     "PgLocation",
     "is_uri",
     "ledger_location",
@@ -27,23 +30,28 @@ __all__ = [
     "open_reader_at",
     "open_writer_at",
     "schema_name",
+    "shared",
 ]
 
 
-def open_writer_at(where: Path | PgLocation, app: str, *, durable: bool = False) -> Ledger:
+def open_writer_at(
+    where: Path | PgLocation, app: str, *, durable: bool = False, leasing: Leasing | None = None
+) -> Ledger:
     """The ledger of `app` for writing: the file (locked, one writer) or the database (any
-    number of writers; every commit durable)."""
+    number of writers, lanes leased as `leasing` says; every commit durable)."""
     if isinstance(where, PgLocation):
-        from pipeline.delivery.pg.ledger import PgLedger
-
-        return PgLedger.open_pg_writer(where, app)
+        return PgLedger.open_pg_writer(where, app, leasing)
     return Ledger.open_writer(where, app, durable=durable)
 
 
 def open_reader_at(where: Path | PgLocation) -> Ledger:
     """The ledger for reading, taking no lock (works while writers run)."""
     if isinstance(where, PgLocation):
-        from pipeline.delivery.pg.ledger import PgLedger
-
         return PgLedger.open_pg_reader(where)
     return Ledger.open_reader(where)
+
+
+def shared(queue: object) -> bool:
+    """Whether other processes may add to this queue (a PostgreSQL one): its deliverer must
+    look again now and then, not only when its own ingest wakes it."""
+    return isinstance(queue, PgLedger)

@@ -20,8 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -35,7 +41,10 @@ from pipeline.delivery.ledger import (
     Row,
     Status,
 )
+from pipeline.delivery.outcome import Logged
+from pipeline.delivery.pg import budget, lanes
 from pipeline.delivery.pg.location import PgLocation, masked, password_of
+from pipeline.delivery.queue import Known
 
 if TYPE_CHECKING:
     import psycopg
@@ -48,6 +57,7 @@ INSTALL: Final = "pip install 'usercom-pipeline[postgres]'"
 CONNECT_TIMEOUT: Final = 10  # seconds, unless the URI says otherwise
 BATCH: Final = 1000  # enqueues per committed transaction, as in the SQLite ledger
 _COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
+_E_COLUMNS: Final = ", ".join(f"e.{column.strip()}" for column in _COLUMNS.split(","))
 
 _SCHEMA: Final = (
     "CREATE TABLE meta (name text PRIMARY KEY, value text NOT NULL)",
@@ -68,18 +78,42 @@ _SCHEMA: Final = (
         received double precision,
         failures integer NOT NULL DEFAULT 0,
         forgotten double precision,
+        lane text NOT NULL DEFAULT '',
+        company text,
+        doubt text,
         UNIQUE (app, position)
     )""",
     "CREATE INDEX events_status ON events (app, status, position)",
+    # A lane's unfinished events in order (what an instance holding its lease delivers).
+    "CREATE INDEX events_lane ON events (app, lane, position) "
+    "WHERE status IN ('pending', 'failed', 'held')",
+    "CREATE INDEX events_company ON events (app, company) "
+    "WHERE company IS NOT NULL AND status IN ('pending', 'failed', 'held')",
+    # One compact row per lane (pipeline/delivery/pg/lanes.py): leases are claimed here.
+    """CREATE TABLE lanes (
+        app text NOT NULL,
+        lane text NOT NULL,
+        owner text,
+        until timestamptz,
+        ready boolean NOT NULL DEFAULT true,
+        PRIMARY KEY (app, lane)
+    )""",
+    "CREATE INDEX lanes_ready ON lanes (app) WHERE ready",
+    "CREATE INDEX lanes_owner ON lanes (owner) WHERE owner IS NOT NULL",
+    *budget.create_sql(),
     # Retention's scan: finished rows that still have their body, oldest change first.
     "CREATE INDEX events_retention ON events (updated) "
     "WHERE forgotten IS NULL AND status IN ('delivered', 'rejected')",
 )
 
 _ENQUEUE: Final = """
-INSERT INTO events (key, app, position, status, hash, line, error, updated, received)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO events
+    (key, app, position, status, hash, line, error, updated, received, lane, company)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (key) DO UPDATE SET
+    lane = excluded.lane,
+    company = excluded.company,
+    doubt = NULL,
     position = excluded.position,
     status = excluded.status,
     hash = excluded.hash,
@@ -113,6 +147,18 @@ def _words(location: PgLocation, problem: BaseException) -> str:
     return text.replace(location.uri, masked(location.uri))
 
 
+def driver() -> Any:
+    """psycopg (for its error classes), or the LedgerError with the install line."""
+    return _driver()
+
+
+def connect_at(location: PgLocation) -> psycopg.Connection[tuple[Any, ...]]:
+    """A connection of its own to the ledger's schema (leases, the shared budget)."""
+    db = _connect(location)
+    db.execute(f"SET search_path TO {location.schema}")
+    return db
+
+
 def _connect(location: PgLocation) -> psycopg.Connection[tuple[Any, ...]]:
     driver = _driver()
     extra: dict[str, Any] = {}
@@ -139,8 +185,13 @@ class PgLedger(Ledger):
         db: psycopg.Connection[tuple[Any, ...]],
         *,
         writable: bool,
+        leasing: Leasing | None = None,
     ) -> None:
         """Use `open_pg_writer` or `open_pg_reader`."""
+        self._leasing = leasing or Leasing()
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._claimed_at = -math.inf
+        self._renewer: _Renewer | None = None
         self._location = location
         self._only = app
         self._pg = db
@@ -153,18 +204,22 @@ class PgLedger(Ledger):
         self._atomic = 0
         self._aborted = False
         self._savepoints = 0
+        # The Ledger's own admit/file take this: one thread at a time on the connection.
+        self._guard = threading.RLock()
 
     # -- opening and closing ------------------------------------------------------------------
 
     @classmethod
-    def open_pg_writer(cls, location: PgLocation, app: str) -> PgLedger:
+    def open_pg_writer(
+        cls, location: PgLocation, app: str, leasing: Leasing | None = None
+    ) -> PgLedger:
         """Open the ledger at `location` for `app`, creating its schema on first use.
         Every commit is durable (PostgreSQL's `synchronous_commit` as the server sets it)."""
         db = _connect(location)
         try:
             _prepare(db, location, create=True)
             db.execute("INSERT INTO apps (app) VALUES (%s) ON CONFLICT (app) DO NOTHING", (app,))
-            return cls(location, app, db, writable=True)
+            return cls(location, app, db, writable=True, leasing=leasing)
         except BaseException:
             db.close()
             raise
@@ -192,7 +247,8 @@ class PgLedger(Ledger):
 
     @property
     def where(self) -> str:
-        return self._location.shown
+        """The URI (password masked) and the --pg-schema, as a command line gives them."""
+        return str(self._location)
 
     @property
     def location(self) -> PgLocation:
@@ -202,6 +258,11 @@ class PgLedger(Ledger):
     def writable(self) -> bool:
         return self._can_write
 
+    @property
+    def owner(self) -> str:
+        """This writer's name in the lanes table (host, pid and a random part)."""
+        return self._owner
+
     def close(self) -> None:
         if self._closed:
             return
@@ -210,7 +271,13 @@ class PgLedger(Ledger):
             if self._can_write and not self._aborted:
                 self._commit()
         finally:
-            self._pg.close()
+            try:
+                if self._renewer is not None:
+                    self._renewer.stop()
+                    with contextlib.suppress(LedgerError), self._errors():
+                        lanes.release_all(self._pg, self._writer_app(), self._owner)
+            finally:
+                self._pg.close()
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -377,6 +444,86 @@ class PgLedger(Ledger):
         )
         return {str(key): (cast(Status, status), str(digest)) for key, status, digest in found}
 
+    def take(self, after: int, limit: int) -> list[Queued]:
+        """See `DeliveryQueue.take`: only events of lanes this writer holds the lease of, in
+        position order; a group event only while its company's lane is held too (else it and
+        its user's later events wait). A scan from the front (`after` 0) first gives back
+        idle lanes and claims free ones, at most every `Leasing.claim_every` seconds."""
+        app = self._writer_app()
+        with self._guard:
+            self._commit()
+            if after == 0:
+                self._maintain_leases(app)
+            with self._errors():
+                found = self._pg.execute(
+                    f"SELECT e.position, {_E_COLUMNS}, e.received, e.updated, e.failures, "
+                    "e.company, e.lane FROM lanes l CROSS JOIN LATERAL (SELECT * FROM events e "
+                    "WHERE e.app = l.app AND e.lane = l.lane "
+                    "AND e.status IN ('pending', 'failed', 'held') AND e.position > %s "
+                    "ORDER BY e.position LIMIT %s) e WHERE l.app = %s AND l.owner = %s "
+                    "AND l.until > now() AND l.lane NOT LIKE 'company:%%' "
+                    "ORDER BY e.position LIMIT %s",
+                    (after, limit, app, self._owner, limit),
+                ).fetchall()
+                companies = sorted({str(item[13]) for item in found if item[13] is not None})
+                held = lanes.hold_companies(
+                    self._pg, app, self._owner, self._leasing.ttl, companies
+                )
+        blocked: set[str] = set()
+        taken: list[Queued] = []
+        for item in found:
+            queued = Queued(
+                _row(item[1:10]),
+                None if item[10] is None else float(item[10]),
+                None if item[11] is None else float(item[11]),
+                int(item[12]),
+            )
+            lane = str(item[14])
+            if lane in blocked or (item[13] is not None and item[13] not in held):
+                blocked.add(lane)  # its user's later events wait behind it: order is kept
+                continue
+            taken.append(queued)
+        return taken
+
+    def shared_budget(self) -> budget.SharedBudget:
+        """This writer's seat at its app's rate budget (`pipeline.delivery.pg.budget`)."""
+        return budget.SharedBudget(self._location, self._writer_app(), self._owner)
+
+    def doubt(self, key: str) -> str | None:
+        """Why this event may have been sent twice (its lane was taken over from an instance
+        that stopped while it may have been sending it), if so."""
+        found = self._one(f"SELECT doubt FROM events WHERE key = %s{self._and_app}", key)
+        return None if found is None or found[0] is None else str(found[0])
+
+    def _maintain_leases(self, app: str) -> None:
+        now = time.monotonic()
+        if now - self._claimed_at < self._leasing.claim_every:
+            return
+        self._claimed_at = now
+        with self._errors():
+            lanes.release_idle(self._pg, app, self._owner)
+            room = min(
+                self._leasing.claim_batch,
+                self._leasing.max_lanes - lanes.held_count(self._pg, app, self._owner),
+            )
+            lanes.claim(self._pg, app, self._owner, self._leasing.ttl, room)
+        if self._renewer is None:
+            self._renewer = _Renewer(self._location, app, self._owner, self._leasing.ttl)
+            self._renewer.start()
+
+    def known(self, keys: Sequence[str]) -> dict[str, Known]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        found = self._all(
+            f"SELECT key, status, hash, position FROM events WHERE key = ANY(%s){self._and_app}",
+            unique,
+        )
+        return {
+            str(key): Known(cast(Status, status), str(digest), int(position))
+            for key, status, digest, position in found
+        }
+
     # -- writing --------------------------------------------------------------------------------
 
     def enqueue(
@@ -395,6 +542,7 @@ class PgLedger(Ledger):
             position = self._next
             now = time.time()
             status = "pending" if rejected is None else "rejected"
+            lane, company = lanes.lanes_of(key, bytes(line))
             self._pg.execute(
                 _ENQUEUE,
                 (
@@ -407,8 +555,12 @@ class PgLedger(Ledger):
                     rejected,
                     now,
                     now if received is None else received,
+                    lane,
+                    company,
                 ),
             )
+            if rejected is None:
+                lanes.mark_ready(self._pg, app, [lane])
         self._next += 1
         self._batched += 1
         if self._batched >= BATCH and not self._atomic:
@@ -447,7 +599,7 @@ class PgLedger(Ledger):
         key: str,
         status: Status,
         attempts: int,
-        requests: Sequence[str],
+        requests: Sequence[Logged],
         error: str | None,
         warnings: Sequence[str],
         *,
@@ -465,7 +617,7 @@ class PgLedger(Ledger):
                 (
                     status,
                     attempts,
-                    json.dumps(list(requests)),
+                    json.dumps([str(request) for request in requests]),
                     error,
                     json.dumps(list(warnings)),
                     time.time(),
@@ -487,17 +639,19 @@ class PgLedger(Ledger):
             self._begin()
             if keys is None:
                 chosen: list[str] = ["failed", "held"] + (["rejected"] if rejected else [])
-                changed = self._pg.execute(
+                found = self._pg.execute(
                     "UPDATE events SET status = 'pending', updated = %s "
-                    "WHERE app = %s AND status = ANY(%s)",
+                    "WHERE app = %s AND status = ANY(%s) RETURNING lane",
                     (now, app, chosen),
-                ).rowcount
+                ).fetchall()
             else:
-                changed = self._pg.execute(
+                found = self._pg.execute(
                     "UPDATE events SET status = 'pending', updated = %s "
-                    "WHERE app = %s AND status != 'pending' AND key = ANY(%s)",
+                    "WHERE app = %s AND status != 'pending' AND key = ANY(%s) RETURNING lane",
                     (now, app, list(dict.fromkeys(keys))),
-                ).rowcount
+                ).fetchall()
+            changed = len(found)
+            lanes.mark_ready(self._pg, app, [str(lane) for (lane,) in found])
         self._commit()
         return int(changed)
 
@@ -550,8 +704,15 @@ class PgLedger(Ledger):
     def _app_args(self) -> tuple[str, ...]:
         return () if self._only is None else (self._only,)
 
+    def app_names(self) -> list[str]:
+        """Every app this ledger holds rows of (a reader may see several)."""
+        return [self._only] if self._only is not None else self._apps()
+
     def _apps(self) -> list[str]:
         return [str(app) for (app,) in self._all("SELECT app FROM apps ORDER BY app")]
+
+    def _require_writer(self) -> None:
+        self._writer_app()
 
     def _writer_app(self) -> str:
         if not self._can_write or self._only is None:
@@ -730,6 +891,47 @@ def _check_marker(db: psycopg.Connection[tuple[Any, ...]], location: PgLocation)
             f"the ledger {location.shown} has schema version {version}, newer than this "
             f"usercom reads ({VERSION}): upgrade usercom-pipeline on this machine"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Leasing:
+    """How a writer leases lanes: `ttl` seconds a lease lasts unless renewed (`--lease-ttl`),
+    at most `max_lanes` user lanes held at once (a fair share when several instances start
+    together), and how often a scan from the front gives back and claims lanes."""
+
+    ttl: float = 30.0
+    max_lanes: int = 64
+    claim_every: float = 0.25
+    # Lanes claimed at once: instances starting together on a backlog split it between them
+    # rather than the first one taking every lane.
+    claim_batch: int = 16
+
+
+class _Renewer(threading.Thread):
+    """Renews this writer's leases every third of the TTL, on a connection of its own (so a
+    long delivery round or a busy ledger thread never lets a lease lapse)."""
+
+    def __init__(self, location: PgLocation, app: str, owner: str, ttl: float) -> None:
+        super().__init__(name=f"usercom-leases-{app}", daemon=True)
+        self._location, self._app, self._owner, self._ttl = location, app, owner, ttl
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        db: psycopg.Connection[tuple[Any, ...]] | None = None
+        while not self._stopped.wait(self._ttl / 3):
+            try:
+                db = db if db is not None and not db.closed else connect_at(self._location)
+                lanes.renew(db, self._app, self._owner, self._ttl)
+            except (LedgerError, _driver().Error):
+                if db is not None:
+                    db.close()
+                db = None  # the next tick connects again; the TTL allows two misses
+        if db is not None:
+            db.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(5)
 
 
 def _row(found: Sequence[Any]) -> Row:

@@ -38,7 +38,9 @@ class PgLocation:
         return where if self.schema == DEFAULT_SCHEMA else f"{where} (schema {self.schema})"
 
     def __str__(self) -> str:
-        return self.shown
+        """As a command line names it (in advice such as `usercom failed LEDGER`)."""
+        where = masked(self.uri)
+        return where if self.schema == DEFAULT_SCHEMA else f"{where} --pg-schema {self.schema}"
 
 
 def is_uri(raw: str) -> bool:
