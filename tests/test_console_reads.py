@@ -58,7 +58,7 @@ def test_failures_group_by_masked_reason_on_each_backend(where: Path | PgLocatio
     assert set(groups) == {
         "rejected: no user '…' (-> 404)",
         "failed: User.com failed (503) in N s",
-        "held: held: behind <id>",
+        "held: behind <id>",
     }
     rejected = groups["rejected: no user '…' (-> 404)"]
     assert rejected.count == 3

@@ -77,7 +77,8 @@ class Host(Protocol):
         ...
 
     def totals(self, app: str) -> tuple[dict[str, int], int]:
-        """The app's cumulative delivered / failed / throttled counts, and its queue depth."""
+        """The app's cumulative delivered / failed / throttled counts and requests to
+        User.com, and its queue depth."""
         ...
 
 
@@ -348,7 +349,8 @@ class Console:
                 "oldest_queued_age_s": found.oldest_queued_age,
                 "latency_p50_s": found.latency_p50,
                 "latency_p95_s": found.latency_p95,
-                "rate": None if state is None else round(state.pacer.rate, 3),
+                "rate": None if (rate := series.rate()) is None else round(rate, 3),
+                "rate_limit": None if state is None else round(state.pacer.rate, 3),
                 "throttled_last_hour": series.last_hour("throttled", now),
                 "paused": served.waiting_for,
             }
