@@ -195,6 +195,7 @@ def test_the_event_api_tells_the_explain_story(client: TestClient, ledger: Path)
     assert story["position"] == 1
     assert story["requests"][-1].endswith("-> 404")
     assert json.loads(story["line"])["messageId"] == "ghost-track-1"
+    assert story["next"].startswith("it can never succeed as it is")
     short = client.get("/console/api/events/ghost-track-2", headers=BEARER).json()
     assert short["key"] == "acme:ghost-track-2"
     assert client.get("/console/api/events/nope", headers=BEARER).status_code == 404

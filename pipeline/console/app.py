@@ -138,6 +138,17 @@ def _requests(row: Row) -> list[dict[str, str]]:
     return shown
 
 
+NEXT: Final[Mapping[str, str]] = {
+    "delivered": "nothing to do: User.com has it",
+    "rejected": "it can never succeed as it is: fix the cause (the user at User.com, the "
+    "config) and Replay it, or edit the event and send it again",
+    "failed": "the service tries it again by itself, with a growing wait, until --give-up-after; "
+    "Replay tries it now",
+    "held": "it waits behind an earlier unfinished event of its user and is delivered after it",
+    "pending": "queued: the service delivers it in position order",
+}
+
+
 def _story(app: str, row: Row, updated: float | None) -> dict[str, Any]:
     """The event as `usercom explain --json` tells it, with its app."""
     return {
@@ -151,6 +162,7 @@ def _story(app: str, row: Row, updated: float | None) -> dict[str, Any]:
         "error": row.error,
         "warnings": list(row.warnings),
         "line": row.line.decode("utf-8", errors="replace"),
+        "next": NEXT[row.status],
     }
 
 
@@ -435,6 +447,7 @@ class Console:
             requests=_requests(row),
             user=reads.user_of(self.host.apps[app].cfg, row),
             replayable=row.status in reads.PROBLEMS,
+            next=NEXT[row.status],
             replayed=int(replayed) if replayed and replayed.isdigit() else None,
         )
 
