@@ -399,8 +399,7 @@ class Console:
             if keys is not None:
                 chosen = await self._read(name, partial(reads.replayable, keys=list(keys)))
             else:
-                groups = await self._read(name, reads.failures)
-                chosen = [key for g in groups if g.reason == why for _, key in sorted(g.keys)]
+                chosen = await self._read(name, partial(reads.group_keys, why=why or ""))
             if chosen:
                 changed += await self.host.requeue(name, chosen)
         return changed

@@ -44,6 +44,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
@@ -68,12 +69,14 @@ __all__ = [
     "FINISHED",
     "STATUSES",
     "UNFINISHED",
+    "ErrorGroup",
     "Ledger",
     "LedgerBusy",
     "LedgerError",
     "Queued",
     "Row",
     "Status",
+    "error_groups",
     "ledger_files",
     "sqlite_errors_as_ledger_errors",
 ]
@@ -144,6 +147,26 @@ _ADDED_COLUMNS: Final = (
     ("failures", "INTEGER NOT NULL DEFAULT 0"),
     ("forgotten", "REAL"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorGroup:
+    """The events of one status and one error (the console masks and merges them)."""
+
+    status: Status
+    error: str  # '' when none
+    count: int
+    first: float  # the earliest last change (0 when unknown)
+    last: float
+
+
+def error_groups(sums: Sequence[Sequence[Any]]) -> list[ErrorGroup]:
+    """ErrorGroups from (status, error, count, min updated, max updated) rows (what both
+    backends' queries give)."""
+    return [
+        ErrorGroup(cast(Status, status), str(error), int(count), float(lo or 0), float(hi or 0))
+        for status, error, count, lo, hi in sums
+    ]
 
 
 class LedgerError(Exception):
@@ -473,6 +496,44 @@ class Ledger:
                     chosen,
                 )
             ]
+
+    def problem_sums(self, statuses: Sequence[Status]) -> list[ErrorGroup]:
+        """The events in `statuses` summed up per status and error (SQL does the counting):
+        how many, and their first and last change."""
+        chosen = _statuses(statuses)
+        with self._guard:
+            found = self._db.execute(
+                "SELECT status, coalesce(error, ''), count(*), min(updated), max(updated) "
+                f"FROM events WHERE {self._problem_where(chosen)} "
+                "GROUP BY status, coalesce(error, '')",
+                chosen,
+            ).fetchall()
+        return error_groups(found)
+
+    def problem_stream(self, status: Status) -> Iterator[tuple[int, str, str]]:
+        """(position, key, error or '') of the events in `status`, in position order, read in
+        pages (the console stops once it has its samples)."""
+        chosen = _statuses((status,))
+        after = 0
+        while True:
+            with self._guard:
+                page = self._db.execute(
+                    "SELECT position, key, coalesce(error, '') FROM events "
+                    f"WHERE {self._problem_where(chosen)} AND position > ? "
+                    "ORDER BY position LIMIT ?",
+                    (*chosen, after, PAGE),
+                ).fetchall()
+            yield from ((int(pos), str(key), str(error)) for pos, key, error in page)
+            if len(page) < PAGE:
+                return
+            after = int(page[-1][0])
+
+    def _problem_where(self, chosen: Sequence[Status]) -> str:
+        """`status IN (?, ...)`, led by the partial index's own term when it can serve it (a
+        partial index serves a query whose terms imply its own)."""
+        marks = ", ".join("?" * len(chosen))
+        indexed = self._problems_indexed and set(chosen) <= {"failed", "held", "rejected"}
+        return f"{_PROBLEM_TERM + ' AND ' if indexed else ''}status IN ({marks})"
 
     def latencies(self, since: float, limit: int) -> list[float]:
         """Seconds from arrival to the delivering answer (the row's last change) of the

@@ -35,11 +35,13 @@ from pipeline.delivery.ledger import (
     PAGE,
     STATUSES,
     UNFINISHED,
+    ErrorGroup,
     Ledger,
     LedgerError,
     Queued,
     Row,
     Status,
+    error_groups,
 )
 from pipeline.delivery.outcome import Logged
 from pipeline.delivery.pg import budget, lanes
@@ -405,6 +407,33 @@ class PgLedger(Ledger):
             (str(key), int(position), cast(Status, status), str(error or ""), float(updated or 0))
             for status, key, position, error, updated in found
         ]
+
+    def problem_sums(self, statuses: Sequence[Status]) -> list[ErrorGroup]:
+        found = self._all(
+            "SELECT status, coalesce(error, ''), count(*), min(updated), max(updated) "
+            f"FROM events WHERE status = ANY(%s){self._and_app} "
+            "GROUP BY status, coalesce(error, '')",
+            list(_statuses(statuses)),
+        )
+        return error_groups(found)
+
+    def problem_stream(self, status: Status) -> Iterator[tuple[int, str, str]]:
+        _statuses((status,))
+        after = 0
+        while True:
+            page = self._all(
+                "SELECT position, key, coalesce(error, '') FROM events WHERE status = %s "
+                f"AND position > %s{self._and_app} ORDER BY position LIMIT %s",
+                status,
+                after,
+                *self._app_args,
+                PAGE,
+                with_app=False,
+            )
+            yield from ((int(pos), str(key), str(error)) for pos, key, error in page)
+            if len(page) < PAGE:
+                return
+            after = int(page[-1][0])
 
     def latencies(self, since: float, limit: int) -> list[float]:
         found = self._all(
