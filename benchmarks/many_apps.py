@@ -150,7 +150,7 @@ async def load(url: str, apps: int, rate: float, until: float) -> int:
         while time.monotonic() < until:
             for n in range(apps):
                 first = tick * PER_BATCH
-                batch = [
+                batch: list[dict[str, object]] = [
                     {"type": "track", "userId": f"{app_name(n)}-u{seq % USERS_PER_APP}",
                      "messageId": f"{app_name(n)}-t-{seq}", "event": "Viewed",
                      "properties": {"seq": seq}, "timestamp": "2024-05-01T10:00:00Z"}
