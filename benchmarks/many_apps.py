@@ -72,11 +72,14 @@ def auth(number: int) -> dict[str, str]:
 
 
 @contextmanager
-def service(folder: Path, base_url: str, apps: int, concurrency: int) -> Iterator[tuple[str, int]]:
+def service(
+    folder: Path, base_url: str, apps: int, concurrency: int, profile: str | None = None
+) -> Iterator[tuple[str, int]]:
     """`usercom serve` on core 0 with the sources config; yields its URL and pid."""
     config = folder / "sources.json"
     config.write_text(json.dumps(sources(apps)))
-    command = [sys.executable, "-m", "pipeline.cli", "serve", "--config", str(config)]
+    profiled = [] if profile is None else ["-m", "cProfile", "-o", profile]
+    command = [sys.executable, *profiled, "-m", "pipeline.cli", "serve", "--config", str(config)]
     command += ["--ledger", str(folder / "serve.sqlite"), "--port", "0", "--base-url", base_url]
     command += ["--concurrency", str(concurrency)]
     if shutil.which("taskset") and os.cpu_count() and 0 in os.sched_getaffinity(0):
@@ -205,12 +208,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--profile", metavar="PATH", help="cProfile the service into PATH")
     args = parser.parse_args()
     flags = ("--rate-limit", str(args.limit), "--rate-limit-per-key")
     with (
         sandbox_process(*flags) as base,
         tempfile.TemporaryDirectory() as scratch,
-        service(Path(scratch), base, args.apps, args.concurrency) as (url, pid),
+        service(Path(scratch), base, args.apps, args.concurrency, args.profile) as (url, pid),
     ):
         window, cpu, posted = asyncio.run(run(url, pid, args))
     target = args.apps * args.limit
