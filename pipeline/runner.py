@@ -281,7 +281,11 @@ def _assembled(parts: BaseParts, url: httpx.URL, method: str, body: bytes | None
 
 def _retry_after(response: httpx.Response) -> float | None:
     # get_list, as `get` raises and catches a KeyError inside for every answer without one.
-    said = response.headers.get_list("retry-after")
+    return retry_after_of(response.headers.get_list("retry-after"))
+
+
+def retry_after_of(said: list[str]) -> float | None:
+    """Retry-After in seconds from the header's values (none, or not a number: None)."""
     if not said:
         return None
     try:
@@ -353,7 +357,11 @@ def to_answer(response: httpx.Response, secret: str | Secret = "") -> Reply:
     """The answer as the flow sees it; `secret` (the key) is blanked wherever it was echoed:
     as raw bytes (when the body still reads as JSON without them) and in every decoded
     string, so no escaping, in the answer or in a message built from it, lets it through."""
-    content = response.content
+    return reply_of(response.status_code, response.content, _retry_after(response), secret)
+
+
+def reply_of(status: int, content: bytes, retry_after: float | None, secret: str | Secret) -> Reply:
+    """`to_answer` for any HTTP client: the key blanked in the raw bytes and decoded strings."""
     body = _decoded(content)
     key = secret.value if isinstance(secret, Secret) else secret
     if len(key) >= SECRET_MIN:
@@ -363,7 +371,7 @@ def to_answer(response: httpx.Response, secret: str | Secret = "") -> Reply:
             body = masked if masked is not None else body
         if body is not None:
             body = blank(body, secret)
-    return Reply(response.status_code, body, _retry_after(response))
+    return Reply(status, body, retry_after)
 
 
 def _unreachable(error: httpx.RequestError) -> Unreachable:

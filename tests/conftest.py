@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
+from pg_server import NoPostgres, Server, throwaway_server
 from serve_helpers import API_KEY
 
+from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.pg import PgLocation
+from pipeline.delivery.pg.ledger import Leasing, PgLedger
+from pipeline.delivery.queue import DeliveryQueue
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 
 
@@ -22,3 +30,51 @@ def sandbox() -> Iterator[str]:
 def ledger(tmp_path: Path) -> Path:
     """Where the service under test keeps its ledger."""
     return tmp_path / "serve.sqlite"
+
+
+class QueueOpener(Protocol):
+    """Opens a new writable queue of `app`; `clock` stamps when events arrive and change."""
+
+    def __call__(self, app: str, clock: Callable[[], float] = ...) -> DeliveryQueue: ...
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueOpener]:
+    """Opens a writable `DeliveryQueue` of an app, one per backend: the tests of the queue's
+    contract run against each (PostgreSQL: a schema of the test's own on the test server)."""
+    opened: list[DeliveryQueue] = []
+    schema = f"q_{uuid.uuid4().hex[:16]}"
+
+    def open_one(app: str, clock: Callable[[], float] = time.time) -> DeliveryQueue:
+        if request.param == "sqlite":
+            queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app, clock=clock)
+        elif request.param == "postgres":
+            server: Server = request.getfixturevalue("pg_server")
+            # Claims at every scan: the contract's takes follow each other within milliseconds.
+            leasing = Leasing(claim_every=0.0)
+            queue = PgLedger.open_pg_writer(PgLocation(server.uri, schema), app, leasing)
+        else:
+            raise LookupError(f"no queue backend {request.param!r}")
+        opened.append(queue)
+        return queue
+
+    yield open_one
+    for queue in opened:
+        queue.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    """This test process's throwaway PostgreSQL (tests/pg_server.py): a missing server binary
+    fails the test with the install line, never skips it."""
+    try:
+        with throwaway_server() as server:
+            yield server
+    except NoPostgres as problem:
+        pytest.fail(str(problem), pytrace=False)
+
+
+@pytest.fixture
+def pg_schema() -> str:
+    """A schema of this test's own (`--pg-schema`), so tests sharing a server share nothing."""
+    return f"t_{uuid.uuid4().hex[:16]}"

@@ -186,12 +186,14 @@ def ledger_argument_help(command: str) -> str:
 @pytest.mark.parametrize("command", ["failed", "requeue"])
 def test_the_commands_that_take_a_ledger_describe_it_alike(command: str) -> None:
     assert ledger_argument_help(command) == ledger_argument_help("report")
-    assert ledger_argument_help(command).endswith("of a run or of the service")
+    assert ledger_argument_help(command).endswith(
+        "of a run or of the service: a file, or a postgresql:// URI"
+    )
 
 
 def test_explain_describes_its_ledger_option_as_the_others_their_argument() -> None:
     described = ledger_argument_help("report").removeprefix(" LEDGER ")
-    assert option_help("explain", "--ledger") == f" --ledger FILE {described} [required]"
+    assert option_help("explain", "--ledger") == f" --ledger LEDGER {described} [required]"
 
 
 @pytest.mark.parametrize("given", ["90s", "30m", "45"])

@@ -25,7 +25,7 @@ import pytest
 import pipeline
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.sandbox.options import ForcedStatus
-from pipeline.testing import FakeOptions, FakeUserCom, Received
+from pipeline.testing import FakeOptions, FakeUserCom, Raise, Received, Reply
 
 TOKEN = "k" * 64
 AUTH = {"Authorization": f"Token {TOKEN}"}
@@ -588,3 +588,95 @@ def test_the_sandbox_options_the_readme_points_to_come_from_pipeline_testing() -
     assert {"SandboxOptions", "ForcedStatus"} <= set(pipeline.testing.__all__)
     for name in pipeline.testing.__all__:
         assert getattr(pipeline.testing, name) is not None
+
+
+# --- the route-override table: the odd cases ---------------------------------------------------
+
+
+def _client(fake: FakeUserCom) -> httpx.Client:
+    return httpx.Client(transport=fake, base_url=f"https://acme.user.com{API}", headers=AUTH)
+
+
+def test_a_route_answers_instead_of_the_account_and_the_others_are_answered_as_before() -> None:
+    fake = FakeUserCom(routes={"GET /users-by-id/*": Reply(500, text="<html>oops</html>")})
+    with _client(fake) as client:
+        assert client.post("/users/", json={"custom_id": "u1"}).status_code == 201
+        odd = client.get("/users-by-id/u1/")
+        assert client.get("/users/1/").json()["custom_id"] == "u1"
+    assert (odd.status_code, odd.text) == (500, "<html>oops</html>")
+    assert fake.calls == ["POST /users/", "GET /users-by-id/u1/", "GET /users/1/"]
+    assert fake.state["request_count"] == 2  # the routed answer never reached the account
+
+
+def test_the_exact_request_wins_then_its_path_then_the_patterns_in_order() -> None:
+    fake = FakeUserCom(
+        routes={
+            "GET /users/search/*": Reply(503),
+            "GET /users/*": Reply(502),
+            "GET /users/search/": Reply(201, {"path": True}),
+            "GET /users/search/?email=a+b@x.io": Reply(200, {"query": True}),
+        }
+    )
+    with _client(fake) as client:
+        exact = client.get("/users/search/", params={"email": "a+b@x.io"})
+        by_path = client.get("/users/search/", params={"email": "other@x.io"})
+        first_pattern = client.get("/users/search/x/")
+        later_pattern = client.get("/users/7/")
+    assert exact.json() == {"query": True}
+    assert by_path.json() == {"path": True}
+    assert [first_pattern.status_code, later_pattern.status_code] == [503, 502]
+
+
+def test_a_raise_route_is_a_transport_error_and_a_delay_holds_the_answer() -> None:
+    fake = FakeUserCom(
+        routes={
+            "POST /users/": Raise(httpx.RemoteProtocolError, "connection lost"),
+            "GET /users-by-id/*": Reply(200, {"id": 1}, delay=3600),
+        }
+    )
+    with _client(fake) as client, pytest.raises(httpx.RemoteProtocolError, match="lost"):
+        client.post("/users/", json={})
+
+    async def hangs() -> None:
+        async with httpx.AsyncClient(transport=fake, headers=AUTH) as client:
+            await asyncio.wait_for(client.get(f"https://acme.user.com{API}/users-by-id/u/"), 0.05)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(hangs())
+
+
+def test_a_route_function_sees_the_request_and_may_pass_it_on_to_the_account() -> None:
+    seen: list[Received] = []
+
+    def down_for_two(request: Received) -> Reply | None:
+        seen.append(request)
+        return Reply(503, {"detail": "Service unavailable."}) if len(seen) <= 2 else None
+
+    fake = FakeUserCom(api_key=TOKEN, routes={"* *": down_for_two})
+    with _client(fake) as client:
+        statuses = [client.post("/users/", json={"custom_id": "u1"}).status_code for _ in "abc"]
+    assert statuses == [503, 503, 201]
+    assert len(fake.state["users"]) == 1
+    assert seen[0].headers["authorization"] == f"Token {TOKEN}"
+    assert TOKEN not in repr(seen)
+
+
+def test_otherwise_scripts_every_request_no_route_names() -> None:
+    fake = FakeUserCom(routes={"GET /users-by-id/u1/": Reply(200, {"id": 7})}, otherwise=Reply(404))
+    with _client(fake) as client:
+        assert client.get("/users-by-id/u1/").json() == {"id": 7}
+        assert client.post("/users/", json={"custom_id": "u1"}).status_code == 404
+    assert fake.state["users"] == []
+
+
+def test_received_shows_the_request_decoded_and_as_sent() -> None:
+    fake = FakeUserCom(otherwise=Reply(404))
+    with _client(fake) as client:
+        client.get("/users-by-id/a%2Fb/", params={"email": "a+b@x.io"})
+    (seen,) = fake.requests
+    assert seen.host == "acme.user.com"
+    assert seen.segments == ("users-by-id", "a/b")
+    assert seen.raw_path == "/users-by-id/a%2Fb/"
+    assert seen.query == (("email", "a+b@x.io"),)
+    assert seen.raw_query == "email=a%2Bb%40x.io"
+    assert seen.call == "GET /users-by-id/a/b/?email=a+b@x.io"

@@ -351,8 +351,9 @@ def test_a_round_waiting_on_one_users_retries_frees_its_other_users_at_once(ledg
         expected = {user: list(range(1, 7)) for user in fast}
         assert wait_until(lambda: tracks_by_user(sandbox_state(sandbox)) == expected, timeout=9)
         # Before, fast-0's and fast-1's tracks past the first page waited for slow's 10 s.
+        # Outcomes are filed just after their answers: wait for the filing, not only the writes.
+        assert wait_until(lambda: ledger_counts(ledger)["delivered"] == 1 + 4 * 7, timeout=2)
         assert slow_still_retrying()
-        assert ledger_counts(ledger)["delivered"] == 1 + 4 * 7
 
 
 class Heard(logging.Handler):

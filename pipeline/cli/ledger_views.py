@@ -2,8 +2,9 @@
 story), `usercom report` (the ledger summed up), `usercom requeue`'s choice of events, and the
 next step `send` prints.
 
-They only read the ledger (`Ledger.open_reader`: no lock, so they work while a run or the
-service writes it), and show stored text only after making it safe to print.
+They only read the queue (a `QueueReader`; the SQLite ledger's `open_reader` takes no lock,
+so they work while a run or the service writes it), and show stored text only after making
+it safe to print.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pipeline.cli.checks import UsageError
 from pipeline.cli.plain import plain
 from pipeline.core.answers import Kind, Reply, meaning
 from pipeline.core.config import API_PATH
-from pipeline.delivery.ledger import STATUSES, UNFINISHED, Ledger, Row
-from pipeline.delivery.outcome import Summary
+from pipeline.delivery.lifecycle import STATUSES, UNFINISHED
+from pipeline.delivery.outcome import Exchange, Summary
+from pipeline.delivery.pg import PgLocation
+from pipeline.delivery.queue import QueueReader, Row
 
 # -- showing stored text safely ---------------------------------------------------------------
 
@@ -37,25 +40,12 @@ def shown_line(line: bytes) -> str:
     return printable(line.decode("utf-8", errors="replace"))
 
 
-# -- requests as stored: "METHOD URL -> answer" -----------------------------------------------
+# -- requests as stored (each an Exchange's text, read back by `Exchange.read`) ---------------
 
 _ID_AFTER: Final = frozenset({"users-by-id", "companies-by-id"})
 _NAMED: Final = frozenset({"users", "companies"})
 _NOT_IDS: Final = frozenset({"", "search", "update_or_create"})
 API_PREFIX: Final = API_PATH
-
-
-def split_request(text: str) -> tuple[str, str, str]:
-    """(method, URL, answer) of a stored request.
-
-    >>> split_request("GET https://acme.user.com/api/public/users-by-id/u1/ -> 404")
-    ('GET', 'https://acme.user.com/api/public/users-by-id/u1/', '404')
-    """
-    head, arrow, answer = text.rpartition(" -> ")
-    if not arrow:
-        return "?", text, "?"
-    method, _, url = head.partition(" ")
-    return method, url, answer
 
 
 def template(url: str) -> str:
@@ -89,19 +79,20 @@ def template(url: str) -> str:
 CUSTOM_ID_EVENTS: Final = "/users-by-id/<id>/events/"
 
 
-def gloss(method: str, answer: str, url: str) -> str:
+def gloss(exchange: Exchange) -> str:
     """What an answer means on its route, in a few words.
 
-    >>> gloss("GET", "404", "https://acme.user.com/api/public/users-by-id/u1/")
+    >>> gloss(Exchange.read("GET https://acme.user.com/api/public/users-by-id/u1/ -> 404"))
     'not found'
-    >>> gloss("POST", "400", ""), gloss("POST", "timeout", "")
+    >>> gloss(Exchange("event", "POST", "", "400")), gloss(Exchange("event", "POST", "", "timeout"))
     ('content refused', 'no answer (timeout)')
     """
+    answer = exchange.answer
     if not answer.isdigit():
         return f"no answer ({answer})"
     kind = meaning(Reply(int(answer)))
     if kind == "not found":
-        return _not_found(method, template(url))
+        return _not_found(exchange.method, template(exchange.url))
     return _GLOSSES.get(kind, "unexpected")
 
 
@@ -135,7 +126,7 @@ MEANINGS: Final[Mapping[str, str]] = {
 }
 
 
-def find_event(book: Ledger, key: str) -> Row:
+def find_event(book: QueueReader, key: str) -> Row:
     """The event named by `key`: its full key, the key without the app prefix, or a prefix of
     one key (a sha256 key is long). UsageError (one line) when none or several match."""
     row = book.find(key)
@@ -148,7 +139,7 @@ def find_event(book: Ledger, key: str) -> Row:
         found = book.get(candidates[0])
         if found is not None:
             return found
-    where = book.path
+    where = book.where
     if len(candidates) > 1:
         raise UsageError(
             f"several events of ledger {where} have keys starting with {printable(key)!r} "
@@ -178,7 +169,9 @@ def check_requeue(keys: list[str] | None, *, delivered: bool) -> None:
         )
 
 
-def requeue_keys(book: Ledger, keys: list[str], *, rejected: bool, delivered: bool) -> list[str]:
+def requeue_keys(
+    book: QueueReader, keys: list[str], *, rejected: bool, delivered: bool
+) -> list[str]:
     """The full keys of the events named, matched as `explain` matches them. UsageError (one
     line, before anything changes) for an unknown key, or a finished event whose flag is
     missing: requeueing it sends it again."""
@@ -237,9 +230,9 @@ def _when(seconds: float | None) -> str:
     return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def story(book: Ledger, row: Row) -> list[str]:
+def story(book: QueueReader, row: Row) -> list[str]:
     """One event's story as lines of text (everything stored is escaped for the terminal)."""
-    ledger = str(book.path)
+    ledger = book.where
     lines = [
         f"event     {printable(row.key)}",
         f"ledger    {ledger} (app {book.app})",
@@ -250,9 +243,9 @@ def story(book: Ledger, row: Row) -> list[str]:
     ]
     if row.requests:
         lines.append(f"requests  {len(row.requests)}, in order (of the run that filed it):")
-        for number, text in enumerate(row.requests, 1):
-            method, url, answer = split_request(text)
-            lines.append(f"  {number}. {printable(text)}  ({gloss(method, answer, url)})")
+        for number, exchange in enumerate(row.exchanges, 1):
+            shown, glossed = printable(str(exchange)), gloss(exchange)
+            lines.append(f"  {number}. {shown}  ({glossed})")
     else:
         lines.append("requests  none")
     lines.append(f"error     {printable(row.error) if row.error is not None else 'none'}")
@@ -261,12 +254,15 @@ def story(book: Ledger, row: Row) -> list[str]:
         lines.extend(f"  - {printable(warning)}" for warning in row.warnings)
     else:
         lines.append("warnings  none")
+    doubt = book.doubt(row.key)
+    if doubt is not None:
+        lines.append(f"note      {printable(doubt)}")
     lines.append(f"line      {shown_line(row.line)}")
     lines.append(f"next      {next_step(row, ledger)}")
     return lines
 
 
-def story_json(book: Ledger, row: Row) -> dict[str, Any]:
+def story_json(book: QueueReader, row: Row) -> dict[str, Any]:
     return {
         "key": row.key,
         "status": row.status,
@@ -276,6 +272,7 @@ def story_json(book: Ledger, row: Row) -> dict[str, Any]:
         "requests": list(row.requests),
         "error": row.error,
         "warnings": list(row.warnings),
+        "possibly_sent_twice": book.doubt(row.key),
         "line": row.line.decode("utf-8", errors="replace"),
     }
 
@@ -395,7 +392,7 @@ def rejected_advice(count: int, ledger: str) -> str:
     )
 
 
-def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
+def send_advice(summary: Summary, ledger: Path | PgLocation | None) -> list[str]:
     """What to do after a `send` that left events unfinished (exit 4) or rejected (exit 1),
     as `report` says it; nothing after a clean run."""
     words: list[str] = []
@@ -423,18 +420,17 @@ def send_advice(summary: Summary, ledger: Path | None) -> list[str]:
     return words
 
 
-def build_report(book: Ledger) -> Report:
+def build_report(book: QueueReader) -> Report:
     """The report of a ledger opened read-only, from one consistent snapshot of it."""
     with book.snapshot():
         counts = book.counts()
         errors = book.error_counts(TOP_ERRORS)
         calls: Counter[tuple[str, str, str]] = Counter()
         for requests in book.request_logs():
-            for text in requests:
-                method, url, answer = split_request(text)
-                calls[(method, template(url), answer)] += 1
+            for exchange in map(Exchange.read, requests):
+                calls[(exchange.method, template(exchange.url), exchange.answer)] += 1
         oldest = book.oldest_unfinished()
-    return Report(str(book.path), book.app, counts, errors, calls, oldest)
+    return Report(book.where, book.app, dict(counts), errors, calls, oldest)
 
 
 __all__ = ["Report", "build_report", "find_event", "story", "story_json"]

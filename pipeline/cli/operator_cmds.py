@@ -14,14 +14,17 @@ from rich.console import Console
 from pipeline.cli import checks, ledger_views
 from pipeline.cli.checks import UsageError
 from pipeline.cli.inputs import load_config
-from pipeline.cli.options import LEDGER_HELP, LedgerArgument
+from pipeline.cli.options import LEDGER_HELP, PG_SCHEMA, LedgerArgument, PgSchema, ledger_at
 from pipeline.cli.output import open_binary_out, refusal, stderr
 from pipeline.cli.plain import plain
 from pipeline.cli.sending import EXIT_FAULT, EXIT_USAGE
-from pipeline.delivery.faults import RESUME, check_app
+from pipeline.delivery.faults import RESUME
 from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError, sqlite_errors_as_ledger_errors
 from pipeline.delivery.ledger import Status as LedgerStatus
 from pipeline.delivery.loop import run as run_loop
+from pipeline.delivery.pg import PgLocation, open_reader_at, open_writer_at
+from pipeline.delivery.pg.ledger import PgLedger
+from pipeline.delivery.wire import check_app
 
 
 def check(
@@ -50,11 +53,11 @@ def check(
     typer.echo(f"ok: User.com app {cfg.subdomain} answered at {origin or cfg.base_url}")
 
 
-def reader_ledger(path: Path, *, positional: bool = True) -> Ledger:
+def reader_ledger(path: Path | PgLocation, *, positional: bool = True) -> Ledger:
     """A ledger opened read-only. The ledger's refusals name `--ledger` (send's option); the
     commands that take LEDGER as an argument say so instead."""
     try:
-        return Ledger.open_reader(path)
+        return open_reader_at(path)
     except LedgerError as error:
         words = str(error)
         if positional:
@@ -73,15 +76,18 @@ def failed(
     out: Annotated[
         Path | None, typer.Option(metavar="FILE", help="where to write them (default stdout)")
     ] = None,
+    pg_schema: PgSchema = PG_SCHEMA,
 ) -> None:
     """Print the unfinished (failed, held, pending) events of a ledger as JSONL, in order."""
     try:
-        checks.not_the_ledger(out, ledger)
-        book = reader_ledger(ledger)
+        where = ledger_at(ledger, pg_schema)
+        if isinstance(where, Path):
+            checks.not_the_ledger(out, where)
+        book = reader_ledger(where)
         with (
             contextlib.closing(book),
             open_binary_out(out) as sink,
-            sqlite_errors_as_ledger_errors(ledger),
+            sqlite_errors(where),
         ):
             statuses: tuple[LedgerStatus, ...] = ("rejected",) if rejected else UNFINISHED
             for line in book.lines(statuses):
@@ -109,6 +115,7 @@ def requeue(
         bool,
         typer.Option("--delivered", help="allow a named delivered event: it is sent again"),
     ] = False,
+    pg_schema: PgSchema = PG_SCHEMA,
 ) -> None:
     """Make events pending again, so the next run (or the service) tries them.
 
@@ -120,12 +127,17 @@ def requeue(
     """
     try:
         ledger_views.check_requeue(keys, delivered=delivered)
-        cfg_app = reader_ledger(ledger)
+        where = ledger_at(ledger, pg_schema)
+        if isinstance(where, PgLocation):
+            changed = requeue_in_database(where, keys, rejected=rejected, delivered=delivered)
+            typer.echo(ledger_views.pending_again(changed))
+            return
+        cfg_app = reader_ledger(where)
         app_name = cfg_app.app
         cfg_app.close()
         with (
-            contextlib.closing(Ledger.open_writer(ledger, app_name)) as book,
-            sqlite_errors_as_ledger_errors(ledger),
+            contextlib.closing(Ledger.open_writer(where, app_name)) as book,
+            sqlite_errors_as_ledger_errors(where),
         ):
             chosen = (
                 ledger_views.requeue_keys(book, keys, rejected=rejected, delivered=delivered)
@@ -147,10 +159,11 @@ def explain(
             help="the event's key, with or without the app prefix (a unique prefix will do)",
         ),
     ],
-    ledger: Annotated[Path, typer.Option(metavar="FILE", help=LEDGER_HELP)],
+    ledger: Annotated[str, typer.Option(metavar="LEDGER", help=LEDGER_HELP)],
     as_json: Annotated[
         bool, typer.Option("--json", help="print the story as one JSON object")
     ] = False,
+    pg_schema: PgSchema = PG_SCHEMA,
 ) -> None:
     """Show one event's story from a ledger: status, position, attempts, every request and
     its answer, the error, the warnings and the original line.
@@ -159,8 +172,9 @@ def explain(
     Exit status: 0 shown; 2 no such event, or not a ledger.
     """
     try:
-        book = reader_ledger(ledger, positional=False)
-        with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
+        where = ledger_at(ledger, pg_schema)
+        book = reader_ledger(where, positional=False)
+        with contextlib.closing(book), sqlite_errors(where):
             row = ledger_views.find_event(book, key)
             lines = (
                 [json.dumps(ledger_views.story_json(book, row))]
@@ -179,6 +193,7 @@ def report(
     as_json: Annotated[
         bool, typer.Option("--json", help="print the report as one JSON object")
     ] = False,
+    pg_schema: PgSchema = PG_SCHEMA,
 ) -> None:
     """Sum up everything a ledger holds: events per status, the most common errors, API calls
     per endpoint and answer, the oldest unfinished event, and what to do next.
@@ -187,8 +202,9 @@ def report(
     Exit status: 0 shown; 2 not a ledger.
     """
     try:
-        book = reader_ledger(ledger)
-        with contextlib.closing(book), sqlite_errors_as_ledger_errors(ledger):
+        where = ledger_at(ledger, pg_schema)
+        book = reader_ledger(where)
+        with contextlib.closing(book), sqlite_errors(where):
             summed = ledger_views.build_report(book)
     except (UsageError, LedgerError) as problem:
         stderr().print(refusal(problem), highlight=False)
@@ -201,3 +217,31 @@ def report(
         console.print(table)
     for words in summed.advice():
         console.print(plain(f"next: {words}"), highlight=False, markup=False)
+
+
+def sqlite_errors(where: Path | PgLocation) -> contextlib.AbstractContextManager[None]:
+    """SQLite's errors as ledger errors for a file (a database's are already)."""
+    if isinstance(where, PgLocation):
+        return contextlib.nullcontext()
+    return sqlite_errors_as_ledger_errors(where)
+
+
+def requeue_in_database(
+    where: PgLocation, keys: list[str] | None, *, rejected: bool, delivered: bool
+) -> int:
+    """`requeue` on a PostgreSQL ledger, which may hold several apps: the keys are found
+    among all of them (as `explain` finds them), then each app requeues its own, while the
+    service's instances keep running."""
+    book = reader_ledger(where)
+    with contextlib.closing(book):
+        chosen = (
+            ledger_views.requeue_keys(book, keys, rejected=rejected, delivered=delivered)
+            if keys
+            else None
+        )
+        apps = book.app_names() if isinstance(book, PgLedger) else [book.app]
+    changed = 0
+    for app in apps:
+        with contextlib.closing(open_writer_at(where, app)) as writer:
+            changed += writer.requeue(chosen, rejected=rejected)
+    return changed

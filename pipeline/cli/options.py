@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.checks import UsageError
+from pipeline.delivery.pg import DEFAULT_SCHEMA, LocationError, PgLocation, ledger_location
 from pipeline.serve import ServeConfigError, duration
 from pipeline.serve.options import retention_days
 
@@ -51,8 +52,35 @@ BaseUrl = Annotated[
 ]
 
 # The ledger-reading commands name the file they read alike: a run's ledger or the service's.
-LEDGER_HELP = "the ledger of a run or of the service"
-LedgerArgument = Annotated[Path, typer.Argument(metavar="LEDGER", help=LEDGER_HELP)]
+LEDGER_HELP = "the ledger of a run or of the service: a file, or a postgresql:// URI"
+LedgerArgument = Annotated[str, typer.Argument(metavar="LEDGER", help=LEDGER_HELP)]
+PgSchema = Annotated[
+    str,
+    typer.Option(
+        "--pg-schema",
+        metavar="NAME",
+        help="with a postgresql:// ledger: the schema holding its tables",
+    ),
+]
+PG_SCHEMA = DEFAULT_SCHEMA
+LeaseTtl = Annotated[
+    str,
+    typer.Option(
+        "--lease-ttl",
+        metavar="DURATION",
+        help="with a postgresql:// ledger: how long a lane's lease outlives an instance that "
+        "stopped renewing it (30s, 2m; a bare number is seconds)",
+    ),
+]
+LEASE_TTL = "30s"
+
+
+def ledger_at(raw: str, schema: str = PG_SCHEMA) -> Path | PgLocation:
+    """A ledger argument: a file path, or a PostgreSQL URI with its --pg-schema."""
+    try:
+        return ledger_location(raw, schema)
+    except LocationError as problem:
+        raise UsageError(str(problem)) from problem
 
 
 def duration_of(option: str, raw: str) -> float:

@@ -18,7 +18,17 @@ from rich.console import Console
 from pipeline.cli import checks, ledger_views, operator
 from pipeline.cli.checks import UsageError
 from pipeline.cli.inputs import count_events, load_config, open_source
-from pipeline.cli.options import MAX_OUTAGE, BaseUrl, Concurrency, MaxOutage, Rate, duration_of
+from pipeline.cli.options import (
+    MAX_OUTAGE,
+    PG_SCHEMA,
+    BaseUrl,
+    Concurrency,
+    MaxOutage,
+    PgSchema,
+    Rate,
+    duration_of,
+    ledger_at,
+)
 from pipeline.cli.output import open_out, refusal, stderr
 from pipeline.cli.plain import plain
 from pipeline.cli.sending import (
@@ -46,6 +56,7 @@ from pipeline.delivery.incoming import (
     read_jsonl,
 )
 from pipeline.delivery.ledger import Ledger, LedgerError
+from pipeline.delivery.pg import PgLocation, open_writer_at
 
 
 def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -108,7 +119,7 @@ def scratch_folder() -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def writer_ledger(path: Path | None, cfg: Config, scratch: Path) -> Iterator[Ledger]:
+def writer_ledger(path: Path | PgLocation | None, cfg: Config, scratch: Path) -> Iterator[Ledger]:
     """The ledger asked for, or one in `scratch` for this run only (so that duplicates are one
     event and memory stays flat without --ledger too), deleted with it."""
     if path is None:
@@ -117,7 +128,7 @@ def writer_ledger(path: Path | None, cfg: Config, scratch: Path) -> Iterator[Led
             yield book
         return
     try:
-        book = Ledger.open_writer(path, cfg.subdomain)
+        book = open_writer_at(path, cfg.subdomain)
     except LedgerError as error:
         raise UsageError(str(error)) from error
     with contextlib.closing(book):
@@ -141,9 +152,13 @@ def send(
     ],
     base_url: BaseUrl = None,
     ledger: Annotated[
-        Path | None,
-        typer.Option(metavar="FILE", help="SQLite ledger: resume a run, skip finished events"),
+        str | None,
+        typer.Option(
+            metavar="LEDGER",
+            help="SQLite file or postgresql:// URI: resume a run, skip finished events",
+        ),
     ] = None,
+    pg_schema: PgSchema = PG_SCHEMA,
     concurrency: Concurrency = 8,
     rate: Rate = None,
     out: Annotated[
@@ -198,8 +213,9 @@ def send(
             max_outage=duration_of("--max-outage", max_outage),
         )
         out_path = checks.out_path(out, source_name, config)
-        ledger_path = checks.ledger_path(ledger)
-        checks.not_the_ledger(out_path, ledger_path)
+        ledger_path = sending_ledger(ledger, pg_schema)
+        if not isinstance(ledger_path, PgLocation):
+            checks.not_the_ledger(out_path, ledger_path)
         total = count_events(source_name)
         with (
             scratch_folder() as scratch,
@@ -252,6 +268,14 @@ def send(
         for words in ledger_views.send_advice(summary, ledger_path if has_ledger else None):
             err.print(plain(f"next: {words}"), highlight=False, markup=False)
     raise typer.Exit(status)
+
+
+def sending_ledger(raw: str | None, schema: str) -> Path | PgLocation | None:
+    """`--ledger`: a PostgreSQL URI, or a file path whose folder exists."""
+    if raw is None:
+        return None
+    where = ledger_at(raw, schema)
+    return where if isinstance(where, PgLocation) else checks.ledger_path(where)
 
 
 # Inside `send` its --dry-run flag hides the function of that name.

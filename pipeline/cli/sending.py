@@ -11,8 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -30,20 +29,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.filing import Filing, refile_kept, stop_when_refused
 from pipeline.cli.plain import plain
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
-from pipeline.delivery.incoming import (
-    MAX_EVENT_BYTES,
-    FirstSeen,
-    Incoming,
-    LineReader,
-    incoming,
-    repeated,
-    stored,
-)
+from pipeline.delivery.feed import feed
+from pipeline.delivery.filing import Filing, refile_kept, stop_when_refused
+from pipeline.delivery.incoming import FirstSeen, Incoming
 from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.lifecycle import SETTLED
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.delivery.pacing import Pause
@@ -53,6 +46,8 @@ BAR_EVERY_S = 0.5  # how often the terminal bar looks whether delivery is paused
 
 # Exit statuses (DELIVERY §4).
 EXIT_DELIVERED, EXIT_REJECTED, EXIT_USAGE, EXIT_FAULT, EXIT_UNFINISHED = 0, 1, 2, 3, 4
+# Shown in the summary even at 0: what an operator looks for first.
+ALWAYS_SHOWN = ("delivered", "rejected", "failed")
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # The reader of `--out -` went away (`| head`): what a shell reports for a writer that
 # SIGPIPE ended, so `set -o pipefail` scripts see the run did not finish.
@@ -71,87 +66,10 @@ class Tally:
     signal: signal.Signals | None = None
     out_closed: bool = False
 
-
-def queue(
-    source: IO[bytes],
-    cfg: Config,
-    ledger: Ledger | None,
-    summary: Summary,
-    tally: Tally,
-    retry_rejected: bool,
-    seen: FirstSeen,
-) -> Iterator[Incoming]:
-    """The ledger's unfinished events in position order, then the input's new or changed ones.
-
-    Each event read is stored `pending` and committed before it is yielded, so none is ever
-    attempted without its row on disk. Only events finished by an *earlier* run count as
-    skipped: those taken from the queue above, or read twice in this file, are this run's
-    already. A later event under the key of
-    one read before it in this input, or of one still queued, with other content, is rejected
-    ("messageId repeated with other content at position N") under its own key (`repeated`):
-    the first version is the event, and a re-run of the same file sends nothing new.
-    """
-    taken: dict[str, tuple[str, int]] = {}
-    if ledger is not None:
-        for queued in list(ledger.unfinished()):
-            event = stored(
-                cfg,
-                queued.key,
-                queued.content_hash,
-                queued.position,
-                queued.line,
-                queued.error,
-            )
-            taken[queued.key] = (queued.content_hash, queued.position)
-            tally.read += 1
-            yield event
-    first_new: int | None = None  # positions from here on were given by this run
-    reader = LineReader(source)
-    position = 0
-    for line in reader:
-        position += 1
-        event = _first_version(incoming(cfg, position, line, MAX_EVENT_BYTES), seen, taken)
-        if seen.get(event.key, event.content_hash) is not None:
-            continue  # read twice in this file: one event
-        if ledger is not None:
-            row = ledger.get(event.key)
-            if row is not None:
-                this_run = row.key in taken or (first_new is not None and row.position >= first_new)
-                if this_run or row.status not in ("delivered", "rejected"):
-                    seen.add(event.key, event.content_hash, row.position)
-                    continue  # queued above
-                same = row.content_hash == event.content_hash
-                if same and not (retry_rejected and row.status == "rejected"):
-                    summary.skipped[row.status] += 1
-                    seen.add(event.key, event.content_hash, row.position)
-                    continue
-                summary.changed += int(not same)
-            new_position = ledger.enqueue(event.key, event.content_hash, line)
-            # Committed before the engine may attempt it (DELIVERY §4): an event sent while its
-            # row is only in an open transaction is lost with it when a commit fails (a full
-            # disk), and the next run sends it again. A commit that fails raises here, before
-            # the event is handed over, and stops the run (`stop_when_refused`).
-            ledger.flush()
-            first_new = new_position if first_new is None else first_new
-            event = replace(event, position=new_position)
-        seen.add(event.key, event.content_hash, event.position)
-        tally.read += 1
-        tally.last_position = event.position
-        yield event
-    if reader.broken is not None:
-        summary.broken_input = reader.broken
-
-
-def _first_version(event: Incoming, seen: FirstSeen, taken: dict[str, tuple[str, int]]) -> Incoming:
-    """`event`, or its `repeated` self when another version of its key was read before it in
-    this input or is still queued in the ledger."""
-    earlier = seen.get(event.key, event.content_hash)
-    if earlier is None and event.key in taken:
-        queued_hash, queued_position = taken[event.key]
-        earlier = (queued_hash == event.content_hash, queued_position)
-    if earlier is None or earlier[0]:
-        return event
-    return repeated(event, earlier[1])
+    def count(self, event: Incoming) -> None:
+        """One more event handed to delivery."""
+        self.read += 1
+        self.last_position = max(self.last_position, event.position)
 
 
 def progress_every() -> float:
@@ -177,9 +95,6 @@ def exit_status(summary: Summary, tally: Tally) -> int:
     if summary.rejected:
         return EXIT_REJECTED
     return EXIT_DELIVERED
-
-
-FINISHED = ("delivered", "rejected", "failed", "held")  # statuses "done" counts
 
 
 def _duration(seconds: float) -> str:
@@ -219,7 +134,7 @@ def progress_line(
     """The periodic line: events done (finished statuses only, so the counts add up), the rate,
     each status, and while paused why and until when."""
     c = summary.counts
-    done = sum(c[status] for status in FINISHED)
+    done = sum(c[status] for status in SETTLED)
     shown = f"{done}/{total}" if total is not None else str(done)
     line = (
         f"usercom send: {shown} done ({done / max(seconds, 1e-9):.0f}/s): "
@@ -345,7 +260,7 @@ def _run_send(
             tally.unsent.append(outcome.position)
         write_out(outcome)
         counts.add(outcome)
-        if outcome.status in FINISHED:
+        if outcome.status in SETTLED:
             progress.advance(task)
         if outcome.status in ("rejected", "failed"):
             progress.update(task, status=problem_text(outcome))
@@ -392,7 +307,15 @@ def _run_send(
 
         ticking = asyncio.create_task(bar_ticker() if live else ticker())
         try:
-            events = queue(source, cfg, ledger, pre, tally, retry_rejected, seen)
+            events = feed(
+                source,
+                cfg,
+                ledger,
+                pre,
+                seen,
+                retry_rejected=retry_rejected,
+                counted=tally.count,
+            )
             done = await deliver(
                 events if filing is None else stop_when_refused(events, filing),
                 cfg,
@@ -452,8 +375,8 @@ def summary_table(summary: Summary, title: str) -> Table:
     table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for status in ("delivered", "rejected", "failed", "held", "pending", "planned"):
-        if summary.counts[status] or status in ("delivered", "rejected", "failed"):
+    for status in (*SETTLED, "pending", "planned"):
+        if summary.counts[status] or status in ALWAYS_SHOWN:
             table.add_row(status, str(summary.counts[status]))
     for status, count in sorted(summary.skipped.items()):
         table.add_row(f"skipped ({status} earlier)", str(count))
@@ -463,8 +386,8 @@ def summary_table(summary: Summary, title: str) -> Table:
     table.add_row("events sent this run", str(summary.sent))
     table.add_row("API calls", str(summary.api_calls))
     table.add_row("API calls per event sent", f"{summary.calls_per_event:.2f}")
-    for call, count in sorted(summary.calls.items()):
-        table.add_row(Text(f"  {plain(call)}"), str(count))
+    for (endpoint, answer), count in sorted(summary.calls.items()):
+        table.add_row(Text(f"  {plain(endpoint)} {plain(answer)}"), str(count))
     table.add_row("time", f"{summary.seconds:.2f} s")
     if summary.rate is not None:
         table.add_row("events sent per second", f"{summary.rate:.0f}")

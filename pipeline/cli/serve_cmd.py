@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -17,18 +18,30 @@ from pipeline.cli.checks import UsageError
 from pipeline.cli.options import (
     EXAMPLES,
     KEEP_DAYS,
+    LEASE_TTL,
     MAX_OUTAGE,
+    PG_SCHEMA,
     BaseUrl,
     Concurrency,
     KeepDays,
+    LeaseTtl,
     MaxOutage,
+    PgSchema,
     Rate,
+    ledger_at,
     retention_of,
 )
 from pipeline.cli.output import refusal, stderr
-from pipeline.cli.secrets import TRANSFORMER_TOKEN_ENV, WRITE_KEYS_ENV, serve_secrets
+from pipeline.cli.secrets import (
+    CONSOLE_TOKEN_ENV,
+    TRANSFORMER_TOKEN_ENV,
+    WRITE_KEYS_ENV,
+    console_secret,
+    serve_secrets,
+)
 from pipeline.cli.sending import EXIT_USAGE
 from pipeline.delivery.ledger import LedgerError
+from pipeline.delivery.pg import PgLocation
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.serve import (
     ListenError,
@@ -49,18 +62,41 @@ DEMO_WRITE_KEY = "demo-write-key"
 
 
 def _demo_defaults(
-    config: Path | None, ledger: Path | None, write_key: list[str] | None, base_url: str | None
-) -> tuple[Path, Path | None, list[str]]:
+    config: Path | None,
+    ledger: Path | PgLocation | None,
+    write_key: list[str] | None,
+    base_url: str | None,
+) -> tuple[Path, Path | PgLocation | None, list[str]]:
     """`serve --demo`: the example config and the demo write key unless given."""
     if base_url is not None:
         raise UsageError("--demo sends to its own sandbox: remove --base-url")
     return config or EXAMPLES / "config.json", ledger, write_key or [DEMO_WRITE_KEY]
 
 
-def demo_banner(url: str, sandbox_url: str, key: str, ledger: Path, *, scratch: bool) -> str:
-    """What `serve --demo` prints under its address: how to send an event, and where its
-    ledger is, so that report, failed and explain can be tried on what was sent."""
+def console_line(url: str, demo_token: str | None) -> str:
+    """Where the console is; the token only when the demo made it up (an operator's own is
+    never printed)."""
+    how = (
+        f"sign in with the demo token {demo_token}"
+        if demo_token is not None
+        else f"sign in with the --console-token (or ${CONSOLE_TOKEN_ENV})"
+    )
+    return f"  console: {url}/console/ ({how})"
+
+
+def demo_banner(
+    url: str,
+    sandbox_url: str,
+    key: str,
+    ledger: Path | PgLocation,
+    *,
+    scratch: bool,
+    console_token: str | None = None,
+) -> str:
+    """What `serve --demo` prints under its address: how to send an event, where its ledger
+    is (so that report, failed and explain can be tried on what was sent), and the console."""
     kept = " (scratch: deleted when the demo stops)" if scratch else ""
+    console = f"\n{console_line(url, console_token)}"
     return (
         f"  sandbox User.com: {sandbox_url} (what it holds: {sandbox_url}/__sandbox__/state)\n"
         f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
@@ -69,12 +105,13 @@ def demo_banner(url: str, sandbox_url: str, key: str, ledger: Path, *, scratch: 
         f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops\n"
         f"  ledger: {ledger}{kept}: try `usercom report {ledger}`, `usercom failed {ledger}`, "
         f"`usercom explain KEY --ledger {ledger}`"
+        f"{console}"
     )
 
 
 def _serve_options(
     config: Path | None,
-    ledger: Path | None,
+    ledger: Path | PgLocation | None,
     write_keys: tuple[str, ...],
     *,
     host: str,
@@ -87,9 +124,11 @@ def _serve_options(
     keep_days: str,
     transformer_token: str | None,
     max_outage: str,
+    lease_ttl: str = "30s",
     max_connections: int,
     header_timeout: str,
     body_timeout: str,
+    console_token: str | None = None,
 ) -> ServeOptions:
     """`usercom serve`'s options, checked before anything is opened (UsageError or
     ServeConfigError: one line, exit 2)."""
@@ -121,7 +160,9 @@ def _serve_options(
         max_queued=max_queued,
         keep_days=days_kept,
         transformer_token=transformer_token,
+        console_token=console_token,
         max_outage=duration("--max-outage", max_outage),
+        lease_ttl=duration("--lease-ttl", lease_ttl),
         max_connections=max_connections,
         header_timeout=duration("--header-timeout", header_timeout),
         body_timeout=duration("--body-timeout", body_timeout),
@@ -138,13 +179,16 @@ def serve(
         ),
     ] = None,
     ledger: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
+            "--ledger",
             metavar="PATH",
             help="required unless --demo: the ledger (the queue), a file for one app; a "
-            "folder holding <subdomain>.sqlite per app for several",
+            "folder holding <subdomain>.sqlite per app for several; or a postgresql:// URI "
+            "that any number of instances share",
         ),
     ] = None,
+    pg_schema: PgSchema = PG_SCHEMA,
     host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
     port: Annotated[
         int, typer.Option(metavar="PORT", help="port to listen on (0 picks a free one)")
@@ -186,7 +230,16 @@ def serve(
         Path | None,
         typer.Option(metavar="FILE", help="the transformer token, on the file's first line"),
     ] = None,
+    console_token: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TOKEN",
+            help="serve the web console at /console/ to whoever signs in with TOKEN (visible "
+            f"in ps: prefer ${CONSOLE_TOKEN_ENV}); none: no console (--demo makes one up)",
+        ),
+    ] = None,
     max_outage: MaxOutage = MAX_OUTAGE,
+    lease_ttl: LeaseTtl = LEASE_TTL,
     max_connections: Annotated[
         int,
         typer.Option(
@@ -231,15 +284,20 @@ def serve(
                 os.environ,
             )
             write_key = list(keys) or None
+            console_token = console_secret(console_token, os.environ)
+            # The demo's console is on with a token made up for it, printed in its banner.
+            demo_token = secrets.token_urlsafe(12) if demo and console_token is None else None
+            console_token = console_token or demo_token
             scratch = demo and ledger is None
+            where = None if ledger is None else ledger_at(ledger, pg_schema)
             if demo:
-                config, ledger, write_key = _demo_defaults(config, ledger, write_key, base_url)
-                if ledger is None:
+                config, where, write_key = _demo_defaults(config, where, write_key, base_url)
+                if where is None:
                     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="usercom-"))
-                    ledger = Path(folder) / "demo.sqlite"
+                    where = Path(folder) / "demo.sqlite"
             options = _serve_options(
                 config,
-                ledger,
+                where,
                 tuple(write_key or ()),
                 host=host,
                 port=port,
@@ -250,7 +308,9 @@ def serve(
                 max_queued=max_queued,
                 keep_days=keep_days,
                 transformer_token=transformer_token,
+                console_token=console_token,
                 max_outage=max_outage,
+                lease_ttl=lease_ttl,
                 max_connections=max_connections,
                 header_timeout=header_timeout,
                 body_timeout=body_timeout,
@@ -286,11 +346,20 @@ def serve(
 
         def announce(url: str) -> None:
             print(f"usercom serve listening on {url}", flush=True)
-            if demo and ledger is not None:
+            if demo and where is not None:
                 # A key of the operator's own is never printed: only the demo's.
                 given = (write_key or [DEMO_WRITE_KEY])[0]
                 key = given if given == DEMO_WRITE_KEY else "$WRITE_KEY"
-                banner = demo_banner(url, options.base_url or "", key, ledger, scratch=scratch)
+                banner = demo_banner(
+                    url,
+                    options.base_url or "",
+                    key,
+                    where,
+                    scratch=scratch,
+                    console_token=demo_token,
+                )
                 print(banner, flush=True)
+            elif options.console_token is not None:
+                print(console_line(url, None), flush=True)
 
         run_service(service, sock, announce)

@@ -256,15 +256,21 @@ def repeated(event: Incoming, first_position: int) -> Incoming:
 def stored(
     cfg: Config, key: str, content_hash: str, position: int, line: bytes, error: str | None
 ) -> Incoming:
-    """An event as a ledger holds it: under its key, which is not the one its line gives when
-    it is a later version (`repeated`). Such a one stays rejected as a repeat whatever made it
-    pending again (`requeue`, a replay): its first version is the event."""
-    found = incoming(cfg, position, line)
-    event = replace(found, key=key, content_hash=content_hash)
-    if key != repeat_key(found.key, content_hash):
-        return event
-    reason = error if error is not None and error.startswith(REPEATED) else REPEATED
-    return replace(event, job=None, problem=reason)
+    """An event as a ledger holds it, under the key and content hash it was stored with: the
+    line is parsed, never keyed or hashed again (keys are made once, where events are read).
+    A later version (`repeated`) stays rejected as a repeat whatever made it pending again
+    (`requeue`, a replay): its first version is the event."""
+    if key.endswith(repeat_key("", content_hash)):
+        reason = error if error is not None and error.startswith(REPEATED) else REPEATED
+        return Incoming(key, position, None, content_hash, line, reason)
+    read = _message(line)
+    if isinstance(read, str):
+        return Incoming(key, position, None, content_hash, line, read)
+    message, suspect = read
+    problem = unheld(message) if suspect else None
+    if problem is not None:
+        return Incoming(key, position, None, content_hash, line, problem)
+    return Incoming(key, position, prepare_message(cfg, message, DELIVERY), content_hash, line)
 
 
 class FirstSeen:
@@ -341,39 +347,36 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def incoming(cfg: Config, position: int, line: bytes, max_event: int | None = None) -> Incoming:
-    """One line of input (without its line ending) as an Incoming event of app `cfg`; with
-    `max_event`, an event larger than that (canonical JSON) is rejected as the service's
-    ingest rejects it (what is already stored, the library's calls: no limit)."""
-    app = cfg.subdomain
+def _message(line: bytes) -> tuple[Mapping[str, object], bool] | str:
+    """A line's message, and whether a number in it could not be held (see `loads`); or why
+    the line cannot be read as one event."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as error:
-        digest = _sha256(line)
-        return Incoming(
-            f"{app}:sha256:{digest}",
-            position,
-            None,
-            digest,
-            line,
-            f"line is not UTF-8 text (byte {error.start})",
-        )
+        return f"line is not UTF-8 text (byte {error.start})"
     try:
         message, suspect = loads(text)
     except (ValueError, RecursionError) as error:
-        digest = _sha256(line)
         # Too deep for `json.loads` is what the core says of one too deep for it: one reason.
-        why = (
-            EVENT_TOO_DEEP
-            if isinstance(error, RecursionError)
-            else f"line is not JSON: {str(error)[:200]}"
-        )
-        return Incoming(f"{app}:sha256:{digest}", position, None, digest, line, why)
+        if isinstance(error, RecursionError):
+            return EVENT_TOO_DEEP
+        return f"line is not JSON: {str(error)[:200]}"
     if not isinstance(message, Mapping):
+        return "line is not a JSON object"
+    return message, suspect
+
+
+def incoming(cfg: Config, position: int, line: bytes, max_event: int | None = None) -> Incoming:
+    """One line of input (without its line ending) as an Incoming event of app `cfg`, keyed
+    (DELIVERY §4); with `max_event`, an event larger than that (canonical JSON) is rejected
+    as the service's ingest rejects it (what is already stored, the library's calls: no
+    limit)."""
+    app = cfg.subdomain
+    read = _message(line)
+    if isinstance(read, str):
         digest = _sha256(line)
-        return Incoming(
-            f"{app}:sha256:{digest}", position, None, digest, line, "line is not a JSON object"
-        )
+        return Incoming(f"{app}:sha256:{digest}", position, None, digest, line, read)
+    message, suspect = read
     try:
         shape = canonical(message)
     except (ValueError, RecursionError):

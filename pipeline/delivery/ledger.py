@@ -43,14 +43,26 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, cast
 
+from pipeline.delivery.incoming import repeat_key, repeat_reason
 from pipeline.delivery.lifecycle import FINISHED, STATUSES, UNFINISHED, Status
+from pipeline.delivery.outcome import Logged
+from pipeline.delivery.queue import (
+    Admit,
+    Admitted,
+    Arrival,
+    Known,
+    Queued,
+    Record,
+    Row,
+    admission,
+    filed_as,
+)
 
 __all__ = [
     "FINISHED",
@@ -77,6 +89,7 @@ LOCK_SUFFIX: Final = ".lock"
 # the rollback journal (used while a new ledger is created).
 SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
 _OLD_COLUMNS: Final = frozenset({"key", "status", "attempts", "requests", "error", "line"})
+_PROBLEM_TERM: Final = "status IN ('failed', 'held', 'rejected')"
 _COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
 _COLUMNS_BY_POSITION: Final = f"position, {_COLUMNS}"
 
@@ -98,6 +111,13 @@ _SCHEMA: Final = (
         forgotten REAL
     )""",
     "CREATE INDEX events_status_position ON events (status, position)",
+)
+# Added after format 2 was first written, by every writer at open (IF NOT EXISTS).
+_ADDED_INDEXES: Final = (
+    # The failed, held and rejected events only (a few of a big ledger), with what the
+    # console's failures page reads of them: no row of the table is visited.
+    f"CREATE INDEX IF NOT EXISTS events_problems ON events (status, position, key, error, "
+    f"updated) WHERE {_PROBLEM_TERM}",
 )
 
 _ENQUEUE: Final = """
@@ -142,33 +162,6 @@ class LedgerBusy(LedgerError):
         self.pid = pid
 
 
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """An unfinished event as the service's queue sees it: the row, when it was received and
-    last changed (seconds since the epoch, when known), and how many delivery rounds it failed
-    since it was received."""
-
-    row: Row
-    received: float | None
-    updated: float | None
-    failures: int
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One event as the ledger holds it."""
-
-    key: str
-    position: int
-    status: Status
-    content_hash: str
-    line: bytes
-    attempts: int
-    requests: tuple[str, ...]
-    error: str | None
-    warnings: tuple[str, ...]
-
-
 class Ledger:
     """A ledger file, opened by `open_writer` (one per file, locked) or `open_reader`."""
 
@@ -179,8 +172,10 @@ class Ledger:
         db: sqlite3.Connection,
         lock_fd: int | None,
         file_fd: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """Use `open_writer` or `open_reader`."""
+        self._clock = clock  # what stamps received/updated (tests pass a fake one)
         self._path = path
         self._app = app
         self._db = db
@@ -196,6 +191,12 @@ class Ledger:
         self._received = "received" if "received" in present else "NULL"
         self._failures = "failures" if "failures" in present else "0"
         self._forgotten = "forgotten" if "forgotten" in present else "NULL"
+        self._problems_indexed = (
+            db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_problems'"
+            ).fetchone()
+            is not None
+        )
         if lock_fd is not None:
             (top,) = db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
             self._next = int(top) + 1
@@ -203,7 +204,14 @@ class Ledger:
     # -- opening and closing ------------------------------------------------------------------
 
     @classmethod
-    def open_writer(cls, path: Path, app: str, *, durable: bool = False) -> Ledger:
+    def open_writer(
+        cls,
+        path: Path,
+        app: str,
+        *,
+        durable: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> Ledger:
         """Open (or create) the ledger of `app` at `path` for writing, holding its lock.
 
         `durable`: every commit is on disk when it returns (SQLite `synchronous=FULL`, for the
@@ -223,7 +231,7 @@ class Ledger:
             try:
                 db = _open_locked(path, app, durable=durable)
                 try:
-                    return cls(path, app, db, lock_fd, file_fd)
+                    return cls(path, app, db, lock_fd, file_fd, clock)
                 except BaseException:
                     db.close()
                     raise
@@ -262,6 +270,11 @@ class Ledger:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def where(self) -> str:
+        """The ledger as messages name it: its file, or a database's URI (password masked)."""
+        return str(self._path)
 
     @property
     def writable(self) -> bool:
@@ -360,6 +373,11 @@ class Ledger:
             ).fetchall()
         return [str(key) for (key,) in found if str(key).startswith(prefix)]
 
+    def doubt(self, key: str) -> str | None:
+        """Why the event may have been sent twice, when a backend knows (a PostgreSQL queue
+        whose instance stopped mid-write); one writer per file has nobody to take over."""
+        return None
+
     def updated_at(self, key: str) -> float | None:
         """When the event's row last changed (seconds since the epoch), if known."""
         with self._guard:
@@ -401,6 +419,58 @@ class Ledger:
                 return
             after = int(page[-1][0])
 
+    # -- what the console reads (pipeline.console.reads) ----------------------------------------
+
+    def problems(self, statuses: Sequence[Status]) -> list[tuple[str, int, Status, str, float]]:
+        """(key, position, status, error, updated) of every event in `statuses` (error ''
+        when none, updated 0 when unknown), one index range per status."""
+        chosen = _statuses(statuses)
+        marks = ", ".join("?" * len(chosen))
+        # The partial index serves a query whose terms imply its own: its term is repeated.
+        indexed = self._problems_indexed and set(chosen) <= {"failed", "held", "rejected"}
+        term = f"{_PROBLEM_TERM} AND " if indexed else ""
+        with self._guard:
+            return [
+                (
+                    str(key),
+                    int(position),
+                    cast(Status, status),
+                    str(error or ""),
+                    float(updated or 0),
+                )
+                for status, key, position, error, updated in self._db.execute(
+                    f"SELECT status, key, position, error, updated FROM events "
+                    f"WHERE {term}status IN ({marks})",
+                    chosen,
+                )
+            ]
+
+    def latencies(self, since: float, limit: int) -> list[float]:
+        """Seconds from arrival to the delivering answer (the row's last change) of the
+        delivered events among the last `limit` positions delivered, those delivered at
+        `since` or later (an index range: no index on the time of change is kept)."""
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT updated, {self._received} FROM events WHERE status = 'delivered' "
+                "ORDER BY position DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            max(0.0, float(updated) - float(received))
+            for updated, received in found
+            if updated is not None and received is not None and updated >= since
+        ]
+
+    def rows_containing(self, needle: bytes, limit: int) -> list[Row]:
+        """Up to `limit` events whose line contains `needle`, in position order (a scan: the
+        caller parses them to tell whose they are)."""
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE instr(line, ?) > 0 ORDER BY position LIMIT ?",
+                (needle, limit),
+            ).fetchall()
+        return [_row(item) for item in found]
+
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads inside see one consistent state of the ledger (a read transaction), even while
@@ -441,7 +511,7 @@ class Ledger:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
             position = self._next
-            now = time.time()
+            now = self._clock()
             status = "pending" if rejected is None else "rejected"
             self._db.execute(
                 _ENQUEUE,
@@ -494,7 +564,7 @@ class Ledger:
         key: str,
         status: Status,
         attempts: int,
-        requests: Sequence[str],
+        requests: Sequence[Logged],
         error: str | None,
         warnings: Sequence[str],
         *,
@@ -518,10 +588,10 @@ class Ledger:
                 (
                     status,
                     attempts,
-                    json.dumps(list(requests)),
+                    json.dumps([str(request) for request in requests]),
                     error,
                     json.dumps(list(warnings)),
-                    time.time(),
+                    self._clock(),
                     status,
                     key,
                 ),
@@ -542,7 +612,7 @@ class Ledger:
         with self._guard:
             self._require_writer()
             self._commit()
-            now = time.time()
+            now = self._clock()
             changed = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -642,7 +712,7 @@ class Ledger:
                     "UPDATE events SET line = x'', forgotten = ? WHERE rowid IN (SELECT rowid "
                     "FROM events WHERE status IN ('delivered', 'rejected') AND updated < ? "
                     "AND forgotten IS NULL LIMIT ?)",
-                    (time.time(), before, limit),
+                    (self._clock(), before, limit),
                 ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
@@ -698,6 +768,104 @@ class Ledger:
                 ):
                     found[str(key)] = (cast(Status, status), str(content_hash))
         return found
+
+    # -- the DeliveryQueue interface (pipeline.delivery.queue) -----------------------------------
+
+    def known(self, keys: Sequence[str]) -> dict[str, Known]:
+        """What the ledger holds under those of `keys` it has, a few statements in all."""
+        unique = list(dict.fromkeys(keys))
+        found: dict[str, Known] = {}
+        with self._guard:
+            for start in range(0, len(unique), _KEYS_PER_STATEMENT):
+                chunk = unique[start : start + _KEYS_PER_STATEMENT]
+                marks = ", ".join("?" * len(chunk))
+                for key, status, content_hash, position in self._db.execute(
+                    f"SELECT key, status, hash, position FROM events WHERE key IN ({marks})",
+                    chunk,
+                ):
+                    found[str(key)] = Known(cast(Status, status), str(content_hash), int(position))
+        return found
+
+    def admit(
+        self,
+        arrivals: Sequence[Arrival],
+        *,
+        received: float | None = None,
+        retry_rejected: bool = False,
+    ) -> list[Admitted]:
+        """See `DeliveryQueue.admit`: one savepoint (`atomic`), one lookup for all keys."""
+        with self._guard, self.atomic():
+            held = self.known([arrival.key for arrival in arrivals])
+            return [
+                self._admit_one(arrival, held, received, retry_rejected) for arrival in arrivals
+            ]
+
+    def _admit_one(
+        self,
+        arrival: Arrival,
+        held: dict[str, Known],
+        received: float | None,
+        retry_rejected: bool,
+    ) -> Admitted:
+        before = held.get(arrival.key)
+        verdict = admission(before, arrival, retry_rejected=retry_rejected)
+        if verdict is Admit.REPEATED and before is not None:
+            arrival = Arrival(
+                repeat_key(arrival.key, arrival.content_hash),
+                arrival.content_hash,
+                arrival.line,
+                repeat_reason(before.position),
+            )
+            before = held.get(arrival.key) or self.known([arrival.key]).get(arrival.key)
+            if before is not None and before.content_hash == arrival.content_hash:
+                verdict = Admit.KNOWN  # this later version was stored before: a retry of it
+        if verdict is Admit.KNOWN and before is not None:
+            return Admitted(arrival.key, before.position, verdict, before)
+        position = self.enqueue(
+            arrival.key,
+            arrival.content_hash,
+            arrival.line,
+            rejected=arrival.rejected,
+            received=received,
+        )
+        status: Status = "pending" if arrival.rejected is None else "rejected"
+        held[arrival.key] = Known(status, arrival.content_hash, position)
+        return Admitted(arrival.key, position, verdict, before, arrival.rejected)
+
+    def take(self, after: int, limit: int) -> list[Queued]:
+        """See `DeliveryQueue.take` (one writer per file: every lane is this writer's)."""
+        return self.queue_page(after, limit)
+
+    def file(self, records: Sequence[Record]) -> int:
+        """See `DeliveryQueue.file`; staged until `commit`."""
+        finished = 0
+        with self._guard:
+            self._require_writer()
+            now = self.known([record.key for record in records])
+            for record in records:
+                current = now.get(record.key)
+                status = filed_as(current, record)
+                if current is None:  # its row went with a rolled-back batch: store it again
+                    position = self.enqueue(record.key, record.content_hash, record.line)
+                    current = now[record.key] = Known("pending", record.content_hash, position)
+                if status is None:
+                    continue
+                self.record(
+                    record.key,
+                    status,
+                    record.attempts,
+                    record.requests,
+                    record.error,
+                    record.warnings,
+                    commit=False,
+                )
+                now[record.key] = Known(status, record.content_hash, current.position)
+                finished += status in FINISHED
+        return finished
+
+    def commit(self) -> None:
+        """See `DeliveryQueue.commit` (`flush`)."""
+        self.flush()
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -986,6 +1154,8 @@ def _prepare(
         for name, kind in _ADDED_COLUMNS:
             if name not in present:
                 db.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+        for statement in _ADDED_INDEXES:
+            db.execute(statement)
         mode = str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     except sqlite3.Error as problem:

@@ -3,7 +3,7 @@
 User.com publishes no rate limit, so the pacer finds it:
 
 - *Slow start*: from `initial` (50) requests/s, the rate grows by two requests/s for every good
-  answer (it triples each second) until the first 429.
+  answer (about sevenfold each second, as answers come faster) until the first 429.
 - *On 429*: every lane waits out the Retry-After together, and the rate drops to what was
   actually accepted over the last two seconds (a token bucket accepts exactly its rate when
   it is overrun), a little under it. At most one cut per Retry-After.
@@ -20,10 +20,9 @@ backoff (from 0.5 s, x1.5, capped at 60 s) until one is answered or --max-outage
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 WINDOW = 20  # answers kept to tell an outage from bad luck
@@ -42,6 +41,8 @@ class Pacer:
     probe_step: float = 1.0  # requests/s added per second of good answers, after slow start
     cut_to: float = 0.95  # share of the measured accepted rate kept after a 429
     clock: Callable[[], float] = time.monotonic
+    # Injected with the clock, so that a test drives both and no test waits a real second.
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rate: float = 0.0
     slow_start: bool = True
     next_at: float = 0.0
@@ -72,14 +73,26 @@ class Pacer:
                 if turn <= now:
                     break
                 if stopping is None or turn - now < LONG_WAIT_S:
-                    await asyncio.sleep(turn - now)
+                    await self.sleep(turn - now)
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), turn - now)
-                if stopping.is_set():
+                if await self._stopped_while_waiting(stopping, turn - now):
                     return False
             self.next_at = max(now, self.next_at) + 1.0 / self.rate
         return True
+
+    async def _stopped_while_waiting(self, stopping: asyncio.Event, seconds: float) -> bool:
+        """Sleep `seconds` unless `stopping` is set first; True when it was."""
+        if stopping.is_set():
+            return True
+        napping = asyncio.ensure_future(self.sleep(seconds))
+        watching = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait((napping, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (napping, watching):
+                task.cancel()
+            await asyncio.wait((napping, watching))
+        return stopping.is_set()
 
     def good(self) -> None:
         """An answer that is neither a 429 nor a failure of User.com."""

@@ -35,7 +35,6 @@ import contextlib
 import json
 import logging
 import sqlite3
-import ssl
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -43,30 +42,33 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 
-import certifi
-import httpx
 from returns.result import Success
 
 from pipeline.core.answers import Reply, Unreachable
-from pipeline.core.calls import call
 from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
-from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, probe_fault
+from pipeline.delivery.faults import RESUME, probe_fault
 from pipeline.delivery.incoming import Incoming, stored
-from pipeline.delivery.ledger import Ledger, Queued
-from pipeline.delivery.lifecycle import FINISHED, Status, files, happening_of, next_status
+from pipeline.delivery.lifecycle import Status, files, happening_of
 from pipeline.delivery.outcome import Outcome, Summary
-from pipeline.runner import Target, asend
+from pipeline.delivery.pg import PgLedger, shared
+from pipeline.delivery.queue import DeliveryQueue, Queued, Record, readiness
+from pipeline.delivery.wire import Wire
+from pipeline.runner import Target
 from pipeline.serve.ingest import type_label
 from pipeline.serve.logs import emit
 from pipeline.serve.metrics import Metrics
 from pipeline.serve.options import ServeOptions
+from pipeline.serve.sharing import meetings
 from pipeline.serve.store import Store, ledger_trouble
 
 PAUSED_TAIL = "events stay queued; delivery resumes by itself once a probe succeeds"
 PARSED_KEEP = 50_000  # parsed events kept between rounds (a backlog is parsed once)
 MAX_ROUNDS = 16  # rounds at once: a slow one (a user's retries) never stops the others
+# A shared (PostgreSQL) queue is looked at this often when idle: events another instance
+# stored, and lanes whose holder stopped, are found without its ingest waking this one.
+SHARED_POLL_S = 0.2
 SCAN_PAGES = 8  # pages of the queue looked through for users that are free, at most
 LEDGER_RETRY_FIRST_S = 0.5  # a paused ledger's first check, then doubling
 LEDGER_RETRY_MAX_S = 10.0  # a commit is cheap to try: a full disk is noticed soon after it frees
@@ -132,12 +134,11 @@ class _Round:
         return True
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Record:
-    key: str
-    content_hash: str
-    outcome: Outcome
-    attempts: int
+    """An outcome waiting to be filed, and the user (lane) it keeps busy until it is."""
+
+    filing: Record
     lane: str
 
 
@@ -188,58 +189,6 @@ def pause_reason(fault: str) -> str:
     return f"{fault.removesuffix('; ' + RESUME)}; {tail}"
 
 
-class Pools(httpx.AsyncBaseTransport):
-    """The app's connections, kept for the service's life: at most `width` requests at once
-    (--concurrency, over every round), each on the least busy of `width` small pools.
-
-    httpcore looks at every connection of its pool (and polls each idle one) on every request,
-    so one pool of 64 connections costs more CPU than the requests themselves; as the engine
-    does with its slots, many pools of 2 connections cost far less. They share one TLS context
-    (about 20 ms to build)."""
-
-    def __init__(self, width: int) -> None:
-        self.room = asyncio.Semaphore(max(1, width))
-        tls = ssl.create_default_context(cafile=certifi.where())
-        self.pools = [
-            httpx.AsyncHTTPTransport(
-                verify=tls, limits=httpx.Limits(max_connections=2, max_keepalive_connections=2)
-            )
-            for _ in range(max(1, width))
-        ]
-        self.busy = [0] * len(self.pools)
-        self.next = 0
-
-    def _choose(self) -> int:
-        count = len(self.pools)
-        hint = self.next % count
-        self.next += 1
-        if self.busy[hint] == 0:
-            return hint
-        return min(range(count), key=self.busy.__getitem__)
-
-    @property
-    def on_the_wire(self) -> int:
-        """Requests sent and not yet answered: what is really in flight."""
-        return sum(self.busy)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        async with self.room:
-            chosen = self._choose()
-            self.busy[chosen] += 1
-            try:
-                return await self.pools[chosen].handle_async_request(request)
-            finally:
-                self.busy[chosen] -= 1
-
-    async def aclose(self) -> None:
-        for pool in self.pools:
-            await pool.aclose()
-
-
-def _transport(options: ServeOptions) -> Pools:
-    return Pools(options.concurrency)
-
-
 @dataclass(slots=True)
 class AppDelivery:
     """One app's delivery loop and what `/health` and `/metrics` read of it."""
@@ -247,7 +196,7 @@ class AppDelivery:
     cfg: Config
     options: ServeOptions
     store: Store
-    ledger: Ledger
+    ledger: DeliveryQueue
     metrics: Metrics
     stopping: asyncio.Event
     queued: int = 0
@@ -257,7 +206,7 @@ class AppDelivery:
     state: AppState | None = None
     fault: str | None = None  # met by a round, not yet acted upon
     next_due: float | None = None
-    _transport: Pools | None = None
+    _wire: Wire | None = None  # the app's connections, kept for the service's life
     _parsed: OrderedDict[tuple[str, str, int], Incoming] = field(default_factory=OrderedDict)
     _outbox: list[_Record] = field(default_factory=list)
     _flushing: asyncio.Task[None] | None = None
@@ -267,6 +216,8 @@ class AppDelivery:
     ledger_fault: str | None = None  # why the ledger cannot commit or be read, while it lasts
     _filing: dict[int, list[_Record]] = field(default_factory=dict)  # handed in, not committed
     _skipped_unfiled: bool = False  # a round left a user out: its outcome was not filed yet
+    paused_on: str | None = None  # the run-level fault of the pause (told to other instances)
+    resumed: bool = False  # a probe ended a pause since the other instances last heard
 
     @property
     def app(self) -> str:
@@ -276,7 +227,7 @@ class AppDelivery:
     def in_flight(self) -> int:
         """Requests to User.com on the wire now (at most --concurrency; 0 while the lanes wait
         out an outage): events handed to a round may be waiting for their turn, or the pause."""
-        return 0 if self._transport is None else self._transport.on_the_wire
+        return 0 if self._wire is None else self._wire.on_the_wire
 
     @property
     def waiting_for(self) -> str | None:
@@ -310,8 +261,13 @@ class AppDelivery:
         """Deliver until the service stops: probe, then rounds; pause on a run-level fault."""
         self.state = AppState.new(self.delivery_options())
         self.state.outage.heard = self._outage_heard
-        self._transport = _transport(self.options)
+        self._wire = Wire.of(self.cfg, self.options.base_url, self.options.concurrency)
         self.metrics.in_flight.labels(app=self.app).set_function(lambda: self.in_flight)
+        seats = (
+            [asyncio.create_task(meetings(self, self.ledger.shared_budget()))]
+            if isinstance(self.ledger, PgLedger)
+            else []
+        )
         try:
             await self._probe_until_ok(first=True)
             while not self.stopping.is_set():
@@ -351,7 +307,11 @@ class AppDelivery:
                     hint="the ledger could not commit them: those events are sent again at the "
                     "next start",
                 )
-            await self._transport.aclose()
+            await self._wire.aclose()
+            for seat in seats:
+                seat.cancel()  # it leaves the budget's meetings on its way out
+            if seats:
+                await asyncio.wait(seats)
 
     def stop(self) -> None:
         """Stop the rounds in progress: no new attempt starts, in-flight ones end."""
@@ -370,6 +330,8 @@ class AppDelivery:
     async def _wait(self) -> None:
         """Until new events arrive, a round ends, a failed event is due, or the service stops."""
         timeout = None if self.next_due is None else max(0.05, self.next_due - time.time())
+        if shared(self.ledger):  # other instances store events for lanes this one may claim
+            timeout = SHARED_POLL_S if timeout is None else min(timeout, SHARED_POLL_S)
         waits = [
             asyncio.ensure_future(self.wake.wait()),
             asyncio.ensure_future(self.stopping.wait()),
@@ -403,6 +365,7 @@ class AppDelivery:
         )
 
     def _pause(self, fault: str) -> None:
+        self.paused_on = fault
         reason = pause_reason(fault)
         if self.paused != reason:
             emit(logging.ERROR, "delivery_paused", app=self.app, reason=reason)
@@ -423,7 +386,8 @@ class AppDelivery:
             if problem is None:
                 if self.paused is not None:
                     emit(logging.WARNING, "delivery_resumed", app=self.app)
-                self.paused = None
+                    self.resumed = True
+                self.paused = self.paused_on = None
                 self.metrics.paused.labels(app=self.app).set(0)
                 if self.state is not None:
                     self.state.outage.watch.probe_answered()  # whatever outage there was is over
@@ -432,10 +396,10 @@ class AppDelivery:
 
     async def probe(self) -> str | None:
         """`usercom check`'s read; the problem it shows (a 5xx or 429 is one too), or None."""
-        if self._transport is None:
+        if self._wire is None:
             return "not started"
         target = self.target
-        answer = await asend(self._transport, target, call("user_by_id", PROBE_SUBJECT))
+        answer = (await self._wire.probe_once()).answer
         fault = probe_fault(answer, target)
         if fault is not None:
             return fault
@@ -555,7 +519,7 @@ class AppDelivery:
             self.wake.set()
 
     def _page(self, after: int) -> Callable[[], list[Queued]]:
-        return lambda: self.ledger.queue_page(after, self.options.page)
+        return lambda: self.ledger.take(after, self.options.page)
 
     def _build(self, page: Sequence[Queued], now: float) -> list[tuple[Incoming, _Filed]]:
         """The page's events as the engine takes them (runs in a worker thread): a failed
@@ -563,18 +527,21 @@ class AppDelivery:
         items: list[tuple[Incoming, _Filed]] = []
         for queued in page:
             row = queued.row
-            received = queued.received if queued.received is not None else queued.updated
-            given_up = received is not None and now - received > self.options.give_up_after
-            if row.status == "failed" and given_up:
+            ready = readiness(
+                queued,
+                now,
+                retry_delay=self.options.retry_delay,
+                give_up_after=self.options.give_up_after,
+            )
+            if ready.kind == "given up":
                 self._give_up(row.key, row.position, row.error)
                 continue  # stays failed, holds nobody
             item = self._parse(row.key, row.content_hash, row.position, row.line, row.error)
-            if row.status == "failed":
-                due = (queued.updated or 0.0) + self.options.retry_delay(max(queued.failures, 1))
-                if due > now:
-                    self._due(due)
-                    item = replace(item, deferred=f"failed; tried again after {_when(due)}")
-            filed = _Filed(row.status, row.attempts, received, event_type(item), queued.failures)
+            if ready.kind == "later" and ready.at is not None:
+                self._due(ready.at)
+                item = replace(item, deferred=f"failed; tried again after {_when(ready.at)}")
+            kind = event_type(item)
+            filed = _Filed(row.status, row.attempts, ready.received, kind, queued.failures)
             items.append((item, filed))
         return items
 
@@ -618,7 +585,7 @@ class AppDelivery:
                 self.cfg,
                 options,
                 on_outcome,
-                transport=self._transport,
+                wire=self._wire,
                 control=running.control,
                 app=self.state,
             )
@@ -628,8 +595,7 @@ class AppDelivery:
         return summary.fault
 
     def _account(self, summary: Summary) -> None:
-        for name, count in summary.calls.items():
-            endpoint, _, status = name.rpartition(" ")
+        for (endpoint, status), count in summary.calls.items():
             self.metrics.api_calls.labels(app=self.app, endpoint=endpoint, status=status).inc(count)
         if self.state is not None:
             throttled = self.state.pacer.throttled
@@ -649,7 +615,17 @@ class AppDelivery:
         attempts = outcome.attempts
         if before == "failed" and filed is not None:
             attempts += filed.attempts
-        self._outbox.append(_Record(item.key, item.content_hash, outcome, attempts, item.lane))
+        filing = Record(
+            item.key,
+            item.content_hash,
+            item.line,
+            outcome.status,
+            attempts,
+            outcome.requests,
+            outcome.error,
+            outcome.warnings,
+        )
+        self._outbox.append(_Record(filing, item.lane))
         kind = filed.type if filed is not None else event_type(item)
         labels = {"app": self.app, "type": kind}
         if outcome.status == "delivered":
@@ -734,27 +710,7 @@ class AppDelivery:
     def _record(self, batch: Sequence[_Record]) -> int:
         """File outcomes (on the ledger thread); how many events left the queue. An outcome of
         content that was replaced meanwhile (sent again, edited) is not filed."""
-        finished = 0
-        for record in batch:
-            now = self.ledger.state(record.key)
-            outcome = record.outcome
-            happening = happening_of(outcome.status)
-            if now is None or now[1] != record.content_hash or happening is None:
-                continue
-            if not files(now[0], happening):  # finished meanwhile, or nothing to write
-                continue
-            status = next_status(now[0], happening)
-            self.ledger.record(
-                record.key,
-                status,
-                record.attempts,
-                outcome.requests,
-                outcome.error,
-                outcome.warnings,
-                commit=False,
-            )
-            finished += status in FINISHED
-        return finished
+        return self.ledger.file([record.filing for record in batch])
 
     # -- what ingest and the probes read ---------------------------------------------------------
 

@@ -23,6 +23,7 @@ from returns.result import Failure, Success
 
 from pipeline.core.config import Config, parse_config, unreadable_config
 from pipeline.delivery.incoming import MAX_EVENT_BYTES
+from pipeline.delivery.pg import PgLocation
 
 KB = 1024
 MB = 1024 * KB
@@ -180,11 +181,16 @@ def load_sources(path: Path, write_keys: tuple[str, ...] = ()) -> Sources:
     return parse_sources(raw, write_keys, f"config {path}")
 
 
-def ledger_paths(path: Path, apps: tuple[str, ...], *, create: bool = True) -> Mapping[str, Path]:
+def ledger_paths(
+    path: Path | PgLocation, apps: tuple[str, ...], *, create: bool = True
+) -> Mapping[str, Path | PgLocation]:
     """Where each app's ledger is: with one app PATH itself (or `PATH/<subdomain>.sqlite` when
     PATH is a folder); with several, PATH is a folder (created when its parent exists, unless
     `create` is False: then `create_ledger_folders` makes it later) holding
-    `<subdomain>.sqlite` per app."""
+    `<subdomain>.sqlite` per app. A PostgreSQL ledger holds every app (a column tells them
+    apart)."""
+    if isinstance(path, PgLocation):
+        return MappingProxyType(dict.fromkeys(apps, path))
     if len(apps) == 1 and not path.is_dir():
         if not path.absolute().parent.is_dir():
             raise ServeConfigError(
@@ -215,9 +221,9 @@ def _make_folder(path: Path) -> None:
         raise ServeConfigError(f"cannot create --ledger folder {path}: {error}") from error
 
 
-def create_ledger_folders(ledgers: Mapping[str, Path]) -> None:
+def create_ledger_folders(ledgers: Mapping[str, Path | PgLocation]) -> None:
     """Make the folder `ledger_paths(..., create=False)` named but left to be made."""
-    for folder in {path.parent for path in ledgers.values()}:
+    for folder in {path.parent for path in ledgers.values() if isinstance(path, Path)}:
         if not folder.is_dir():
             _make_folder(folder)
 
@@ -228,7 +234,7 @@ class ServeOptions:
     command does not expose (tests shorten them)."""
 
     sources: Sources
-    ledgers: Mapping[str, Path]
+    ledgers: Mapping[str, Path | PgLocation]
     host: str = "127.0.0.1"
     port: int = 8080
     base_url: str | None = None
@@ -238,7 +244,9 @@ class ServeOptions:
     max_queued: int = 1_000_000
     keep_days: float = 7.0
     transformer_token: str | None = field(default=None, repr=False)
+    console_token: str | None = field(default=None, repr=False)  # None: no /console/ at all
     max_outage: float = 1800.0
+    lease_ttl: float = 30.0  # a PostgreSQL ledger's lane leases (DELIVERY §7)
     max_connections: int = 1000  # client connections served at once (a few more get 503)
     header_timeout: float = 10.0  # a request head must arrive within this
     body_timeout: float = 60.0  # a request body must arrive within this of its head

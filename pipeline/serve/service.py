@@ -13,6 +13,7 @@ Routes (DELIVERY §6):
 - `POST /v0/destinations/user`, `POST /routerTransform`: the transformer API (no write key;
   `Authorization: Bearer T` when --transformer-token is set).
 - `GET /health`, `GET /metrics`.
+- `/console/...`: the web console (DELIVERY §8, `pipeline.console`), only with a console token.
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from pipeline.delivery.incoming import json_bytes, repeat_key, repeat_reason
+from pipeline.console import Console
+from pipeline.delivery.incoming import json_bytes
 from pipeline.delivery.ledger import Ledger, LedgerError
 from pipeline.delivery.lifecycle import UNFINISHED
+from pipeline.delivery.pg import Leasing, PgLedger, open_reader_at, open_writer_at
+from pipeline.delivery.queue import Admit, Arrival, DeliveryQueue
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery, ledger_reason
 from pipeline.serve.ingest import (
@@ -81,61 +85,24 @@ class Admitted:
     repeated: int = 0  # later versions of a queued event, rejected (among `rejected`)
 
 
-def _admit(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
-    """Store a request's events (on the ledger thread), all of them or none (a savepoint).
-
-    A key the ledger holds with the same content is a repeat (a client's retry): nothing
-    changes. Other content under the key of an event still queued is the rule of `usercom
-    send` for one input: the later version is rejected under its own key ("messageId repeated
-    with other content at position N"), never replacing an event already answered 200. Other
-    content under the key of a finished event is queued again, as `send` does with an event
-    edited since an earlier run."""
-    with ledger.atomic():
-        return _admit_all(ledger, admissions, now)
-
-
-def _admit_all(ledger: Ledger, admissions: Sequence[Admission], now: float) -> Admitted:
+def _admit(ledger: DeliveryQueue, admissions: Sequence[Admission], now: float) -> Admitted:
+    """Store a request's events (on the ledger thread), all of them or none, by the queue's
+    rules (`DeliveryQueue.admit`): a client's retry changes nothing, a later version of a
+    queued event is rejected under its own key, an edited finished one is queued again."""
+    arrivals = [Arrival(a.key, a.content_hash, a.line, a.rejected) for a in admissions]
     queued = duplicates = repeated = 0
     rejected: list[tuple[Admission, int]] = []
     types: Counter[str] = Counter()
-    # One lookup for the whole request; what this request stores is noted as it goes, so a key
-    # it holds twice is seen the second time.
-    states = ledger.states([event.key for event in admissions])
-    for event in admissions:
-        known = states.get(event.key)
-        if known is not None and known[1] != event.content_hash and known[0] in UNFINISHED:
-            event = _later_version(ledger, event)
-            known = ledger.state(event.key)
-            if known is None or known[1] != event.content_hash:
-                repeated += 1
-        if known is not None and known[1] == event.content_hash:
+    for event, done in zip(admissions, ledger.admit(arrivals, received=now), strict=True):
+        if done.verdict is Admit.KNOWN:
             duplicates += 1
             continue
-        was_queued = known is not None and known[0] in UNFINISHED
-        position = ledger.enqueue(
-            event.key, event.content_hash, event.line, rejected=event.rejected, received=now
-        )
-        states[event.key] = (
-            "pending" if event.rejected is None else "rejected",
-            event.content_hash,
-        )
         types[event.type] += 1
-        if event.rejected is not None:
-            rejected.append((event, position))
-            queued -= was_queued
-        else:
-            queued += not was_queued
+        repeated += done.verdict is Admit.REPEATED
+        queued += done.joined
+        if done.rejected is not None:
+            rejected.append((replace(event, key=done.key, rejected=done.rejected), done.position))
     return Admitted(queued, duplicates, rejected, types, repeated)
-
-
-def _later_version(ledger: Ledger, event: Admission) -> Admission:
-    first = ledger.get(event.key)
-    position = first.position if first is not None else 0
-    return replace(
-        event,
-        key=repeat_key(event.key, event.content_hash),
-        rejected=repeat_reason(position),
-    )
 
 
 class _SafeJSON(JSONResponse):
@@ -175,7 +142,7 @@ async def _drain(request: Request, seconds: float) -> None:
 class Service:
     """The running service: its options, ledgers (behind their thread), apps, metrics."""
 
-    def __init__(self, options: ServeOptions, ledgers: Mapping[str, Ledger]) -> None:
+    def __init__(self, options: ServeOptions, ledgers: Mapping[str, DeliveryQueue]) -> None:
         self.options = options
         self.metrics = Metrics()
         self.store = Store(ledgers)
@@ -190,20 +157,35 @@ class Service:
         self.via: httpx.AsyncBaseTransport | None = None
         self._disk_at = 0.0
         self._disk_free = True
+        token = options.console_token
+        self.console = None if token is None else Console(self, token)
         self.app = Starlette(
             routes=self._routes(),
             lifespan=self._lifespan,
             exception_handlers={404: _not_found, 405: _not_allowed},
         )
 
+    def reader(self, app: str) -> Ledger:
+        """A new reader of `app`'s ledger, for the console (no lock: works while we write)."""
+        return open_reader_at(self.options.ledgers[app])
+
     @classmethod
     def open(cls, options: ServeOptions) -> Service:
         """Open every app's ledger for writing (durable); `LedgerError` (busy, foreign, another
         app's) closes what was opened and says why."""
-        opened: dict[str, Ledger] = {}
+        opened: dict[str, DeliveryQueue] = {}
         try:
             for name, path in options.ledgers.items():
-                opened[name] = Ledger.open_writer(Path(path), name, durable=True)
+                opened[name] = open_writer_at(
+                    path,
+                    name,
+                    durable=True,
+                    leasing=Leasing(
+                        ttl=options.lease_ttl,
+                        max_lanes=max(64, 4 * options.concurrency),
+                        claim_batch=max(4, 2 * options.concurrency),
+                    ),
+                )
         except LedgerError:
             for ledger in opened.values():
                 ledger.close()
@@ -229,6 +211,9 @@ class Service:
                 for name, app in self.apps.items()
             ]
             self.tasks.append(asyncio.create_task(self._retention(), name="retention"))
+            if self.console is not None:
+                sampler = self.console.sample_forever(self.stopping)
+                self.tasks.append(asyncio.create_task(sampler, name="console-charts"))
             emit(
                 logging.INFO,
                 "service_started",
@@ -254,6 +239,8 @@ class Service:
                 emit(logging.ERROR, "task_failed", task=task.get_name(), error=task.exception())
         if self.via is not None:
             await self.via.aclose()
+        if self.console is not None:
+            self.console.close()
         await asyncio.to_thread(self.store.close)
         emit(
             logging.INFO,
@@ -283,8 +270,8 @@ class Service:
 
     # -- routes ----------------------------------------------------------------------------------
 
-    def _routes(self) -> list[Route]:
-        routes = [
+    def _routes(self) -> list[BaseRoute]:
+        routes: list[BaseRoute] = [
             Route(f"/v1/{kind}", self._counted(f"/v1/{kind}", self._ingest(kind)), methods=["POST"])
             for kind in (*SINGLE_TYPES, "batch")
         ]
@@ -303,7 +290,38 @@ class Service:
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
         ]
+        if self.console is not None:
+            routes += self.console.routes()
         return routes
+
+    # -- what the console asks of the service -----------------------------------------------------
+
+    async def requeue(self, app: str, keys: Sequence[str]) -> int:
+        """Make these events of `app` pending again (its ledger's writer, as `usercom requeue
+        --rejected` does), count the queue again and wake the app's delivery loop, which
+        takes them in position order."""
+        delivery = self.apps[app]
+
+        def work() -> tuple[int, Mapping[str, int]]:
+            changed = delivery.ledger.requeue(list(keys), rejected=True)
+            return changed, delivery.ledger.counts()
+
+        changed, counts = await self.store.call(work, writes=True)
+        delivery.queued = sum(counts[status] for status in UNFINISHED)
+        self.metrics.queued.labels(app=app).set(delivery.queued)
+        delivery.wake.set()
+        emit(logging.INFO, "events_requeued", app=app, count=changed, by="console")
+        return changed
+
+    def totals(self, app: str) -> tuple[dict[str, int], int]:
+        """The app's delivered, failed and 429 counts since start, and its queue depth."""
+        metrics = self.metrics
+        counted = {
+            "delivered": metrics.total(metrics.delivered, app),
+            "failed": metrics.total(metrics.failed, app),
+            "throttled": metrics.total(metrics.throttled, app),
+        }
+        return counted, self.apps[app].queued
 
     def _counted(self, route: str, handler: Handler) -> Handler:
         async def counted(request: Request) -> Response:
@@ -358,9 +376,10 @@ class Service:
                 {"Retry-After": str(QUEUE_RETRY_AFTER_S)},
             )
         now = time.monotonic()
-        if now - self._disk_at > DISK_CHECK_S:
+        # A database's room is its server's to watch: the disk check is a file ledger's.
+        if now - self._disk_at > DISK_CHECK_S and not isinstance(app.ledger, PgLedger):
             self._disk_at = now
-            folder = Path(app.ledger.path).absolute().parent
+            folder = Path(app.ledger.where).absolute().parent
             try:
                 self._disk_free = shutil.disk_usage(folder).free >= self.options.min_free_bytes
             except OSError:

@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pipeline.delivery.ledger import Ledger, LedgerError
+from pipeline.delivery.ledger import LedgerError
+from pipeline.delivery.queue import DeliveryQueue
 
 T = TypeVar("T")
 MAX_GROUP = 2000  # jobs run before one commit at most
@@ -58,7 +59,7 @@ class _Job:
 class Store:
     """The service's ledgers (subdomain -> writer) behind their one thread."""
 
-    ledgers: Mapping[str, Ledger]
+    ledgers: Mapping[str, DeliveryQueue]
     _jobs: queue.SimpleQueue[_Job | None] = field(default_factory=queue.SimpleQueue)
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
@@ -140,7 +141,7 @@ class Store:
     def _flush_all(self) -> BaseException | None:
         try:
             for ledger in self.ledgers.values():
-                ledger.flush()
+                ledger.commit()
         except Exception as error:  # noqa: BLE001 - every waiting job hears of it
             return error
         return None

@@ -7,6 +7,10 @@
   an `httpx.BaseTransport` and an `httpx.AsyncBaseTransport`; no socket, no extra dependency.
   `Received` is one request it saw; `FakeOptions` its keyword arguments; `SandboxOptions` and
   `ForcedStatus` the sandbox's options and forced answers it takes (from `pipeline.sandbox`).
+  `Reply` and `Raise` are the answers of its route-override table (`routes=`, for the odd
+  cases User.com would not produce on its own; see `pipeline.testing.routes`).
+- `FakeClock`: virtual time for code that takes a clock and a sleep (the pacer); see
+  `pipeline.testing.clock`.
 - A pytest plugin (installed with the package, entry point `pytest11` `usercom`): the fixture
   `usercom_fake` gives each test a fresh `FakeUserCom`; see `pipeline.testing.plugin`.
 
@@ -21,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.sandbox.options import ForcedStatus, SandboxOptions
+    from pipeline.testing.clock import FakeClock
     from pipeline.testing.fake import FakeOptions, FakeUserCom, Received
+    from pipeline.testing.routes import Raise, Reply
     from pipeline.testing.strategies import configs, events, valid_configs, valid_events
 
 _WHERE = {
@@ -32,15 +38,21 @@ _WHERE = {
     "FakeUserCom": "pipeline.testing.fake",
     "FakeOptions": "pipeline.testing.fake",
     "Received": "pipeline.testing.fake",
+    "Reply": "pipeline.testing.routes",
+    "Raise": "pipeline.testing.routes",
+    "FakeClock": "pipeline.testing.clock",
     "SandboxOptions": "pipeline.sandbox.options",
     "ForcedStatus": "pipeline.sandbox.options",
 }
 
 __all__ = [
+    "FakeClock",
     "FakeOptions",
     "FakeUserCom",
     "ForcedStatus",
+    "Raise",
     "Received",
+    "Reply",
     "SandboxOptions",
     "configs",
     "events",

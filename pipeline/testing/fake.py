@@ -22,6 +22,17 @@ needs nothing a plain install lacks (no Starlette, no uvicorn).
 ('GET', 'https://acme.user.com/api/public/users-by-id/u1/')
 >>> FakeUserCom(forced="users-by-id-events-create=503x1", throttle_rate=0.5, seed=3)
 FakeUserCom(users=0, companies=0, events=0, site_views=0, requests=0)
+
+The odd cases User.com would not produce on its own go in a route-override table (see
+``pipeline.testing.routes``); every other request is answered as before:
+
+>>> odd = FakeUserCom(routes={"GET /users-by-id/*": Reply(500, text="<html>oops</html>")})
+>>> answer = pipeline.process(
+...     {"message": {"type": "identify", "userId": "u1"}, "destination": {"Config": config}},
+...     transport=odd,
+... )
+>>> answer["statusCode"], odd.calls
+(500, ['GET /users-by-id/u1/'])
 """
 
 from __future__ import annotations
@@ -31,18 +42,20 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict, Unpack
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
 from pipeline.sandbox.answers import Answer
-from pipeline.sandbox.api import PublicApi
+from pipeline.sandbox.api import API_PREFIX, PublicApi
 from pipeline.sandbox.options import ForcedStatus, SandboxOptions, parse_forced
 from pipeline.sandbox.state import Clock
 from pipeline.sandbox.users import UnknownAttributes, UserKeyField
+from pipeline.testing.routes import Fixed, Raise, Reply, Route, Routes, answer_from
 
-__all__ = ["FakeOptions", "FakeUserCom", "Received"]
+__all__ = ["FakeOptions", "FakeUserCom", "Raise", "Received", "Reply"]
 
 DISCONNECTED = "Server disconnected without sending a response."
 
@@ -71,14 +84,49 @@ class FakeOptions(TypedDict, total=False):
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """One request the fake received: its method, full URL and JSON body (None: no body).
+    """One request the fake received: its method, full URL and JSON body (None: no body),
+    and its headers (lower-case names). The headers are left out of the repr and of
+    comparisons, so a failing test never prints the API key.
 
-    Headers are not kept, so the API key never lands here.
+    ``path``, ``segments``, ``query`` and ``call`` are percent-decoded and relative to
+    ``/api/public``; ``raw_path`` and ``raw_query`` are as sent.
     """
 
     method: str
     url: str
     body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def host(self) -> str:
+        return httpx.URL(self.url).host
+
+    @property
+    def raw_path(self) -> str:
+        return urlsplit(self.url).path.removeprefix(API_PREFIX)
+
+    @property
+    def raw_query(self) -> str:
+        return urlsplit(self.url).query
+
+    @property
+    def path(self) -> str:
+        return unquote(self.raw_path)
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """Each path segment, decoded: a ``/`` inside one (sent as ``%2F``) stays inside."""
+        return tuple(unquote(segment) for segment in self.raw_path.split("/")[1:-1])
+
+    @property
+    def query(self) -> tuple[tuple[str, str], ...]:
+        return tuple(parse_qsl(self.raw_query, keep_blank_values=True))
+
+    @property
+    def call(self) -> str:
+        """``METHOD /path/`` and the decoded ``?k=v&...`` if any: the form of a route key."""
+        query = "&".join(f"{name}={value}" for name, value in self.query)
+        return f"{self.method} {self.path}" + (f"?{query}" if query else "")
 
 
 class FakeUserCom(httpx.BaseTransport, httpx.AsyncBaseTransport):
@@ -92,6 +140,11 @@ class FakeUserCom(httpx.BaseTransport, httpx.AsyncBaseTransport):
     ``unknown_attributes`` and ``seed`` (user keys and fault draws). ``clock`` stamps records
     (default: the real UTC time).
 
+    ``routes`` overrides the answers of some routes (``pipeline.testing.routes``); what they
+    answer never reaches the account (nothing stored, not counted in ``request_count``).
+    ``otherwise`` answers every request no route names (a ``Reply`` or ``Raise``; default:
+    User.com's own answer), for a test that scripts the whole conversation.
+
     ``state`` is a snapshot of everything stored (as ``GET /__sandbox__/state`` shows it),
     ``requests`` what was received, ``reset()`` starts again from an empty account. One lock
     guards the account, so threads and event loops may share one fake.
@@ -103,6 +156,8 @@ class FakeUserCom(httpx.BaseTransport, httpx.AsyncBaseTransport):
         /,
         *,
         clock: Clock | None = None,
+        routes: Routes | None = None,
+        otherwise: Fixed | None = None,
         **changes: Unpack[FakeOptions],
     ) -> None:
         if options is not None and not isinstance(options, SandboxOptions):
@@ -111,6 +166,8 @@ class FakeUserCom(httpx.BaseTransport, httpx.AsyncBaseTransport):
             )
         self.options = _with(options or SandboxOptions(), changes)
         self._clock = clock
+        self.routes: dict[str, Route] = dict(routes or {})
+        self.otherwise = otherwise
         self._lock = threading.Lock()
         self._api = PublicApi.build(self.options, clock=clock)
         self._received: list[Received] = []
@@ -129,6 +186,11 @@ class FakeUserCom(httpx.BaseTransport, httpx.AsyncBaseTransport):
         with self._lock:
             return list(self._received)
 
+    @property
+    def calls(self) -> list[str]:
+        """Each request received, as ``Received.call`` shows it (``"GET /users-by-id/u1/"``)."""
+        return [seen.call for seen in self.requests]
+
     def reset(self) -> None:
         """Forget everything: an empty account, fresh faults and random source, no requests."""
         with self._lock:
@@ -138,21 +200,41 @@ class FakeUserCom(httpx.BaseTransport, httpx.AsyncBaseTransport):
     # --- the transport ----------------------------------------------------------------------
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if self.options.latency_ms > 0:
-            time.sleep(self.options.latency_ms / 1000)
-        return self._respond(request, request.read())
+        seen, routed = self._receive(request, request.read())
+        wait = self._wait(routed)
+        if wait > 0:
+            time.sleep(wait)
+        return self._respond(request, seen, routed)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.options.latency_ms > 0:
-            await asyncio.sleep(self.options.latency_ms / 1000)
-        return self._respond(request, await request.aread())
+        seen, routed = self._receive(request, await request.aread())
+        wait = self._wait(routed)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return self._respond(request, seen, routed)
 
-    def _respond(self, request: httpx.Request, body: bytes) -> httpx.Response:
-        path, _, query = request.url.raw_path.decode("ascii").partition("?")
-        seen = Received(request.method, str(request.url), _parsed(body))
+    def _receive(self, request: httpx.Request, body: bytes) -> tuple[Received, Fixed | None]:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        seen = Received(request.method, str(request.url), _parsed(body), headers)
         with self._lock:
             self._received.append(seen)
-            answer = self._api.answer(request.method, path, query, request.headers, body)
+        # Outside the lock: a route's function may look at the fake (its requests, its state).
+        routed = answer_from(self.routes, seen) if self.routes else None
+        return seen, self.otherwise if routed is None else routed
+
+    def _wait(self, routed: Fixed | None) -> float:
+        return (self.options.latency_ms / 1000) + (0.0 if routed is None else routed.delay)
+
+    def _respond(
+        self, request: httpx.Request, seen: Received, routed: Fixed | None
+    ) -> httpx.Response:
+        if isinstance(routed, Raise):
+            raise routed.raised(request)
+        if isinstance(routed, Reply):
+            return routed.response(request)
+        path, _, query = request.url.raw_path.decode("ascii").partition("?")
+        with self._lock:
+            answer = self._api.answer(request.method, path, query, request.headers, request.content)
         if answer.cut:
             raise httpx.RemoteProtocolError(DISCONNECTED, request=request)
         return _response(answer, request)

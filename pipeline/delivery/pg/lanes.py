@@ -1,0 +1,226 @@
+"""Leases per lane (DELIVERY §7 "per-user order across instances"): an instance delivers a
+user's (or a company's) events only while it holds that lane's lease.
+
+The `lanes` table has one compact row per app and lane (`user:<id>`, `key:<key>` for an event
+that names no user, `company:<id>`): who holds it (`owner`), until when (`until`, the
+server's clock, so instances on machines whose clocks differ agree), and `ready` (it may have
+unfinished events). Claiming reads this table only, never the events table, so a deep queue
+does not slow it.
+
+Why it cannot lose an event: ingest sets `ready` on the lane of every event it stores, in the
+event's own transaction (an upsert that always writes, so it locks the row until the commit).
+Only a claim or a release clears `ready`, after checking that the lane has no unfinished
+event, in a REPEATABLE READ transaction: a lane row changed by an ingest that committed after
+that check's snapshot makes the transaction fail (a serialization error) instead of clearing
+`ready` under it, and a row an uncommitted ingest holds is skipped (SKIP LOCKED). Claims,
+renewals and releases never wait on a lock, so they cannot deadlock with ingest.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Final
+
+from returns.result import Success
+
+from pipeline.core.compose import company_of, lane_of
+from pipeline.core.normalize import normalize
+
+if TYPE_CHECKING:
+    import psycopg
+
+UNFINISHED_SQL: Final = "('pending', 'failed', 'held')"
+COMPANY: Final = "company:"
+DOUBT: Final = (
+    "possibly sent twice: the instance delivering it stopped (lease expired) while a write of "
+    "it may have been in flight"
+)
+
+
+def lanes_of(key: str, line: bytes) -> tuple[str, str | None]:
+    """The event's user lane (as the delivery engine orders it, or a coarser one) and its
+    company lane when it is a group event: read from the stored line alone, so that the lane
+    is known at ingest, before any config is applied."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return f"key:{key}", None
+    match normalize(message):
+        case Success(event):
+            lane = lane_of(event)
+            company = company_of(event)
+            return (lane or f"key:{key}"), (None if company is None else COMPANY + company)
+    return f"key:{key}", None
+
+
+def mark_ready(db: psycopg.Connection[tuple[Any, ...]], app: str, lanes: list[str]) -> None:
+    """Within the storing transaction: these lanes may have unfinished events now."""
+    if lanes:
+        db.execute(
+            "INSERT INTO lanes (app, lane, ready) SELECT %s, unnest(%s::text[]), true "
+            "ON CONFLICT (app, lane) DO UPDATE SET ready = true",
+            (app, sorted(set(lanes))),
+        )
+
+
+def claim(
+    db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, ttl: float, room: int
+) -> int:
+    """Take up to `room` free (or expired) ready lanes of `app` that have unfinished events;
+    clear `ready` on those that have none. Marks the first unfinished event of a lane taken
+    over from an instance whose lease expired "possibly sent twice". Returns how many lanes
+    were taken. A serialization failure (an ingest meanwhile) takes none: the next call will."""
+    if room <= 0:
+        return 0
+    import psycopg
+
+    try:
+        with db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            free = db.execute(
+                "SELECT lane, owner FROM lanes WHERE app = %s AND ready "
+                "AND (owner IS NULL OR until < now()) AND owner IS DISTINCT FROM %s "
+                f"AND lane NOT LIKE '{COMPANY}%%' LIMIT %s FOR UPDATE SKIP LOCKED",
+                (app, owner, room),
+            ).fetchall()
+            if not free:
+                return 0
+            lanes = [str(lane) for lane, _ in free]
+            busy = {
+                str(lane)
+                for (lane,) in db.execute(
+                    "SELECT DISTINCT lane FROM events WHERE app = %s AND lane = ANY(%s) "
+                    f"AND status IN {UNFINISHED_SQL}",
+                    (app, lanes),
+                ).fetchall()
+            }
+            idle = [lane for lane in lanes if lane not in busy]
+            taken = [lane for lane in lanes if lane in busy]
+            if idle:
+                db.execute(
+                    "UPDATE lanes SET ready = false, owner = NULL, until = NULL "
+                    "WHERE app = %s AND lane = ANY(%s)",
+                    (app, idle),
+                )
+            if taken:
+                db.execute(
+                    "UPDATE lanes SET owner = %s, until = now() + make_interval(secs => %s) "
+                    "WHERE app = %s AND lane = ANY(%s)",
+                    (owner, ttl, app, taken),
+                )
+            orphans = [str(lane) for lane, was in free if was is not None and lane in busy]
+            if orphans:
+                _doubt_heads(db, app, orphans)
+            return len(taken)
+    except psycopg.errors.SerializationFailure:
+        return 0
+
+
+def _doubt_heads(db: psycopg.Connection[tuple[Any, ...]], app: str, lanes: list[str]) -> None:
+    """The first unfinished event of each lane is the one its dead holder may have been
+    sending (one at a time per lane): `explain` says so."""
+    db.execute(
+        "UPDATE events SET doubt = %s WHERE key IN (SELECT DISTINCT ON (lane) key FROM events "
+        f"WHERE app = %s AND lane = ANY(%s) AND status IN {UNFINISHED_SQL} "
+        "ORDER BY lane, position)",
+        (DOUBT, app, lanes),
+    )
+
+
+def hold_companies(
+    db: psycopg.Connection[tuple[Any, ...]],
+    app: str,
+    owner: str,
+    ttl: float,
+    companies: list[str],
+) -> set[str]:
+    """Take the company lanes a page's group events need (those free, expired or already
+    ours); returns every one of `companies` this owner holds now."""
+    if not companies:
+        return set()
+    with db.transaction():
+        db.execute(
+            "INSERT INTO lanes (app, lane, ready) SELECT %s, unnest(%s::text[]), false "
+            "ON CONFLICT (app, lane) DO NOTHING",
+            (app, companies),
+        )
+        held = db.execute(
+            "UPDATE lanes SET owner = %s, until = now() + make_interval(secs => %s) "
+            "WHERE (app, lane) IN (SELECT app, lane FROM lanes WHERE app = %s "
+            "AND lane = ANY(%s) AND (owner IS NULL OR owner = %s OR until < now()) "
+            "FOR UPDATE SKIP LOCKED) RETURNING lane",
+            (owner, ttl, app, companies, owner),
+        ).fetchall()
+    return {str(lane) for (lane,) in held}
+
+
+def renew(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, ttl: float) -> int:
+    """Extend every lease this owner holds (rows an ingest holds locked are renewed next time,
+    well within the TTL)."""
+    changed = db.execute(
+        "UPDATE lanes SET until = now() + make_interval(secs => %s) WHERE (app, lane) IN "
+        "(SELECT app, lane FROM lanes WHERE app = %s AND owner = %s FOR UPDATE SKIP LOCKED)",
+        (ttl, app, owner),
+    ).rowcount
+    return int(changed)
+
+
+def release_idle(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) -> int:
+    """Give back the lanes this owner holds that have no unfinished event left (user lanes:
+    `ready` cleared too), and company lanes no unfinished group event of its own lanes needs
+    (another instance's group event of that company may be waiting for it)."""
+    import psycopg
+
+    try:
+        with db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            mine = [
+                str(lane)
+                for (lane,) in db.execute(
+                    "SELECT lane FROM lanes WHERE app = %s AND owner = %s FOR UPDATE SKIP LOCKED",
+                    (app, owner),
+                ).fetchall()
+            ]
+            if not mine:
+                return 0
+            users = [lane for lane in mine if not lane.startswith(COMPANY)]
+            companies = [lane for lane in mine if lane.startswith(COMPANY)]
+            needed = {
+                str(lane)
+                for (lane,) in db.execute(
+                    "SELECT DISTINCT lane FROM events WHERE app = %s AND lane = ANY(%s) "
+                    f"AND status IN {UNFINISHED_SQL} UNION SELECT DISTINCT e.company FROM "
+                    "events e JOIN lanes l ON l.app = e.app AND l.lane = e.lane "
+                    "AND l.owner = %s WHERE e.app = %s AND e.company = ANY(%s) "
+                    f"AND e.status IN {UNFINISHED_SQL}",
+                    (app, users, owner, app, companies),
+                ).fetchall()
+            }
+            idle = [lane for lane in mine if lane not in needed]
+            if idle:
+                db.execute(
+                    "UPDATE lanes SET owner = NULL, until = NULL, "
+                    f"ready = ready AND lane LIKE '{COMPANY}%%' "
+                    "WHERE app = %s AND lane = ANY(%s)",
+                    (app, idle),
+                )
+            return len(idle)
+    except psycopg.errors.SerializationFailure:
+        return 0
+
+
+def release_all(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) -> None:
+    """At a clean stop: every lease this owner holds is free at once (its lanes stay ready),
+    so the other instances need not wait for the TTL."""
+    db.execute(
+        "UPDATE lanes SET owner = NULL, until = NULL WHERE app = %s AND owner = %s", (app, owner)
+    )
+
+
+def held_count(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) -> int:
+    found = db.execute(
+        f"SELECT count(*) FROM lanes WHERE app = %s AND owner = %s AND lane NOT LIKE "
+        f"'{COMPANY}%%' AND until > now()",
+        (app, owner),
+    ).fetchone()
+    return 0 if found is None else int(found[0])
