@@ -127,6 +127,33 @@ def _doubt_heads(db: psycopg.Connection[tuple[Any, ...]], app: str, lanes: list[
     )
 
 
+def hold(
+    db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, ttl: float, lane: str
+) -> bool:
+    """Take one user lane's lease if it is free, expired or ours already (never waiting on a
+    lock); marks its first unfinished event when taken over from an expired holder."""
+    with db.transaction():
+        db.execute(
+            "INSERT INTO lanes (app, lane) VALUES (%s, %s) ON CONFLICT (app, lane) DO NOTHING",
+            (app, lane),
+        )
+        found = db.execute(
+            "SELECT owner FROM lanes WHERE app = %s AND lane = %s "
+            "AND (owner IS NULL OR owner = %s OR until < now()) FOR UPDATE SKIP LOCKED",
+            (app, lane, owner),
+        ).fetchone()
+        if found is None:
+            return False
+        db.execute(
+            "UPDATE lanes SET owner = %s, until = now() + make_interval(secs => %s) "
+            "WHERE app = %s AND lane = %s",
+            (owner, ttl, app, lane),
+        )
+        if found[0] is not None and found[0] != owner:
+            _doubt_heads(db, app, [lane])
+    return True
+
+
 def hold_companies(
     db: psycopg.Connection[tuple[Any, ...]],
     app: str,
