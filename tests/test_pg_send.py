@@ -22,6 +22,7 @@ from e2e_helpers import (
     lines_of,
     sandbox_process,
     sandbox_state,
+    wait_until,
     write_config,
     write_lines,
 )
@@ -63,6 +64,11 @@ def answers(where: PgLocation) -> Counter[str]:
     return seen
 
 
+def close_after_events(url: str, count: int, writer: PgLedger) -> None:
+    wait_until(lambda: len(sandbox_state(url)["events"]) >= count, timeout=60)
+    writer.close()
+
+
 def test_send_leaves_a_lane_another_instance_holds_to_it(
     tmp_path: Path, pg_server: Server, pg_schema: str
 ) -> None:
@@ -75,11 +81,12 @@ def test_send_leaves_a_lane_another_instance_holds_to_it(
     both = tracks("held-user", 2) + tracks("free-user", 2)
     events = write_lines(tmp_path / "e.jsonl", lines_of(both))
     config = write_config(tmp_path / "config.json")
-    # The other instance stops (cleanly) while the send waits for what it left to it.
-    stopping = threading.Timer(2.0, other.close)
-    stopping.start()
     try:
         with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
+            # The other instance stops (cleanly) while the send waits for what it left to it:
+            # once free-user's events (after held-user's in the file) are delivered.
+            stopping = threading.Thread(target=close_after_events, args=(url, 2, other))
+            stopping.start()
             for user in ("held-user", "free-user"):
                 create_user(url, user)
             ledger = ("--ledger", pg_server.uri, "--pg-schema", pg_schema)

@@ -58,7 +58,7 @@ from pipeline.delivery.incoming import (
 from pipeline.delivery.ledger import Ledger, LedgerError
 from pipeline.delivery.pg import Leasing, PgLocation, open_writer_at
 
-SEND_LEASING = Leasing(max_lanes=10**9, claim_batch=10**9, claim_every=0.0)
+SEND_LEASING = Leasing(max_lanes=10**9, claim_batch=10**9, claim_every=0.0, hold_on_admit=True)
 
 
 def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -41,7 +41,7 @@ from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.delivery.pacing import Pause
 from pipeline.delivery.pg import PgLedger
 from pipeline.delivery.pg.gate import LaneGate
-from pipeline.delivery.pg.sharing import share_with
+from pipeline.delivery.pg.sharing import first_share, share_with
 
 PROGRESS_EVERY_S = 10.0
 BAR_EVERY_S = 0.5  # how often the terminal bar looks whether delivery is paused
@@ -311,10 +311,11 @@ def _run_send(
                 progress.update(task, pause=words)
 
         ticking = asyncio.create_task(bar_ticker() if live else ticker())
+        seat = gate.queue.shared_budget() if gate is not None else None
+        if seat is not None:  # start at this run's share of the app's budget
+            await asyncio.to_thread(first_share, seat, app.pacer, options.rate)
         sharing = (
-            asyncio.create_task(share_with(gate.queue.shared_budget(), app.pacer, options.rate))
-            if gate is not None
-            else None
+            None if seat is None else asyncio.create_task(share_with(seat, app.pacer, options.rate))
         )
         try:
             events = feed(

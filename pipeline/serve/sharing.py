@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["meetings"]
 
+SLICES = 5  # looks for a new 429 this often within a meeting's interval
+
 
 def apply(app: AppDelivery, pacer: Pacer, shared: Shared) -> None:
     """Take this instance's share; pause on a fault another instance met."""
@@ -32,6 +34,18 @@ def apply(app: AppDelivery, pacer: Pacer, shared: Shared) -> None:
         emit(logging.ERROR, "delivery_paused_by_another_instance", app=app.app)
         app.fault = shared.fault  # the loop stops the rounds, pauses and probes
         app.wake.set()
+
+
+async def _until_next_meeting(app: AppDelivery) -> None:
+    """`SYNC_S`, or less when this instance meets a 429: the others hear of it at once."""
+    throttled = app.state.pacer.throttled if app.state is not None else 0
+    for _ in range(SLICES):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(app.stopping.wait(), SYNC_S / SLICES)
+        if app.stopping.is_set() or (
+            app.state is not None and app.state.pacer.throttled != throttled
+        ):
+            return
 
 
 async def meetings(app: AppDelivery, seat: SharedBudget) -> None:
@@ -57,7 +71,6 @@ async def meetings(app: AppDelivery, seat: SharedBudget) -> None:
                     emit(logging.WARNING, "rate_budget_unreachable", app=app.app, error=problem)
                 else:
                     apply(app, pacer, shared)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(app.stopping.wait(), SYNC_S)
+            await _until_next_meeting(app)
     finally:
         await asyncio.to_thread(seat.leave)

@@ -575,7 +575,8 @@ class PgLedger(Ledger):
                 ),
             )
             if rejected is None:
-                lanes.mark_ready(self._pg, app, [lane])
+                holder = (self._owner, self._leasing.ttl) if self._leasing.hold_on_admit else None
+                lanes.mark_ready(self._pg, app, [lane], holder)
         self._next += 1
         self._batched += 1
         if self._batched >= BATCH and not self._atomic:
@@ -920,6 +921,8 @@ class Leasing:
     # Lanes claimed at once: instances starting together on a backlog split it between them
     # rather than the first one taking every lane.
     claim_batch: int = 16
+    # A `send` holds the lane of each event it stores from the moment it is stored.
+    hold_on_admit: bool = False
 
 
 class _Renewer(threading.Thread):

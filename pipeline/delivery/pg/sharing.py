@@ -11,7 +11,7 @@ from pipeline.delivery.ledger import LedgerError
 from pipeline.delivery.pacing import MEASURE_S, Pacer
 from pipeline.delivery.pg.budget import SYNC_S, Learned, Shared, SharedBudget
 
-__all__ = ["learned_by", "share_with", "take_share"]
+__all__ = ["first_share", "learned_by", "share_with", "take_share"]
 
 
 def learned_by(
@@ -44,6 +44,13 @@ def take_share(pacer: Pacer, shared: Shared) -> None:
     pacer.rate = shared.share
     if shared.wait > 0:
         pacer.resume_at = max(pacer.resume_at, pacer.clock() + shared.wait)
+
+
+def first_share(seat: SharedBudget, pacer: Pacer, cap: float | None) -> None:
+    """Join before the first request: a run that starts beside busy instances starts at its
+    share, not at the pacer's own first rate on top of theirs."""
+    with contextlib.suppress(LedgerError):
+        take_share(pacer, seat.meet(learned_by(pacer, cap, busy=True)))
 
 
 async def share_with(seat: SharedBudget, pacer: Pacer, cap: float | None) -> None:
