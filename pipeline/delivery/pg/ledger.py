@@ -514,6 +514,62 @@ class PgLedger(Ledger):
             taken.append(queued)
         return taken
 
+    def hold_lane(self, lane: str) -> list[Queued] | None:
+        """Take (or keep) the lease of one lane now, without waiting: its unfinished events in
+        position order, or None when another writer holds it (`send` leaves those events to
+        it). A lane taken over from a writer whose lease expired marks its first unfinished
+        event "possibly sent twice", as a claim does."""
+        app = self._writer_app()
+        with self._guard:
+            self._commit()
+            with self._errors():
+                taken = lanes.hold(self._pg, app, self._owner, self._leasing.ttl, lane)
+                if not taken:
+                    return None
+                found = self._pg.execute(
+                    f"SELECT position, {_COLUMNS}, received, updated, failures FROM events "
+                    "WHERE app = %s AND lane = %s AND status IN ('pending', 'failed', 'held') "
+                    "ORDER BY position",
+                    (app, lane),
+                ).fetchall()
+            self._start_renewing(app)
+        return [
+            Queued(
+                _row(item[1:10]),
+                None if item[10] is None else float(item[10]),
+                None if item[11] is None else float(item[11]),
+                int(item[12]),
+            )
+            for item in found
+        ]
+
+    def held_by_others(self, lanes_asked: Sequence[str]) -> bool:
+        """Whether another writer holds a live lease on any of these lanes."""
+        found = self._all(
+            "SELECT count(*) FROM lanes WHERE lane = ANY(%s) AND owner != %s "
+            f"AND until > now(){self._and_app}",
+            list(lanes_asked),
+            self._owner,
+        )
+        return bool(found) and int(found[0][0]) > 0
+
+    def hold_company(self, company: str) -> bool:
+        """Take (or keep) a company lane's lease now, without waiting; whether it is held."""
+        app = self._writer_app()
+        with self._guard:
+            self._commit()
+            with self._errors():
+                held = lanes.hold_companies(
+                    self._pg, app, self._owner, self._leasing.ttl, [company]
+                )
+            self._start_renewing(app)
+        return company in held
+
+    def _start_renewing(self, app: str) -> None:
+        if self._renewer is None:
+            self._renewer = _Renewer(self._location, app, self._owner, self._leasing.ttl)
+            self._renewer.start()
+
     def shared_budget(self) -> budget.SharedBudget:
         """This writer's seat at its app's rate budget (`pipeline.delivery.pg.budget`)."""
         return budget.SharedBudget(self._location, self._writer_app(), self._owner)
@@ -536,9 +592,7 @@ class PgLedger(Ledger):
                 self._leasing.max_lanes - lanes.held_count(self._pg, app, self._owner),
             )
             lanes.claim(self._pg, app, self._owner, self._leasing.ttl, room)
-        if self._renewer is None:
-            self._renewer = _Renewer(self._location, app, self._owner, self._leasing.ttl)
-            self._renewer.start()
+        self._start_renewing(app)
 
     def known(self, keys: Sequence[str]) -> dict[str, Known]:
         unique = list(dict.fromkeys(keys))
@@ -589,7 +643,8 @@ class PgLedger(Ledger):
                 ),
             )
             if rejected is None:
-                lanes.mark_ready(self._pg, app, [lane])
+                holder = (self._owner, self._leasing.ttl) if self._leasing.hold_on_admit else None
+                lanes.mark_ready(self._pg, app, [lane], holder)
         self._next += 1
         self._batched += 1
         if self._batched >= BATCH and not self._atomic:
@@ -934,6 +989,8 @@ class Leasing:
     # Lanes claimed at once: instances starting together on a backlog split it between them
     # rather than the first one taking every lane.
     claim_batch: int = 16
+    # A `send` holds the lane of each event it stores from the moment it is stored.
+    hold_on_admit: bool = False
 
 
 class _Renewer(threading.Thread):
