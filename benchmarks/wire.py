@@ -7,8 +7,9 @@ One sandbox in its own process (its CPU is not counted); every candidate makes t
 User.com's headers, the answer read and decoded) at `--concurrency` at once, in one run, so
 the ratios hold on a loaded machine. Candidates: a bare httpx.AsyncClient, a bare
 aiohttp.ClientSession, pyreqwest (Rust's reqwest, installed by hand: not a dependency),
-then our `Wire` on its default link, `deliver` (the engine, in process) and `usercom send`
-(a process of its own: its CPU from getrusage). Also: connections opened per 1,000 events
+then our `Wire` on its default link, `deliver` (the engine, in process), `usercom send`
+(a process of its own: its CPU from getrusage) and `usercom serve` (ingest of batches of 100
+and delivery, its CPU from /proc). Also: connections opened per 1,000 events
 by the engine (aiohttp's trace hook), which must stay within --concurrency.
 """
 
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import importlib
 import importlib.util
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -32,6 +35,8 @@ from typing import Any
 import aiohttp
 import httpx
 from _sandbox import sandbox_process
+from _serve import API_KEY as SERVE_KEY
+from _serve import WRITE_KEY, serve_process
 
 from pipeline.core.calls import headers
 from pipeline.core.config import Config, parse_config
@@ -165,7 +170,7 @@ def engine(url: str, events: int, width: int) -> tuple[float, int]:
     lines = [json.dumps(identify(n)) for n in range(events)]
     cfg = config()
     options = DeliveryOptions(concurrency=width, base_url=url)
-    link = AiohttpLink(width, verified_tls())
+    link = AiohttpLink(width, verified_tls(), counting=True)
 
     async def main() -> None:
         async with Wire(Target.of(cfg, url), cfg.base_url, width, link) as wire:
@@ -214,6 +219,32 @@ def usercom_send(url: str, events: int, width: int) -> float:
     return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
+def process_cpu(pid: int) -> float:
+    """A running process's CPU seconds so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def usercom_serve(events: int, width: int) -> float:
+    """`usercom serve`: its process's CPU to ingest `events` identifies (batches of 100) and
+    deliver them, start-up excluded."""
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        sandbox_process("--api-key", SERVE_KEY) as sandbox,
+        serve_process(Path(scratch), sandbox, "--concurrency", str(width)) as (url, process),
+        httpx.Client(base_url=url, headers=auth, timeout=60) as http,
+    ):
+        before = process_cpu(process.pid)
+        for first in range(0, events, 100):
+            batch = [identify(n) for n in range(first, min(first + 100, events))]
+            http.post("/v1/batch", json={"batch": batch}).raise_for_status()
+        while http.get("/health").json()["queued"]:
+            time.sleep(0.05)
+        return process_cpu(process.pid) - before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=3000)
@@ -240,6 +271,7 @@ def main() -> None:
         rows.append(("usercom send (process)", whole))
         # Start-up (imports, config, ledger) is paid once per run, not per event.
         rows.append(("usercom send, start-up excluded", whole - usercom_send(url, 1, width)))
+    rows.append(("usercom serve (ingest + delivery)", usercom_serve(events, width)))
     base = next((cpu for name, cpu in rows if name == "bare aiohttp"), rows[0][1])
     print(f"{events} identifies, concurrency {width}; CPU per request, and ÷ bare aiohttp")
     for name, cpu in rows:

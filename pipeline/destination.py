@@ -13,7 +13,8 @@ use the single name before .user.com (letters, digits, hyphens)
 
 Thread safety: `process`, `plan` and `deliver` may be called from many threads at once (a
 `concurrent.futures` pool, a Spark or Ray worker's threads): the config is frozen, the shared
-httpx client is thread-safe, and each call keeps its own state. `aprocess` / `adeliver` use
+httpx client is thread-safe, `deliver` hands each event to one loop thread's connections,
+and each call keeps its own state. `aprocess` / `adeliver` use
 one `AsyncClient`, built on first use: call them from one event loop.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import html
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -39,7 +41,7 @@ from pipeline.core.steps import Final
 from pipeline.delivery.faults import RESUME, RunFault, run_fault
 from pipeline.delivery.incoming import Incoming, canonical, incoming
 from pipeline.delivery.outcome import Exchange, Outcome, Status
-from pipeline.delivery.wire import Wire
+from pipeline.delivery.wire import LoopThread, Wire
 from pipeline.runner import (
     AsyncVia,
     Delivered,
@@ -115,6 +117,8 @@ class Destination:
         self._lock = threading.Lock()
         self._sync: httpx.Client | None = None  # ours, built on first use
         self._wire: Wire | None = None
+        self._looping: tuple[LoopThread, Wire] | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # --- where requests go ----------------------------------------------------------------
 
@@ -127,6 +131,17 @@ class Destination:
             if self._sync is None:
                 self._sync = httpx.Client(timeout=TIMEOUT, limits=LIMITS)
             return self._sync
+
+    def _blocking(self) -> tuple[LoopThread, Wire]:
+        """Our own connections for sync `deliver` calls: a Wire in a loop thread, made once."""
+        with self._lock:
+            if self._looping is None:
+                width = LIMITS.max_connections or 1
+                wire = Wire.of(self.config, self._target.origin, width)
+                self._looping = (LoopThread(), wire)
+                # Closed with the Destination, or at exit if it never is.
+                self._finalizer = weakref.finalize(self, LoopThread.close, *self._looping)
+            return self._looping
 
     def _awire(self) -> Wire:
         """The async side's connections: the caller's client or transport, else our own."""
@@ -218,6 +233,10 @@ class Destination:
         event = incoming(self.config, 0, canonical(message))
         if not isinstance(event.job, Success):
             return self._not_sent(message, event)
+        if self._client is None and not isinstance(self._transport, httpx.BaseTransport):
+            # The network path: the async wire (aiohttp), in a loop thread of our own.
+            looping, wire = self._blocking()
+            return looping.run(self._deliver_on(wire, event.key, event.job.unwrap()))
         via = self._via()
         log: list[Exchange] = []
 
@@ -231,7 +250,10 @@ class Destination:
         event = incoming(self.config, 0, canonical(message))
         if not isinstance(event.job, Success):
             return self._not_sent(message, event)
-        wire = self._awire()
+        return await self._deliver_on(self._awire(), event.key, event.job.unwrap())
+
+    async def _deliver_on(self, wire: Wire, key: str, job: Job) -> Outcome:
+        """One attempt of the event `key` (its job ready) through `wire`."""
         log: list[Exchange] = []
 
         async def ask(request: Request) -> Answer:
@@ -240,8 +262,8 @@ class Destination:
         async def ask_final(final: Final) -> Answer:
             return await ask(final.request)
 
-        delivered = await adrive(Success(event.job.unwrap().step), ask, ask_final)
-        return self._ended(event.key, delivered, log)
+        delivered = await adrive(Success(job.step), ask, ask_final)
+        return self._ended(key, delivered, log)
 
     def _not_sent(self, message: Message, event: Incoming) -> Outcome:
         """An event that can never be sent as it is: invalid, or not an event at all."""
@@ -257,11 +279,14 @@ class Destination:
     # --- lifetime and looks -----------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the client this Destination built (never one the caller passed)."""
+        """Close the clients this Destination built (never one the caller passed)."""
         with self._lock:
             if self._sync is not None:
                 self._sync.close()
                 self._sync = None
+            if self._finalizer is not None:
+                self._finalizer()  # closes the loop thread's wire, once
+                self._finalizer = self._looping = None
 
     async def aclose(self) -> None:
         self.close()

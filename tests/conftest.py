@@ -1,4 +1,5 @@
-"""Fixtures the service's tests share (a test file that needs another sandbox defines its own)."""
+"""Fixtures the service's tests share (a test file that needs another sandbox defines its own),
+and the order the suite runs in."""
 
 from __future__ import annotations
 
@@ -17,6 +18,37 @@ from pipeline.delivery.pg import PgLocation
 from pipeline.delivery.pg.ledger import Leasing, PgLedger
 from pipeline.delivery.queue import DeliveryQueue
 from pipeline.sandbox import SandboxOptions, serve_in_thread
+
+# Files whose tests wait in real time (subprocesses, signals, Retry-After pauses, outages, a
+# browser, a disk or a server to set up) or run long, some for tens of seconds each.
+WAITING = (
+    "test_e2e_",
+    "test_serve_",
+    "test_send_",
+    "test_ledger_",
+    "test_pg_",
+    "test_queue_machine",
+    "test_console_",
+    "test_wire_network",
+    "test_sandbox_cli",
+    "test_readme_examples",
+    "test_operator_commands",
+    "test_d03_outage",
+    "test_d03_stop_words",
+    "test_d04_stop_starts_nothing",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deal the tests to the workers as `--dist worksteal` splits them (a contiguous share
+    each), the waiting ones at the head of every share: each worker starts on its share of the
+    long waits while the others keep the cores busy, no long test starts last, and what a
+    worker finishes early it takes over from the tail of another's share (the quick tests)."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    waiting = [item for item in items if item.path.name.startswith(WAITING)]
+    quick = [item for item in items if not item.path.name.startswith(WAITING)]
+    shares = [waiting[n::workers] + quick[n::workers] for n in range(workers)]
+    items[:] = [item for share in shares for item in share]
 
 
 @pytest.fixture

@@ -41,6 +41,11 @@ PAGES = ("signin", "overview", "failures", "event", "user")
 
 def launch(playwright: object) -> Browser:
     """The distribution's Chromium (never a downloaded one: `playwright install` is not run)."""
+    if not Path(CHROMIUM).exists():
+        raise FileNotFoundError(
+            f"no {CHROMIUM}: install the distribution's browser (apt-get install -y chromium; "
+            ".ci/run does it where it is missing)"
+        )
     chromium = getattr(playwright, "chromium")  # noqa: B009 - the sync API's typed attribute
     browser: Browser = chromium.launch(executable_path=CHROMIUM)
     return browser

@@ -182,7 +182,9 @@ def test_the_overview_api_names_every_number_of_each_app(client: TestClient, led
     assert 0 <= app["latency_p50_s"] <= app["latency_p95_s"]
     assert app["paused"] is None
     assert app["throttled_last_hour"] == 0
-    assert app["rate"] > 0
+    assert app["rate"] is not None  # requests per second over the last minute of samples
+    assert app["rate"] >= 0
+    assert app["rate_limit"] > 0
 
 
 def test_the_event_api_tells_the_explain_story(client: TestClient, ledger: Path) -> None:
@@ -193,6 +195,7 @@ def test_the_event_api_tells_the_explain_story(client: TestClient, ledger: Path)
     assert story["position"] == 1
     assert story["requests"][-1].endswith("-> 404")
     assert json.loads(story["line"])["messageId"] == "ghost-track-1"
+    assert story["next"].startswith("it can never succeed as it is")
     short = client.get("/console/api/events/ghost-track-2", headers=BEARER).json()
     assert short["key"] == "acme:ghost-track-2"
     assert client.get("/console/api/events/nope", headers=BEARER).status_code == 404
@@ -356,3 +359,23 @@ def test_the_overview_draws_each_minute_of_the_app(client: TestClient, ledger: P
     assert wait_until(lambda: ledger_counts(ledger).get("delivered") == 1)
     overview = client.get("/console/", headers=BEARER).text
     assert '<rect class="delivered"' in overview
+
+
+def test_wrong_bearer_tokens_count_as_wrong_tries_too(service: Service, client: TestClient) -> None:
+    now = move_clock(service)
+    wrong = {"Authorization": "Bearer nope"}
+    for _ in range(5):
+        assert client.get("/console/api/overview", headers=wrong).status_code == 401
+    blocked = client.get("/console/api/overview", headers=BEARER)
+    assert blocked.status_code == 429
+    assert int(blocked.headers["retry-after"]) <= 60
+    assert sign_in(client) == 429
+    now[0] += 61
+    assert client.get("/console/api/overview", headers=BEARER).status_code == 200
+
+
+def test_the_sign_in_form_may_be_posted_to_console_itself(client: TestClient) -> None:
+    answer = client.post("/console/", data={"token": TOKEN}, follow_redirects=False)
+    assert answer.status_code == 303
+    assert "HttpOnly" in answer.headers["set-cookie"]
+    assert client.post("/console/", data={"token": "nope"}).status_code == 401

@@ -255,7 +255,9 @@ def test_a_second_run_on_one_ledger_is_refused_while_the_first_runs(tmp_path: Pa
     events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(40, 2)))
     config = write_config(tmp_path / "c.json")
     ledger = tmp_path / "l.db"
-    slow = SandboxOptions(api_key=API_KEY, latency_ms=50)
+    slow = SandboxOptions(
+        api_key=API_KEY, latency_ms=150
+    )  # the first run lasts ~9 s: the second starts within it
     with serve_in_thread(slow) as url:
         first = subprocess.Popen(
             [

@@ -30,10 +30,12 @@ from hypothesis.stateful import (
 from pipeline.core.config import Config, parse_config
 from pipeline.delivery.engine import AppState, DeliveryOptions, deliver
 from pipeline.delivery.feed import unfinished
+from pipeline.delivery.filing import record_of
 from pipeline.delivery.incoming import Incoming, incoming, repeat_key, stored
 from pipeline.delivery.lifecycle import FINISHED, UNFINISHED, Status
 from pipeline.delivery.outcome import Outcome
 from pipeline.delivery.queue import Admit, Arrival, DeliveryQueue, Record, readiness
+from pipeline.delivery.rounds import Held, Picking
 from pipeline.testing import FakeUserCom
 
 USERS = ("ann", "bob", "cyd")
@@ -74,7 +76,7 @@ class Flaky(httpx.AsyncBaseTransport):
 
 
 @dataclass(frozen=True, slots=True)
-class Held:
+class Holds:
     """What the model says the queue holds under one key."""
 
     status: Status
@@ -102,7 +104,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.cfg: Config = parse_config({"apiKey": "k" * 64, "appSubdomain": app}).unwrap()
         self.queue: DeliveryQueue = opener(app, self.clock)
         self.transport = Flaky(FakeUserCom())
-        self.model: dict[str, Held] = {}
+        self.model: dict[str, Holds] = {}
         self.top = 0  # the last position given
         self.filed: list[Record] = []  # every outcome filed so far
 
@@ -198,7 +200,7 @@ class QueueMachine(RuleBasedStateMachine):
         assert summary.fault is None
         assert len(outcomes) == len(items)  # one outcome per event per run
         self._check_order(outcomes)
-        records = [*held, *(self._record(item, outcome) for item, outcome in outcomes)]
+        records = [*held, *(record_of(item, outcome) for item, outcome in outcomes)]
         self._file(records)
 
     @precondition(lambda self: bool(self.filed))
@@ -228,7 +230,7 @@ class QueueMachine(RuleBasedStateMachine):
         that is not due yet (it holds its user: §2 held, §6 backoff)."""
         items: list[Incoming] = []
         held: list[Record] = []
-        waiting: dict[str, str] = {}  # lane -> the failed key it waits behind
+        picking = Picking()  # no round runs meanwhile: nothing is busy
         taken = unfinished(self.queue)
         assert [q.row.key for q in taken] == self._unfinished_keys()  # position order
         for queued in taken:
@@ -240,12 +242,14 @@ class QueueMachine(RuleBasedStateMachine):
                 continue  # stays failed and holds nobody
             item = stored(self.cfg, row.key, row.content_hash, row.position, row.line, row.error)
             if ready.kind == "later":
-                waiting.setdefault(item.lane, row.key)
-            elif item.lane in waiting:
-                why = f"held: an earlier event of this user ({waiting[item.lane]}) did not finish"
-                held.append(Record(row.key, row.content_hash, row.line, "held", 0, (), why, ()))
-            else:
+                item = replace(item, deferred="failed; not due yet")
+            placed = picking.place(item)
+            assert placed != "busy"
+            if placed == "take":
                 items.append(item)
+            elif isinstance(placed, Held):
+                reason = placed.reason
+                held.append(Record(row.key, row.content_hash, row.line, "held", 0, (), reason, ()))
         return items, held
 
     def _check_order(self, outcomes: list[tuple[Incoming, Outcome]]) -> None:
@@ -262,23 +266,11 @@ class QueueMachine(RuleBasedStateMachine):
             if outcome.status in ("failed", "held"):
                 failed.add(item.lane)
 
-    def _record(self, item: Incoming, outcome: Outcome) -> Record:
-        return Record(
-            item.key,
-            item.content_hash,
-            item.line,
-            outcome.status,
-            outcome.attempts,
-            outcome.requests,
-            outcome.error,
-            outcome.warnings,
-        )
-
     # -- the model -------------------------------------------------------------------------
 
     def _stored(self, key: str, content_hash: str, status: Status) -> None:
         self.top += 1
-        self.model[key] = Held(status, content_hash, self.top)
+        self.model[key] = Holds(status, content_hash, self.top)
 
     def _filed(self, record: Record) -> None:
         """What an outcome changes, as the contract says it."""
@@ -331,7 +323,7 @@ def test_the_queue_keeps_the_rules_of_an_events_life(open_queue: QueueOpener) ->
     run_state_machine_as_test(
         OnThisBackend,
         settings=settings(
-            max_examples=30,
+            max_examples=20,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

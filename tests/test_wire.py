@@ -10,16 +10,21 @@ import json
 
 import httpx
 import pytest
+from e2e_helpers import API_KEY as E2E_KEY
+from e2e_helpers import config as e2e_config
+from e2e_helpers import lines_of
 from helpers import KEY
 
 from pipeline import Destination
-from pipeline.core.answers import Reply, Unreachable
-from pipeline.core.calls import call
+from pipeline.core.answers import Answer, Reply, Unreachable
+from pipeline.core.calls import Request, call
 from pipeline.core.config import Config, parse_config
 from pipeline.core.types import thaw
+from pipeline.delivery import deliver, read_jsonl
 from pipeline.delivery.faults import PROBE_SUBJECT
 from pipeline.delivery.outcome import Exchange
-from pipeline.delivery.wire import Wire
+from pipeline.delivery.wire import Through, Wire
+from pipeline.runner import Target
 from pipeline.testing import FakeUserCom
 
 SANDBOX = "http://127.0.0.1:9"  # never dialled: the transports below answer in process
@@ -161,3 +166,38 @@ def test_destination_adeliver_logs_its_requests_as_exchanges() -> None:
         assert [e.endpoint for e in outcome.requests if isinstance(e, Exchange)] == ["upsert_user"]
 
     asyncio.run(main())
+
+
+class Kept(Through):
+    """The caller's connections: counts what goes through them, and whether they were closed."""
+
+    def __init__(self, fake: FakeUserCom) -> None:
+        super().__init__(fake)
+        self.asked = 0
+        self.closed = False
+
+    async def answer(self, target: Target, request: Request) -> Answer:
+        self.asked += 1
+        return await super().answer(target, request)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def test_the_engine_sends_through_the_wire_it_is_given_and_leaves_it_open() -> None:
+    # The service keeps one Wire per app for its life: every round's deliver() uses it.
+    cfg = e2e_config()
+    kept = Kept(FakeUserCom(api_key=E2E_KEY))
+    wire = Wire(Target.of(cfg), cfg.base_url, 2, kept)
+    events = [{"type": "identify", "userId": f"u{n}", "messageId": f"m{n}"} for n in range(3)]
+
+    async def main() -> list[int]:
+        counts = []
+        for _ in range(2):
+            summary = await deliver(read_jsonl(lines_of(events), cfg), cfg, wire=wire)
+            counts.append(summary.counts["delivered"])
+        return counts
+
+    assert asyncio.run(main()) == [3, 3]
+    assert kept.asked == 2 * (1 + 3)  # each round: the start probe, one write per event
+    assert not kept.closed

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,11 +22,14 @@ from pathlib import Path
 import pytest
 from helpers import KEY
 
+from pipeline import Destination
 from pipeline.core.answers import Reply, Unreachable, meaning
 from pipeline.core.calls import call
 from pipeline.core.config import Config, parse_config
 from pipeline.core.types import thaw
 from pipeline.delivery.wire import AiohttpLink, Timeouts, Wire, verified_tls
+
+AGENTS: list[str] = []  # the User-Agent of each write the servers below received
 
 
 def config() -> Config:
@@ -72,6 +76,7 @@ class UserCom(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.server.peers.add(self.client_address)  # type: ignore[attr-defined]
+        self.server.agents.append(self.headers["User-Agent"])  # type: ignore[attr-defined]
         length = int(self.headers.get("Content-Length", "0"))
         sent = json.loads(self.rfile.read(length))
         self._answer(201, {"id": 1, "got": sent})
@@ -83,6 +88,7 @@ def user_com(tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, set[tuple
     server.daemon_threads = True
     peers: set[tuple[str, int]] = set()
     server.peers = peers  # type: ignore[attr-defined]
+    server.agents = AGENTS  # type: ignore[attr-defined]
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -181,7 +187,7 @@ def test_connections_are_kept_alive_and_never_more_than_width() -> None:
     with user_com() as (origin, peers):
 
         async def main() -> int:
-            link = AiohttpLink(4, verified_tls())
+            link = AiohttpLink(4, verified_tls(), counting=True)
             target = Wire.of(config(), origin, 4).target
             async with Wire(target, config().base_url, 4, link) as wire:
                 await asyncio.gather(*(wire.send(call("user_by_id", f"u{n}")) for n in range(200)))
@@ -230,3 +236,26 @@ def test_the_probe_over_the_network_finds_no_fault(width: int) -> None:
                 return await wire.probe()
 
         assert asyncio.run(main()) is None
+
+
+def wire_threads() -> int:
+    return sum(thread.name == "usercom-wire" for thread in threading.enumerate())
+
+
+def test_destination_deliver_goes_over_the_network_path_from_many_threads() -> None:
+    AGENTS.clear()
+    before = wire_threads()
+    identifies = [{"type": "identify", "userId": f"u{n}"} for n in range(40)]
+    with user_com() as (origin, peers):
+        with Destination({"apiKey": KEY, "appSubdomain": "acme"}, base_url=origin) as dest:
+            with ThreadPoolExecutor(8) as pool:
+                outcomes = list(pool.map(dest.deliver, identifies))
+            assert wire_threads() == before + 1  # one loop thread, whatever the callers
+        assert wire_threads() == before  # closed with the Destination
+    assert [o.status for o in outcomes] == ["delivered"] * 40
+    assert {str(o.requests[0]).split(" ")[1] for o in outcomes} == {
+        "https://acme.user.com/api/public/users/update_or_create/"
+    }
+    assert len(AGENTS) == 40
+    assert all("aiohttp" in agent for agent in AGENTS), set(AGENTS)
+    assert len(peers) <= 32

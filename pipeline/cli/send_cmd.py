@@ -56,7 +56,9 @@ from pipeline.delivery.incoming import (
     read_jsonl,
 )
 from pipeline.delivery.ledger import Ledger, LedgerError
-from pipeline.delivery.pg import PgLocation, open_writer_at
+from pipeline.delivery.pg import Leasing, PgLocation, open_writer_at
+
+SEND_LEASING = Leasing(max_lanes=10**9, claim_batch=10**9, claim_every=0.0, hold_on_admit=True)
 
 
 def planned_requests(shown: Plan) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -128,7 +130,9 @@ def writer_ledger(path: Path | PgLocation | None, cfg: Config, scratch: Path) ->
             yield book
         return
     try:
-        book = open_writer_at(path, cfg.subdomain)
+        # A send takes every free lane with unfinished events (§2: the queue's unfinished
+        # events first), not a share as the service's instances do.
+        book = open_writer_at(path, cfg.subdomain, leasing=SEND_LEASING)
     except LedgerError as error:
         raise UsageError(str(error)) from error
     with contextlib.closing(book):

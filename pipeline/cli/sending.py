@@ -40,6 +40,9 @@ from pipeline.delivery.lifecycle import SETTLED
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.delivery.pacing import Pause
+from pipeline.delivery.pg import PgLedger
+from pipeline.delivery.pg.gate import LaneGate
+from pipeline.delivery.pg.sharing import first_share, share_with
 
 PROGRESS_EVERY_S = 10.0
 BAR_EVERY_S = 0.5  # how often the terminal bar looks whether delivery is paused
@@ -241,6 +244,8 @@ def _run_send(
     progress = send_progress(err)
     counts = Summary()
     app = AppState.new(options)
+    # A PostgreSQL queue others deliver from too: send only lanes this run holds (§7).
+    gate = LaneGate(ledger, cfg) if isinstance(ledger, PgLedger) and has_ledger else None
 
     def write_out(outcome: Outcome) -> None:
         if sink is None or tally.out_closed:
@@ -306,6 +311,12 @@ def _run_send(
                 progress.update(task, pause=words)
 
         ticking = asyncio.create_task(bar_ticker() if live else ticker())
+        seat = gate.queue.shared_budget() if gate is not None else None
+        if seat is not None:  # start at this run's share of the app's budget
+            await asyncio.to_thread(first_share, seat, app.pacer, options.rate)
+        sharing = (
+            None if seat is None else asyncio.create_task(share_with(seat, app.pacer, options.rate))
+        )
         try:
             events = feed(
                 source,
@@ -316,6 +327,8 @@ def _run_send(
                 retry_rejected=retry_rejected,
                 counted=tally.count,
             )
+            if gate is not None:
+                events = gate(events)
             done = await deliver(
                 events if filing is None else stop_when_refused(events, filing),
                 cfg,
@@ -332,6 +345,9 @@ def _run_send(
             return done
         finally:
             ticking.cancel()
+            if sharing is not None:
+                sharing.cancel()
+                await asyncio.wait([sharing])
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -352,6 +368,13 @@ def _run_send(
             if ledger is not None:
                 ledger.flush()
     summary = summary_box[0]
+    if gate is not None and gate.left:
+        # Their users' lanes were another instance's: it delivers them; this run waits.
+        statuses = gate.settle()
+        for status in statuses.values():
+            summary.counts[status] += 1
+        summary.events += len(statuses)
+        say(gate.left_words(statuses))
     if filing is not None:
         summary.fault = filing.fault(has_ledger=has_ledger) or summary.fault
     summary.skipped, summary.changed, summary.broken_input = (

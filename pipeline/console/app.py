@@ -77,7 +77,8 @@ class Host(Protocol):
         ...
 
     def totals(self, app: str) -> tuple[dict[str, int], int]:
-        """The app's cumulative delivered / failed / throttled counts, and its queue depth."""
+        """The app's cumulative delivered / failed / throttled counts and requests to
+        User.com, and its queue depth."""
         ...
 
 
@@ -128,13 +129,21 @@ def _gloss(answer: str) -> str:
 
 
 def _requests(row: Row) -> list[dict[str, str]]:
-    shown = []
-    for text in row.requests:
-        head, arrow, answer = text.rpartition(" -> ")
-        method, _, url = head.partition(" ") if arrow else ("?", "", text)
-        answer = answer if arrow else "?"
-        shown.append({"method": method, "url": url, "answer": answer, "means": _gloss(answer)})
-    return shown
+    return [
+        {"method": e.method, "url": e.url, "answer": e.answer, "means": _gloss(e.answer)}
+        for e in row.exchanges
+    ]
+
+
+NEXT: Final[Mapping[str, str]] = {
+    "delivered": "nothing to do: User.com has it",
+    "rejected": "it can never succeed as it is: fix the cause (the user at User.com, the "
+    "config) and Replay it, or edit the event and send it again",
+    "failed": "the service tries it again by itself, with a growing wait, until --give-up-after; "
+    "Replay tries it now",
+    "held": "it waits behind an earlier unfinished event of its user and is delivered after it",
+    "pending": "queued: the service delivers it in position order",
+}
 
 
 def _story(app: str, row: Row, updated: float | None) -> dict[str, Any]:
@@ -150,6 +159,7 @@ def _story(app: str, row: Row, updated: float | None) -> dict[str, Any]:
         "error": row.error,
         "warnings": list(row.warnings),
         "line": row.line.decode("utf-8", errors="replace"),
+        "next": NEXT[row.status],
     }
 
 
@@ -170,6 +180,7 @@ class Console:
         static = resources.files("pipeline.console") / "static"
         pages: list[tuple[str, Handler, list[str]]] = [
             ("/", self._overview, ["GET"]),
+            ("/", self._sign_in, ["POST"]),  # the form is at /console/: a post to it signs in
             ("/signin", self._sign_in, ["POST"]),
             ("/signout", self._sign_out, ["POST"]),
             ("/failures", self._failures, ["GET"]),
@@ -224,8 +235,29 @@ class Console:
     def _session(self, request: Request) -> Session | None:
         return self.gate.session(request.cookies)
 
-    def _allowed(self, request: Request) -> bool:
-        return self.gate.bearer(request.headers) or self._session(request) is not None
+    def _refusal(self, request: Request, *, api: bool) -> Response | None:
+        """None when the request may go on (the right Bearer token, or a session); else the
+        answer: 401 for a wrong token, 429 while the address is blocked, and without either
+        the sign-in form (a page) or 401 (the API)."""
+        address = _address(request)
+        match self.gate.bearer_try(address, request.headers):
+            case "right":
+                return None
+            case "blocked":
+                wait = self.gate.retry_after(address) or 1
+                words = f"too many wrong tokens from {address}: try again in {wait} s"
+                if api:
+                    return self._api_refusal(429, words, **{"Retry-After": str(wait)})
+                page = self._sign_in_page(request, 429, words)
+                page.headers["Retry-After"] = str(wait)
+                return page
+            case "wrong":
+                if api:
+                    return self._api_unauthorized()
+                return self._sign_in_page(request, 401, "wrong token")
+        if self._session(request) is not None:
+            return None
+        return self._api_unauthorized() if api else self._to_sign_in(request)
 
     def _csrf_passes(self, request: Request, form_value: str | None = None) -> bool:
         """A state change: with the Bearer token, or with the session and its CSRF token."""
@@ -274,7 +306,7 @@ class Console:
     # -- sign-in -------------------------------------------------------------------------------
 
     async def _sign_in(self, request: Request) -> Response:
-        address = request.client.host if request.client is not None else "?"
+        address = _address(request)
         wait = self.gate.retry_after(address)
         if wait is not None:
             page = self._sign_in_page(
@@ -326,7 +358,8 @@ class Console:
                 "oldest_queued_age_s": found.oldest_queued_age,
                 "latency_p50_s": found.latency_p50,
                 "latency_p95_s": found.latency_p95,
-                "rate": None if state is None else round(state.pacer.rate, 3),
+                "rate": None if (rate := series.rate()) is None else round(rate, 3),
+                "rate_limit": None if state is None else round(state.pacer.rate, 3),
                 "throttled_last_hour": series.last_hour("throttled", now),
                 "paused": served.waiting_for,
             }
@@ -363,8 +396,7 @@ class Console:
             if keys is not None:
                 chosen = await self._read(name, partial(reads.replayable, keys=list(keys)))
             else:
-                groups = await self._read(name, reads.failures)
-                chosen = [key for g in groups if g.reason == why for _, key in sorted(g.keys)]
+                chosen = await self._read(name, partial(reads.group_keys, why=why or ""))
             if chosen:
                 changed += await self.host.requeue(name, chosen)
         return changed
@@ -372,16 +404,18 @@ class Console:
     # -- pages ---------------------------------------------------------------------------------
 
     async def _overview(self, request: Request) -> Response:
-        if not self._allowed(request):
+        if self._session(request) is None and "authorization" not in request.headers:
             return self._sign_in_page(request)
+        if (refused := self._refusal(request, api=False)) is not None:
+            return refused
         data = await self.overview_data()
         now = time.time()
         charts = {name: chart(self.series[name], now) for name in self.host.apps}
         return self._page(request, "overview.html", apps=data["apps"], charts=charts)
 
     async def _failures(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return self._to_sign_in(request)
+        if (refused := self._refusal(request, api=False)) is not None:
+            return refused
         groups = await self.failure_groups()
         replayed = request.query_params.get("replayed")
         return self._page(
@@ -392,8 +426,8 @@ class Console:
         )
 
     async def _event(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return self._to_sign_in(request)
+        if (refused := self._refusal(request, api=False)) is not None:
+            return refused
         key = request.path_params["key"]
         found = await self._find_event(key)
         if found is None:
@@ -409,12 +443,13 @@ class Console:
             requests=_requests(row),
             user=reads.user_of(self.host.apps[app].cfg, row),
             replayable=row.status in reads.PROBLEMS,
+            next=NEXT[row.status],
             replayed=int(replayed) if replayed and replayed.isdigit() else None,
         )
 
     async def _user(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return self._to_sign_in(request)
+        if (refused := self._refusal(request, api=False)) is not None:
+            return refused
         app, user = request.path_params["app"], request.path_params["user"]
         steps = await self._timeline(app, user)
         if steps is None:
@@ -422,8 +457,8 @@ class Console:
         return self._page(request, "user.html", app=app, user=user, steps=steps)
 
     async def _search(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return self._to_sign_in(request)
+        if (refused := self._refusal(request, api=False)) is not None:
+            return refused
         query = request.query_params.get("q", "").strip()
         if not query:
             return RedirectResponse(f"{PREFIX}/", 303)
@@ -441,8 +476,8 @@ class Console:
     async def _replay(self, request: Request) -> Response:
         form = await _form(request)
         value = form.get(CSRF_FIELD)
-        if not self._allowed(request):
-            return self._to_sign_in(request)
+        if (refused := self._refusal(request, api=False)) is not None:
+            return refused
         if not self._csrf_passes(request, value if isinstance(value, str) else ""):
             return self._page(request, "refused.html", 403, problem="no valid CSRF token")
         key, why, app = (form.get(name) for name in ("key", "reason", "app"))
@@ -458,19 +493,19 @@ class Console:
     # -- the JSON API --------------------------------------------------------------------------
 
     async def _api_overview(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return self._api_unauthorized()
+        if (refused := self._refusal(request, api=True)) is not None:
+            return refused
         return JSONResponse(await self.overview_data())
 
     async def _api_failures(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return self._api_unauthorized()
+        if (refused := self._refusal(request, api=True)) is not None:
+            return refused
         groups = await self.failure_groups()
         return JSONResponse({"groups": [group.as_json() for group in groups]})
 
     async def _api_event(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return self._api_unauthorized()
+        if (refused := self._refusal(request, api=True)) is not None:
+            return refused
         key = request.path_params["key"]
         found = await self._find_event(key)
         if found is None:
@@ -478,8 +513,8 @@ class Console:
         return JSONResponse(_story(*found))
 
     async def _api_user(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return self._api_unauthorized()
+        if (refused := self._refusal(request, api=True)) is not None:
+            return refused
         app, user = request.path_params["app"], request.path_params["user"]
         steps = await self._timeline(app, user)
         if steps is None:
@@ -497,8 +532,8 @@ class Console:
         return JSONResponse({"app": app, "user": user, "events": events})
 
     async def _api_requeue(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return self._api_unauthorized()
+        if (refused := self._refusal(request, api=True)) is not None:
+            return refused
         if not self._csrf_passes(request):
             return self._api_refusal(
                 403, f"a request made with the session cookie needs its CSRF token in {CSRF_HEADER}"
@@ -512,6 +547,10 @@ class Console:
         except (ValueError, RecursionError) as problem:
             return self._api_refusal(400, str(problem))
         return JSONResponse({"requeued": await self.requeue(keys, why, app)})
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client is not None else "?"
 
 
 async def _form(request: Request) -> dict[str, str]:

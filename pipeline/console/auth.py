@@ -19,7 +19,9 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
+
+BearerTry = Literal["absent", "right", "wrong", "blocked"]
 
 COOKIE: Final = "usercom_console"
 CSRF_FIELD: Final = "csrf"
@@ -54,6 +56,19 @@ class Gate:
         scheme, _, given = headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and self.is_token(given.strip())
 
+    def bearer_try(self, address: str, headers: Mapping[str, str]) -> BearerTry:
+        """A Bearer token is a try like a sign-in: a wrong one counts, and a blocked address
+        is refused whatever it sends (else the API would be the way around the slowing)."""
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return "absent"
+        if self.retry_after(address) is not None:
+            return "blocked"
+        if self.is_token(given.strip()):
+            return "right"
+        self._wrong_try(address)
+        return "wrong"
+
     def session(self, cookies: Mapping[str, str]) -> Session | None:
         sid = cookies.get(COOKIE)
         if not sid:
@@ -78,19 +93,23 @@ class Gate:
     def sign_in(self, address: str, given: str) -> str | None:
         """A new session id for the right token; None (and one wrong try counted) otherwise."""
         if not self.is_token(given):
-            now = self.clock()
-            tries = self.wrong.setdefault(address, deque())
-            tries.append(now)
-            while tries and tries[0] <= now - WRONG_WINDOW_S:
-                tries.popleft()
-            if len(tries) >= WRONG_TRIES:
-                self.blocked_until[address] = now + BLOCKED_S
-                tries.clear()
+            self._wrong_try(address)
             return None
         self._forget_expired()
         sid = secrets.token_urlsafe(32)
         self.sessions[sid] = Session(secrets.token_urlsafe(32), self.clock() + SESSION_S)
         return sid
+
+    def _wrong_try(self, address: str) -> None:
+        """Count a wrong token; the 5th within a minute blocks the address for a minute."""
+        now = self.clock()
+        tries = self.wrong.setdefault(address, deque())
+        tries.append(now)
+        while tries and tries[0] <= now - WRONG_WINDOW_S:
+            tries.popleft()
+        if len(tries) >= WRONG_TRIES:
+            self.blocked_until[address] = now + BLOCKED_S
+            tries.clear()
 
     def sign_out(self, cookies: Mapping[str, str]) -> None:
         self.sessions.pop(cookies.get(COOKIE, ""), None)

@@ -26,15 +26,36 @@ class Minute:
     queued: int = 0
 
 
+RATE_WINDOW_S: Final = 60.0
+
+
 @dataclass(slots=True)
 class Series:
-    """One app's last `MINUTES` minutes, from samples of its cumulative counters."""
+    """One app's last `MINUTES` minutes, from samples of its cumulative counters (and of its
+    requests to User.com, for the current rate)."""
 
     minutes: deque[Minute] = field(default_factory=lambda: deque(maxlen=MINUTES))
     _last: dict[str, int] | None = None
+    _requests: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def rate(self) -> float | None:
+        """Requests per second over the last minute of samples (None before two samples).
+
+        >>> series = Series()
+        >>> series.sample(0.0, {"requests": 10}, 0); series.sample(30.0, {"requests": 40}, 0)
+        >>> series.rate()
+        1.0
+        """
+        if len(self._requests) < 2:
+            return None
+        (first, before), (last, after) = self._requests[0], self._requests[-1]
+        return (after - before) / (last - first) if last > first else None
 
     def sample(self, now: float, totals: Mapping[str, int], queued: int) -> None:
         """Add what the counters grew by since the last sample to the current minute."""
+        self._requests.append((now, totals.get("requests", 0)))
+        while len(self._requests) > 2 and self._requests[1][0] <= now - RATE_WINDOW_S:
+            self._requests.popleft()
         start = now - now % 60
         if not self.minutes or self.minutes[-1].start < start:
             self.minutes.append(Minute(start))

@@ -8,6 +8,7 @@ runs in a worker thread; each reads one consistent snapshot.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ SAMPLES: Final = 10
 LATENCY_SAMPLE: Final = 1000  # the last deliveries the latency percentiles are taken over
 USER_SCAN: Final = 10_000  # events of one user shown at most
 HOUR: Final = 3600.0
+_NUMBER: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +84,11 @@ class Group:
     count: int = 0
     first_seen: float = 0.0
     last_seen: float = 0.0
-    keys: list[tuple[int, str]] = field(default_factory=list)  # (position, key), all of them
+    firsts: list[tuple[int, str]] = field(default_factory=list)  # (position, key)
 
     @property
     def samples(self) -> list[str]:
-        return [key for _, key in sorted(self.keys)[:SAMPLES]]
+        return [key for _, key in sorted(self.firsts)[:SAMPLES]]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -100,21 +102,46 @@ class Group:
 
 
 def failures(book: Ledger) -> list[Group]:
-    """The app's failed, held and rejected events grouped by reason, largest group first."""
+    """The app's failed, held and rejected events grouped by reason, largest group first.
+
+    The ledger sums them up per exact error (SQL counts); the errors are masked and merged
+    here. The samples are then the first events of each group by position: read in position
+    order, status by status, until every group of that status has its samples."""
+    groups: dict[str, Group] = {}
+    with book.snapshot():
+        for found in book.problem_sums(PROBLEMS):
+            why = reason(found.status, found.error or None)
+            group = groups.get(why)
+            if group is None:
+                group = groups[why] = Group(book.app, why)
+            group.count += found.count
+            if found.first:
+                group.first_seen = min(group.first_seen or found.first, found.first)
+            group.last_seen = max(group.last_seen, found.last)
+        for status in PROBLEMS:
+            hungry = {why for why in groups if why.startswith(f"{status}:")}
+            for position, key, error in book.problem_stream(status) if hungry else ():
+                group = groups.get(reason(status, error or None))
+                if group is None or group.reason not in hungry:
+                    continue  # stored after the sums were read: shown at the next look
+                group.firsts.append((position, key))
+                if len(group.firsts) >= SAMPLES:
+                    hungry.discard(group.reason)
+                    if not hungry:
+                        break
+    return sorted(groups.values(), key=lambda group: (-group.count, group.reason))
+
+
+def group_keys(book: Ledger, why: str) -> list[str]:
+    """Every key of the group with reason `why`, in position order (what Replay requeues)."""
     with book.snapshot():
         found = book.problems(PROBLEMS)
-    groups: dict[str, Group] = {}
-    for key, position, status, error, updated in found:
-        why = reason(status, error or None)
-        group = groups.get(why)
-        if group is None:
-            group = groups[why] = Group(book.app, why, first_seen=updated, last_seen=updated)
-        group.count += 1
-        group.keys.append((position, key))
-        if updated:
-            group.first_seen = min(group.first_seen or updated, updated)
-            group.last_seen = max(group.last_seen, updated)
-    return sorted(groups.values(), key=lambda group: (-group.count, group.reason))
+    chosen = [
+        (position, key)
+        for key, position, status, error, _ in found
+        if reason(status, error or None) == why
+    ]
+    return [key for _, key in sorted(chosen)]
 
 
 def replayable(book: Ledger, keys: Sequence[str]) -> list[str]:
@@ -171,7 +198,10 @@ class Step:
 def timeline(book: Ledger, cfg: Config, user: str) -> list[Step]:
     """The user's events in position order. The ledger keeps no user column: lines that hold
     the id are found by a scan, then each is read as delivery reads it."""
-    needles = {user.encode(), json.dumps(user)[1:-1].encode()}
+    # The id as a JSON string (escaped or not), and bare when a number could carry it.
+    needles = {f'"{user}"'.encode(), json.dumps(user).encode()}
+    if _NUMBER.fullmatch(user):
+        needles.add(user.encode())
     with book.snapshot():
         rows = {
             row.key: row for needle in needles for row in book.rows_containing(needle, USER_SCAN)
@@ -202,6 +232,7 @@ __all__ = [
     "counts",
     "event",
     "failures",
+    "group_keys",
     "has_user",
     "replayable",
     "timeline",

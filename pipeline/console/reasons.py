@@ -79,5 +79,8 @@ def reason(status: str, error: str | None) -> str:
     True
     >>> reason("held", None)
     'held: (no error)'
+    >>> reason("held", "held: an earlier event of this user (acme:u-1-track-1) did not finish")
+    'held: an earlier event of this user (<id>) did not finish'
     """
-    return f"{status}: {mask(error) if error else '(no error)'}"
+    masked = mask(error) if error else "(no error)"
+    return masked if masked.startswith(f"{status}:") else f"{status}: {masked}"

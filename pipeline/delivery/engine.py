@@ -42,6 +42,7 @@ from pipeline.delivery.incoming import Incoming
 from pipeline.delivery.outage import Outage, Prober, Verdict
 from pipeline.delivery.outcome import Exchange, Outcome, Status, Summary
 from pipeline.delivery.pacing import Pacer
+from pipeline.delivery.rounds import Held
 from pipeline.delivery.wire import Sent, Wire
 from pipeline.runner import adrive, scrub
 
@@ -345,7 +346,7 @@ class _Run:
             case Success(Job() as job):
                 blocker = self.blocked.get(incoming.lane)
                 if blocker is not None:
-                    held = f"held: an earlier event of this user ({blocker}) did not finish"
+                    held = Held(blocker).reason
                     return Outcome(key, "held", 0, (), held, position=position)
                 outcome = await self.deliver_job(key, position, job)
                 if outcome.status in ("failed", "pending"):

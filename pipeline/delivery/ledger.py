@@ -44,6 +44,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
@@ -68,12 +69,14 @@ __all__ = [
     "FINISHED",
     "STATUSES",
     "UNFINISHED",
+    "ErrorGroup",
     "Ledger",
     "LedgerBusy",
     "LedgerError",
     "Queued",
     "Row",
     "Status",
+    "error_groups",
     "ledger_files",
     "sqlite_errors_as_ledger_errors",
 ]
@@ -144,6 +147,26 @@ _ADDED_COLUMNS: Final = (
     ("failures", "INTEGER NOT NULL DEFAULT 0"),
     ("forgotten", "REAL"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorGroup:
+    """The events of one status and one error (the console masks and merges them)."""
+
+    status: Status
+    error: str  # '' when none
+    count: int
+    first: float  # the earliest last change (0 when unknown)
+    last: float
+
+
+def error_groups(sums: Sequence[Sequence[Any]]) -> list[ErrorGroup]:
+    """ErrorGroups from (status, error, count, min updated, max updated) rows (what both
+    backends' queries give)."""
+    return [
+        ErrorGroup(cast(Status, status), str(error), int(count), float(lo or 0), float(hi or 0))
+        for status, error, count, lo, hi in sums
+    ]
 
 
 class LedgerError(Exception):
@@ -337,13 +360,42 @@ class Ledger:
                 yield bytes(line)
 
     def counts(self) -> dict[str, int]:
-        """Events per status, every status present (0 when none)."""
-        with self._guard:
-            found = self._db.execute("SELECT status, count(*) FROM events GROUP BY status")
-            result: dict[str, int] = dict.fromkeys(STATUSES, 0)
-            for status, count in found:
-                result[str(status)] = int(count)
+        """Events per status, every status present (0 when none).
+
+        Delivered events are most of a ledger, and counting an index range of a million
+        entries is slow while SQLite counts a whole table from its b-tree at once: the other
+        statuses are counted (index ranges, small but for a backlog) and subtracted from the
+        total, all in one read (a reader's own transaction unless a snapshot is open)."""
+        others = tuple(status for status in STATUSES if status != "delivered")
+        marks = ", ".join("?" * len(others))
+        with self._guard, self._one_read():
+            (total,) = self._db.execute("SELECT count(*) FROM events").fetchone()
+            found = self._db.execute(
+                f"SELECT status, count(*) FROM events WHERE status IN ({marks}) GROUP BY status",
+                others,
+            ).fetchall()
+        result: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        for status, count in found:
+            result[str(status)] = int(count)
+        result["delivered"] = int(total) - sum(result[status] for status in others)
         return result
+
+    @contextlib.contextmanager
+    def _one_read(self) -> Iterator[None]:
+        """Statements that must see one state: a reader's read transaction (a writer's own
+        connection is the only one that changes the ledger, so it sees one state anyway)."""
+        if self._lock_fd is not None or self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._end_read()
+
+    def _end_read(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
 
     def rows(self, statuses: Sequence[Status] | None = None) -> Iterator[Row]:
         """The events in `statuses` (None: every status), in position order, read in pages.
@@ -444,6 +496,44 @@ class Ledger:
                     chosen,
                 )
             ]
+
+    def problem_sums(self, statuses: Sequence[Status]) -> list[ErrorGroup]:
+        """The events in `statuses` summed up per status and error (SQL does the counting):
+        how many, and their first and last change."""
+        chosen = _statuses(statuses)
+        with self._guard:
+            found = self._db.execute(
+                "SELECT status, coalesce(error, ''), count(*), min(updated), max(updated) "
+                f"FROM events WHERE {self._problem_where(chosen)} "
+                "GROUP BY status, coalesce(error, '')",
+                chosen,
+            ).fetchall()
+        return error_groups(found)
+
+    def problem_stream(self, status: Status) -> Iterator[tuple[int, str, str]]:
+        """(position, key, error or '') of the events in `status`, in position order, read in
+        pages (the console stops once it has its samples)."""
+        chosen = _statuses((status,))
+        after = 0
+        while True:
+            with self._guard:
+                page = self._db.execute(
+                    "SELECT position, key, coalesce(error, '') FROM events "
+                    f"WHERE {self._problem_where(chosen)} AND position > ? "
+                    "ORDER BY position LIMIT ?",
+                    (*chosen, after, PAGE),
+                ).fetchall()
+            yield from ((int(pos), str(key), str(error)) for pos, key, error in page)
+            if len(page) < PAGE:
+                return
+            after = int(page[-1][0])
+
+    def _problem_where(self, chosen: Sequence[Status]) -> str:
+        """`status IN (?, ...)`, led by the partial index's own term when it can serve it (a
+        partial index serves a query whose terms imply its own)."""
+        marks = ", ".join("?" * len(chosen))
+        indexed = self._problems_indexed and set(chosen) <= {"failed", "held", "rejected"}
+        return f"{_PROBLEM_TERM + ' AND ' if indexed else ''}status IN ({marks})"
 
     def latencies(self, since: float, limit: int) -> list[float]:
         """Seconds from arrival to the delivering answer (the row's last change) of the

@@ -11,9 +11,10 @@ on its one ledger thread (`serve.store.Store`, group commit), and a PostgreSQL b
 connection per queue blocks the same way. Whoever must not block (an event loop) hands the
 call to a thread; the queue itself never owns a loop.
 
-The rules that decide what an arrival or an outcome does to a stored event are pure functions
-here (`admission`, `filed_as`) over the lifecycle table (`lifecycle.py`, the only status
-vocabulary), so every backend applies the same ones and only stores their result.
+The rules that decide what an arrival or an outcome does to a stored event, and when a failed
+one is due again, are pure functions here (`admission`, `filed_as`, `readiness`) over the
+lifecycle table (`lifecycle.py`, the only status vocabulary), so every backend applies the
+same ones and only stores their result; which due events a round takes is `rounds.Picking`.
 
 Read models are frozen values: `Row` (one event as stored), `Queued` (a row as the queue hands
 it out, with its timings), `Admitted` (what admitting one event did).

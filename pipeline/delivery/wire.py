@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import NamedTuple, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self, TypeVar
 
 import aiohttp
 import certifi
@@ -104,14 +105,24 @@ class AiohttpLink:
     from the environment: what httpx's bare transports did, at a sixth of the CPU
     (benchmarks/wire.py). The session is made on first use, in the loop that uses it."""
 
-    def __init__(self, width: int, tls: ssl.SSLContext, timeouts: Timeouts = Timeouts()) -> None:
+    def __init__(
+        self,
+        width: int,
+        tls: ssl.SSLContext,
+        timeouts: Timeouts = Timeouts(),
+        *,
+        counting: bool = False,
+    ) -> None:
         self.width = width
         self.tls = tls
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=timeouts.connect, sock_read=timeouts.read
         )
         self.session: aiohttp.ClientSession | None = None
-        self.opened = 0  # connections made, for the benchmark and the tests
+        # Connections made, when `counting` (the benchmark, the tests): aiohttp's trace hooks
+        # cost about 6% of each request's CPU, so delivery runs without them.
+        self.counting = counting
+        self.opened = 0
         self._headers: dict[str, dict[str, str]] = {}
 
     def _session(self) -> aiohttp.ClientSession:
@@ -123,8 +134,7 @@ class AiohttpLink:
                 connector=connector,
                 timeout=self.timeout,
                 cookie_jar=aiohttp.DummyCookieJar(),
-                trace_configs=[tracing],
-                auto_decompress=True,
+                trace_configs=[tracing] if self.counting else None,
             )
         return self.session
 
@@ -202,30 +212,27 @@ class Wire:
         link: Link = network_link(width) if transport is None else Through(transport)
         return cls(Target.of(cfg, origin), cfg.base_url, width, link)
 
-    async def send(self, request: Request, *, ready: Callable[[], None] = _go) -> Sent:
-        """Send `request` on a free slot. `ready` runs once the slot is held, just before the
-        request goes out: it may raise to keep the request from starting (a stop that came
-        while the sender waited for a slot)."""
+    async def send(
+        self, request: Request, *, ready: Callable[[], None] = _go, endpoint: str = ""
+    ) -> Sent:
+        """Send `request` on a free slot, logged under `endpoint` (its own name by default).
+        `ready` runs once the slot is held, just before the request goes out: it may raise to
+        keep the request from starting (a stop that came while the sender waited for a slot).
+        """
+        # One coroutine from the slot to the link: each await layer is paid on every resume.
         async with self.room:
             ready()
-            answer = await self._carry(request)
-        exchange = Exchange.of(request, answer, self.logged_base)
+            self.on_the_wire += 1
+            try:
+                answer = await self.link.answer(self.target, request)
+            finally:
+                self.on_the_wire -= 1
+        exchange = Exchange.of(request, answer, self.logged_base, endpoint)
         return Sent(answer, exchange, run_fault(request, answer, self.target))
-
-    async def _carry(self, request: Request) -> Answer:
-        self.on_the_wire += 1
-        try:
-            return await self.link.answer(self.target, request)
-        finally:
-            self.on_the_wire -= 1
 
     async def probe_once(self) -> Sent:
         """`usercom check`'s authenticated read, once, counted as the probe."""
-        request = call("user_by_id", PROBE_SUBJECT)
-        async with self.room:
-            answer = await self._carry(request)
-        exchange = Exchange.of(request, answer, self.logged_base, PROBE)
-        return Sent(answer, exchange, run_fault(request, answer, self.target))
+        return await self.send(call("user_by_id", PROBE_SUBJECT), endpoint=PROBE)
 
     async def probe(self) -> str | None:
         """The start probe: the fault it shows, or None. A lost connection or a timeout is
@@ -251,6 +258,32 @@ class Wire:
         trace: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop in a daemon thread of its own, so sync callers (`Destination.deliver`,
+    from any number of threads) share one async `Wire`: each call is one hop into the loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="usercom-wire", daemon=True
+        )
+        self.thread.start()
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result()
+
+    def close(self, wire: Wire) -> None:
+        """Close `wire` in the loop, then end the loop and its thread."""
+        if not self.loop.is_closed():
+            self.run(wire.aclose())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+            self.loop.close()
 
 
 async def check_app(cfg: Config, origin: str | None = None) -> str | None:

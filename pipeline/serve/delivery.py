@@ -49,11 +49,13 @@ from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.faults import RESUME, probe_fault
+from pipeline.delivery.filing import record_of
 from pipeline.delivery.incoming import Incoming, stored
 from pipeline.delivery.lifecycle import Status, files, happening_of
 from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.delivery.pg import PgLedger, shared
 from pipeline.delivery.queue import DeliveryQueue, Queued, Record, readiness
+from pipeline.delivery.rounds import Held, Picking
 from pipeline.delivery.wire import Wire
 from pipeline.runner import Target
 from pipeline.serve.ingest import type_label
@@ -468,12 +470,11 @@ class AppDelivery:
         """Take, in position order, up to a page of due events of users (and companies) no
         running round holds, and deliver them in a round of their own. True when the page
         was full (more may be waiting)."""
-        busy_lanes = {lane for r in self.rounds for lane in r.lanes}
         unfiled = self._unfiled_lanes()  # never attempted again before its outcome is on disk
-        busy_lanes |= unfiled
-        busy_companies = {company for r in self.rounds for company in r.companies}
-        skipped: set[str] = set()
-        blockers: dict[str, str] = {}
+        picking = Picking(
+            {lane for r in self.rounds for lane in r.lanes} | unfiled,
+            {company for r in self.rounds for company in r.companies},
+        )
         taken: list[tuple[Incoming, _Filed]] = []
         after = scanned = 0
         now = time.time()
@@ -484,19 +485,13 @@ class AppDelivery:
             after = page[-1].row.position
             scanned += len(page)
             for item, filed in await asyncio.to_thread(self._build, page, now):
-                lane, company = item.lane, item.company
-                busy = lane in busy_lanes or (company is not None and company in busy_companies)
-                if busy or lane in skipped:
-                    skipped.add(lane)  # its later events wait too: its order is kept
-                    self._skipped_unfiled |= lane in unfiled
-                elif item.deferred is not None:
-                    blockers.setdefault(lane, item.key)  # failed, not due: holds its user
-                elif lane in blockers:
-                    self._hold(item, filed, blockers[lane])
-                else:
+                placed = picking.place(item)
+                if placed == "take":
                     taken.append((item, filed))
-                    if company is not None:
-                        busy_companies.add(company)
+                elif placed == "busy":
+                    self._skipped_unfiled |= item.lane in unfiled
+                elif isinstance(placed, Held):
+                    self._hold(item, filed, placed)
         if not taken or self.ledger_fault is not None:  # it failed while the page was read
             return False
         for item, filed in taken:
@@ -545,13 +540,12 @@ class AppDelivery:
             items.append((item, filed))
         return items
 
-    def _hold(self, item: Incoming, filed: _Filed, blocker: str) -> None:
+    def _hold(self, item: Incoming, filed: _Filed, held: Held) -> None:
         """File `held` for an event behind its user's failed one (once: held stays held)."""
         if filed.status == "held":
             return
         self._filed[item.key] = filed
-        held = f"held: an earlier event of this user ({blocker}) did not finish"
-        self._file(item, Outcome(item.key, "held", 0, (), held, position=item.position))
+        self._file(item, Outcome(item.key, "held", 0, (), held.reason, position=item.position))
 
     def _due(self, when: float) -> None:
         self.next_due = when if self.next_due is None else min(self.next_due, when)
@@ -615,16 +609,7 @@ class AppDelivery:
         attempts = outcome.attempts
         if before == "failed" and filed is not None:
             attempts += filed.attempts
-        filing = Record(
-            item.key,
-            item.content_hash,
-            item.line,
-            outcome.status,
-            attempts,
-            outcome.requests,
-            outcome.error,
-            outcome.warnings,
-        )
+        filing = replace(record_of(item, outcome), attempts=attempts)
         self._outbox.append(_Record(filing, item.lane))
         kind = filed.type if filed is not None else event_type(item)
         labels = {"app": self.app, "type": kind}

@@ -320,6 +320,7 @@ class Service:
             "delivered": metrics.total(metrics.delivered, app),
             "failed": metrics.total(metrics.failed, app),
             "throttled": metrics.total(metrics.throttled, app),
+            "requests": metrics.total(metrics.api_calls, app),
         }
         return counted, self.apps[app].queued
 

@@ -14,44 +14,38 @@ import logging
 from typing import TYPE_CHECKING
 
 from pipeline.delivery.ledger import LedgerError
-from pipeline.delivery.pacing import MEASURE_S, Pacer
-from pipeline.delivery.pg.budget import SYNC_S, Learned, Shared, SharedBudget
+from pipeline.delivery.pg.budget import SYNC_S, Shared, SharedBudget
+from pipeline.delivery.pg.sharing import learned_by, take_share
 from pipeline.serve.logs import emit
 
 if TYPE_CHECKING:
+    from pipeline.delivery.pacing import Pacer
     from pipeline.serve.delivery import AppDelivery
 
 __all__ = ["meetings"]
 
-
-def learned(app: AppDelivery, pacer: Pacer) -> Learned:
-    """What this instance tells the others now."""
-    now = pacer.clock()
-    recent = sum(1 for at in pacer.accepted if at >= now - MEASURE_S)
-    resumed, app.resumed = app.resumed, False
-    return Learned(
-        accepted=recent / MEASURE_S,
-        throttled=pacer.throttled,
-        retry_after=max(0.0, pacer.resume_at - now),
-        fault=app.paused_on if app.paused is not None and app.ledger_fault is None else None,
-        resumed=resumed,
-        cap=app.options.rate,
-        busy=bool(app.rounds) or recent > 0,
-    )
+SLICES = 5  # looks for a new 429 this often within a meeting's interval
 
 
 def apply(app: AppDelivery, pacer: Pacer, shared: Shared) -> None:
-    """Pace at this instance's share until the next meeting; wait out a Retry-After another
-    instance met; pause on a fault another instance met."""
-    pacer.slow_start = False  # the app's rate grows in the database, for all instances at once
-    pacer.cap = shared.share
-    pacer.rate = shared.share
-    if shared.wait > 0:
-        pacer.resume_at = max(pacer.resume_at, pacer.clock() + shared.wait)
+    """Take this instance's share; pause on a fault another instance met."""
+    take_share(pacer, shared)
     if shared.fault is not None and app.paused is None and app.fault is None:
         emit(logging.ERROR, "delivery_paused_by_another_instance", app=app.app)
         app.fault = shared.fault  # the loop stops the rounds, pauses and probes
         app.wake.set()
+
+
+async def _until_next_meeting(app: AppDelivery) -> None:
+    """`SYNC_S`, or less when this instance meets a 429: the others hear of it at once."""
+    throttled = app.state.pacer.throttled if app.state is not None else 0
+    for _ in range(SLICES):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(app.stopping.wait(), SYNC_S / SLICES)
+        if app.stopping.is_set() or (
+            app.state is not None and app.state.pacer.throttled != throttled
+        ):
+            return
 
 
 async def meetings(app: AppDelivery, seat: SharedBudget) -> None:
@@ -61,13 +55,22 @@ async def meetings(app: AppDelivery, seat: SharedBudget) -> None:
         while not app.stopping.is_set():
             if app.state is not None:
                 pacer = app.state.pacer
+                resumed, app.resumed = app.resumed, False
+                told = learned_by(
+                    pacer,
+                    app.options.rate,
+                    busy=bool(app.rounds),
+                    fault=app.paused_on
+                    if app.paused is not None and app.ledger_fault is None
+                    else None,
+                    resumed=resumed,
+                )
                 try:
-                    shared = await asyncio.to_thread(seat.meet, learned(app, pacer))
+                    shared = await asyncio.to_thread(seat.meet, told)
                 except LedgerError as problem:
                     emit(logging.WARNING, "rate_budget_unreachable", app=app.app, error=problem)
                 else:
                     apply(app, pacer, shared)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(app.stopping.wait(), SYNC_S)
+            await _until_next_meeting(app)
     finally:
         await asyncio.to_thread(seat.leave)

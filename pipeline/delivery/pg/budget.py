@@ -8,8 +8,9 @@ few times a second, meets the others in one small transaction on the app's `budg
   it paused on a run-level fault (a refused key) or resumed after a good probe;
 - the row decides for everyone: after a 429 (at most one cut per second) the app's rate drops
   to a little under what *all* instances together had accepted, as §5's pacer does for one;
-  otherwise it grows with time (doubling per second until the first 429, then one request/s
-  per second), never past `--rate`, which caps the instances together;
+  otherwise, while the instances use most of it, it grows with time (x1.5 per second
+  until the first 429, then one request/s per second), never past `--rate`, which caps the
+  instances together;
 - it takes back its share: the app's rate divided by the instances seen in the last few
   seconds that have events to send (an idle one counts itself in, so the moment work reaches
   it overshoots by one share at most until the next meeting), the latest Retry-After, and the
@@ -33,13 +34,19 @@ from pipeline.delivery.pg.location import PgLocation
 if TYPE_CHECKING:
     import psycopg
 
-SYNC_S: Final = 0.25  # how often an instance meets the others
+SYNC_S: Final = 0.1  # how often an instance meets the others (one small transaction)
 MEMBER_TTL_S: Final = 3.0  # an instance not heard from for this long no longer takes a share
 INITIAL: Final = 50.0  # requests/s before anything is learned (the pacer's `initial`)
 FLOOR: Final = 0.5
 CUT_TO: Final = 0.95  # share of the measured accepted rate kept after a 429
-PROBE_STEP: Final = 1.0  # requests/s added per second of growth after the first 429
+PROBE_STEP: Final = 1.0
+# Growth per second before the first 429: gentler than one pacer's, because several
+# instances learn of a 429 only at their next meeting, and each overshoot costs 429s.
+SLOW_START: Final = 1.5  # requests/s added per second of growth after the first 429
 CUT_EVERY_S: Final = 1.0
+# The rate grows only while the instances use most of it: an idle app's rate stays where it
+# was (TCP's "congestion window validation"), so a burst after a quiet hour is not a storm.
+USED_SHARE: Final = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +101,10 @@ def grown(rate: float, slow_start: bool, seconds: float, cap: float | None) -> f
     """The app's rate after `seconds` of good answers.
 
     >>> grown(50.0, True, 1.0, None), grown(50.0, False, 2.0, None), grown(50.0, True, 1.0, 60.0)
-    (100.0, 51.0, 60.0)
+    (75.0, 51.0, 60.0)
     """
     seconds = max(0.0, min(seconds, 1.0))  # a long gap (nobody sending) is not a licence
-    rate = rate * 2.0**seconds if slow_start else rate + PROBE_STEP * seconds
+    rate = rate * SLOW_START**seconds if slow_start else rate + PROBE_STEP * seconds
     return _limited(rate, cap)
 
 

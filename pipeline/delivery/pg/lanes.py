@@ -53,14 +53,34 @@ def lanes_of(key: str, line: bytes) -> tuple[str, str | None]:
     return f"key:{key}", None
 
 
-def mark_ready(db: psycopg.Connection[tuple[Any, ...]], app: str, lanes: list[str]) -> None:
-    """Within the storing transaction: these lanes may have unfinished events now."""
-    if lanes:
+def mark_ready(
+    db: psycopg.Connection[tuple[Any, ...]],
+    app: str,
+    lanes: list[str],
+    holder: tuple[str, float] | None = None,
+) -> None:
+    """Within the storing transaction: these lanes may have unfinished events now. With
+    `holder` (owner, ttl: a `send`), the lanes are also taken for it where they are free,
+    expired or its own, in the same commit: no other writer can claim an event the run
+    stored before the run holds its lane."""
+    if not lanes:
+        return
+    if holder is None:
         db.execute(
             "INSERT INTO lanes (app, lane, ready) SELECT %s, unnest(%s::text[]), true "
             "ON CONFLICT (app, lane) DO UPDATE SET ready = true",
             (app, sorted(set(lanes))),
         )
+        return
+    owner, ttl = holder
+    free = "lanes.owner IS NULL OR lanes.until < now() OR lanes.owner = excluded.owner"
+    db.execute(
+        "INSERT INTO lanes (app, lane, ready, owner, until) SELECT %s, unnest(%s::text[]), "
+        "true, %s, now() + make_interval(secs => %s) ON CONFLICT (app, lane) DO UPDATE SET "
+        f"ready = true, owner = CASE WHEN {free} THEN excluded.owner ELSE lanes.owner END, "
+        f"until = CASE WHEN {free} THEN excluded.until ELSE lanes.until END",
+        (app, sorted(set(lanes)), owner, ttl),
+    )
 
 
 def claim(
@@ -125,6 +145,33 @@ def _doubt_heads(db: psycopg.Connection[tuple[Any, ...]], app: str, lanes: list[
         "ORDER BY lane, position)",
         (DOUBT, app, lanes),
     )
+
+
+def hold(
+    db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, ttl: float, lane: str
+) -> bool:
+    """Take one user lane's lease if it is free, expired or ours already (never waiting on a
+    lock); marks its first unfinished event when taken over from an expired holder."""
+    with db.transaction():
+        db.execute(
+            "INSERT INTO lanes (app, lane) VALUES (%s, %s) ON CONFLICT (app, lane) DO NOTHING",
+            (app, lane),
+        )
+        found = db.execute(
+            "SELECT owner FROM lanes WHERE app = %s AND lane = %s "
+            "AND (owner IS NULL OR owner = %s OR until < now()) FOR UPDATE SKIP LOCKED",
+            (app, lane, owner),
+        ).fetchone()
+        if found is None:
+            return False
+        db.execute(
+            "UPDATE lanes SET owner = %s, until = now() + make_interval(secs => %s) "
+            "WHERE app = %s AND lane = %s",
+            (owner, ttl, app, lane),
+        )
+        if found[0] is not None and found[0] != owner:
+            _doubt_heads(db, app, [lane])
+    return True
 
 
 def hold_companies(

@@ -35,11 +35,13 @@ from pipeline.delivery.ledger import (
     PAGE,
     STATUSES,
     UNFINISHED,
+    ErrorGroup,
     Ledger,
     LedgerError,
     Queued,
     Row,
     Status,
+    error_groups,
 )
 from pipeline.delivery.outcome import Logged
 from pipeline.delivery.pg import budget, lanes
@@ -393,6 +395,71 @@ class PgLedger(Ledger):
         )
         return None if found is None or found[0] is None else float(found[0])
 
+    # -- what the console reads (pipeline.console.reads), as the SQLite ledger answers it ------
+
+    def problems(self, statuses: Sequence[Status]) -> list[tuple[str, int, Status, str, float]]:
+        found = self._all(
+            "SELECT status, key, position, error, updated FROM events WHERE status = ANY(%s)"
+            f"{self._and_app}",
+            list(_statuses(statuses)),
+        )
+        return [
+            (str(key), int(position), cast(Status, status), str(error or ""), float(updated or 0))
+            for status, key, position, error, updated in found
+        ]
+
+    def problem_sums(self, statuses: Sequence[Status]) -> list[ErrorGroup]:
+        found = self._all(
+            "SELECT status, coalesce(error, ''), count(*), min(updated), max(updated) "
+            f"FROM events WHERE status = ANY(%s){self._and_app} "
+            "GROUP BY status, coalesce(error, '')",
+            list(_statuses(statuses)),
+        )
+        return error_groups(found)
+
+    def problem_stream(self, status: Status) -> Iterator[tuple[int, str, str]]:
+        _statuses((status,))
+        after = 0
+        while True:
+            page = self._all(
+                "SELECT position, key, coalesce(error, '') FROM events WHERE status = %s "
+                f"AND position > %s{self._and_app} ORDER BY position LIMIT %s",
+                status,
+                after,
+                *self._app_args,
+                PAGE,
+                with_app=False,
+            )
+            yield from ((int(pos), str(key), str(error)) for pos, key, error in page)
+            if len(page) < PAGE:
+                return
+            after = int(page[-1][0])
+
+    def latencies(self, since: float, limit: int) -> list[float]:
+        found = self._all(
+            f"SELECT updated, received FROM events WHERE status = 'delivered'{self._and_app} "
+            "ORDER BY position DESC LIMIT %s",
+            *self._app_args,
+            limit,
+            with_app=False,
+        )
+        return [
+            max(0.0, float(updated) - float(received))
+            for updated, received in found
+            if updated is not None and received is not None and updated >= since
+        ]
+
+    def rows_containing(self, needle: bytes, limit: int) -> list[Row]:
+        found = self._all(
+            f"SELECT {_COLUMNS} FROM events WHERE position(%s IN line) > 0{self._and_app} "
+            "ORDER BY position LIMIT %s",
+            needle,
+            *self._app_args,
+            limit,
+            with_app=False,
+        )
+        return [_row(item) for item in found]
+
     def state(self, key: str) -> tuple[Status, str] | None:
         found = self._one(f"SELECT status, hash FROM events WHERE key = %s{self._and_app}", key)
         return None if found is None else (cast(Status, found[0]), str(found[1]))
@@ -447,6 +514,62 @@ class PgLedger(Ledger):
             taken.append(queued)
         return taken
 
+    def hold_lane(self, lane: str) -> list[Queued] | None:
+        """Take (or keep) the lease of one lane now, without waiting: its unfinished events in
+        position order, or None when another writer holds it (`send` leaves those events to
+        it). A lane taken over from a writer whose lease expired marks its first unfinished
+        event "possibly sent twice", as a claim does."""
+        app = self._writer_app()
+        with self._guard:
+            self._commit()
+            with self._errors():
+                taken = lanes.hold(self._pg, app, self._owner, self._leasing.ttl, lane)
+                if not taken:
+                    return None
+                found = self._pg.execute(
+                    f"SELECT position, {_COLUMNS}, received, updated, failures FROM events "
+                    "WHERE app = %s AND lane = %s AND status IN ('pending', 'failed', 'held') "
+                    "ORDER BY position",
+                    (app, lane),
+                ).fetchall()
+            self._start_renewing(app)
+        return [
+            Queued(
+                _row(item[1:10]),
+                None if item[10] is None else float(item[10]),
+                None if item[11] is None else float(item[11]),
+                int(item[12]),
+            )
+            for item in found
+        ]
+
+    def held_by_others(self, lanes_asked: Sequence[str]) -> bool:
+        """Whether another writer holds a live lease on any of these lanes."""
+        found = self._all(
+            "SELECT count(*) FROM lanes WHERE lane = ANY(%s) AND owner != %s "
+            f"AND until > now(){self._and_app}",
+            list(lanes_asked),
+            self._owner,
+        )
+        return bool(found) and int(found[0][0]) > 0
+
+    def hold_company(self, company: str) -> bool:
+        """Take (or keep) a company lane's lease now, without waiting; whether it is held."""
+        app = self._writer_app()
+        with self._guard:
+            self._commit()
+            with self._errors():
+                held = lanes.hold_companies(
+                    self._pg, app, self._owner, self._leasing.ttl, [company]
+                )
+            self._start_renewing(app)
+        return company in held
+
+    def _start_renewing(self, app: str) -> None:
+        if self._renewer is None:
+            self._renewer = _Renewer(self._location, app, self._owner, self._leasing.ttl)
+            self._renewer.start()
+
     def shared_budget(self) -> budget.SharedBudget:
         """This writer's seat at its app's rate budget (`pipeline.delivery.pg.budget`)."""
         return budget.SharedBudget(self._location, self._writer_app(), self._owner)
@@ -469,9 +592,7 @@ class PgLedger(Ledger):
                 self._leasing.max_lanes - lanes.held_count(self._pg, app, self._owner),
             )
             lanes.claim(self._pg, app, self._owner, self._leasing.ttl, room)
-        if self._renewer is None:
-            self._renewer = _Renewer(self._location, app, self._owner, self._leasing.ttl)
-            self._renewer.start()
+        self._start_renewing(app)
 
     def known(self, keys: Sequence[str]) -> dict[str, Known]:
         unique = list(dict.fromkeys(keys))
@@ -522,7 +643,8 @@ class PgLedger(Ledger):
                 ),
             )
             if rejected is None:
-                lanes.mark_ready(self._pg, app, [lane])
+                holder = (self._owner, self._leasing.ttl) if self._leasing.hold_on_admit else None
+                lanes.mark_ready(self._pg, app, [lane], holder)
         self._next += 1
         self._batched += 1
         if self._batched >= BATCH and not self._atomic:
@@ -867,6 +989,8 @@ class Leasing:
     # Lanes claimed at once: instances starting together on a backlog split it between them
     # rather than the first one taking every lane.
     claim_batch: int = 16
+    # A `send` holds the lane of each event it stores from the moment it is stored.
+    hold_on_admit: bool = False
 
 
 class _Renewer(threading.Thread):
