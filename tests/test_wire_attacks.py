@@ -11,12 +11,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pytest
 from helpers import KEY
 
 from pipeline.core.answers import Unreachable, meaning
 from pipeline.core.calls import call
 from pipeline.core.config import Config, parse_config
 from pipeline.delivery.wire import MAX_ANSWER_BYTES, AiohttpLink, Timeouts, Wire, verified_tls
+from pipeline.runner import MAX_RETRY_AFTER_S, retry_after_of
 
 CHUNKED_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -112,3 +114,21 @@ def test_an_answer_that_trickles_in_forever_times_out() -> None:
     with misbehaving(trickle) as (origin, _):
         answer, _ = send(origin, Timeouts(connect=1.0, read=0.5))
     assert (answer.reason, meaning(answer)) == ("timeout", "timeout")
+
+
+@pytest.mark.parametrize(
+    ("said", "seconds"),
+    [
+        (["inf"], MAX_RETRY_AFTER_S),
+        (["1e309"], MAX_RETRY_AFTER_S),
+        (["99999999999"], MAX_RETRY_AFTER_S),
+        (["nan"], None),
+        (["-5"], 0.0),
+        (["Wed, 21 Oct 2015 07:28:00 GMT"], None),
+        (["3"], 3.0),
+    ],
+)
+def test_a_garbage_retry_after_never_stops_delivery_for_longer_than_the_cap(
+    said: list[str], seconds: float | None
+) -> None:
+    assert retry_after_of(said) == seconds
