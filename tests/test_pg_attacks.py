@@ -4,8 +4,15 @@ names can be pasted back into a command."""
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+import dataclasses
+from pathlib import Path
 
+import pytest
+from pg_server import Server
+from serve_helpers import SUBDOMAIN, health, identify, options, post, service_in_thread, wait_until
+
+from pipeline.delivery.pg import open_reader_at
 from pipeline.delivery.pg.location import (
     LocationError,
     PgLocation,
@@ -46,3 +53,25 @@ def test_several_hosts_in_libpq_syntax_are_one_ledger() -> None:
 def test_a_uri_without_a_host_is_shown_as_a_uri_still(uri: str) -> None:
     assert is_uri(masked(uri)), masked(uri)
     assert masked(uri) == uri
+
+
+def test_a_nul_in_an_event_is_stored_and_delivered_on_postgresql(
+    sandbox: str, tmp_path: Path, pg_server: Server, pg_schema: str
+) -> None:
+    """JSON may carry \\u0000 anywhere; PostgreSQL text may not hold it. Such an event (and its
+    batch) used to be answered 503 for ever, pausing ingest for every client meanwhile."""
+    where = PgLocation(pg_server.uri, pg_schema)
+    on_pg = dataclasses.replace(
+        options(tmp_path / "unused.sqlite", sandbox), ledgers={SUBDOMAIN: where}
+    )
+    nul = {**identify("ada\x00x"), "messageId": "m\x001", "traits": {"email": "a@b.c", "n": "\x00"}}
+    with service_in_thread(on_pg) as service:
+        answer = post(service.url, "/v1/batch", {"batch": [nul, identify("bob")]})
+        assert answer.status_code == 200, answer.text
+        assert wait_until(lambda: delivered(where) == 2), delivered(where)
+        assert health(service.url)["paused"] is None
+
+
+def delivered(where: PgLocation) -> int:
+    with contextlib.closing(open_reader_at(where)) as book:
+        return book.counts()["delivered"]
