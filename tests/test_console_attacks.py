@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from console_helpers import BEARER, console_options
+from starlette.testclient import TestClient
 
 from pipeline.console.auth import MAX_TRACKED, WRONG_TRIES, Gate
 from pipeline.serve import Service
@@ -92,3 +93,14 @@ def test_wrong_tries_from_ever_new_addresses_are_not_remembered_without_bound() 
             gate.sign_in(f"2001:db8:1::{n:x}", "wrong")
     assert len(gate.blocked_until) <= MAX_TRACKED
     assert gate.retry_after(f"2001:db8:1::{3 * MAX_TRACKED // WRONG_TRIES - 1:x}") is not None
+
+
+def test_a_requeue_of_a_key_that_is_no_unicode_is_400_in_one_line(
+    sandbox: str, ledger: Path
+) -> None:
+    service = Service.open(console_options(ledger, sandbox))
+    with TestClient(service.app) as client:
+        for body in (b'{"keys": ["\\ud800"]}', b'{"keys": ["acme:a\\udfff"], "app": "acme"}'):
+            answer = client.post("/console/api/requeue", content=body, headers=BEARER)
+            assert answer.status_code == 400, body
+            assert "\n" not in answer.json()["message"]
