@@ -75,3 +75,22 @@ def test_a_nul_in_an_event_is_stored_and_delivered_on_postgresql(
 def delivered(where: PgLocation) -> int:
     with contextlib.closing(open_reader_at(where)) as book:
         return book.counts()["delivered"]
+
+
+def test_a_lone_surrogate_in_an_event_is_stored_and_delivered_on_postgresql(
+    sandbox: str, tmp_path: Path, pg_server: Server, pg_schema: str
+) -> None:
+    """JSON lets a lone surrogate through (`\\ud800`, what JavaScript leaves of a cut emoji);
+    UTF-8 cannot hold it: the batch was 503 for ever on PostgreSQL (SQLite took it)."""
+    where = PgLocation(pg_server.uri, pg_schema)
+    on_pg = dataclasses.replace(
+        options(tmp_path / "unused.sqlite", sandbox), ledgers={SUBDOMAIN: where}
+    )
+    body = (
+        b'{"batch": [{"type": "identify", "userId": "s\\ud800", "messageId": "m\\udfff1", '
+        b'"traits": {"email": "a@b.c", "n": "\\ud800"}}]}'
+    )
+    with service_in_thread(on_pg) as service:
+        answer = post(service.url, "/v1/batch", content=body)
+        assert answer.status_code == 200, answer.text
+        assert wait_until(lambda: delivered(where) == 1), delivered(where)
