@@ -20,6 +20,7 @@ from pipeline.delivery.pg.location import (
     ledger_location,
     masked,
 )
+from pipeline.serve.options import ServeConfigError, duration, lease_ttl
 
 SECRET = "SECRETPW"
 
@@ -94,3 +95,17 @@ def test_a_lone_surrogate_in_an_event_is_stored_and_delivered_on_postgresql(
         answer = post(service.url, "/v1/batch", content=body)
         assert answer.status_code == 200, answer.text
         assert wait_until(lambda: delivered(where) == 1), delivered(where)
+
+
+@pytest.mark.parametrize("raw", ["99999999999999999999h", "400000000", "4000d"])
+def test_a_duration_past_ten_years_is_refused_in_one_line(raw: str) -> None:
+    with pytest.raises(ServeConfigError, match="at most 3650d"):
+        duration("--lease-ttl", raw)
+
+
+def test_a_lease_ttl_under_a_second_is_refused() -> None:
+    """Leases are renewed every third of it, each a PostgreSQL round trip: 1 ms was 3,000
+    writes a second per instance and per lane batch."""
+    with pytest.raises(ServeConfigError, match="at least 1s"):
+        lease_ttl("0.001")
+    assert lease_ttl("30s") == 30.0
