@@ -45,7 +45,7 @@ from pipeline.delivery.ledger import (
 )
 from pipeline.delivery.outcome import Logged
 from pipeline.delivery.pg import budget, lanes
-from pipeline.delivery.pg.location import PgLocation, masked, password_of
+from pipeline.delivery.pg.location import PgLocation, masked, scrubbed
 from pipeline.delivery.queue import Known
 
 if TYPE_CHECKING:
@@ -143,10 +143,7 @@ def _driver() -> Any:
 def _words(location: PgLocation, problem: BaseException) -> str:
     """A driver's message on one line, with the URI's password never in it."""
     text = " ".join(str(problem).split()) or type(problem).__name__
-    secret = password_of(location.uri)
-    if secret:
-        text = text.replace(secret, "***")
-    return text.replace(location.uri, masked(location.uri))
+    return scrubbed(text.replace(location.uri, masked(location.uri)), location.uri)
 
 
 def driver() -> Any:
