@@ -43,7 +43,7 @@ from pipeline.delivery.ledger import (
 )
 from pipeline.delivery.pg import budget, lanes
 from pipeline.delivery.pg.location import PgLocation, masked, password_of
-from pipeline.delivery.queue import Known
+from pipeline.delivery.queue import Admitted, Arrival, Known
 
 if TYPE_CHECKING:
     import psycopg
@@ -205,6 +205,7 @@ class PgLedger(Ledger):
         self._savepoints = 0
         # The Ledger's own admit/file take this: one thread at a time on the connection.
         self._guard = threading.RLock()
+        self._rows: list[tuple[tuple[Any, ...], str | None]] | None = None  # see `admit`
 
     # -- opening and closing ------------------------------------------------------------------
 
@@ -558,30 +559,60 @@ class PgLedger(Ledger):
             now = time.time()
             status = "pending" if rejected is None else "rejected"
             lane, company = lanes.lanes_of(key, bytes(line))
-            self._pg.execute(
-                _ENQUEUE,
-                (
-                    key,
-                    app,
-                    position,
-                    status,
-                    content_hash,
-                    bytes(line),
-                    rejected,
-                    now,
-                    now if received is None else received,
-                    lane,
-                    company,
-                ),
+            row = (
+                key,
+                app,
+                position,
+                status,
+                content_hash,
+                bytes(line),
+                rejected,
+                now,
+                now if received is None else received,
+                lane,
+                company,
             )
-            if rejected is None:
-                holder = (self._owner, self._leasing.ttl) if self._leasing.hold_on_admit else None
-                lanes.mark_ready(self._pg, app, [lane], holder)
+            if self._rows is not None:  # inside `admit`: written together, at its end
+                self._rows.append((row, None if rejected is not None else lane))
+            else:
+                self._pg.execute(_ENQUEUE, row)
+                if rejected is None:
+                    lanes.mark_ready(self._pg, app, [lane], self._holder)
         self._next += 1
         self._batched += 1
         if self._batched >= BATCH and not self._atomic:
             self._commit()
         return position
+
+    def admit(
+        self,
+        arrivals: Sequence[Arrival],
+        *,
+        received: float | None = None,
+        retry_rejected: bool = False,
+    ) -> list[Admitted]:
+        """See `DeliveryQueue.admit`: the queue's rules as for the file, the rows written in
+        one batch (a pipelined multi-row insert and one lanes upsert), not one by one."""
+        app = self._writer_app()
+        with self._guard:
+            self._rows = []
+            try:
+                admitted = super().admit(arrivals, received=received, retry_rejected=retry_rejected)
+                rows = self._rows
+            finally:
+                self._rows = None
+            if rows:
+                with self._errors(aborts=True):
+                    with self._pg.cursor() as cursor:
+                        cursor.executemany(_ENQUEUE, [row for row, _ in rows])
+                    ready = [lane for _, lane in rows if lane is not None]
+                    lanes.mark_ready(self._pg, app, ready, self._holder)
+            return admitted
+
+    @property
+    def _holder(self) -> tuple[str, float] | None:
+        """Who takes the lanes of stored events at once (a `send`), if anyone."""
+        return (self._owner, self._leasing.ttl) if self._leasing.hold_on_admit else None
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
