@@ -37,8 +37,13 @@ imports: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Compiled modules are kept (__pycache__, git-ignored) even where PYTHONDONTWRITEBYTECODE is set:
+# without them each of the 4 workers compiles every module and rewrites every test's asserts
+# again. worksteal: each worker starts on its share, the waiting tests first (tests/conftest.py),
+# and one that runs dry takes tests over from another (README "Development").
 pytest: $(STAMP)
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-dev} $(BIN)/pytest -n 4
+	env -u PYTHONDONTWRITEBYTECODE HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-dev} \
+	  $(BIN)/pytest -n 4 --dist worksteal
 
 test: lint imports typecheck pytest
 

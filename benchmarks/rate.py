@@ -32,7 +32,7 @@ def one_run(users: int, limit: float, concurrency: int, rate: float | None) -> s
     with sandbox_process(*flags) as url:
         options = DeliveryOptions(concurrency=concurrency, base_url=url, rate=rate)
         summary = run_loop(deliver(read_jsonl(lines, cfg), cfg, options))
-    throttled = sum(n for call, n in summary.calls.items() if call.endswith(" 429"))
+    throttled = sum(n for (_, answer), n in summary.calls.items() if answer == "429")
     accepted = summary.api_calls - throttled
     per_second = accepted / summary.seconds
     delivered = summary.counts["delivered"]

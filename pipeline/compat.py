@@ -103,20 +103,39 @@ def _router_item(
     return response
 
 
-def run_item(item: object, via: Via) -> Result[tuple[Config, Final], PipelineError]:
+# One router batch usually holds many items of one destination: its Target (the parsed base
+# URL, the key's encoded forms for blanking echoes) is built once per batch, not per item.
+Targets = dict[Config, Target]
+
+
+def _target(cfg: Config, targets: Targets | None) -> Target:
+    if targets is None:
+        return Target.of(cfg)
+    known = targets.get(cfg)
+    if known is None:
+        known = targets[cfg] = Target.of(cfg)
+    return known
+
+
+def run_item(
+    item: object, via: Via, targets: Targets | None = None
+) -> Result[tuple[Config, Final], PipelineError]:
     """Prepare one item and drive its flow through the client or transport."""
-    return prepare(item).bind(
-        lambda job: run_flow(Success(job.step), via, Target.of(job.config)).map(
-            lambda final: (job.config, final)
-        )
-    )
-
-
-async def arun_item(item: object, via: AsyncVia) -> Result[tuple[Config, Final], PipelineError]:
     prepared = prepare(item)
     match prepared:
         case Success(job):
-            final = await arun_flow(Success(job.step), via, Target.of(job.config))
+            final = run_flow(Success(job.step), via, _target(job.config, targets))
+            return final.map(lambda f: (job.config, f))
+    return Failure(prepared.failure())
+
+
+async def arun_item(
+    item: object, via: AsyncVia, targets: Targets | None = None
+) -> Result[tuple[Config, Final], PipelineError]:
+    prepared = prepare(item)
+    match prepared:
+        case Success(job):
+            final = await arun_flow(Success(job.step), via, _target(job.config, targets))
             return final.map(lambda f: (job.config, f))
     return Failure(prepared.failure())
 
@@ -144,8 +163,8 @@ def process_router(
     batch = list(items)
     if not batch:
         return []
-    via = _via(transport)
-    return [_router_item(item, run_item(item, via)) for item in batch]
+    via, targets = _via(transport), Targets()
+    return [_router_item(item, run_item(item, via, targets)) for item in batch]
 
 
 async def aprocess(
@@ -160,5 +179,5 @@ async def aprocess_router(
     batch = list(items)
     if not batch:
         return []
-    via = _avia(transport)
-    return [_router_item(item, await arun_item(item, via)) for item in batch]
+    via, targets = _avia(transport), Targets()
+    return [_router_item(item, await arun_item(item, via, targets)) for item in batch]

@@ -13,7 +13,8 @@ use the single name before .user.com (letters, digits, hyphens)
 
 Thread safety: `process`, `plan` and `deliver` may be called from many threads at once (a
 `concurrent.futures` pool, a Spark or Ray worker's threads): the config is frozen, the shared
-httpx client is thread-safe, and each call keeps its own state. `aprocess` / `adeliver` use
+httpx client is thread-safe, `deliver` hands each event to one loop thread's connections,
+and each call keeps its own state. `aprocess` / `adeliver` use
 one `AsyncClient`, built on first use: call them from one event loop.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import html
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -28,7 +30,7 @@ import httpx
 from returns.result import Failure, Result, Success
 
 from pipeline.compat import processor_item
-from pipeline.core.answers import Answer, Reply, Unreachable, answer_error, meaning
+from pipeline.core.answers import Answer, Unreachable, answer_error, meaning
 from pipeline.core.calls import ORIGIN_MAX, Request
 from pipeline.core.compose import Job, prepare_message
 from pipeline.core.config import Config, mask, parse_config
@@ -38,7 +40,8 @@ from pipeline.core.plan import Plan, plan_of
 from pipeline.core.steps import Final
 from pipeline.delivery.faults import RESUME, RunFault, run_fault
 from pipeline.delivery.incoming import Incoming, canonical, incoming
-from pipeline.delivery.outcome import Outcome, Status
+from pipeline.delivery.outcome import Exchange, Outcome, Status
+from pipeline.delivery.wire import LoopThread, Wire
 from pipeline.runner import (
     AsyncVia,
     Delivered,
@@ -46,7 +49,6 @@ from pipeline.runner import (
     Target,
     Via,
     adrive,
-    asend,
     drive,
     scrub,
     send,
@@ -114,7 +116,9 @@ class Destination:
         self._client = client
         self._lock = threading.Lock()
         self._sync: httpx.Client | None = None  # ours, built on first use
-        self._async: httpx.AsyncClient | None = None
+        self._wire: Wire | None = None
+        self._looping: tuple[LoopThread, Wire] | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # --- where requests go ----------------------------------------------------------------
 
@@ -128,15 +132,29 @@ class Destination:
                 self._sync = httpx.Client(timeout=TIMEOUT, limits=LIMITS)
             return self._sync
 
-    def _avia(self) -> AsyncVia:
-        if isinstance(self._client, httpx.AsyncClient):
-            return self._client
-        if isinstance(self._transport, httpx.AsyncBaseTransport):
-            return self._transport
+    def _blocking(self) -> tuple[LoopThread, Wire]:
+        """Our own connections for sync `deliver` calls: a Wire in a loop thread, made once."""
         with self._lock:
-            if self._async is None:
-                self._async = httpx.AsyncClient(timeout=TIMEOUT, limits=LIMITS)
-            return self._async
+            if self._looping is None:
+                width = LIMITS.max_connections or 1
+                wire = Wire.of(self.config, self._target.origin, width)
+                self._looping = (LoopThread(), wire)
+                # Closed with the Destination, or at exit if it never is.
+                self._finalizer = weakref.finalize(self, LoopThread.close, *self._looping)
+            return self._looping
+
+    def _awire(self) -> Wire:
+        """The async side's connections: the caller's client or transport, else our own."""
+        with self._lock:
+            if self._wire is None:
+                via: AsyncVia | None = None
+                if isinstance(self._client, httpx.AsyncClient):
+                    via = self._client
+                elif isinstance(self._transport, httpx.AsyncBaseTransport):
+                    via = self._transport
+                width = LIMITS.max_connections or 1
+                self._wire = Wire.of(self.config, self._target.origin, width, via)
+            return self._wire
 
     # --- the pure part ----------------------------------------------------------------------
 
@@ -163,10 +181,10 @@ class Destination:
         return processor_item({}, self._finish(finished))
 
     async def aprocess(self, message: Message) -> dict[str, Any]:
-        via = self._avia()
+        wire = self._awire()
 
         async def ask(request: Request) -> Answer:
-            return await asend(via, self._target, request)
+            return (await wire.send(request)).answer
 
         match self._job(message):
             case Success(Job() as job):
@@ -177,12 +195,11 @@ class Destination:
 
     # --- delivery -------------------------------------------------------------------------
 
-    def _checked(self, request: Request, answer: Answer, log: list[str]) -> Answer:
+    def _checked(self, request: Request, answer: Answer, log: list[Exchange]) -> Answer:
         """The library's policy for every request: logged; a run fault (the key refused, a
         wrong URL, a host that cannot be reached at all) raises `RunFault`. A timeout or a
         lost connection is this event's retryable trouble (DELIVERY §2): it ends `failed`."""
-        got = answer.status if isinstance(answer, Reply) else answer.reason
-        log.append(f"{request.method} {request.url(self.config.base_url)} -> {got}")
+        log.append(Exchange.of(request, answer, self.config.base_url))
         fault = run_fault(request, answer, self._target)
         if fault is not None:
             raise RunFault(_in_library_words(fault))
@@ -192,13 +209,13 @@ class Destination:
         return answer
 
     def _failed(
-        self, key: str, error: PipelineError, log: list[str], warnings: tuple[str, ...] = ()
+        self, key: str, error: PipelineError, log: list[Exchange], warnings: tuple[str, ...] = ()
     ) -> Outcome:
         error = scrub(error, self._target)
         status: Status = "failed" if error.retryable else "rejected"
         return Outcome(key, status, 1, tuple(log), error.message, warnings)
 
-    def _ended(self, key: str, delivered: Delivered, log: list[str]) -> Outcome:
+    def _ended(self, key: str, delivered: Delivered, log: list[Exchange]) -> Outcome:
         if isinstance(delivered, Failure):
             return self._failed(key, delivered.failure(), log)
         final, answer = delivered.unwrap()
@@ -216,8 +233,12 @@ class Destination:
         event = incoming(self.config, 0, canonical(message))
         if not isinstance(event.job, Success):
             return self._not_sent(message, event)
+        if self._client is None and not isinstance(self._transport, httpx.BaseTransport):
+            # The network path: the async wire (aiohttp), in a loop thread of our own.
+            looping, wire = self._blocking()
+            return looping.run(self._deliver_on(wire, event.key, event.job.unwrap()))
         via = self._via()
-        log: list[str] = []
+        log: list[Exchange] = []
 
         def ask(request: Request) -> Answer:
             return self._checked(request, send(via, self._target, request), log)
@@ -229,17 +250,20 @@ class Destination:
         event = incoming(self.config, 0, canonical(message))
         if not isinstance(event.job, Success):
             return self._not_sent(message, event)
-        via = self._avia()
-        log: list[str] = []
+        return await self._deliver_on(self._awire(), event.key, event.job.unwrap())
+
+    async def _deliver_on(self, wire: Wire, key: str, job: Job) -> Outcome:
+        """One attempt of the event `key` (its job ready) through `wire`."""
+        log: list[Exchange] = []
 
         async def ask(request: Request) -> Answer:
-            return self._checked(request, await asend(via, self._target, request), log)
+            return self._checked(request, (await wire.send(request)).answer, log)
 
         async def ask_final(final: Final) -> Answer:
             return await ask(final.request)
 
-        delivered = await adrive(Success(event.job.unwrap().step), ask, ask_final)
-        return self._ended(event.key, delivered, log)
+        delivered = await adrive(Success(job.step), ask, ask_final)
+        return self._ended(key, delivered, log)
 
     def _not_sent(self, message: Message, event: Incoming) -> Outcome:
         """An event that can never be sent as it is: invalid, or not an event at all."""
@@ -255,17 +279,20 @@ class Destination:
     # --- lifetime and looks -----------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the client this Destination built (never one the caller passed)."""
+        """Close the clients this Destination built (never one the caller passed)."""
         with self._lock:
             if self._sync is not None:
                 self._sync.close()
                 self._sync = None
+            if self._finalizer is not None:
+                self._finalizer()  # closes the loop thread's wire, once
+                self._finalizer = self._looping = None
 
     async def aclose(self) -> None:
         self.close()
-        if self._async is not None:
-            await self._async.aclose()
-            self._async = None
+        if self._wire is not None:
+            await self._wire.aclose()
+            self._wire = None
 
     def __enter__(self) -> Self:
         return self

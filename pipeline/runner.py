@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple, TypeVar, overload
@@ -28,7 +28,7 @@ from pipeline.core.config import API_PATH, Config, mask
 from pipeline.core.errors import PipelineError
 from pipeline.core.secrets import Secret, blank_runs
 from pipeline.core.steps import Call, Final, Step
-from pipeline.core.types import JSON, freeze, thaw
+from pipeline.core.types import JSON, OBJECT_TYPES, freeze, thaw
 
 Flow = Result[Step, PipelineError]
 Finished = Result[Final, PipelineError]
@@ -224,8 +224,16 @@ def parts_of(base_url: str, api_key: str) -> BaseParts | None:
     port = int(port_text) if port_text else None
     port = None if port == _DEFAULT_PORTS[scheme] else port
     netloc = host if port is None else f"{host}:{port}"
-    rows = tuple([(name.encode(), value.encode()) for name, value in headers(api_key).items()])
+    rows = tuple([_ROWS.get(pair) or _row(pair) for pair in headers(api_key).items()])
     return BaseParts(scheme, host, port, path, (b"Host", netloc.encode()), rows)
+
+
+def _row(pair: tuple[str, str]) -> tuple[bytes, bytes]:
+    return pair[0].encode(), pair[1].encode()
+
+
+# The header rows every request has whatever its key, encoded once.
+_ROWS = {pair: _row(pair) for pair in headers("").items() if pair[0] != "Authorization"}
 
 
 def _url(target: Target, parts: BaseParts, request: Request) -> httpx.URL | None:
@@ -273,7 +281,11 @@ def _assembled(parts: BaseParts, url: httpx.URL, method: str, body: bytes | None
 
 def _retry_after(response: httpx.Response) -> float | None:
     # get_list, as `get` raises and catches a KeyError inside for every answer without one.
-    said = response.headers.get_list("retry-after")
+    return retry_after_of(response.headers.get_list("retry-after"))
+
+
+def retry_after_of(said: list[str]) -> float | None:
+    """Retry-After in seconds from the header's values (none, or not a number: None)."""
     if not said:
         return None
     try:
@@ -299,17 +311,36 @@ def blank(value: JSON, secret: str | Secret) -> JSON:
 
 
 def _blank(value: JSON, secret: Secret) -> JSON:
-    if isinstance(value, str):
-        if not secret.could_quote(value):
-            return value
-        return blank_runs(value, secret.value, MASKED, forms=secret.forms)
-    if isinstance(value, Mapping):
-        return MappingProxyType(
-            {_blank(k, secret): _blank(v, secret) for k, v in value.items()}  # type: ignore[misc]
-        )
+    if type(value) is str:
+        return _blank_text(value, secret)
+    if type(value) is tuple:
+        return tuple([_blank(item, secret) for item in value])
+    if isinstance(value, OBJECT_TYPES):
+        # Scalars and short strings are taken as they are, without a call each: this runs on
+        # every answer, and most answers hold no string long enough to quote the key.
+        need = secret.shortest
+        blanked: dict[str, JSON] = {}
+        for key, item in value.items():
+            if len(key) >= need:
+                key = _blank_text(key, secret)
+            if type(item) is str:
+                if len(item) >= need:
+                    item = _blank_text(item, secret)
+            elif item is not None and not isinstance(item, int | float):
+                item = _blank(item, secret)
+            blanked[key] = item
+        return MappingProxyType(blanked)
     if isinstance(value, tuple):
-        return tuple(_blank(item, secret) for item in value)
+        return tuple([_blank(item, secret) for item in value])
+    if isinstance(value, str):
+        return _blank_text(value, secret)
     return value
+
+
+def _blank_text(text: str, secret: Secret) -> str:
+    if not secret.could_quote(text):
+        return text
+    return blank_runs(text, secret.value, MASKED, forms=secret.forms)
 
 
 MASKED = "<apiKey>"
@@ -326,7 +357,11 @@ def to_answer(response: httpx.Response, secret: str | Secret = "") -> Reply:
     """The answer as the flow sees it; `secret` (the key) is blanked wherever it was echoed:
     as raw bytes (when the body still reads as JSON without them) and in every decoded
     string, so no escaping, in the answer or in a message built from it, lets it through."""
-    content = response.content
+    return reply_of(response.status_code, response.content, _retry_after(response), secret)
+
+
+def reply_of(status: int, content: bytes, retry_after: float | None, secret: str | Secret) -> Reply:
+    """`to_answer` for any HTTP client: the key blanked in the raw bytes and decoded strings."""
     body = _decoded(content)
     key = secret.value if isinstance(secret, Secret) else secret
     if len(key) >= SECRET_MIN:
@@ -336,7 +371,7 @@ def to_answer(response: httpx.Response, secret: str | Secret = "") -> Reply:
             body = masked if masked is not None else body
         if body is not None:
             body = blank(body, secret)
-    return Reply(response.status_code, body, _retry_after(response))
+    return Reply(status, body, retry_after)
 
 
 def _unreachable(error: httpx.RequestError) -> Unreachable:

@@ -1,10 +1,13 @@
-"""Fixtures the service's tests share (a test file that needs another sandbox defines its own)."""
+"""Fixtures the service's tests share (a test file that needs another sandbox defines its own),
+and the order the suite runs in."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from pg_server import NoPostgres, Server, throwaway_server
@@ -15,6 +18,37 @@ from pipeline.delivery.pg import PgLocation
 from pipeline.delivery.pg.ledger import Leasing, PgLedger
 from pipeline.delivery.queue import DeliveryQueue
 from pipeline.sandbox import SandboxOptions, serve_in_thread
+
+# Files whose tests wait in real time (subprocesses, signals, Retry-After pauses, outages, a
+# browser, a disk or a server to set up) or run long, some for tens of seconds each.
+WAITING = (
+    "test_e2e_",
+    "test_serve_",
+    "test_send_",
+    "test_ledger_",
+    "test_pg_",
+    "test_queue_machine",
+    "test_console_",
+    "test_wire_network",
+    "test_sandbox_cli",
+    "test_readme_examples",
+    "test_operator_commands",
+    "test_d03_outage",
+    "test_d03_stop_words",
+    "test_d04_stop_starts_nothing",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deal the tests to the workers as `--dist worksteal` splits them (a contiguous share
+    each), the waiting ones at the head of every share: each worker starts on its share of the
+    long waits while the others keep the cores busy, no long test starts last, and what a
+    worker finishes early it takes over from the tail of another's share (the quick tests)."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    waiting = [item for item in items if item.path.name.startswith(WAITING)]
+    quick = [item for item in items if not item.path.name.startswith(WAITING)]
+    shares = [waiting[n::workers] + quick[n::workers] for n in range(workers)]
+    items[:] = [item for share in shares for item in share]
 
 
 @pytest.fixture
@@ -30,7 +64,10 @@ def ledger(tmp_path: Path) -> Path:
     return tmp_path / "serve.sqlite"
 
 
-QueueOpener = Callable[[str], DeliveryQueue]
+class QueueOpener(Protocol):
+    """Opens a new writable queue of `app`; `clock` stamps when events arrive and change."""
+
+    def __call__(self, app: str, clock: Callable[[], float] = ...) -> DeliveryQueue: ...
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -40,9 +77,9 @@ def open_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue
     opened: list[DeliveryQueue] = []
     schema = f"q_{uuid.uuid4().hex[:16]}"
 
-    def open_one(app: str) -> DeliveryQueue:
+    def open_one(app: str, clock: Callable[[], float] = time.time) -> DeliveryQueue:
         if request.param == "sqlite":
-            queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app)
+            queue: DeliveryQueue = Ledger.open_writer(tmp_path / f"{app}.sqlite", app, clock=clock)
         elif request.param == "postgres":
             server: Server = request.getfixturevalue("pg_server")
             # Claims at every scan: the contract's takes follow each other within milliseconds.

@@ -52,6 +52,11 @@ FAST = DeliveryOptions(concurrency=8, backoff_initial=0.01, backoff_max=0.05, ma
 CLI = (sys.executable, "-m", "pipeline.cli")
 
 
+def texts(outcome: Outcome) -> tuple[str, ...]:
+    """An outcome's requests as `--out` and the ledger write them: `METHOD URL -> answer`."""
+    return tuple(str(request) for request in outcome.requests)
+
+
 def config() -> Config:
     """The test destination config, parsed."""
     return parse_config(RAW_CONFIG).unwrap()

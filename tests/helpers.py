@@ -1,10 +1,11 @@
 """Shared helpers for the SPEC §1-§12 example tests.
 
-`FakeUserCom` is a fake User.com built on `httpx.MockTransport`: it records every request it
-receives (method, percent-decoded path segments and query, headers, JSON body) and answers each
-one from a small route table. Route keys are `"METHOD /path/"` relative to `/api/public`,
-percent-decoded; a key may carry a decoded query (`"GET /users/search/?email=a@b.co"`) or be an
-fnmatch pattern (`"GET /users-by-id/*"`). Unlisted routes answer 404 `{"detail": "Not found."}`.
+`scripted(routes)` is `pipeline.testing.FakeUserCom` answering from its route table only (see
+`pipeline.testing.routes`): it records every request it receives (method, percent-decoded path
+segments and query, headers, JSON body) and answers each one from the table. Route keys are
+`"METHOD /path/"` relative to `/api/public`, percent-decoded; a key may carry a decoded query
+(`"GET /users/search/?email=a@b.co"`) or be an fnmatch pattern (`"GET /users-by-id/*"`).
+Unlisted routes answer 404 `{"detail": "Not found."}` (or the `default` given).
 """
 
 from __future__ import annotations
@@ -12,14 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
-from urllib.parse import parse_qsl, unquote
-
-import httpx
 
 import pipeline
+from pipeline.testing import FakeUserCom, Raise, Reply
 
 JSONDict = dict[str, Any]
 
@@ -29,7 +26,6 @@ assert len(KEY) == 64
 SUB = "acme"
 HOST = "acme.user.com"
 BASE = "https://acme.user.com/api/public"
-API_PREFIX = "/api/public"
 HEADERS = {
     "Content-Type": "application/json",
     "Authorization": f"Token {KEY}",
@@ -42,30 +38,6 @@ COMMON_TAGS = {"destType": "USER", "module": "destination", "implementation": "n
 NOT_FOUND_MESSAGE = {"detail": "Not found."}
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One answer of the fake: a status with a JSON body, a text body, or no body."""
-
-    status: int = 200
-    json: Any = None
-    text: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def response(self) -> httpx.Response:
-        if self.text is not None:
-            return httpx.Response(self.status, text=self.text, headers=dict(self.headers))
-        if self.json is None:
-            return httpx.Response(self.status, headers=dict(self.headers))
-        return httpx.Response(self.status, json=self.json, headers=dict(self.headers))
-
-
-@dataclass(frozen=True)
-class Raise:
-    """An answer that never comes: the transport raises this httpx error."""
-
-    error: type[httpx.TransportError]
-
-
 Route = Reply | Raise
 
 
@@ -76,73 +48,9 @@ def ok(body: Any = None, status: int = 200) -> Reply:
 NOT_FOUND = Reply(404, NOT_FOUND_MESSAGE)
 
 
-@dataclass(frozen=True)
-class Seen:
-    """A request as the fake received it."""
-
-    method: str
-    host: str
-    raw_path: str  # as sent, relative to /api/public, still percent-encoded
-    raw_query: str
-    segments: tuple[str, ...]  # each path segment, percent-decoded
-    query: tuple[tuple[str, str], ...]  # percent-decoded pairs
-    headers: Mapping[str, str]
-    body: Any  # the parsed JSON body, or None
-
-    @property
-    def path(self) -> str:
-        """The percent-decoded path, relative to /api/public."""
-        return unquote(self.raw_path)
-
-    @property
-    def call(self) -> str:
-        """`METHOD /decoded/path/` plus `?k=v&…` (decoded) when there is a query."""
-        query = "&".join(f"{k}={v}" for k, v in self.query)
-        return f"{self.method} {self.path}" + (f"?{query}" if query else "")
-
-
-class FakeUserCom:
-    """A fake User.com: records requests, answers from a route table."""
-
-    def __init__(self, routes: Mapping[str, Route] | None = None, default: Route = NOT_FOUND):
-        self.routes: dict[str, Route] = dict(routes or {})
-        self.default = default
-        self.requests: list[Seen] = []
-        self.transport = httpx.MockTransport(self._handle)
-
-    @property
-    def calls(self) -> list[str]:
-        return [seen.call for seen in self.requests]
-
-    def _route(self, seen: Seen) -> Route:
-        for key in (seen.call, f"{seen.method} {seen.path}"):
-            if key in self.routes:
-                return self.routes[key]
-        for pattern, route in self.routes.items():
-            if fnmatchcase(seen.call, pattern):
-                return route
-        return self.default
-
-    def _handle(self, request: httpx.Request) -> httpx.Response:
-        raw = request.url.raw_path.decode("ascii")
-        raw_path, _, raw_query = raw.partition("?")
-        relative = raw_path.removeprefix(API_PREFIX)
-        content = request.read()
-        seen = Seen(
-            method=request.method,
-            host=request.url.host,
-            raw_path=relative,
-            raw_query=raw_query,
-            segments=tuple(unquote(s) for s in relative.split("/")[1:-1]),
-            query=tuple(parse_qsl(raw_query, keep_blank_values=True)),
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=json.loads(content) if content else None,
-        )
-        self.requests.append(seen)
-        route = self._route(seen)
-        if isinstance(route, Raise):
-            raise route.error("simulated failure", request=request)
-        return route.response()
+def scripted(routes: Mapping[str, Route] | None = None, default: Route = NOT_FOUND) -> FakeUserCom:
+    """User.com answering from this route table only: every other request gets `default`."""
+    return FakeUserCom(routes=routes, otherwise=default)
 
 
 def config(**overrides: Any) -> JSONDict:
@@ -165,13 +73,13 @@ def item(message: Any, cfg: JSONDict | None = None, metadata: Any = _NO_METADATA
 
 def run(message: Any, fake: FakeUserCom | None = None, cfg: JSONDict | None = None) -> JSONDict:
     """`pipeline.process` of one message (default config), through the fake."""
-    fake = FakeUserCom() if fake is None else fake
-    return pipeline.process(item(message, cfg), transport=fake.transport)
+    fake = scripted() if fake is None else fake
+    return pipeline.process(item(message, cfg), transport=fake)
 
 
 def arun(message: Any, fake: FakeUserCom | None = None, cfg: JSONDict | None = None) -> JSONDict:
-    fake = FakeUserCom() if fake is None else fake
-    return asyncio.run(pipeline.aprocess(item(message, cfg), transport=fake.transport))
+    fake = scripted() if fake is None else fake
+    return asyncio.run(pipeline.aprocess(item(message, cfg), transport=fake))
 
 
 def output(result: JSONDict) -> JSONDict:
@@ -275,7 +183,7 @@ def user_found(
     table: dict[str, Route] = dict(routes or {})
     table.setdefault("GET /users-by-id/*", ok(user))
     table.setdefault("GET /users/search/*", ok(user))
-    return FakeUserCom(table)
+    return scripted(table)
 
 
 def group_fake(
@@ -287,7 +195,7 @@ def group_fake(
     group_id: str = "g1",
 ) -> FakeUserCom:
     """A fake for group: user found, company not found, created with id 21 (by default)."""
-    return FakeUserCom(
+    return scripted(
         {
             f"GET /users-by-id/{user_id}/": ok() if user is None else user,
             f"GET /companies-by-id/{group_id}/": NOT_FOUND if company is None else company,
@@ -309,7 +217,7 @@ def company_write(
     Returns (the processor response, the fake, the body of the company write).
     """
     fake = (
-        FakeUserCom(
+        scripted(
             {
                 "GET /users-by-id/*": ok(),
                 "POST /companies/": Reply(201, {"id": 21}),

@@ -12,6 +12,7 @@ from pipeline.core.answers import FAILING, Answer, Kind, Reply, Unreachable, mea
 from pipeline.core.calls import call
 from pipeline.delivery.engine import _user_com_failed
 from pipeline.delivery.faults import probe_fault, probe_verdict, run_fault
+from pipeline.delivery.outcome import Exchange
 from pipeline.runner import Target
 
 # --- the target ------------------------------------------------------------------------------
@@ -112,4 +113,4 @@ def test_a_run_fault_is_a_refused_key_a_redirect_or_a_missing_collection(
     ],
 )
 def test_the_operator_views_gloss_an_answer_by_its_meaning(status: int, words: str) -> None:
-    assert gloss("POST", str(status), "") == words
+    assert gloss(Exchange("event", "POST", "", str(status))) == words

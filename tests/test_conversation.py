@@ -195,4 +195,6 @@ def test_live_dry_run_never_sends_a_write() -> None:
         planner = LivePlanner(cfg, client, Target.of(cfg), sleep=lambda _s: None)
         prediction = planner.plan(job, 1)
     assert prediction.would.startswith("would "), prediction
-    assert prediction.requests == ("GET https://acme.user.com/api/public/users-by-id/u1/ -> 200",)
+    assert tuple(map(str, prediction.requests)) == (
+        "GET https://acme.user.com/api/public/users-by-id/u1/ -> 200",
+    )

@@ -20,6 +20,7 @@ from e2e_helpers import (
     mix_lines,
     page_occurrences,
     sandbox_state,
+    texts,
     track_occurrences,
     user_ids_by_custom_id,
 )
@@ -167,8 +168,8 @@ def test_all_four_event_types_land_in_the_sandbox() -> None:
     )
     # Every request was made to the sandbox, but the outcomes show the real User.com URLs.
     for outcome in run.outcomes:
-        assert outcome.requests, outcome
-        for request in outcome.requests:
+        assert texts(outcome), outcome
+        for request in texts(outcome):
             method, address, arrow, _status = request.split(" ")
             assert method in ("GET", "POST", "PUT"), request
             assert address.startswith(REAL_API), request
@@ -236,7 +237,7 @@ def test_identify_then_track_of_a_brand_new_user_in_one_file() -> None:
         "Track event cannot be completed if there is no valid user"
     )
     assert {key: o.status for key, o in outcomes.items()} == dict.fromkeys(outcomes, "delivered")
-    assert outcomes[key_of("id-2")].requests == (
+    assert texts(outcomes[key_of("id-2")]) == (
         f"GET {REAL_API}users/search/?email=n2%2Btag%40x.io -> 404",
         f"POST {REAL_API}users/ -> 201",
     )

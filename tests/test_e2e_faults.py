@@ -21,6 +21,7 @@ from e2e_helpers import (
     mix_lines,
     page_occurrences,
     sandbox_state,
+    texts,
     track_occurrences,
 )
 
@@ -35,7 +36,7 @@ RETRYING = DeliveryOptions(
 
 def answers(run: Delivered) -> Counter[str]:
     """How often each answer (a status, or ``connection``) appears in the request logs."""
-    return Counter(request.rsplit(" -> ", 1)[1] for o in run.outcomes for request in o.requests)
+    return Counter(request.rsplit(" -> ", 1)[1] for o in run.outcomes for request in texts(o))
 
 
 def route(request: str) -> str:
@@ -100,7 +101,7 @@ def test_dropped_connections_are_retried_until_delivered() -> None:
     retried = [o for o in run.outcomes if o.attempts > 1]
     assert retried
     for outcome in retried:
-        assert any(r.endswith(" -> connection") for r in outcome.requests), outcome
+        assert any(r.endswith(" -> connection") for r in texts(outcome)), outcome
     assert len(state["users"]) == 5
     assert track_occurrences(state) == expected_tracks(lines)
     assert page_occurrences(state) == expected_pages(lines)
@@ -129,7 +130,7 @@ def test_lost_responses_duplicate_only_the_writes_they_hit_and_are_counted() -> 
     lost_pages: Counter[tuple[str, str]] = Counter()
     for line in lines:
         event: dict[str, Any] = json.loads(line)
-        requests = by_key[key_of(event["messageId"])].requests
+        requests = texts(by_key[key_of(event["messageId"])])
         lost_events = sum(map(lost_event_write, requests))
         lost_views = requests.count(f"POST {REAL_API}site-views/ -> connection")
         if event["type"] == "track":
@@ -179,7 +180,7 @@ def test_lost_answers_of_user_and_company_writes_never_create_them_twice() -> No
     lost = Counter(
         route(request)
         for outcome in run.outcomes
-        for request in outcome.requests
+        for request in texts(outcome)
         if request.endswith(" -> connection")
     )
     assert lost["users"] > 0, lost
@@ -245,15 +246,15 @@ def test_only_retryable_failures_are_retried_and_attempts_are_bounded() -> None:
     assert outcomes[key_of("ok")].status == outcomes[key_of("ok2")].status == "delivered"
     track, held, page = outcomes[key_of("t1")], outcomes[key_of("p1")], outcomes[key_of("p2")]
     assert (track.status, track.attempts) == ("failed", 3)
-    assert track.requests == (f"POST {REAL_API}users-by-id/u1/events/ -> 503",) * 3
+    assert texts(track) == (f"POST {REAL_API}users-by-id/u1/events/ -> 503",) * 3
     assert track.error is not None
     assert "503" in track.error
     assert "retry later" in track.error
-    assert (held.status, held.attempts, held.requests) == ("held", 0, ())
+    assert (held.status, held.attempts, texts(held)) == ("held", 0, ())
     assert held.error is not None
     assert key_of("t1") in held.error
     assert (page.status, page.attempts) == ("rejected", 1)
-    assert page.requests == (  # the lookup gives the user key a site view needs
+    assert texts(page) == (  # the lookup gives the user key a site view needs
         f"GET {REAL_API}users-by-id/u2/ -> 200",
         f"POST {REAL_API}site-views/ -> 400",
     )
@@ -293,9 +294,9 @@ def test_a_wrong_api_key_stops_the_run_at_once_and_is_never_shown(probe: bool) -
     assert run.summary.api_calls == 1
     first, *rest = sorted(run.outcomes, key=lambda o: o.position)
     assert first.attempts == 1  # an auth failure is not retried
-    assert len(first.requests) == 1
-    assert first.requests[0].endswith(" -> 401")
-    assert all((o.attempts, o.requests) == (0, ()) for o in rest)
+    assert len(texts(first)) == 1
+    assert texts(first)[0].endswith(" -> 401")
+    assert all((o.attempts, texts(o)) == (0, ()) for o in rest)
     for outcome in run.outcomes:
         assert outcome.error is None or API_KEY not in outcome.error
         assert API_KEY not in repr(outcome)
@@ -315,7 +316,7 @@ def test_a_429_is_sent_again_after_retry_after_without_costing_an_attempt() -> N
     track = run.by_key()[key_of("tr")]
     assert (track.status, track.attempts) == ("delivered", 1)
     write = f"POST {REAL_API}users-by-id/slow/events/"
-    assert track.requests == (f"{write} -> 429", f"{write} -> 429", f"{write} -> 201")
+    assert texts(track) == (f"{write} -> 429", f"{write} -> 429", f"{write} -> 201")
     assert len(state["events"]) == 1
     # The sandbox says Retry-After: 1 each time; the 10 ms backoff must not resend sooner.
     assert run.summary.seconds >= 2.0
@@ -336,7 +337,7 @@ def test_retries_after_a_429_wait_for_retry_after_and_are_bounded() -> None:
 
     track = run.by_key()[key_of("tr")]
     assert (track.status, track.attempts) == ("failed", 2)
-    assert track.requests == (f"POST {REAL_API}users-by-id/slow/events/ -> 429",) * 4
+    assert texts(track) == (f"POST {REAL_API}users-by-id/slow/events/ -> 429",) * 4
     assert track.error is not None
     assert "throttling" in track.error
     # Retry-After: 1 before each of the 3 requests after the first.

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,10 @@ from e2e_helpers import (
     CLI,
     RAW_CONFIG,
     REPO,
+    Finished,
     cli_env,
     config,
+    invoke_cli,
     lines_of,
     read_outcomes,
     run_cli,
@@ -40,6 +41,7 @@ from pipeline.delivery import DeliveryOptions, Outcome, deliver, read_jsonl
 from pipeline.delivery.loop import run as run_loop
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.sandbox.options import ForcedStatus
+from pipeline.testing import FakeUserCom, Raise, Received, Reply
 
 
 def user_events(users: int, tracks: int) -> list[dict[str, Any]]:
@@ -61,8 +63,10 @@ def statuses(path: Path) -> dict[str, int]:
     return counts
 
 
-def send(*args: str | Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return run_cli("send", *args, timeout=timeout)
+def send(*args: str | Path) -> Finished:
+    """`usercom send ARGS` in this process: no signal, lock or crash is involved where it is
+    used (those tests run the command in a process of its own)."""
+    return invoke_cli("send", *args)
 
 
 def test_a_wrong_key_files_nothing_and_the_fixed_rerun_delivers_everything(tmp_path: Path) -> None:
@@ -75,7 +79,7 @@ def test_a_wrong_key_files_nothing_and_the_fixed_rerun_delivers_everything(tmp_p
         assert first.returncode == 3, first.stdout + first.stderr
         assert "refused the API key (401)" in first.stderr
         assert "w" * 64 not in first.stdout + first.stderr
-        exported = run_cli("failed", ledger, "--rejected")
+        exported = invoke_cli("failed", ledger, "--rejected")
         assert exported.stdout == ""
         second = send(events, "--config", right, "--base-url", url, "--ledger", ledger)
         state = sandbox_state(url)
@@ -121,7 +125,7 @@ def test_a_failed_event_holds_its_users_later_events_until_a_rerun_delivers_them
         assert statuses(out) == {"delivered": 16, "failed": 1, "held": 3}
         assert len(sandbox_state(url)["events"]) == 12
         # The export is in position order: the failed track before the tracks it holds.
-        exported = [json.loads(line) for line in run_cli("failed", ledger).stdout.splitlines()]
+        exported = [json.loads(line) for line in invoke_cli("failed", ledger).stdout.splitlines()]
         assert [(e["userId"], e["properties"]["n"]) for e in exported] == [
             ("u0", 0),
             ("u0", 1),
@@ -144,7 +148,7 @@ def test_a_replayed_export_is_not_skipped_as_already_finished(tmp_path: Path) ->
         first = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
         assert first.returncode == 4, first.stdout + first.stderr
         replay = tmp_path / "replay.jsonl"
-        replay.write_text(run_cli("failed", ledger).stdout, encoding="utf-8")
+        replay.write_text(invoke_cli("failed", ledger).stdout, encoding="utf-8")
         assert len(replay.read_text().splitlines()) == 2
         # Events without a messageId are keyed by content, so the replay finds them in the
         # ledger as the same events, and delivers them.
@@ -154,24 +158,21 @@ def test_a_replayed_export_is_not_skipped_as_already_finished(tmp_path: Path) ->
     assert len(state["events"]) == 6
 
 
-class AllDown(httpx.AsyncBaseTransport):
-    """Every request (the probe's read too) answered 503 for the first `seconds`, then the
-    real sandbox answers. Writes alone failing is no outage (DELIVERY §3): the probe, a read,
-    would be answered."""
+class AllDown:
+    """User.com answering 503 to every request (the probe's read too) for the first `seconds`,
+    then as itself. Writes alone failing is no outage (DELIVERY §3): the probe, a read, would
+    be answered."""
 
     def __init__(self, seconds: float) -> None:
         self.until = time.monotonic() + seconds
-        self.inner = httpx.AsyncHTTPTransport()
         self.refused = 0
+        self.fake = FakeUserCom(api_key=API_KEY, routes={"* *": self.answer})
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if time.monotonic() < self.until:
-            self.refused += 1
-            return httpx.Response(503, json={"detail": "Service unavailable."})
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    def answer(self, _seen: Received) -> Reply | None:
+        if time.monotonic() >= self.until:
+            return None
+        self.refused += 1
+        return Reply(503, {"detail": "Service unavailable."})
 
 
 def test_an_outage_of_every_request_pauses_all_lanes_and_costs_no_event() -> None:
@@ -179,19 +180,18 @@ def test_an_outage_of_every_request_pauses_all_lanes_and_costs_no_event() -> Non
     waited out together, probing, and every event is delivered."""
     lines = lines_of(user_events(8, 3))
     fast = DeliveryOptions(concurrency=8, backoff_initial=0.05, backoff_max=0.2, max_seconds=3)
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        down = AllDown(4.0)
-        heard: list[Outcome] = []
-        summary = run_loop(
-            deliver(
-                read_jsonl(lines, config()),
-                config(),
-                replace(fast, base_url=url),
-                lambda _incoming, outcome: heard.append(outcome),
-                transport=down,
-            )
+    down = AllDown(4.0)
+    heard: list[Outcome] = []
+    summary = run_loop(
+        deliver(
+            read_jsonl(lines, config()),
+            config(),
+            fast,
+            lambda _incoming, outcome: heard.append(outcome),
+            transport=down.fake,
         )
-        state = sandbox_state(url)
+    )
+    state = down.fake.state
     assert down.refused >= 10
     assert Counter(o.status for o in heard) == {"delivered": 32}, summary.errors
     assert summary.fault is None
@@ -204,17 +204,16 @@ def test_an_outage_longer_than_max_outage_stops_the_run_and_files_nothing(
 ) -> None:
     lines = lines_of(user_events(4, 1))
     options = DeliveryOptions(concurrency=4, max_outage=2.0, backoff_initial=0.05)
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        heard: list[Outcome] = []
-        summary = run_loop(
-            deliver(
-                read_jsonl(lines, config()),
-                config(),
-                replace(options, base_url=url),
-                lambda _incoming, outcome: heard.append(outcome),
-                transport=AllDown(600.0),
-            )
+    heard: list[Outcome] = []
+    summary = run_loop(
+        deliver(
+            read_jsonl(lines, config()),
+            config(),
+            options,
+            lambda _incoming, outcome: heard.append(outcome),
+            transport=AllDown(600.0).fake,
         )
+    )
     assert summary.fault is not None
     assert "longer than --max-outage" in summary.fault
     assert {o.status for o in heard} == {"pending"}
@@ -245,7 +244,7 @@ def test_bad_options_exit_2_at_once_with_one_line(tmp_path: Path, option: str, v
     events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(1, 1)))
     config = write_config(tmp_path / "c.json")
     started = time.monotonic()
-    result = send(events, "--config", config, option, value, timeout=20)
+    result = send(events, "--config", config, option, value)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -256,7 +255,9 @@ def test_a_second_run_on_one_ledger_is_refused_while_the_first_runs(tmp_path: Pa
     events = write_lines(tmp_path / "e.jsonl", lines_of(user_events(40, 2)))
     config = write_config(tmp_path / "c.json")
     ledger = tmp_path / "l.db"
-    slow = SandboxOptions(api_key=API_KEY, latency_ms=50)
+    slow = SandboxOptions(
+        api_key=API_KEY, latency_ms=150
+    )  # the first run lasts ~9 s: the second starts within it
     with serve_in_thread(slow) as url:
         first = subprocess.Popen(
             [
@@ -280,7 +281,9 @@ def test_a_second_run_on_one_ledger_is_refused_while_the_first_runs(tmp_path: Pa
         )
         try:
             assert wait_until(lambda: Path(f"{ledger}.lock").exists(), 20)
-            second = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
+            second = run_cli(
+                "send", events, "--config", config, "--base-url", url, "--ledger", ledger
+            )
             assert second.returncode == 2, second.stdout + second.stderr
             assert "ledger in use by pid" in second.stderr
             # The read-only commands need no lock.
@@ -453,7 +456,7 @@ def test_out_naming_the_ledger_is_refused_for_send_and_failed(tmp_path: Path) ->
         )
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "is the ledger" in refused.stderr
-    exported = run_cli("failed", ledger, "--out", ledger)
+    exported = invoke_cli("failed", ledger, "--out", ledger)
     assert exported.returncode == 2, exported.stdout + exported.stderr
     assert ledger.read_bytes() == before
 
@@ -485,35 +488,31 @@ def test_a_resumed_run_counts_as_skipped_only_what_earlier_runs_finished(tmp_pat
     assert table_value(second.stdout, "delivered") == "3"
 
 
-class FirstConnectionsLost(httpx.AsyncBaseTransport):
-    """The first `lost` requests lose their connection; then the real sandbox answers."""
+def first_connections_lost(lost: int) -> FakeUserCom:
+    """The first `lost` requests lose their connection; then User.com answers."""
+    left = lost
 
-    def __init__(self, lost: int) -> None:
-        self.lost = lost
-        self.inner = httpx.AsyncHTTPTransport()
+    def answer(_seen: Received) -> Raise | None:
+        nonlocal left
+        if left <= 0:
+            return None
+        left -= 1
+        return Raise(httpx.RemoteProtocolError, "connection lost")
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.lost > 0:
-            self.lost -= 1
-            raise httpx.RemoteProtocolError("connection lost", request=request)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    return FakeUserCom(api_key=API_KEY, routes={"* *": answer})
 
 
 @pytest.mark.parametrize(("lost", "stops"), [(2, False), (3, True)])
 def test_the_probe_survives_a_lost_connection_but_not_a_dead_host(lost: int, stops: bool) -> None:
     lines = lines_of(user_events(2, 1))
-    with serve_in_thread(SandboxOptions(api_key=API_KEY)) as url:
-        summary = run_loop(
-            deliver(
-                read_jsonl(lines, config()),
-                config(),
-                DeliveryOptions(base_url=url),
-                transport=FirstConnectionsLost(lost),
-            )
+    summary = run_loop(
+        deliver(
+            read_jsonl(lines, config()),
+            config(),
+            DeliveryOptions(),
+            transport=first_connections_lost(lost),
         )
+    )
     assert (summary.fault is not None) == stops, summary.fault
     assert summary.counts["delivered"] == (0 if stops else 4)
 
@@ -543,9 +542,9 @@ def test_final_means_final_for_that_content_retry_rejected_and_requeue(tmp_path:
         changed = send(edited, "--config", config, "--base-url", url, "--ledger", ledger)
         assert changed.returncode == 0, changed.stdout + changed.stderr
         assert table_value(changed.stdout, "changed since last run (sent again)") == "1"
-        requeued = run_cli("requeue", ledger, "acme:t-1", "--delivered")
+        requeued = invoke_cli("requeue", ledger, "acme:t-1", "--delivered")
         assert requeued.returncode == 0, requeued.stderr
-        assert run_cli("failed", ledger).stdout.count("\n") == 1
+        assert invoke_cli("failed", ledger).stdout.count("\n") == 1
         resent = send(events, "--config", config, "--base-url", url, "--ledger", ledger)
         # The requeued (edited) version is the event; the file's older version under the
         # same messageId is a repeat with other content (issue 13 item 12), rejected.

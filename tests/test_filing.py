@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from e2e_helpers import SUBDOMAIN, config, key_of
 
-from pipeline.cli import filing as filing_module
-from pipeline.cli.filing import Filing, refile_kept
+from pipeline.delivery import filing as filing_module
+from pipeline.delivery.filing import Filing, refile_kept
 from pipeline.delivery.incoming import Incoming, incoming
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.outcome import Outcome, Status

@@ -14,11 +14,11 @@ from e2e_helpers import (
     API_KEY,
     REAL_API,
     content_key,
+    invoke_cli,
     key_of,
     lines_of,
     raw_key,
     read_outcomes,
-    run_cli,
     sandbox_state,
     table_value,
     track_occurrences,
@@ -74,9 +74,9 @@ def test_a_rerun_with_the_same_ledger_skips_finished_events(tmp_path: Path) -> N
     ledger = tmp_path / "run.sqlite"
     with serve_in_thread(SandboxOptions(api_key=API_KEY, seed=31)) as url:
         send = ("send", events, "--config", cfg, "--base-url", url, "--ledger", ledger)
-        first = run_cli(*send)
+        first = invoke_cli(*send)
         after_first = sandbox_state(url)
-        second = run_cli(*send)
+        second = invoke_cli(*send)
         after_second = sandbox_state(url)
 
     assert first.returncode == 0, first.stdout + first.stderr
@@ -124,7 +124,7 @@ def test_failed_events_are_exported_and_retried_on_a_rerun(tmp_path: Path) -> No
     trouble = ForcedStatus("/users-by-id/led-0/", 500, times=attempts)
     with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=(trouble,), seed=32)) as url:
         send = ("send", source, "--config", cfg, "--base-url", url, "--ledger", ledger_path)
-        first = run_cli(*send, "--out", first_out, timeout=120)
+        first = invoke_cli(*send, "--out", first_out)
         assert first.returncode == 4, first.stdout + first.stderr
         assert table_value(first.stdout, "delivered") == "7"
         assert table_value(first.stdout, "failed") == "1"
@@ -154,18 +154,18 @@ def test_failed_events_are_exported_and_retried_on_a_rerun(tmp_path: Path) -> No
 
         # 2. `usercom failed` exports exactly the unfinished input lines, byte for byte, in
         #    position order (the failed track before the track it holds), ready to replay.
-        exported = run_cli("failed", ledger_path)
+        exported = invoke_cli("failed", ledger_path)
         assert exported.returncode == 0, exported.stderr
         assert exported.stdout.splitlines() == troubled
         out = tmp_path / "failed.jsonl"
-        assert run_cli("failed", ledger_path, "--out", out).returncode == 0
+        assert invoke_cli("failed", ledger_path, "--out", out).returncode == 0
         assert out.read_text().splitlines() == troubled
-        assert run_cli("failed", ledger_path, "--rejected").stdout == ""
+        assert invoke_cli("failed", ledger_path, "--rejected").stdout == ""
 
         # 3. User.com is well again (with the users it already had): a re-run retries only the
         #    unfinished events, the failed one first.
         before = sandbox_state(url)["request_count"]
-        rerun = run_cli(*send, "--out", tmp_path / "rerun.jsonl")
+        rerun = invoke_cli(*send, "--out", tmp_path / "rerun.jsonl")
         state = sandbox_state(url)
 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -183,7 +183,7 @@ def test_failed_events_are_exported_and_retried_on_a_rerun(tmp_path: Path) -> No
     }
     with Ledger.open_reader(ledger_path) as ledger:
         assert ledger.counts()["delivered"] == len(lines)
-    assert run_cli("failed", ledger_path).stdout == ""
+    assert invoke_cli("failed", ledger_path).stdout == ""
 
 
 def test_rejected_events_are_finished_and_not_sent_again(tmp_path: Path) -> None:
@@ -194,9 +194,9 @@ def test_rejected_events_are_finished_and_not_sent_again(tmp_path: Path) -> None
     ledger = tmp_path / "run.sqlite"
     with serve_in_thread(SandboxOptions(seed=34)) as url:
         send = ("send", events, "--config", cfg, "--base-url", url, "--ledger", ledger)
-        first = run_cli(*send)
+        first = invoke_cli(*send)
         after_first = sandbox_state(url)
-        second = run_cli(*send, "--out", tmp_path / "second.jsonl")
+        second = invoke_cli(*send, "--out", tmp_path / "second.jsonl")
         after_second = sandbox_state(url)
 
     assert first.returncode == 1, first.stdout + first.stderr
@@ -221,7 +221,7 @@ def test_rejected_events_are_finished_and_not_sent_again(tmp_path: Path) -> None
     assert table_value(second.stdout, "API calls") == "0"
     assert without_count(after_second) == without_count(after_first)
     assert not (tmp_path / "second.jsonl").exists()  # no outcome: --out was never opened
-    assert run_cli("failed", ledger).stdout == ""  # rejected events are not unfinished
-    rejected = run_cli("failed", ledger, "--rejected")
+    assert invoke_cli("failed", ledger).stdout == ""  # rejected events are not unfinished
+    rejected = invoke_cli("failed", ledger, "--rejected")
     assert rejected.returncode == 0, rejected.stderr
     assert rejected.stdout.splitlines() == ["not json", json.dumps(screen)]

@@ -15,8 +15,6 @@ import pytest
 from helpers import (
     ABORTED,
     INSTRUMENTATION,
-    FakeUserCom,
-    Reply,
     assert_failure,
     config,
     group,
@@ -24,6 +22,7 @@ from helpers import (
     ok,
     page,
     run,
+    scripted,
     track,
 )
 from serve_helpers import (
@@ -42,6 +41,7 @@ from pipeline import Destination
 from pipeline.cli.app import app
 from pipeline.core.calls import ORIGIN_MAX, SUBJECT_ENCODED_MAX
 from pipeline.sandbox import SandboxOptions, serve_in_thread
+from pipeline.testing import Reply
 
 LONG = "u" * 70_000
 TOO_LONG = "userId is too long to be sent in a URL (70000 characters"
@@ -84,7 +84,7 @@ CASES: list[Any] = [
 
 @pytest.mark.parametrize(("message", "field"), CASES)
 def test_process_refuses_an_identifier_too_long_for_a_url(message: Any, field: str) -> None:
-    fake = FakeUserCom({"GET /users-by-id/*": ok()})
+    fake = scripted({"GET /users-by-id/*": ok()})
     result = run(message, fake)
     assert_failure(result, 400, INSTRUMENTATION)
     assert result["error"].startswith(f"{field} is too long to be sent in a URL (70000 characters")
@@ -99,21 +99,21 @@ def test_multibyte_characters_count_as_they_are_encoded() -> None:
 
 
 def test_the_longest_identifier_allowed_is_sent() -> None:
-    fake = FakeUserCom({"GET /users-by-id/*": ok({"id": 7})})
+    fake = scripted({"GET /users-by-id/*": ok({"id": 7})})
     result = run(identify(userId="u" * SUBJECT_ENCODED_MAX), fake)
     assert result["statusCode"] == 200, result.get("error")
     assert len(fake.requests) == 1
 
 
 def test_a_user_id_from_user_com_too_long_for_a_url_is_an_aborted_answer() -> None:
-    fake = FakeUserCom({"GET /users-by-id/*": ok({"id": LONG})})
+    fake = scripted({"GET /users-by-id/*": ok({"id": LONG})})
     result = run(identify(userId="u1"), fake)
     assert_failure(result, 400, ABORTED)
     assert "User.com answered a user with an id too long to be sent in a URL" in result["error"]
 
 
 def test_a_company_id_from_user_com_too_long_for_a_url_is_an_aborted_answer() -> None:
-    fake = FakeUserCom(
+    fake = scripted(
         {
             "GET /users-by-id/*": ok({"id": 1}),
             "GET /companies-by-id/*": Reply(404, {"detail": "Not found."}),
@@ -126,8 +126,8 @@ def test_a_company_id_from_user_com_too_long_for_a_url_is_an_aborted_answer() ->
 
 
 def test_destination_process_and_deliver_reject_it() -> None:
-    fake = FakeUserCom()
-    destination = Destination(config(), transport=fake.transport)
+    fake = scripted()
+    destination = Destination(config(), transport=fake)
     message = track(userId=LONG, event="Viewed", messageId="m-long")
     processed = destination.process(message)
     assert processed["statusCode"] == 400
@@ -193,9 +193,9 @@ def test_serve_rejects_it_and_keeps_delivering(sandbox: str, tmp_path: Path) -> 
 def test_a_destination_base_url_too_long_for_the_bound_is_refused_when_built() -> None:
     # The bound on identifiers leaves room for an origin of ORIGIN_MAX characters, no more.
     fits = "http://" + "a" * (ORIGIN_MAX - len("http://"))
-    fake = FakeUserCom({"POST /users-by-id/*": ok({"id": 1})})
+    fake = scripted({"POST /users-by-id/*": ok({"id": 1})})
     longest = "u" * SUBJECT_ENCODED_MAX
-    with Destination(config(), base_url=fits, transport=fake.transport) as destination:
+    with Destination(config(), base_url=fits, transport=fake) as destination:
         message = track(userId=longest, event="Viewed", messageId="m-longest")
         assert destination.deliver(message).status == "delivered"
     with pytest.raises(ValueError, match=f"base_url is {ORIGIN_MAX + 1} characters, over "):

@@ -193,3 +193,19 @@ def test_a_stored_row_becomes_an_incoming_without_keying_it_again(
     assert again.job == read.job
     repeat = stored(cfg, repeat_key(read.key, "f" * 64), "f" * 64, 8, line, None)
     assert (repeat.job, repeat.problem) == (None, REPEATED)
+
+
+def test_a_pending_outcome_keeps_the_requests_that_met_a_run_fault(
+    open_queue: QueueOpener,
+) -> None:
+    queue = open_queue("acme")
+    item = arrival("a")
+    queue.admit([item])
+    refused = ("POST https://acme.user.com/api/public/users/update_or_create/ -> 401",)
+    queue.file([Record(item.key, item.content_hash, item.line, "pending", 1, refused, None, ())])
+    row = queue.get("acme:a")
+    assert row is not None
+    assert (row.status, row.attempts, row.requests) == ("pending", 1, refused)
+    untried = Record(item.key, item.content_hash, item.line, "pending", 0, (), None, ())
+    queue.file([untried])
+    assert queue.get("acme:a") == row  # not attempted: nothing to tell

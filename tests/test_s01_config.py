@@ -10,7 +10,6 @@ from helpers import (
     HEADERS,
     HOST,
     KEY,
-    FakeUserCom,
     assert_bad_config,
     body,
     config,
@@ -20,6 +19,7 @@ from helpers import (
     identify,
     output,
     run,
+    scripted,
     track,
     user_found,
 )
@@ -30,7 +30,7 @@ IDENTIFY = identify(userId="u1", traits={"email": "ada@x.io"})
 
 
 def test_s1_api_key_is_sent_as_token_authorization() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(IDENTIFY, fake)
     assert output(result)["headers"] == HEADERS
     assert fake.requests, "a lookup was expected"
@@ -45,7 +45,7 @@ def test_s1_missing_or_empty_api_key_is_configuration_error(missing: Any) -> Non
         del cfg["apiKey"]
     else:
         cfg["apiKey"] = missing
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(IDENTIFY, fake, cfg)
     assert_bad_config(result, fake)
 
@@ -57,15 +57,15 @@ def test_s1_missing_or_empty_subdomain_is_configuration_error(missing: Any) -> N
         del cfg["appSubdomain"]
     else:
         cfg["appSubdomain"] = missing
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(IDENTIFY, fake, cfg)
     assert_bad_config(result, fake)
     assert "undefined" not in result["error"]
 
 
 def test_s1_missing_config_object_is_configuration_error() -> None:
-    fake = FakeUserCom()
-    result = process({"message": IDENTIFY, "destination": {}}, transport=fake.transport)
+    fake = scripted()
+    result = process({"message": IDENTIFY, "destination": {}}, transport=fake)
     assert_bad_config(result, fake)
 
 
@@ -88,7 +88,7 @@ def test_s1_missing_config_object_is_configuration_error() -> None:
     ],
 )
 def test_s1_friendly_subdomain_forms_normalise_to_the_label(subdomain: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(IDENTIFY, fake, config(appSubdomain=subdomain))
     method, endpoint = final(result)
     assert (method, endpoint) == ("POST", f"{BASE}/users/")
@@ -97,7 +97,7 @@ def test_s1_friendly_subdomain_forms_normalise_to_the_label(subdomain: str) -> N
 
 @pytest.mark.parametrize("subdomain", ["my-app-2", "a", "0", "a" * 63, "x1-y2-z3"])
 def test_s1_any_valid_dns_label_is_accepted(subdomain: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(IDENTIFY, fake, config(appSubdomain=subdomain))
     assert final(result) == ("POST", f"https://{subdomain}.user.com/api/public/users/")
     assert [seen.host for seen in fake.requests] == [f"{subdomain}.user.com"]
@@ -133,13 +133,13 @@ def test_s1_any_valid_dns_label_is_accepted(subdomain: str) -> None:
     ],
 )
 def test_s1_bad_subdomain_is_configuration_error_without_request(subdomain: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(IDENTIFY, fake, config(appSubdomain=subdomain))
     assert_bad_config(result, fake)
 
 
 def test_s1_config_error_message_never_contains_the_key() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     for cfg in (
         config(appSubdomain=f"{KEY}.evil.com"),
         config(appSubdomain="evil.com"),
@@ -152,13 +152,13 @@ def test_s1_config_error_message_never_contains_the_key() -> None:
 
 
 def test_s1_missing_mapping_lists_mean_empty_lists() -> None:
-    result = run(identify(userId="u1", traits={"plan": "pro"}), FakeUserCom(), config())
+    result = run(identify(userId="u1", traits={"plan": "pro"}), scripted(), config())
     assert body(result) == {"custom_id": "u1", "plan": "pro"}
 
 
 def test_s1_null_mapping_lists_mean_empty_lists() -> None:
     cfg = config(userAttributesMapping=None, userEvents=None, companyAttributesMapping=None)
-    assert body(run(identify(userId="u1", traits={"plan": "pro"}), FakeUserCom(), cfg)) == {
+    assert body(run(identify(userId="u1", traits={"plan": "pro"}), scripted(), cfg)) == {
         "custom_id": "u1",
         "plan": "pro",
     }
@@ -171,7 +171,7 @@ def test_s1_null_mapping_lists_mean_empty_lists() -> None:
 @pytest.mark.parametrize("blank", ["", "   "])
 def test_s1_mapping_entry_with_blank_from_is_ignored(blank: str) -> None:
     cfg = config(userAttributesMapping=[{"from": blank, "to": "tier"}])
-    result = run(identify(userId="u1", traits={"plan": "pro"}), FakeUserCom(), cfg)
+    result = run(identify(userId="u1", traits={"plan": "pro"}), scripted(), cfg)
     assert body(result) == {"custom_id": "u1", "plan": "pro"}
 
 
@@ -179,7 +179,7 @@ def test_s1_two_mapping_entries_with_same_from_last_wins() -> None:
     cfg = config(
         userAttributesMapping=[{"from": "plan", "to": "tier"}, {"from": "plan", "to": "level"}]
     )
-    result = run(identify(userId="u1", traits={"plan": "pro"}), FakeUserCom(), cfg)
+    result = run(identify(userId="u1", traits={"plan": "pro"}), scripted(), cfg)
     assert body(result) == {"custom_id": "u1", "level": "pro"}
 
 
@@ -215,11 +215,11 @@ def test_s1_event_property_mapping_same_from_last_wins() -> None:
 
 def test_s1_mapping_keys_are_case_sensitive() -> None:
     cfg = config(userAttributesMapping=[{"from": "Plan", "to": "tier"}])
-    result = run(identify(userId="u1", traits={"plan": "pro"}), FakeUserCom(), cfg)
+    result = run(identify(userId="u1", traits={"plan": "pro"}), scripted(), cfg)
     assert body(result) == {"custom_id": "u1", "plan": "pro"}
 
 
 def test_s1_mapping_applies_when_case_matches() -> None:
     cfg = config(userAttributesMapping=[{"from": "Plan", "to": "tier"}])
-    result = run(identify(userId="u1", traits={"Plan": "pro"}), FakeUserCom(), cfg)
+    result = run(identify(userId="u1", traits={"Plan": "pro"}), scripted(), cfg)
     assert body(result) == {"custom_id": "u1", "tier": "pro"}

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from helpers import (
-    FakeUserCom,
     body,
     company_write,
     group,
@@ -14,6 +13,7 @@ from helpers import (
     page,
     put,
     run,
+    scripted,
     track,
     user_found,
 )
@@ -157,14 +157,14 @@ def test_s2_zero_false_and_empty_containers_count_as_present(value: Any) -> None
 
 
 def test_s2_numeric_user_id_stays_a_number() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = body(run(identify(userId=42), fake))
     assert result["custom_id"] == 42
     assert fake.calls == ["GET /users-by-id/42/"]
 
 
 def test_s2_user_id_zero_is_present() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = body(run(identify(userId=0, anonymousId="anon"), fake))
     assert result["custom_id"] == 0
     assert fake.calls == ["GET /users-by-id/0/"]

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from helpers import (
     CONFIGURATION,
-    FakeUserCom,
     assert_bad_config,
     assert_bad_event,
     assert_failure,
@@ -19,6 +18,7 @@ from helpers import (
     item,
     page,
     run,
+    scripted,
     track,
     user_found,
 )
@@ -39,13 +39,13 @@ from pipeline import process
     ids=["absent", "null", "number", "bool", "list", "object"],
 )
 def test_s3_missing_or_non_string_type_is_required_error(message: dict[str, Any]) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     assert_bad_event(run(message, fake), "Event type is required", fake)
 
 
 @pytest.mark.parametrize("message", [None, "identify", 12, []], ids=["none", "str", "int", "list"])
 def test_s3_message_that_is_not_an_object_has_no_type(message: Any) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     assert_bad_event(run(message, fake), "Event type is required", fake)
 
 
@@ -61,7 +61,7 @@ def test_s3_message_that_is_not_an_object_has_no_type(message: Any) -> None:
     ],
 )
 def test_s3_unsupported_type_is_reported_lower_cased(kind: str, lowered: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run({"type": kind, "userId": "u1", "event": "E"}, fake)
     assert_bad_event(result, f"Event type {lowered} is not supported", fake)
 
@@ -105,7 +105,7 @@ def test_s3_other_supported_types_are_case_insensitive(
 
 
 def test_s3_type_is_checked_before_config() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     bad_config = config(apiKey="", appSubdomain="evil.com")
     assert_bad_event(run({"userId": "u1"}, fake, bad_config), "Event type is required", fake)
     assert_bad_event(
@@ -114,10 +114,10 @@ def test_s3_type_is_checked_before_config() -> None:
 
 
 def test_s3_missing_destination_config_after_type() -> None:
-    fake = FakeUserCom()
-    result = process({"message": {"type": "alias"}}, transport=fake.transport)
+    fake = scripted()
+    result = process({"message": {"type": "alias"}}, transport=fake)
     assert_bad_event(result, "Event type alias is not supported", fake)
-    result = process({"message": identify(userId="u1")}, transport=fake.transport)
+    result = process({"message": identify(userId="u1")}, transport=fake)
     assert_failure(result, 400, CONFIGURATION)
     assert fake.requests == []
 
@@ -133,27 +133,27 @@ def test_s3_missing_destination_config_after_type() -> None:
     ids=["track-no-event", "page-nothing", "group-nothing", "identify-nothing"],
 )
 def test_s3_config_is_checked_before_the_event_fields(message: dict[str, Any]) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     assert_bad_config(run(message, fake, config(apiKey=None)), fake)
     assert_bad_config(run(message, fake, config(appSubdomain="a.b")), fake)
 
 
 def test_s3_track_event_name_before_lookup_choice() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     assert_bad_event(run(track(), fake), "Parameter event is required", fake)
     message = track(integrations={"user": {"lookup": "nope"}})
     assert_bad_event(run(message, fake), "Parameter event is required", fake)
 
 
 def test_s3_page_fields_before_lookup_choice() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     assert_bad_event(run(page(), fake), "Parameter url is required", fake)
     message = page(context={"page": {"url": "u"}}, integrations={"user": {"lookup": "x"}})
     assert_bad_event(run(message, fake), "Parameter path is required", fake)
 
 
 def test_s3_group_fields_before_user_id() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     assert_bad_event(run(group(), fake), "Parameter name is required", fake)
     assert_bad_event(run(group(traits={"name": "A"}), fake), "Parameter groupId is required", fake)
     assert_bad_event(
@@ -164,7 +164,7 @@ def test_s3_group_fields_before_user_id() -> None:
 
 
 def test_s3_lookup_choice_before_payload_identify() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     # No userId list at all (payload would fail) and an unusable lookup choice: lookup wins.
     message = identify(traits={"email": "e@x.io"}, integrations={"user": {"lookup": "fax"}})
     assert_bad_event(
@@ -176,7 +176,7 @@ def test_s3_lookup_choice_before_payload_identify() -> None:
 
 
 def test_s3_payload_checked_after_lookup_choice_and_before_any_request() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     message = identify(traits={"email": "e@x.io"})
     assert_bad_event(run(message, fake), 'Missing required value from "userId"', fake)
     message = track(event="E", traits={"email": "e@x.io"})
@@ -184,13 +184,13 @@ def test_s3_payload_checked_after_lookup_choice_and_before_any_request() -> None
 
 
 def test_s3_lookup_choice_before_payload_track() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     message = track(event="E")
     assert_bad_event(run(message, fake), "Default lookup field : email value is empty", fake)
 
 
 def test_s3_no_request_is_made_before_checks_pass_even_with_metadata() -> None:
-    fake = FakeUserCom()
-    result = process(item({"type": "screen"}, metadata={"jobId": 1}), transport=fake.transport)
+    fake = scripted()
+    result = process(item({"type": "screen"}, metadata={"jobId": 1}), transport=fake)
     assert result["metadata"] == {"jobId": 1}
     assert fake.requests == []

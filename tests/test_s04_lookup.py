@@ -13,9 +13,6 @@ from helpers import (
     RETRYABLE,
     THROTTLED,
     USER,
-    FakeUserCom,
-    Raise,
-    Reply,
     assert_bad_event,
     assert_failure,
     body,
@@ -24,9 +21,12 @@ from helpers import (
     ok,
     page,
     run,
+    scripted,
     tags,
     track,
 )
+
+from pipeline.testing import Raise, Reply
 
 EMAIL = "ada@x.io"
 EVERYTHING: dict[str, Any] = {
@@ -38,7 +38,7 @@ EVERYTHING: dict[str, Any] = {
 
 
 def lookups(message: dict[str, Any]) -> list[str]:
-    fake = FakeUserCom()
+    fake = scripted()
     run(message, fake)
     return fake.calls
 
@@ -103,7 +103,7 @@ def test_s4_email_lookup_reads_email_only_list(path: str) -> None:
 
 
 def test_s4_no_lookup_possible_is_default_lookup_error() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     message = identify(anonymousId="anon", traits={"userId": "t1", "phone": "+1"})
     assert_bad_event(run(message, fake), "Default lookup field : email value is empty", fake)
 
@@ -184,7 +184,7 @@ def test_s4_phone_lookup_reads_phone_list(path: str) -> None:
 
 
 def test_s4_email_lookup_field_without_email_is_error() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     message = identify(
         userId="u1", traits={"phone": "+1"}, integrations={"user": {"lookup": "email"}}
     )
@@ -192,7 +192,7 @@ def test_s4_email_lookup_field_without_email_is_error() -> None:
 
 
 def test_s4_phone_lookup_field_without_phone_is_error() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     message = identify(
         userId="u1", traits={"email": EMAIL}, integrations={"user": {"lookup": "phone"}}
     )
@@ -201,7 +201,7 @@ def test_s4_phone_lookup_field_without_phone_is_error() -> None:
 
 @pytest.mark.parametrize("field", ["userId", "custom_id", "Fax", "user_key", "e-mail"])
 def test_s4_unsupported_lookup_field_is_error_with_its_name(field: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     message = identify(
         userId="u1", traits={"email": EMAIL}, integrations={"user": {"lookup": field}}
     )
@@ -216,7 +216,7 @@ IDENTIFY = identify(userId="u1", traits={"email": EMAIL})
 
 
 def test_s4_found_user_object_leads_to_put_on_its_id() -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": ok({"id": 91, "user_key": "k"})})
+    fake = scripted({"GET /users-by-id/u1/": ok({"id": 91, "user_key": "k"})})
     result = run(IDENTIFY, fake)
     assert final(result) == ("PUT", f"{BASE}/users/91/")
     assert body(result) == {"custom_id": "u1", "email": EMAIL}
@@ -224,14 +224,14 @@ def test_s4_found_user_object_leads_to_put_on_its_id() -> None:
 
 
 def test_s4_not_found_leads_to_post_users() -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": Reply(404, {"detail": "Not found."})})
+    fake = scripted({"GET /users-by-id/u1/": Reply(404, {"detail": "Not found."})})
     result = run(IDENTIFY, fake)
     assert final(result) == ("POST", f"{BASE}/users/")
     assert fake.calls == ["GET /users-by-id/u1/"]
 
 
 def test_s4_not_found_without_body_leads_to_post_users() -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": Reply(404)})
+    fake = scripted({"GET /users-by-id/u1/": Reply(404)})
     assert final(run(IDENTIFY, fake)) == ("POST", f"{BASE}/users/")
 
 
@@ -273,7 +273,7 @@ FAILURES: list[Any] = [
 def test_s4_identify_lookup_failures_are_classified(
     answer: Any, status: int, stat_tags: dict[str, str]
 ) -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": answer})
+    fake = scripted({"GET /users-by-id/u1/": answer})
     result = run(IDENTIFY, fake)
     assert_failure(result, status, stat_tags)
     # A failed lookup never leads to creating (or updating) a user; no retry inside process.
@@ -284,13 +284,13 @@ def test_s4_identify_lookup_failures_are_classified(
 def test_s4_track_lookup_failures_are_classified(
     answer: Any, status: int, stat_tags: dict[str, str]
 ) -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": answer})
+    fake = scripted({"GET /users-by-id/u1/": answer})
     assert_failure(run(track(userId="u1", event="E"), fake), status, stat_tags)
     assert fake.calls == ["GET /users-by-id/u1/"]
 
 
 def test_s4_page_lookup_failure_is_classified() -> None:
-    fake = FakeUserCom({"GET /users/search/*": Reply(429, headers={"Retry-After": "5"})})
+    fake = scripted({"GET /users/search/*": Reply(429, headers={"Retry-After": "5"})})
     message = page(
         anonymousId="a1",
         traits={"email": EMAIL},
@@ -302,7 +302,7 @@ def test_s4_page_lookup_failure_is_classified() -> None:
 
 
 def test_s4_error_message_says_what_user_com_answered() -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": Reply(422, {"detail": "Custom id is too long"})})
+    fake = scripted({"GET /users-by-id/u1/": Reply(422, {"detail": "Custom id is too long"})})
     message = run(IDENTIFY, fake)["error"]
     assert "422" in message
     assert "Custom id is too long" in message
@@ -310,18 +310,18 @@ def test_s4_error_message_says_what_user_com_answered() -> None:
 
 @pytest.mark.parametrize("status", [401, 403, 429, 500, 503])
 def test_s4_error_message_names_the_status(status: int) -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": Reply(status, {"detail": "nope"})})
+    fake = scripted({"GET /users-by-id/u1/": Reply(status, {"detail": "nope"})})
     assert str(status) in run(IDENTIFY, fake)["error"]
 
 
 def test_s4_user_key_lookup_found_updates_that_user() -> None:
-    fake = FakeUserCom({"GET /users/search/?key=K9": ok({"id": 5, "user_key": "K9"})})
+    fake = scripted({"GET /users/search/?key=K9": ok({"id": 5, "user_key": "K9"})})
     message = identify(userId="u1", context={"externalId": [{"type": "userKey", "id": "K9"}]})
     assert final(run(message, fake)) == ("PUT", f"{BASE}/users/5/")
 
 
 def test_s4_email_lookup_found_updates_that_user() -> None:
-    fake = FakeUserCom({f"GET /users/search/?email={EMAIL}": ok({"id": 6})})
+    fake = scripted({f"GET /users/search/?email={EMAIL}": ok({"id": 6})})
     message = identify(anonymousId="anon", traits={"email": EMAIL})
     result = run(message, fake)
     assert final(result) == ("PUT", f"{BASE}/users/6/")
@@ -337,21 +337,21 @@ PHONE_SEARCH = "GET /users/search/?phone_number=+48123"
 
 
 def test_s4_phone_search_one_result_is_that_user() -> None:
-    fake = FakeUserCom({PHONE_SEARCH: ok({"count": 1, "results": [{"id": 12, "user_key": "k"}]})})
+    fake = scripted({PHONE_SEARCH: ok({"count": 1, "results": [{"id": 12, "user_key": "k"}]})})
     result = run(PHONE_IDENTIFY, fake)
     assert final(result) == ("PUT", f"{BASE}/users/12/")
     assert fake.calls == [PHONE_SEARCH]
 
 
 def test_s4_phone_search_no_result_is_not_found_error() -> None:
-    fake = FakeUserCom({PHONE_SEARCH: ok({"count": 0, "results": []})})
+    fake = scripted({PHONE_SEARCH: ok({"count": 0, "results": []})})
     result = run(PHONE_IDENTIFY, fake)
     assert_failure(result, 400, NOT_FOUND_TAGS, "No user found for a given lookup field")
 
 
 def test_s4_phone_search_several_results_is_error() -> None:
     users = [{"id": 1}, {"id": 2}]
-    fake = FakeUserCom({PHONE_SEARCH: ok({"count": 2, "results": users})})
+    fake = scripted({PHONE_SEARCH: ok({"count": 2, "results": users})})
     result = run(PHONE_IDENTIFY, fake)
     assert_failure(result, 400, NOT_FOUND_TAGS, "Multiple users obtained for a given lookup field")
 
@@ -362,13 +362,13 @@ def test_s4_phone_search_several_results_is_error() -> None:
     ids=["single-object", "null-results", "object-results", "no-results-key"],
 )
 def test_s4_phone_search_without_results_list_is_not_understood(answer: Any) -> None:
-    fake = FakeUserCom({PHONE_SEARCH: ok(answer)})
+    fake = scripted({PHONE_SEARCH: ok(answer)})
     result = run(PHONE_IDENTIFY, fake)
     assert_failure(result, 400, ABORTED)
 
 
 def test_s4_phone_search_track_one_result() -> None:
-    fake = FakeUserCom({PHONE_SEARCH: ok({"results": [{"id": 12}]})})
+    fake = scripted({PHONE_SEARCH: ok({"results": [{"id": 12}]})})
     message = track(
         userId="u1",
         event="E",
@@ -381,7 +381,7 @@ def test_s4_phone_search_track_one_result() -> None:
 
 
 def test_s4_phone_search_track_no_result_is_lookup_error() -> None:
-    fake = FakeUserCom({PHONE_SEARCH: ok({"results": []})})
+    fake = scripted({PHONE_SEARCH: ok({"results": []})})
     message = track(
         userId="u1",
         event="E",
@@ -405,11 +405,11 @@ def test_s4_phone_search_track_no_result_is_lookup_error() -> None:
 def test_s4_phone_search_failures_are_classified(
     answer: Any, status: int, stat_tags: dict[str, str]
 ) -> None:
-    fake = FakeUserCom({PHONE_SEARCH: answer})
+    fake = scripted({PHONE_SEARCH: answer})
     assert_failure(run(PHONE_IDENTIFY, fake), status, stat_tags)
     assert fake.calls == [PHONE_SEARCH]
 
 
 def test_s4_phone_search_404_is_not_found_and_identify_creates() -> None:
-    fake = FakeUserCom({PHONE_SEARCH: Reply(404)})
+    fake = scripted({PHONE_SEARCH: Reply(404)})
     assert final(run(PHONE_IDENTIFY, fake)) == ("POST", f"{BASE}/users/")

@@ -9,7 +9,6 @@ import pytest
 from helpers import (
     BASE,
     KEY,
-    FakeUserCom,
     assert_bad_event,
     body,
     config,
@@ -18,6 +17,7 @@ from helpers import (
     ok,
     output,
     run,
+    scripted,
 )
 
 FULL_TRAITS: dict[str, Any] = {
@@ -80,7 +80,7 @@ def test_s5_address_object_trait_is_copied_as_custom_attribute() -> None:
 
 
 def test_s5_not_found_posts_users() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(identify(userId="u1", traits={"email": "ada@x.io"}), fake)
     assert final(result) == ("POST", f"{BASE}/users/")
     assert body(result) == {"custom_id": "u1", "email": "ada@x.io"}
@@ -88,20 +88,20 @@ def test_s5_not_found_posts_users() -> None:
 
 
 def test_s5_found_puts_users_id() -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": ok({"id": 7, "custom_id": "u1"})})
+    fake = scripted({"GET /users-by-id/u1/": ok({"id": 7, "custom_id": "u1"})})
     result = run(identify(userId="u1", traits={"email": "ada@x.io"}), fake)
     assert final(result) == ("PUT", f"{BASE}/users/7/")
     assert body(result) == {"custom_id": "u1", "email": "ada@x.io"}
 
 
 def test_s5_missing_custom_id_is_error_before_any_request() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     message = identify(traits={"email": "ada@x.io", "firstName": "Ada"})
     assert_bad_event(run(message, fake), 'Missing required value from "userId"', fake)
 
 
 def test_s5_empty_user_ids_count_as_missing() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     message = identify(userId="", anonymousId="", traits={"email": "e@x.io", "userId": ""})
     assert_bad_event(run(message, fake), 'Missing required value from "userId"', fake)
 
@@ -182,7 +182,7 @@ def test_s5_status_unknown_value_is_dropped_with_warning(
 
 
 def test_s5_unknown_gender_does_not_stop_the_lookup() -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": ok({"id": 3})})
+    fake = scripted({"GET /users-by-id/u1/": ok({"id": 3})})
     result = run(identify(userId="u1", traits={"gender": "x", "status": "y"}), fake)
     assert final(result) == ("PUT", f"{BASE}/users/3/")
     assert fake.calls == ["GET /users-by-id/u1/"]

@@ -9,7 +9,6 @@ import pytest
 from helpers import (
     BASE,
     NOT_FOUND_TAGS,
-    FakeUserCom,
     assert_bad_event,
     assert_failure,
     body,
@@ -17,6 +16,7 @@ from helpers import (
     final,
     ok,
     run,
+    scripted,
     track,
     user_found,
 )
@@ -36,7 +36,7 @@ def test_s6_missing_event_is_error_before_any_request(event: Any) -> None:
     message = track(userId="u1", properties={"a": 1})
     if event != "absent":
         message["event"] = event
-    fake = FakeUserCom()
+    fake = scripted()
     assert_bad_event(run(message, fake), "Parameter event is required", fake)
 
 
@@ -77,20 +77,20 @@ def test_s6_data_is_properties_as_found() -> None:
 
 
 def test_s6_not_found_is_track_error() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(track(userId="u1", event="E"), fake)
     assert_failure(result, 400, NOT_FOUND_TAGS, TRACK_NOT_FOUND)
     assert fake.calls == ["GET /users-by-id/u1/"]
 
 
 def test_s6_missing_user_id_list_is_error_before_any_request() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     message = track(event="E", traits={"email": "e@x.io"})
     assert_bad_event(run(message, fake), 'Missing required value from "userId"', fake)
 
 
 def test_s6_lookup_by_email_when_no_top_level_user_id() -> None:
-    fake = FakeUserCom({"GET /users/search/?email=e@x.io": ok({"id": 5})})
+    fake = scripted({"GET /users/search/?email=e@x.io": ok({"id": 5})})
     message = track(anonymousId="anon", event="E", context={"traits": {"email": "e@x.io"}})
     result = run(message, fake)
     assert body(result) == {"name": "E", "user_id": 5}

@@ -8,8 +8,6 @@ import pytest
 from helpers import (
     BASE,
     NOT_FOUND_TAGS,
-    FakeUserCom,
-    Reply,
     assert_bad_event,
     assert_failure,
     body,
@@ -17,8 +15,11 @@ from helpers import (
     ok,
     page,
     run,
+    scripted,
     user_found,
 )
+
+from pipeline.testing import Reply
 
 PAGE_NOT_FOUND = (
     "No user found with given lookup field. Page event cannot be completed if there is no "
@@ -133,14 +134,14 @@ def test_s7_missing_user_id_list_is_error_before_any_request() -> None:
 
 
 def test_s7_not_found_is_page_error() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(full(), fake)
     assert_failure(result, 400, NOT_FOUND_TAGS, PAGE_NOT_FOUND)
     assert fake.calls == ["GET /users-by-id/u1/"]
 
 
 def test_s7_lookup_by_user_key() -> None:
-    fake = FakeUserCom({"GET /users/search/?key=K": ok({"id": 1, "user_key": "K"})})
+    fake = scripted({"GET /users/search/?key=K": ok({"id": 1, "user_key": "K"})})
     message = full(
         context={"page": {"url": URL, "path": "/"}, "externalId": [{"type": "userKey", "id": "K"}]}
     )
@@ -150,7 +151,7 @@ def test_s7_lookup_by_user_key() -> None:
 
 
 def test_s7_lookup_failure_is_not_page_not_found() -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": Reply(503)})
+    fake = scripted({"GET /users-by-id/u1/": Reply(503)})
     result = run(full(), fake)
     assert result["statusCode"] == 503
     assert result["error"] != PAGE_NOT_FOUND

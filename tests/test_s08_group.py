@@ -12,9 +12,6 @@ from helpers import (
     NOT_FOUND_TAGS,
     RETRYABLE,
     THROTTLED,
-    FakeUserCom,
-    Raise,
-    Reply,
     assert_bad_event,
     assert_failure,
     body,
@@ -25,8 +22,11 @@ from helpers import (
     group_fake,
     ok,
     run,
+    scripted,
     tags,
 )
+
+from pipeline.testing import Raise, Reply
 
 USER_STEP = "GET /users-by-id/u1/"
 COMPANY_STEP = "GET /companies-by-id/g1/"
@@ -390,7 +390,7 @@ def test_s8_company_write_is_a_json_body_with_headers() -> None:
 
 
 def test_s8_group_lookup_steps_make_no_user_search() -> None:
-    fake = FakeUserCom(
+    fake = scripted(
         {
             "GET /users-by-id/u1/": ok(),
             "POST /companies/": Reply(201, {"id": 2}),

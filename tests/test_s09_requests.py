@@ -11,8 +11,6 @@ from helpers import (
     HEADERS,
     HOST,
     KEY,
-    FakeUserCom,
-    Reply,
     body,
     config,
     final,
@@ -24,10 +22,12 @@ from helpers import (
     output,
     page,
     run,
+    scripted,
     track,
 )
 
 import pipeline
+from pipeline.testing import FakeUserCom, Reply
 
 ODD_IDS = [
     "a/b",
@@ -68,7 +68,7 @@ def _every_request_is_well_formed(fake: FakeUserCom) -> None:
 
 
 def test_s9_identify_requests_headers_and_slashes() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(identify(userId="u1"), fake)
     _every_request_is_well_formed(fake)
     out = output(result)
@@ -97,7 +97,7 @@ def test_s9_group_requests_headers_and_slashes() -> None:
     ids=["track", "page"],
 )
 def test_s9_track_and_page_endpoints(message: dict[str, Any], endpoint: str) -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": ok()})
+    fake = scripted({"GET /users-by-id/u1/": ok()})
     result = run(message, fake)
     assert final(result) == ("POST", endpoint)
     assert output(result)["headers"] == HEADERS
@@ -106,7 +106,7 @@ def test_s9_track_and_page_endpoints(message: dict[str, Any], endpoint: str) -> 
 
 @pytest.mark.parametrize("user_id", ODD_IDS)
 def test_s9_user_id_is_one_encoded_path_segment(user_id: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(identify(userId=user_id), fake)
     seen = fake.requests[0]
     assert seen.segments == ("users-by-id", user_id)
@@ -116,7 +116,7 @@ def test_s9_user_id_is_one_encoded_path_segment(user_id: str) -> None:
 
 @pytest.mark.parametrize("user_id", [".", ".."])
 def test_s9_dot_segment_user_id_stays_one_segment(user_id: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     run(identify(userId=user_id), fake)
     assert [seen.segments for seen in fake.requests] == [("users-by-id", user_id)]
 
@@ -135,7 +135,7 @@ def test_s9_dot_segment_user_id_stays_one_segment(user_id: str) -> None:
     ],
 )
 def test_s9_email_query_value_is_percent_encoded(email: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     run(identify(anonymousId="anon", traits={"email": email}), fake)
     seen = fake.requests[0]
     assert seen.segments == ("users", "search")
@@ -146,7 +146,7 @@ def test_s9_email_query_value_is_percent_encoded(email: str) -> None:
 
 @pytest.mark.parametrize("phone", ["+48 123 456 789", "+1-555-0100", "(0) 12#3"])
 def test_s9_phone_query_value_is_percent_encoded(phone: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     message = identify(
         userId="u1", traits={"phone": phone}, integrations={"user": {"lookup": "phone"}}
     )
@@ -157,14 +157,14 @@ def test_s9_phone_query_value_is_percent_encoded(phone: str) -> None:
 
 @pytest.mark.parametrize("key", ["k+1/2", "a b?c#d", "ключ"])
 def test_s9_user_key_query_value_is_percent_encoded(key: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     run(identify(userId="u1", context={"externalId": [{"type": "userKey", "id": key}]}), fake)
     assert fake.requests[0].query == (("key", key),)
 
 
 @pytest.mark.parametrize("user_id", ["7/x", "a b", "#1", "ü?"])
 def test_s9_found_user_id_is_encoded_in_put_path(user_id: str) -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": ok({"id": user_id})})
+    fake = scripted({"GET /users-by-id/u1/": ok({"id": user_id})})
     result = run(identify(userId="u1"), fake)
     method, endpoint = final(result)
     assert method == "PUT"
@@ -173,14 +173,14 @@ def test_s9_found_user_id_is_encoded_in_put_path(user_id: str) -> None:
 
 @pytest.mark.parametrize("group_id", ODD_IDS)
 def test_s9_group_id_is_one_encoded_path_segment(group_id: str) -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": ok(), "POST /companies/": Reply(201, {"id": 3})})
+    fake = scripted({"GET /users-by-id/u1/": ok(), "POST /companies/": Reply(201, {"id": 3})})
     run(group(userId="u1", groupId=group_id, traits={"name": "A"}), fake)
     assert fake.requests[1].segments == ("companies-by-id", group_id)
     assert fake.requests[2].body["custom_id"] == group_id
 
 
 def test_s9_group_user_id_is_one_encoded_path_segment() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     run(group(userId="a/b?c", groupId="g1", traits={"name": "A"}), fake)
     assert fake.requests[0].segments == ("users-by-id", "a/b?c")
 
@@ -196,7 +196,7 @@ def test_s9_company_ids_are_encoded(company_id: str) -> None:
 
 
 def test_s9_numeric_ids_in_paths() -> None:
-    fake = FakeUserCom({"GET /users-by-id/42/": ok({"id": 9})})
+    fake = scripted({"GET /users-by-id/42/": ok({"id": 9})})
     assert final(run(identify(userId=42), fake)) == ("PUT", f"{BASE}/users/9/")
 
 
@@ -210,7 +210,7 @@ def test_s9_lookups_carry_no_body_and_bodies_drop_top_level_nulls() -> None:
 
 
 def test_s9_host_never_changes_whatever_the_ids() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     for user_id in ["@evil.com", "//evil.com", "x@evil.com:80", "http://evil.com"]:
         run(identify(userId=user_id, traits={"email": "a@evil.com"}), fake)
     assert {seen.host for seen in fake.requests} == {HOST}

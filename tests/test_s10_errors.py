@@ -16,9 +16,6 @@ from helpers import (
     NOT_FOUND_TAGS,
     RETRYABLE,
     THROTTLED,
-    FakeUserCom,
-    Raise,
-    Reply,
     assert_failure,
     config,
     group,
@@ -27,11 +24,13 @@ from helpers import (
     ok,
     page,
     run,
+    scripted,
     tags,
     track,
 )
 
 from pipeline import process, process_router
+from pipeline.testing import FakeUserCom, Raise, Reply
 
 # --- bad events: 400 dataValidation/instrumentation ---------------------------------------
 
@@ -80,7 +79,7 @@ BAD_EVENTS: list[Any] = [
 def test_s10_bad_event_is_400_data_validation_instrumentation(
     message: dict[str, Any], text: str
 ) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     assert_failure(run(message, fake), 400, INSTRUMENTATION, text)
     assert fake.requests == []
 
@@ -96,7 +95,7 @@ def test_s10_bad_event_is_400_data_validation_instrumentation(
     ids=["no-key", "empty-key", "no-subdomain", "bad-subdomain"],
 )
 def test_s10_bad_config_is_400_data_validation_configuration(cfg: dict[str, Any]) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(identify(userId="u1"), fake, cfg)
     assert_failure(result, 400, CONFIGURATION)
     assert fake.requests == []
@@ -129,7 +128,7 @@ NETWORK: list[Any] = [
 def test_s10_user_com_answers_map_to_status_and_tags(
     answer: Any, status: int, stat_tags: dict[str, str]
 ) -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": answer})
+    fake = scripted({"GET /users-by-id/u1/": answer})
     result = run(identify(userId="u1"), fake)
     assert_failure(result, status, stat_tags)
     assert result["error"]
@@ -139,9 +138,9 @@ def test_s10_user_com_answers_map_to_status_and_tags(
 def test_s10_router_uses_the_same_status_and_tags(
     answer: Any, status: int, stat_tags: dict[str, str]
 ) -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": answer})
+    fake = scripted({"GET /users-by-id/u1/": answer})
     items = [{"message": identify(userId="u1"), "destination": {"Config": config()}}]
-    [result] = process_router(items, transport=fake.transport)
+    [result] = process_router(items, transport=fake)
     assert result["statusCode"] == status
     assert result["statTags"] == {**stat_tags, "feature": "router"}
 
@@ -162,10 +161,10 @@ PHONE = {"traits": {"phone": "+1"}, "integrations": {"user": {"lookup": "phone"}
 @pytest.mark.parametrize(
     ("message", "fake", "text"),
     [
-        pytest.param(track(userId="u1", event="E"), FakeUserCom(), TRACK_NOT_FOUND, id="track"),
+        pytest.param(track(userId="u1", event="E"), scripted(), TRACK_NOT_FOUND, id="track"),
         pytest.param(
             page(userId="u1", timestamp="t", context={"page": {"url": "u", "path": "/"}}),
-            FakeUserCom(),
+            scripted(),
             PAGE_NOT_FOUND,
             id="page",
         ),
@@ -177,13 +176,13 @@ PHONE = {"traits": {"phone": "+1"}, "integrations": {"user": {"lookup": "phone"}
         ),
         pytest.param(
             identify(userId="u1", **PHONE),
-            FakeUserCom({"GET /users/search/*": ok({"results": []})}),
+            scripted({"GET /users/search/*": ok({"results": []})}),
             "No user found for a given lookup field",
             id="phone-none",
         ),
         pytest.param(
             track(userId="u1", event="E", **PHONE),
-            FakeUserCom({"GET /users/search/*": ok({"results": [{"id": 1}, {"id": 2}]})}),
+            scripted({"GET /users/search/*": ok({"results": [{"id": 1}, {"id": 2}]})}),
             "Multiple users obtained for a given lookup field",
             id="phone-several",
         ),
@@ -198,9 +197,9 @@ def test_s10_user_not_found_errors_carry_meta_instrumentation(
 
 def test_s10_other_errors_have_no_meta() -> None:
     for result in (
-        run(identify(userId="u1"), FakeUserCom({"GET /users-by-id/u1/": Reply(500)})),
-        run(track(userId="u1"), FakeUserCom()),
-        run(identify(userId="u1"), FakeUserCom(), config(apiKey="")),
+        run(identify(userId="u1"), scripted({"GET /users-by-id/u1/": Reply(500)})),
+        run(track(userId="u1"), scripted()),
+        run(identify(userId="u1"), scripted(), config(apiKey="")),
     ):
         assert "meta" not in result["statTags"]
 
@@ -217,24 +216,24 @@ def test_s10_key_never_in_network_error_messages() -> None:
         Raise(httpx.ConnectError),
         Reply(302, headers={"Location": "/login/"}),
     ):
-        result = run(identify(userId="u1"), FakeUserCom({"GET /users-by-id/u1/": answer}))
+        result = run(identify(userId="u1"), scripted({"GET /users-by-id/u1/": answer}))
         assert KEY not in json.dumps(result)
 
 
 def test_s10_key_echoed_by_user_com_is_not_repeated_in_the_error() -> None:
     answer = Reply(401, {"detail": f"Invalid token {KEY}"})
-    result = run(identify(userId="u1"), FakeUserCom({"GET /users-by-id/u1/": answer}))
+    result = run(identify(userId="u1"), scripted({"GET /users-by-id/u1/": answer}))
     assert result["statusCode"] == 401
     assert KEY not in result["error"]
 
 
 def test_s10_key_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG):
-        run(identify(userId="u1", traits={"gender": "x"}), FakeUserCom())
-        run(identify(userId="u1"), FakeUserCom({"GET /users-by-id/u1/": Reply(401)}))
+        run(identify(userId="u1", traits={"gender": "x"}), scripted())
+        run(identify(userId="u1"), scripted({"GET /users-by-id/u1/": Reply(401)}))
         run(
             track(userId="u1", event="E", timestamp="never"),
-            FakeUserCom({"GET /users-by-id/u1/": ok()}),
+            scripted({"GET /users-by-id/u1/": ok()}),
         )
     assert all(KEY not in record.getMessage() for record in caplog.records)
 
@@ -281,7 +280,7 @@ def test_s10_key_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     ],
 )
 def test_s10_failures_are_values_never_exceptions(raw_item: dict[str, Any]) -> None:
-    result = process(raw_item, transport=FakeUserCom().transport)
+    result = process(raw_item, transport=scripted())
     assert isinstance(result["statusCode"], int)
     if result["statusCode"] != 200:
         assert isinstance(result["error"], str)
@@ -290,9 +289,9 @@ def test_s10_failures_are_values_never_exceptions(raw_item: dict[str, Any]) -> N
 
 
 def test_s10_retryable_kinds_are_only_throttled_and_retryable() -> None:
-    throttled = run(identify(userId="u1"), FakeUserCom({"GET /users-by-id/u1/": Reply(429)}))
-    retry = run(identify(userId="u1"), FakeUserCom({"GET /users-by-id/u1/": Reply(503)}))
-    aborted = run(identify(userId="u1"), FakeUserCom({"GET /users-by-id/u1/": Reply(401)}))
+    throttled = run(identify(userId="u1"), scripted({"GET /users-by-id/u1/": Reply(429)}))
+    retry = run(identify(userId="u1"), scripted({"GET /users-by-id/u1/": Reply(503)}))
+    aborted = run(identify(userId="u1"), scripted({"GET /users-by-id/u1/": Reply(401)}))
     assert throttled["statTags"]["errorType"] == "throttled"
     assert retry["statTags"]["errorType"] == "retryable"
     assert aborted["statTags"]["errorType"] == "aborted"
@@ -301,13 +300,13 @@ def test_s10_retryable_kinds_are_only_throttled_and_retryable() -> None:
 def test_s10_network_error_message_says_what_to_do() -> None:
     unauthorized = run(
         identify(userId="u1"),
-        FakeUserCom({"GET /users-by-id/u1/": Reply(401, {"detail": "Invalid token."})}),
+        scripted({"GET /users-by-id/u1/": Reply(401, {"detail": "Invalid token."})}),
     )
     assert "401" in unauthorized["error"]
     assert "Invalid token." in unauthorized["error"]
     throttled = run(
         identify(userId="u1"),
-        FakeUserCom({"GET /users-by-id/u1/": Reply(429, {"detail": "Slow down"})}),
+        scripted({"GET /users-by-id/u1/": Reply(429, {"detail": "Slow down"})}),
     )
     assert "429" in throttled["error"]
     assert "Slow down" in throttled["error"]

@@ -13,8 +13,6 @@ from helpers import (
     HEADERS,
     KEY,
     USER,
-    FakeUserCom,
-    Reply,
     arun,
     config,
     group,
@@ -24,6 +22,7 @@ from helpers import (
     ok,
     page,
     run,
+    scripted,
     tags,
     track,
     user_found,
@@ -31,6 +30,7 @@ from helpers import (
 
 import pipeline
 from pipeline import aprocess, aprocess_router, process, process_router
+from pipeline.testing import FakeUserCom, Reply
 
 METADATA = {"jobId": 17, "sourceId": "src", "destinationId": "dest-1", "attempt": 0}
 
@@ -57,18 +57,18 @@ IDENTIFY = identify(userId="u1", traits={"email": "e@x.io"})
 
 
 def test_s11_processor_success_envelope_with_metadata() -> None:
-    result = process(item(IDENTIFY, metadata=METADATA), transport=FakeUserCom().transport)
+    result = process(item(IDENTIFY, metadata=METADATA), transport=scripted())
     assert result == {"output": CREATED, "statusCode": 200, "metadata": METADATA}
 
 
 def test_s11_processor_success_envelope_without_metadata() -> None:
-    result = process(item(IDENTIFY), transport=FakeUserCom().transport)
+    result = process(item(IDENTIFY), transport=scripted())
     assert result == {"output": CREATED, "statusCode": 200}
 
 
 def test_s11_processor_failure_envelope_with_metadata() -> None:
-    fake = FakeUserCom()
-    result = process(item(track(userId="u1"), metadata=METADATA), transport=fake.transport)
+    fake = scripted()
+    result = process(item(track(userId="u1"), metadata=METADATA), transport=fake)
     assert result == {
         "error": "Parameter event is required",
         "statusCode": 400,
@@ -78,7 +78,7 @@ def test_s11_processor_failure_envelope_with_metadata() -> None:
 
 
 def test_s11_processor_failure_envelope_without_metadata() -> None:
-    result = process(item(track(userId="u1")), transport=FakeUserCom().transport)
+    result = process(item(track(userId="u1")), transport=scripted())
     assert result == {
         "error": "Parameter event is required",
         "statusCode": 400,
@@ -87,9 +87,7 @@ def test_s11_processor_failure_envelope_without_metadata() -> None:
 
 
 def test_s11_processor_not_found_envelope_has_meta() -> None:
-    result = process(
-        item(track(userId="u1", event="E"), metadata=METADATA), transport=FakeUserCom().transport
-    )
+    result = process(item(track(userId="u1", event="E"), metadata=METADATA), transport=scripted())
     assert result["statTags"] == {
         "errorCategory": "network",
         "errorType": "aborted",
@@ -143,7 +141,7 @@ def test_s11_processor_output_is_the_final_request(
 
 
 def test_s11_final_request_is_returned_not_sent() -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": ok()})
+    fake = scripted({"GET /users-by-id/u1/": ok()})
     result = run(IDENTIFY, fake)
     assert result["output"]["method"] == "PUT"
     assert fake.calls == ["GET /users-by-id/u1/"]
@@ -151,15 +149,15 @@ def test_s11_final_request_is_returned_not_sent() -> None:
 
 def test_s11_metadata_is_echoed_as_given() -> None:
     for metadata in ({"a": [1, {"b": None}]}, "text", 0):
-        result = process(item(IDENTIFY, metadata=metadata), transport=FakeUserCom().transport)
+        result = process(item(IDENTIFY, metadata=metadata), transport=scripted())
         assert result["metadata"] == metadata
 
 
 def test_s11_input_item_is_not_mutated() -> None:
     raw = item(identify(userId="u1", traits={"plan": None, "gender": "x"}), metadata=METADATA)
     before = copy.deepcopy(raw)
-    process(raw, transport=FakeUserCom().transport)
-    process_router([raw], transport=FakeUserCom().transport)
+    process(raw, transport=scripted())
+    process_router([raw], transport=scripted())
     assert raw == before
 
 
@@ -175,7 +173,7 @@ def _router_item(
 
 def test_s11_router_success_envelope() -> None:
     raw = _router_item(IDENTIFY, metadata=METADATA)
-    [result] = process_router([raw], transport=FakeUserCom().transport)
+    [result] = process_router([raw], transport=scripted())
     expected_request = {k: v for k, v in CREATED.items() if k != "userId"}
     assert result == {
         "batchedRequest": expected_request,
@@ -189,7 +187,7 @@ def test_s11_router_success_envelope() -> None:
 
 def test_s11_router_failure_envelope() -> None:
     raw = _router_item(track(userId="u1"), metadata=METADATA)
-    [result] = process_router([raw], transport=FakeUserCom().transport)
+    [result] = process_router([raw], transport=scripted())
     assert result == {
         "metadata": [METADATA],
         "batched": False,
@@ -202,14 +200,14 @@ def test_s11_router_failure_envelope() -> None:
 
 def test_s11_router_not_found_failure_has_meta_and_router_feature() -> None:
     raw = _router_item(track(userId="u1", event="E"), metadata=METADATA)
-    [result] = process_router([raw], transport=FakeUserCom().transport)
+    [result] = process_router([raw], transport=scripted())
     assert result["statTags"] == tags("network", "aborted", feature="router", meta=True)
 
 
 def test_s11_router_metadata_omitted_when_absent() -> None:
     ok_item = _router_item(IDENTIFY)
     bad_item = _router_item(track(userId="u1"))
-    success, failure = process_router([ok_item, bad_item], transport=FakeUserCom().transport)
+    success, failure = process_router([ok_item, bad_item], transport=scripted())
     assert "metadata" not in success
     assert "metadata" not in failure
     assert success["statusCode"] == 200
@@ -217,8 +215,8 @@ def test_s11_router_metadata_omitted_when_absent() -> None:
 
 
 def test_s11_router_empty_batch_is_empty_list() -> None:
-    fake = FakeUserCom()
-    assert process_router([], transport=fake.transport) == []
+    fake = scripted()
+    assert process_router([], transport=fake) == []
     assert fake.requests == []
 
 
@@ -232,8 +230,8 @@ def test_s11_router_keeps_input_order_and_echoes_each_destination() -> None:
         _router_item(identify(userId="d"), config(apiKey=""), metadata={"jobId": 5}),
         _router_item(identify(userId="e"), metadata={"jobId": 6}),
     ]
-    fake = FakeUserCom()
-    results = process_router(items, transport=fake.transport)
+    fake = scripted()
+    results = process_router(items, transport=fake)
     assert [r["metadata"] for r in results] == [[{"jobId": i}] for i in range(1, 7)]
     assert [r["statusCode"] for r in results] == [200, 400, 200, 400, 400, 200]
     assert [r["destination"] for r in results] == [i["destination"] for i in items]
@@ -250,14 +248,14 @@ def test_s11_router_keeps_input_order_and_echoes_each_destination() -> None:
 
 def test_s11_router_destination_echo_contains_the_key() -> None:
     raw = _router_item(IDENTIFY)
-    [result] = process_router([raw], transport=FakeUserCom().transport)
+    [result] = process_router([raw], transport=scripted())
     assert result["destination"]["Config"]["apiKey"] == KEY
 
 
 def test_s11_router_network_failure_envelope() -> None:
     raw = _router_item(IDENTIFY, metadata=METADATA)
-    fake = FakeUserCom({"GET /users-by-id/u1/": Reply(503)})
-    [result] = process_router([raw], transport=fake.transport)
+    fake = scripted({"GET /users-by-id/u1/": Reply(503)})
+    [result] = process_router([raw], transport=fake)
     assert result["statusCode"] == 503
     assert result["statTags"] == tags("network", "retryable", feature="router")
     assert result["metadata"] == [METADATA]
@@ -282,7 +280,7 @@ def _fake_for_samples(kind: str) -> FakeUserCom:
         return group_fake()
     if kind in ("track", "page"):
         return user_found()
-    return FakeUserCom()
+    return scripted()
 
 
 @pytest.mark.parametrize("message", SAMPLES)
@@ -296,12 +294,10 @@ def test_s11_aprocess_gives_the_same_result_and_requests(message: dict[str, Any]
 
 
 def test_s11_aprocess_with_metadata_and_failure() -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": Reply(429)})
+    fake = scripted({"GET /users-by-id/u1/": Reply(429)})
     raw = item(IDENTIFY, metadata=METADATA)
-    result = asyncio.run(aprocess(raw, transport=fake.transport))
-    assert result == process(
-        raw, transport=FakeUserCom({"GET /users-by-id/u1/": Reply(429)}).transport
-    )
+    result = asyncio.run(aprocess(raw, transport=fake))
+    assert result == process(raw, transport=scripted({"GET /users-by-id/u1/": Reply(429)}))
     assert result["statusCode"] == 429
 
 
@@ -309,14 +305,14 @@ def test_s11_aprocess_router_gives_the_same_results() -> None:
     items = [_router_item(m, metadata={"i": n}) for n, m in enumerate(SAMPLES)]
     items[0] = _router_item(IDENTIFY)  # one without metadata
     sync_fake, async_fake = user_found(), user_found()
-    expected = process_router(items, transport=sync_fake.transport)
-    assert asyncio.run(aprocess_router(items, transport=async_fake.transport)) == expected
+    expected = process_router(items, transport=sync_fake)
+    assert asyncio.run(aprocess_router(items, transport=async_fake)) == expected
     assert async_fake.calls == sync_fake.calls
 
 
 def test_s11_aprocess_router_empty_batch() -> None:
-    fake = FakeUserCom()
-    assert asyncio.run(aprocess_router([], transport=fake.transport)) == []
+    fake = scripted()
+    assert asyncio.run(aprocess_router([], transport=fake)) == []
     assert fake.requests == []
 
 
@@ -333,7 +329,7 @@ def test_s11_warnings_are_logged_not_in_envelopes(caplog: pytest.LogCaptureFixtu
     message = identify(userId="u1", traits={"gender": "robot", "status": "lead"})
     with caplog.at_level(logging.WARNING):
         result = run(message)
-        [routed] = process_router([_router_item(message)], transport=FakeUserCom().transport)
+        [routed] = process_router([_router_item(message)], transport=scripted())
     assert set(result) == {"output", "statusCode"}
     assert set(routed) == {"batchedRequest", "batched", "statusCode", "destination"}
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -13,9 +13,6 @@ from helpers import (
     HOST,
     INSTRUMENTATION,
     RETRYABLE,
-    FakeUserCom,
-    Raise,
-    Reply,
     assert_bad_config,
     assert_bad_event,
     assert_failure,
@@ -29,11 +26,13 @@ from helpers import (
     ok,
     page,
     run,
+    scripted,
     track,
     user_found,
 )
 
 from pipeline import process_router
+from pipeline.testing import Raise, Reply
 
 # 1. Lookup answers other than 200/404 are classified, never read as "not found".
 
@@ -50,7 +49,7 @@ from pipeline import process_router
     ids=["500", "401", "403", "429", "timeout"],
 )
 def test_s12_1_failed_lookup_never_creates_a_duplicate_user(answer: Any, status: int) -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": answer, "POST /users/": Reply(201, {"id": 1})})
+    fake = scripted({"GET /users-by-id/u1/": answer, "POST /users/": Reply(201, {"id": 1})})
     result = run(identify(userId="u1", traits={"email": "e@x.io"}), fake)
     assert result["statusCode"] == status
     assert "output" not in result
@@ -58,7 +57,7 @@ def test_s12_1_failed_lookup_never_creates_a_duplicate_user(answer: Any, status:
 
 
 def test_s12_1_failed_lookup_on_track_is_not_user_not_found() -> None:
-    fake = FakeUserCom({"GET /users-by-id/u1/": Reply(500)})
+    fake = scripted({"GET /users-by-id/u1/": Reply(500)})
     result = run(track(userId="u1", event="E"), fake)
     assert_failure(result, 500, RETRYABLE)
 
@@ -84,14 +83,14 @@ def test_s12_2_failed_company_write_stops_before_add_member(write: Reply) -> Non
 
 
 def test_s12_3_email_with_plus_reaches_the_right_user() -> None:
-    fake = FakeUserCom({"GET /users/search/?email=ada+news@x.io": ok({"id": 4})})
+    fake = scripted({"GET /users/search/?email=ada+news@x.io": ok({"id": 4})})
     result = run(identify(anonymousId="anon", traits={"email": "ada+news@x.io"}), fake)
     assert final(result) == ("PUT", f"{BASE}/users/4/")
     assert fake.requests[0].query == (("email", "ada+news@x.io"),)
 
 
 def test_s12_3_custom_id_with_slash_stays_one_segment() -> None:
-    fake = FakeUserCom({"GET /users-by-id/*": ok({"id": 4})})
+    fake = scripted({"GET /users-by-id/*": ok({"id": 4})})
     run(identify(userId="team/42"), fake)
     assert fake.requests[0].segments == ("users-by-id", "team/42")
     assert "%2F" in fake.requests[0].raw_path.upper()
@@ -104,12 +103,12 @@ def test_s12_3_custom_id_with_slash_stays_one_segment() -> None:
     "subdomain", ["evil.com/", "evil.com#", "x.evil.com", "attacker@evil", "a b"]
 )
 def test_s12_4_subdomain_cannot_point_elsewhere(subdomain: str) -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     assert_bad_config(run(identify(userId="u1"), fake, config(appSubdomain=subdomain)), fake)
 
 
 def test_s12_4_friendly_subdomain_is_normalised() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     run(identify(userId="u1"), fake, config(appSubdomain="https://ACME.user.com/"))
     assert fake.requests[0].host == HOST
 
@@ -118,7 +117,7 @@ def test_s12_4_friendly_subdomain_is_normalised() -> None:
 
 
 def test_s12_5_missing_settings_are_clean_configuration_errors() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     for cfg in ({"appSubdomain": "acme"}, {"apiKey": "k" * 64}, {}):
         result = run(identify(userId="u1"), fake, cfg)
         assert_failure(result, 400, CONFIGURATION)
@@ -127,7 +126,7 @@ def test_s12_5_missing_settings_are_clean_configuration_errors() -> None:
 
 def test_s12_5_missing_mapping_lists_are_empty() -> None:
     cfg = {"apiKey": "k" * 64, "appSubdomain": "acme"}
-    assert body(run(identify(userId="u1", traits={"age": 3}), FakeUserCom(), cfg)) == {
+    assert body(run(identify(userId="u1", traits={"age": 3}), scripted(), cfg)) == {
         "custom_id": "u1",
         "age": 3,
     }
@@ -221,7 +220,7 @@ def test_s12_10_mappings_map_zero_and_false(value: Any) -> None:
             }
         ],
     )
-    identified = body(run(identify(userId="u1", traits={"n": value}), FakeUserCom(), cfg))
+    identified = body(run(identify(userId="u1", traits={"n": value}), scripted(), cfg))
     assert identified == {"custom_id": "u1", "user_n": value}
     tracked = body(run(track(userId="u1", event="E", properties={"n": value}), user_found(), cfg))
     assert tracked["data"] == {"event_n": value}
@@ -236,11 +235,11 @@ def test_s12_10_mappings_map_zero_and_false(value: Any) -> None:
 
 def test_s12_11_mapped_attribute_of_one_event_does_not_exclude_it_in_the_next() -> None:
     mapped = config(userAttributesMapping=[{"from": "plan", "to": "tier"}])
-    assert body(run(identify(userId="u1", traits={"plan": "p"}), FakeUserCom(), mapped)) == {
+    assert body(run(identify(userId="u1", traits={"plan": "p"}), scripted(), mapped)) == {
         "custom_id": "u1",
         "tier": "p",
     }
-    assert body(run(identify(userId="u2", traits={"plan": "p"}), FakeUserCom(), config())) == {
+    assert body(run(identify(userId="u2", traits={"plan": "p"}), scripted(), config())) == {
         "custom_id": "u2",
         "plan": "p",
     }
@@ -255,7 +254,7 @@ def test_s12_11_no_leak_between_destinations_in_one_batch() -> None:
     }
     message = identify(userId="u1", traits={"plan": "p"})
     items = [{"message": message, "destination": d} for d in (a, b, a, b)]
-    results = process_router(items, transport=FakeUserCom().transport)
+    results = process_router(items, transport=scripted())
     payloads = [r["batchedRequest"]["body"]["JSON"] for r in results]
     assert payloads == [
         {"custom_id": "u1", "tier": "p"},
@@ -268,9 +267,9 @@ def test_s12_11_no_leak_between_destinations_in_one_batch() -> None:
 def test_s12_11_repeated_runs_are_identical() -> None:
     cfg = config(userAttributesMapping=[{"from": "a", "to": "b"}])
     message = identify(userId="u1", traits={"a": 1, "c": 2})
-    first = run(message, FakeUserCom(), cfg)
+    first = run(message, scripted(), cfg)
     for _ in range(3):
-        assert run(message, FakeUserCom(), cfg) == first
+        assert run(message, scripted(), cfg) == first
 
 
 # 12. Validation that needs no User.com answer happens before any request.
@@ -288,7 +287,7 @@ def test_s12_11_repeated_runs_are_identical() -> None:
     ids=["identify-userId", "track-event", "track-userId", "page-path", "group-groupId"],
 )
 def test_s12_12_validation_before_any_request(message: dict[str, Any], text: str) -> None:
-    fake = FakeUserCom({"GET /users/search/*": ok(), "GET /users-by-id/*": ok()})
+    fake = scripted({"GET /users/search/*": ok(), "GET /users-by-id/*": ok()})
     assert_bad_event(run(message, fake), text, fake)
 
 
@@ -317,7 +316,7 @@ def test_s12_14_epoch_milliseconds_become_seconds() -> None:
 
 
 def test_s12_15_lookup_field_case_insensitive() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     run(
         identify(
             userId="u1", traits={"email": "e@x.io"}, integrations={"User.com": {"lookup": "Email"}}
@@ -334,7 +333,7 @@ def test_s12_15_lookup_field_case_insensitive() -> None:
 
 
 def test_s12_15_numeric_user_key_is_used() -> None:
-    fake = FakeUserCom({"GET /users/search/?key=12345": ok({"id": 8})})
+    fake = scripted({"GET /users/search/?key=12345": ok({"id": 8})})
     result = run(
         identify(userId="u1", context={"externalId": [{"type": "userKey", "id": 12345}]}), fake
     )
@@ -345,7 +344,7 @@ def test_s12_15_numeric_user_key_is_used() -> None:
 
 
 def test_s12_16_external_id_is_not_an_email() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     external = {"externalId": [{"type": "crmId", "id": "x@y.io"}]}
     result = run(identify(anonymousId="anon", context=external), fake)
     assert_bad_event(result, "Default lookup field : email value is empty", fake)
@@ -356,7 +355,7 @@ def test_s12_16_external_id_is_not_an_email() -> None:
 
 
 def test_s12_16_email_lookup_ignores_external_id() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     external = [{"type": "crmId", "id": "x@y.io"}]
     run(
         identify(anonymousId="anon", traits={"email": "e@x.io"}, context={"externalId": external}),

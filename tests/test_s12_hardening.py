@@ -8,18 +8,18 @@ from helpers import (
     ABORTED,
     CONFIGURATION,
     NOT_FOUND,
-    FakeUserCom,
-    Reply,
     assert_failure,
     config,
     group,
     group_fake,
     identify,
     run,
+    scripted,
     track,
 )
 
 from pipeline.core.config import normalize_subdomain
+from pipeline.testing import Reply
 
 SHORT_KEY_TRACK_ERROR = (
     "No user found with given lookup field, Track event cannot be completed if there is no "
@@ -35,14 +35,14 @@ def test_s8_company_write_with_an_empty_id_never_reaches_add_member() -> None:
 
 
 def test_s9_a_short_key_does_not_garble_the_exact_error_texts() -> None:
-    fake = FakeUserCom(default=NOT_FOUND)
+    fake = scripted(default=NOT_FOUND)
     result = run(track(userId="u1", event="e"), fake, config(apiKey="a"))
     assert result["error"] == SHORT_KEY_TRACK_ERROR
 
 
 def test_s9_a_short_key_does_not_garble_user_data_in_answers() -> None:
     user = {"id": 5, "user_key": "aaaaaaaaaaaa", "custom_id": "u1"}
-    fake = FakeUserCom({"GET /users-by-id/u1/": Reply(200, user)})
+    fake = scripted({"GET /users-by-id/u1/": Reply(200, user)})
     page: dict[str, Any] = {
         "type": "page",
         "userId": "u1",
@@ -55,7 +55,7 @@ def test_s9_a_short_key_does_not_garble_user_data_in_answers() -> None:
 
 def test_s1_non_ascii_subdomain_is_a_configuration_error() -> None:
     assert normalize_subdomain("ACME\u212a") is None
-    result = run(identify(userId="u1"), FakeUserCom(), config(appSubdomain="acme\u212a"))
+    result = run(identify(userId="u1"), scripted(), config(appSubdomain="acme\u212a"))
     assert_failure(result, 400, CONFIGURATION)
 
 
@@ -65,7 +65,7 @@ def test_s10_deeply_nested_event_is_an_error_value() -> None:
     for _ in range(5000):
         node["traits"] = {}
         node = node["traits"]
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(message, fake)
     assert result["statusCode"] == 400
     assert result["error"] == "Event is nested too deeply to be read"
@@ -73,7 +73,7 @@ def test_s10_deeply_nested_event_is_an_error_value() -> None:
 
 
 def test_s10_integer_too_large_to_print_is_treated_as_missing() -> None:
-    fake = FakeUserCom()
+    fake = scripted()
     result = run(identify(userId=10**5000), fake)
     assert result["error"] == "Default lookup field : email value is empty"
     assert fake.calls == []

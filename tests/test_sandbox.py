@@ -776,6 +776,19 @@ def test_rate_limit_is_a_token_bucket() -> None:
         assert int(limited.headers["retry-after"]) >= 1
 
 
+def test_a_rate_limit_per_key_gives_each_app_its_own_bucket() -> None:
+    # One sandbox standing in for many User.com apps, each with its own limit.
+    def search(client: TestClient, key: str) -> int:
+        answer = client.get(f"{API}/users/search/?key=x", headers={"Authorization": f"Token {key}"})
+        status: int = answer.status_code
+        return status
+
+    options = SandboxOptions(rate_limit_rps=0.01, rate_limit_per_key=True)
+    with sandbox(options) as client:
+        assert [search(client, "app-a"), search(client, "app-b")] == [404, 404]
+        assert [search(client, "app-a"), search(client, "app-b")] == [429, 429]
+
+
 def test_latency_delays_api_answers() -> None:
     with sandbox(SandboxOptions(api_key=TOKEN, latency_ms=60)) as client:
         started = time.perf_counter()

@@ -1,5 +1,6 @@
 """`usercom serve` as a process (DELIVERY §6): options, signals, crashes, several apps, and the
-operator commands on its ledger. Each test runs `python -m pipeline.cli serve ...`."""
+operator commands on its ledger. Each test that serves runs `python -m pipeline.cli serve ...`;
+a refusal before serving, and the operator commands reading its ledger, run in this process."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_helpers import invoke_cli
 from serve_helpers import (
     API_KEY,
     CLI,
@@ -71,7 +73,7 @@ def sandbox() -> Iterator[str]:
 )
 def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, extra: list[str], words: str) -> None:
     config = write_config(tmp_path / "config.json")
-    done = run_cli("serve", "--config", config, "--ledger", tmp_path / "l.sqlite", *extra)
+    done = invoke_cli("serve", "--config", config, "--ledger", tmp_path / "l.sqlite", *extra)
     assert done.returncode == 2, done.stderr
     assert words in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -81,17 +83,17 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, extra: list[str], w
 def test_config_problems_are_one_line_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"appSubdomain": "acme"}))
-    done = run_cli("serve", "--config", bad, "--ledger", tmp_path / "l.sqlite")
+    done = invoke_cli("serve", "--config", bad, "--ledger", tmp_path / "l.sqlite")
     assert done.returncode == 2
     assert "API Key is required" in done.stderr
     sources = tmp_path / "sources.json"
     sources.write_text(json.dumps({"sources": [{"writeKey": "a", "destination": RAW_CONFIG}]}))
-    done = run_cli("serve", "--config", sources, "--ledger", tmp_path / "d", "--write-key", "x")
+    done = invoke_cli("serve", "--config", sources, "--ledger", tmp_path / "d", "--write-key", "x")
     assert done.returncode == 2
     assert "remove --write-key" in done.stderr
     foreign = tmp_path / "notes.txt"
     foreign.write_text("my notes")
-    done = run_cli("serve", "--config", write_config(tmp_path / "c.json"), "--ledger", foreign)
+    done = invoke_cli("serve", "--config", write_config(tmp_path / "c.json"), "--ledger", foreign)
     assert done.returncode == 2
     assert "not a ledger" in done.stderr
     assert foreign.read_text() == "my notes"
@@ -260,16 +262,16 @@ def test_report_failed_and_explain_read_the_service_ledger_while_it_runs(
         ]
         assert post(service.url, "/v1/batch", {"batch": batch}).is_success
         assert wait_until(lambda: health(service.url)["queued"] == 0)
-        report = run_cli("report", ledger, "--json")
+        report = invoke_cli("report", ledger, "--json")
         assert report.returncode == 0, report.stderr
         summed = json.loads(report.stdout)
         assert summed["counts"]["delivered"] == 2
         assert summed["counts"]["rejected"] == 1
-        rejected = run_cli("failed", ledger, "--rejected")
+        rejected = invoke_cli("failed", ledger, "--rejected")
         assert rejected.returncode == 0
         (line,) = rejected.stdout.splitlines()
         assert json.loads(line)["messageId"] == "p1"
-        story = run_cli("explain", "u1-track-1", "--ledger", ledger)
+        story = invoke_cli("explain", "u1-track-1", "--ledger", ledger)
         assert story.returncode == 0, story.stderr
         assert "delivered" in story.stdout
         assert "users-by-id/u1/events/" in story.stdout
@@ -290,7 +292,7 @@ def test_the_demo_serves_in_front_of_its_own_sandbox(tmp_path: Path) -> None:
         kept = service.process.stdout.readline()
         assert "ledger: " in kept
         ledger = kept.split("ledger: ", 1)[1].split()[0]
-        assert run_cli("report", ledger).returncode == 0
+        assert invoke_cli("report", ledger).returncode == 0
         event = {"userId": "u-1", "traits": {"email": "ada@example.com"}}
         assert post(service.url, "/v1/identify", event, key="demo-write-key").status_code == 200
         assert wait_until(lambda: sandbox_state(sandbox)["users"] != [])

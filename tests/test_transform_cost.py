@@ -14,7 +14,7 @@ import pytest
 from helpers import KEY, USER
 from httpx._urlparse import urlparse
 
-from pipeline import process, runner
+from pipeline import process, process_router, runner
 from pipeline.core import secrets
 from pipeline.core.endpoints import Endpoint
 
@@ -95,3 +95,15 @@ def test_answers_too_short_to_quote_a_piece_of_the_key_work_out_none_of_its_form
     response = process(_group_item(), transport=httpx.MockTransport(_group_answers("short")))
     assert response["statusCode"] == 200
     assert worked_out == []
+
+
+def test_a_router_batch_works_out_one_destination_s_key_forms_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worked_out = _counted_key_forms(monkeypatch)
+    transport = httpx.MockTransport(_group_answers("2024-05-01T10:00:00.000000Z and more"))
+    # Each item its own copy of the config, as items parsed from one request body are.
+    batch = [{**_group_item(), "destination": {"Config": dict(CONFIG)}} for _ in range(5)]
+    responses = process_router(batch, transport=transport)
+    assert [response["statusCode"] for response in responses] == [200] * 5
+    assert len(worked_out) == 1

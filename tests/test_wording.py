@@ -332,11 +332,12 @@ def test_explain_labels_the_custom_id_event_routes_404_as_a_user_not_found_there
 
 def test_a_404_is_no_such_route_only_where_the_route_itself_is_missing() -> None:
     from pipeline.cli.ledger_views import gloss
+    from pipeline.delivery.outcome import Exchange
 
     base = "https://acme.user.com/api/public"
-    assert gloss("POST", "404", f"{base}/events/") == "no such route"
-    assert gloss("GET", "404", f"{base}/users-by-id/u1/") == "not found"
-    assert gloss("PUT", "404", f"{base}/users/7/") == "not found"
-    assert gloss("POST", "404", f"{base}/users-by-id/u1/events/") == (
+    assert gloss(Exchange.read(f"POST {base}/events/ -> 404")) == "no such route"
+    assert gloss(Exchange.read(f"GET {base}/users-by-id/u1/ -> 404")) == "not found"
+    assert gloss(Exchange.read(f"PUT {base}/users/7/ -> 404")) == "not found"
+    assert gloss(Exchange.read(f"POST {base}/users-by-id/u1/events/ -> 404")) == (
         "user not found by this custom_id: falls back to the lookup"
     )

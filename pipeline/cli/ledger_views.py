@@ -2,8 +2,9 @@
 story), `usercom report` (the ledger summed up), `usercom requeue`'s choice of events, and the
 next step `send` prints.
 
-They only read the ledger (`Ledger.open_reader`: no lock, so they work while a run or the
-service writes it), and show stored text only after making it safe to print.
+They only read the queue (a `QueueReader`; the SQLite ledger's `open_reader` takes no lock,
+so they work while a run or the service writes it), and show stored text only after making
+it safe to print.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pipeline.cli.checks import UsageError
 from pipeline.cli.plain import plain
 from pipeline.core.answers import Kind, Reply, meaning
 from pipeline.core.config import API_PATH
-from pipeline.delivery.ledger import STATUSES, UNFINISHED, Ledger, Row
-from pipeline.delivery.outcome import Summary
+from pipeline.delivery.lifecycle import STATUSES, UNFINISHED
+from pipeline.delivery.outcome import Exchange, Summary
 from pipeline.delivery.pg import PgLocation
+from pipeline.delivery.queue import QueueReader, Row
 
 # -- showing stored text safely ---------------------------------------------------------------
 
@@ -38,25 +40,12 @@ def shown_line(line: bytes) -> str:
     return printable(line.decode("utf-8", errors="replace"))
 
 
-# -- requests as stored: "METHOD URL -> answer" -----------------------------------------------
+# -- requests as stored (each an Exchange's text, read back by `Exchange.read`) ---------------
 
 _ID_AFTER: Final = frozenset({"users-by-id", "companies-by-id"})
 _NAMED: Final = frozenset({"users", "companies"})
 _NOT_IDS: Final = frozenset({"", "search", "update_or_create"})
 API_PREFIX: Final = API_PATH
-
-
-def split_request(text: str) -> tuple[str, str, str]:
-    """(method, URL, answer) of a stored request.
-
-    >>> split_request("GET https://acme.user.com/api/public/users-by-id/u1/ -> 404")
-    ('GET', 'https://acme.user.com/api/public/users-by-id/u1/', '404')
-    """
-    head, arrow, answer = text.rpartition(" -> ")
-    if not arrow:
-        return "?", text, "?"
-    method, _, url = head.partition(" ")
-    return method, url, answer
 
 
 def template(url: str) -> str:
@@ -90,19 +79,20 @@ def template(url: str) -> str:
 CUSTOM_ID_EVENTS: Final = "/users-by-id/<id>/events/"
 
 
-def gloss(method: str, answer: str, url: str) -> str:
+def gloss(exchange: Exchange) -> str:
     """What an answer means on its route, in a few words.
 
-    >>> gloss("GET", "404", "https://acme.user.com/api/public/users-by-id/u1/")
+    >>> gloss(Exchange.read("GET https://acme.user.com/api/public/users-by-id/u1/ -> 404"))
     'not found'
-    >>> gloss("POST", "400", ""), gloss("POST", "timeout", "")
+    >>> gloss(Exchange("event", "POST", "", "400")), gloss(Exchange("event", "POST", "", "timeout"))
     ('content refused', 'no answer (timeout)')
     """
+    answer = exchange.answer
     if not answer.isdigit():
         return f"no answer ({answer})"
     kind = meaning(Reply(int(answer)))
     if kind == "not found":
-        return _not_found(method, template(url))
+        return _not_found(exchange.method, template(exchange.url))
     return _GLOSSES.get(kind, "unexpected")
 
 
@@ -136,7 +126,7 @@ MEANINGS: Final[Mapping[str, str]] = {
 }
 
 
-def find_event(book: Ledger, key: str) -> Row:
+def find_event(book: QueueReader, key: str) -> Row:
     """The event named by `key`: its full key, the key without the app prefix, or a prefix of
     one key (a sha256 key is long). UsageError (one line) when none or several match."""
     row = book.find(key)
@@ -179,7 +169,9 @@ def check_requeue(keys: list[str] | None, *, delivered: bool) -> None:
         )
 
 
-def requeue_keys(book: Ledger, keys: list[str], *, rejected: bool, delivered: bool) -> list[str]:
+def requeue_keys(
+    book: QueueReader, keys: list[str], *, rejected: bool, delivered: bool
+) -> list[str]:
     """The full keys of the events named, matched as `explain` matches them. UsageError (one
     line, before anything changes) for an unknown key, or a finished event whose flag is
     missing: requeueing it sends it again."""
@@ -238,7 +230,7 @@ def _when(seconds: float | None) -> str:
     return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def story(book: Ledger, row: Row) -> list[str]:
+def story(book: QueueReader, row: Row) -> list[str]:
     """One event's story as lines of text (everything stored is escaped for the terminal)."""
     ledger = book.where
     lines = [
@@ -251,9 +243,9 @@ def story(book: Ledger, row: Row) -> list[str]:
     ]
     if row.requests:
         lines.append(f"requests  {len(row.requests)}, in order (of the run that filed it):")
-        for number, text in enumerate(row.requests, 1):
-            method, url, answer = split_request(text)
-            lines.append(f"  {number}. {printable(text)}  ({gloss(method, answer, url)})")
+        for number, exchange in enumerate(row.exchanges, 1):
+            shown, glossed = printable(str(exchange)), gloss(exchange)
+            lines.append(f"  {number}. {shown}  ({glossed})")
     else:
         lines.append("requests  none")
     lines.append(f"error     {printable(row.error) if row.error is not None else 'none'}")
@@ -270,7 +262,7 @@ def story(book: Ledger, row: Row) -> list[str]:
     return lines
 
 
-def story_json(book: Ledger, row: Row) -> dict[str, Any]:
+def story_json(book: QueueReader, row: Row) -> dict[str, Any]:
     return {
         "key": row.key,
         "status": row.status,
@@ -428,18 +420,17 @@ def send_advice(summary: Summary, ledger: Path | PgLocation | None) -> list[str]
     return words
 
 
-def build_report(book: Ledger) -> Report:
+def build_report(book: QueueReader) -> Report:
     """The report of a ledger opened read-only, from one consistent snapshot of it."""
     with book.snapshot():
         counts = book.counts()
         errors = book.error_counts(TOP_ERRORS)
         calls: Counter[tuple[str, str, str]] = Counter()
         for requests in book.request_logs():
-            for text in requests:
-                method, url, answer = split_request(text)
-                calls[(method, template(url), answer)] += 1
+            for exchange in map(Exchange.read, requests):
+                calls[(exchange.method, template(exchange.url), exchange.answer)] += 1
         oldest = book.oldest_unfinished()
-    return Report(book.where, book.app, counts, errors, calls, oldest)
+    return Report(book.where, book.app, dict(counts), errors, calls, oldest)
 
 
 __all__ = ["Report", "build_report", "find_event", "story", "story_json"]

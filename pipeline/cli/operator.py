@@ -38,7 +38,7 @@ from pipeline.delivery.incoming import (
     once_each,
     read_jsonl,
 )
-from pipeline.delivery.outcome import Outcome, Summary
+from pipeline.delivery.outcome import Exchange, Outcome, Summary
 from pipeline.runner import Target, drive, send
 
 # -- usercom send --dry-run --live ------------------------------------------------------------
@@ -73,7 +73,7 @@ class Prediction:
 
     would: str
     kind: str
-    requests: tuple[str, ...] = ()
+    requests: tuple[Exchange, ...] = ()
     error: str | None = None
     warnings: tuple[str, ...] = ()
 
@@ -140,7 +140,7 @@ class LivePlanner:
     rate: float | None = None
     sleep: Callable[[float], None] = time.sleep
     api_calls: int = 0
-    calls: Counter[str] = field(default_factory=Counter)
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (endpoint, answer)
     # (lookup endpoint, subject) -> position of the event that would create that user/company
     creates: dict[tuple[str, str], int] = field(default_factory=dict)
     # ids invented for them -> that position
@@ -161,17 +161,17 @@ class LivePlanner:
         answer = send(self.client, self.target, call("user_by_id", PROBE_SUBJECT))
         return probe_fault(answer, self.target)
 
-    def read(self, request: Request, log: list[str]) -> Answer:
+    def read(self, request: Request, log: list[Exchange]) -> Answer:
         """Send one GET for real (retrying throttling and outages a little); RunFault when the
         answer concerns the whole run."""
         answer: Answer = Unreachable("connection")
         for attempt in range(READ_ATTEMPTS):
             self._pace()
             answer = send(self.client, self.target, request)
-            got = answer.status if isinstance(answer, Reply) else answer.reason
+            exchange = Exchange.of(request, answer, self.cfg.base_url)
             self.api_calls += 1
-            self.calls[f"{request.name} {got}"] += 1
-            log.append(f"{request.method} {request.url(self.cfg.base_url)} -> {got}")
+            self.calls[exchange.endpoint, exchange.answer] += 1
+            log.append(exchange)
             fault = run_fault(request, answer, self.target)
             if fault is not None:
                 raise RunFault(fault)
@@ -181,7 +181,7 @@ class LivePlanner:
             self.sleep(min(after if after is not None else BACKOFF_S * 2**attempt, MAX_WAIT_S))
         return answer
 
-    def answer(self, request: Request, log: list[str], relies: dict[int, str]) -> Answer:
+    def answer(self, request: Request, log: list[Exchange], relies: dict[int, str]) -> Answer:
         """A lookup of what an earlier event would create is answered here (found, with an
         invented id); every other read goes to User.com."""
         position = self.creates.get((request.name, request.subject or ""))
@@ -209,7 +209,7 @@ class LivePlanner:
 
     def plan(self, job: Job, position: int) -> Prediction:
         """Walk the event's flow: GETs for real, then describe the first write."""
-        log: list[str] = []
+        log: list[Exchange] = []
         relies: dict[int, str] = {}
 
         def read_only(request: Request) -> Answer:
@@ -232,7 +232,7 @@ class LivePlanner:
         self,
         request: Request,
         position: int,
-        log: list[str],
+        log: list[Exchange],
         relies: Mapping[int, str],
         warnings: tuple[str, ...],
     ) -> Prediction:
@@ -241,7 +241,7 @@ class LivePlanner:
         return Prediction(words + _after(relies), kind, tuple(log), None, warnings)
 
     def _failure(
-        self, error: PipelineError, log: list[str], relies: Mapping[int, str]
+        self, error: PipelineError, log: list[Exchange], relies: Mapping[int, str]
     ) -> Prediction:
         message = error.message
         if error.retryable:

@@ -18,12 +18,13 @@ from pipeline.cli.options import LEDGER_HELP, PG_SCHEMA, LedgerArgument, PgSchem
 from pipeline.cli.output import open_binary_out, refusal, stderr
 from pipeline.cli.plain import plain
 from pipeline.cli.sending import EXIT_FAULT, EXIT_USAGE
-from pipeline.delivery.faults import RESUME, check_app
-from pipeline.delivery.ledger import UNFINISHED, Ledger, LedgerError, sqlite_errors_as_ledger_errors
-from pipeline.delivery.ledger import Status as LedgerStatus
+from pipeline.delivery.faults import RESUME
+from pipeline.delivery.ledger import Ledger, LedgerError, sqlite_errors_as_ledger_errors
+from pipeline.delivery.lifecycle import UNFINISHED, Status
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.pg import PgLocation, open_reader_at, open_writer_at
 from pipeline.delivery.pg.ledger import PgLedger
+from pipeline.delivery.wire import check_app
 
 
 def check(
@@ -88,7 +89,7 @@ def failed(
             open_binary_out(out) as sink,
             sqlite_errors(where),
         ):
-            statuses: tuple[LedgerStatus, ...] = ("rejected",) if rejected else UNFINISHED
+            statuses: tuple[Status, ...] = ("rejected",) if rejected else UNFINISHED
             for line in book.lines(statuses):
                 sink.write(line + b"\n")
     except (UsageError, LedgerError) as problem:

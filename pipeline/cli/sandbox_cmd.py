@@ -74,6 +74,13 @@ def sandbox(
     rate_limit: Annotated[
         float | None, typer.Option(metavar="RPS", min=0.1, help="token bucket, requests/s")
     ] = None,
+    rate_limit_per_key: Annotated[
+        bool,
+        typer.Option(
+            "--rate-limit-per-key",
+            help="one --rate-limit bucket per API key: one sandbox for many apps",
+        ),
+    ] = False,
     seed: Annotated[
         int, typer.Option(metavar="N", help="seed of the sandbox's random choices")
     ] = 0,
@@ -108,6 +115,7 @@ def sandbox(
             drop_rate=drop_rate,
             lost_response_rate=lost_response_rate,
             rate_limit_rps=rate_limit,
+            rate_limit_per_key=rate_limit_per_key,
             seed=seed,
             user_key_field=checks.choice("--user-key-field", user_key_field, KEY_FIELDS),
             unknown_attributes=checks.choice(

@@ -10,6 +10,7 @@ from pipeline.cli.checks import UsageError
 
 WRITE_KEYS_ENV = "USERCOM_WRITE_KEYS"
 TRANSFORMER_TOKEN_ENV = "USERCOM_TRANSFORMER_TOKEN"
+CONSOLE_TOKEN_ENV = "USERCOM_CONSOLE_TOKEN"
 
 
 def _secret_lines(path: Path, option: str) -> list[str]:
@@ -60,3 +61,15 @@ def serve_secrets(
         if not token:
             raise UsageError(f"{TRANSFORMER_TOKEN_ENV} is set but empty: give a token or unset it")
     return tuple(keys), token
+
+
+def console_secret(token: str | None, env: Mapping[str, str]) -> str | None:
+    """The console token: --console-token, else $USERCOM_CONSOLE_TOKEN; None: no console. An
+    empty one is refused (it would let anyone in), as a variable set but empty is."""
+    if token is None and CONSOLE_TOKEN_ENV in env:
+        token = env[CONSOLE_TOKEN_ENV].strip()
+        if not token:
+            raise UsageError(f"{CONSOLE_TOKEN_ENV} is set but empty: give a token or unset it")
+    if token is not None and not token.strip():
+        raise UsageError("--console-token must not be empty")
+    return None if token is None else token.strip()

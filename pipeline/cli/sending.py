@@ -29,13 +29,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cli.filing import Filing, refile_kept, stop_when_refused
 from pipeline.cli.plain import plain
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
 from pipeline.delivery.feed import feed
+from pipeline.delivery.filing import Filing, refile_kept, stop_when_refused
 from pipeline.delivery.incoming import FirstSeen, Incoming
 from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.lifecycle import SETTLED
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.delivery.pacing import Pause
@@ -48,6 +49,8 @@ BAR_EVERY_S = 0.5  # how often the terminal bar looks whether delivery is paused
 
 # Exit statuses (DELIVERY §4).
 EXIT_DELIVERED, EXIT_REJECTED, EXIT_USAGE, EXIT_FAULT, EXIT_UNFINISHED = 0, 1, 2, 3, 4
+# Shown in the summary even at 0: what an operator looks for first.
+ALWAYS_SHOWN = ("delivered", "rejected", "failed")
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # The reader of `--out -` went away (`| head`): what a shell reports for a writer that
 # SIGPIPE ended, so `set -o pipefail` scripts see the run did not finish.
@@ -97,9 +100,6 @@ def exit_status(summary: Summary, tally: Tally) -> int:
     return EXIT_DELIVERED
 
 
-FINISHED = ("delivered", "rejected", "failed", "held")  # statuses "done" counts
-
-
 def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     if seconds < 60:
@@ -137,7 +137,7 @@ def progress_line(
     """The periodic line: events done (finished statuses only, so the counts add up), the rate,
     each status, and while paused why and until when."""
     c = summary.counts
-    done = sum(c[status] for status in FINISHED)
+    done = sum(c[status] for status in SETTLED)
     shown = f"{done}/{total}" if total is not None else str(done)
     line = (
         f"usercom send: {shown} done ({done / max(seconds, 1e-9):.0f}/s): "
@@ -265,7 +265,7 @@ def _run_send(
             tally.unsent.append(outcome.position)
         write_out(outcome)
         counts.add(outcome)
-        if outcome.status in FINISHED:
+        if outcome.status in SETTLED:
             progress.advance(task)
         if outcome.status in ("rejected", "failed"):
             progress.update(task, status=problem_text(outcome))
@@ -398,8 +398,8 @@ def summary_table(summary: Summary, title: str) -> Table:
     table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for status in ("delivered", "rejected", "failed", "held", "pending", "planned"):
-        if summary.counts[status] or status in ("delivered", "rejected", "failed"):
+    for status in (*SETTLED, "pending", "planned"):
+        if summary.counts[status] or status in ALWAYS_SHOWN:
             table.add_row(status, str(summary.counts[status]))
     for status, count in sorted(summary.skipped.items()):
         table.add_row(f"skipped ({status} earlier)", str(count))
@@ -409,8 +409,8 @@ def summary_table(summary: Summary, title: str) -> Table:
     table.add_row("events sent this run", str(summary.sent))
     table.add_row("API calls", str(summary.api_calls))
     table.add_row("API calls per event sent", f"{summary.calls_per_event:.2f}")
-    for call, count in sorted(summary.calls.items()):
-        table.add_row(Text(f"  {plain(call)}"), str(count))
+    for (endpoint, answer), count in sorted(summary.calls.items()):
+        table.add_row(Text(f"  {plain(endpoint)} {plain(answer)}"), str(count))
     table.add_row("time", f"{summary.seconds:.2f} s")
     if summary.rate is not None:
         table.add_row("events sent per second", f"{summary.rate:.0f}")

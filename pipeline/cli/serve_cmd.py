@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +32,13 @@ from pipeline.cli.options import (
     retention_of,
 )
 from pipeline.cli.output import refusal, stderr
-from pipeline.cli.secrets import TRANSFORMER_TOKEN_ENV, WRITE_KEYS_ENV, serve_secrets
+from pipeline.cli.secrets import (
+    CONSOLE_TOKEN_ENV,
+    TRANSFORMER_TOKEN_ENV,
+    WRITE_KEYS_ENV,
+    console_secret,
+    serve_secrets,
+)
 from pipeline.cli.sending import EXIT_USAGE
 from pipeline.delivery.ledger import LedgerError
 from pipeline.delivery.pg import PgLocation
@@ -66,12 +73,30 @@ def _demo_defaults(
     return config or EXAMPLES / "config.json", ledger, write_key or [DEMO_WRITE_KEY]
 
 
+def console_line(url: str, demo_token: str | None) -> str:
+    """Where the console is; the token only when the demo made it up (an operator's own is
+    never printed)."""
+    how = (
+        f"sign in with the demo token {demo_token}"
+        if demo_token is not None
+        else f"sign in with the --console-token (or ${CONSOLE_TOKEN_ENV})"
+    )
+    return f"  console: {url}/console/ ({how})"
+
+
 def demo_banner(
-    url: str, sandbox_url: str, key: str, ledger: Path | PgLocation, *, scratch: bool
+    url: str,
+    sandbox_url: str,
+    key: str,
+    ledger: Path | PgLocation,
+    *,
+    scratch: bool,
+    console_token: str | None = None,
 ) -> str:
-    """What `serve --demo` prints under its address: how to send an event, and where its
-    ledger is, so that report, failed and explain can be tried on what was sent."""
+    """What `serve --demo` prints under its address: how to send an event, where its ledger
+    is (so that report, failed and explain can be tried on what was sent), and the console."""
     kept = " (scratch: deleted when the demo stops)" if scratch else ""
+    console = f"\n{console_line(url, console_token)}"
     return (
         f"  sandbox User.com: {sandbox_url} (what it holds: {sandbox_url}/__sandbox__/state)\n"
         f"  send an event: curl -u {key}: -H 'Content-Type: application/json' "
@@ -80,6 +105,7 @@ def demo_banner(
         f"  health: {url}/health   metrics: {url}/metrics   Ctrl+C stops\n"
         f"  ledger: {ledger}{kept}: try `usercom report {ledger}`, `usercom failed {ledger}`, "
         f"`usercom explain KEY --ledger {ledger}`"
+        f"{console}"
     )
 
 
@@ -102,6 +128,7 @@ def _serve_options(
     max_connections: int,
     header_timeout: str,
     body_timeout: str,
+    console_token: str | None = None,
 ) -> ServeOptions:
     """`usercom serve`'s options, checked before anything is opened (UsageError or
     ServeConfigError: one line, exit 2)."""
@@ -133,6 +160,7 @@ def _serve_options(
         max_queued=max_queued,
         keep_days=days_kept,
         transformer_token=transformer_token,
+        console_token=console_token,
         max_outage=duration("--max-outage", max_outage),
         lease_ttl=duration("--lease-ttl", lease_ttl),
         max_connections=max_connections,
@@ -202,6 +230,14 @@ def serve(
         Path | None,
         typer.Option(metavar="FILE", help="the transformer token, on the file's first line"),
     ] = None,
+    console_token: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TOKEN",
+            help="serve the web console at /console/ to whoever signs in with TOKEN (visible "
+            f"in ps: prefer ${CONSOLE_TOKEN_ENV}); none: no console (--demo makes one up)",
+        ),
+    ] = None,
     max_outage: MaxOutage = MAX_OUTAGE,
     lease_ttl: LeaseTtl = LEASE_TTL,
     max_connections: Annotated[
@@ -248,6 +284,10 @@ def serve(
                 os.environ,
             )
             write_key = list(keys) or None
+            console_token = console_secret(console_token, os.environ)
+            # The demo's console is on with a token made up for it, printed in its banner.
+            demo_token = secrets.token_urlsafe(12) if demo and console_token is None else None
+            console_token = console_token or demo_token
             scratch = demo and ledger is None
             where = None if ledger is None else ledger_at(ledger, pg_schema)
             if demo:
@@ -268,6 +308,7 @@ def serve(
                 max_queued=max_queued,
                 keep_days=keep_days,
                 transformer_token=transformer_token,
+                console_token=console_token,
                 max_outage=max_outage,
                 lease_ttl=lease_ttl,
                 max_connections=max_connections,
@@ -309,7 +350,16 @@ def serve(
                 # A key of the operator's own is never printed: only the demo's.
                 given = (write_key or [DEMO_WRITE_KEY])[0]
                 key = given if given == DEMO_WRITE_KEY else "$WRITE_KEY"
-                banner = demo_banner(url, options.base_url or "", key, where, scratch=scratch)
+                banner = demo_banner(
+                    url,
+                    options.base_url or "",
+                    key,
+                    where,
+                    scratch=scratch,
+                    console_token=demo_token,
+                )
                 print(banner, flush=True)
+            elif options.console_token is not None:
+                print(console_line(url, None), flush=True)
 
         run_service(service, sock, announce)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from returns.result import Result
+from returns.result import Failure, Result, Success
 
 from pipeline.core import paths
 from pipeline.core.config import Config, parse_config
@@ -54,9 +54,10 @@ def company_of(event: Event) -> str | None:
 
 
 def job_of(cfg: Config, event: Event, strategy: Strategy = REFERENCE) -> Result[Job, PipelineError]:
-    return event_flow(cfg, event, strategy).map(
-        lambda step: Job(cfg, event, step, lane_of(event), company_of(event))
-    )
+    flow = event_flow(cfg, event, strategy)
+    if not isinstance(flow, Success):
+        return Failure(flow.failure())
+    return Success(Job(cfg, event, flow.unwrap(), lane_of(event), company_of(event)))
 
 
 def prepare_message(
@@ -72,7 +73,11 @@ def _part(item: object, key: str) -> object:
 
 def prepare(item: object, strategy: Strategy = REFERENCE) -> Result[Job, PipelineError]:
     """A processor input item -> the Job, or the first failure (SPEC §3 order)."""
-    config = _part(_part(item, "destination"), "Config")
-    return normalize(_part(item, "message")).bind(
-        lambda event: parse_config(config).bind(lambda cfg: job_of(cfg, event, strategy))
-    )
+    # Plain steps, not nested binds: this runs once per event of every drop-in call.
+    event = normalize(_part(item, "message"))
+    if not isinstance(event, Success):
+        return Failure(event.failure())
+    cfg = parse_config(_part(_part(item, "destination"), "Config"))
+    if not isinstance(cfg, Success):
+        return Failure(cfg.failure())
+    return job_of(cfg.unwrap(), event.unwrap(), strategy)

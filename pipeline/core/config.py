@@ -95,6 +95,8 @@ def normalize_subdomain(raw: str) -> str | None:
 
 def _renames(raw: object, where: str, ignored: list[str]) -> Renames:
     """`{from, to}` entries: blank `from` ignored, the last entry for a `from` wins."""
+    if not raw:  # absent or empty, as most configs leave most mappings
+        return ()
     chosen: dict[str, str] = {}
     for number, entry in enumerate(raw if isinstance(raw, list | tuple) else (), start=1):
         if not isinstance(entry, OBJECT_TYPES):
@@ -112,6 +114,8 @@ def _renames(raw: object, where: str, ignored: list[str]) -> Renames:
 
 
 def _event_rules(raw: object, ignored: list[str]) -> tuple[EventRule, ...]:
+    if not raw:
+        return ()
     rules = []
     for number, entry in enumerate(raw if isinstance(raw, list | tuple) else (), start=1):
         where = f"userEvents entry {number}"
@@ -174,8 +178,9 @@ def parse_config(raw: object) -> Result[Config, PipelineError]:
     A whole destination (`{"Config": {...}}`, as rudder-transformer items hold it) is taken
     as its `Config`, as `Destination`, `usercom send` and `usercom serve` take it.
     """
-    if isinstance(raw, OBJECT_TYPES) and isinstance(raw.get("Config"), OBJECT_TYPES):
-        raw = raw["Config"]
+    inner = raw.get("Config") if isinstance(raw, OBJECT_TYPES) else None
+    if inner is not None and isinstance(inner, OBJECT_TYPES):  # None first: Mapping's check is slow
+        raw = inner
     if not isinstance(raw, OBJECT_TYPES):
         return Failure(_not_an_object(raw))
     key, sub = raw.get("apiKey"), raw.get("appSubdomain")

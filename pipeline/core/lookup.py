@@ -73,7 +73,7 @@ def user_key(message: JSONObject) -> JSON:
 def lookup_field(message: JSONObject) -> JSON:
     """`lookup` of the first integrations entry for this destination that is an object."""
     integrations = message.get("integrations")
-    if not isinstance(integrations, OBJECT_TYPES):
+    if integrations is None or not isinstance(integrations, OBJECT_TYPES):
         return None
     for name in INTEGRATION_NAMES:
         options = integrations.get(name)

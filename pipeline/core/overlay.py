@@ -43,7 +43,7 @@ def overlay(
 def merged_traits(message: JSONObject) -> JSONObject:
     """`{**traits, **context.traits}`: context.traits wins in the identify overlay (§5.2)."""
     layers = [paths.get_path(message, p) for p in paths.TRAITS]
-    objects = [layer for layer in layers if isinstance(layer, OBJECT_TYPES)]
+    objects = [layer for layer in layers if layer is not None and isinstance(layer, OBJECT_TYPES)]
     if not objects:
         return EMPTY
     return MappingProxyType(merge(*objects))

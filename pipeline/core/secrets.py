@@ -12,6 +12,7 @@ lower case, reversed. Each such form of the key is blanked by the same rule (`ke
 from __future__ import annotations
 
 import base64
+import sys
 
 SECRET_RUN = 16
 
@@ -60,9 +61,14 @@ class Secret:
             self._forms = key_forms(self.value)
         return self._forms
 
-    def could_quote(self, text: str, run: int = SECRET_RUN) -> bool:
+    @property
+    def shortest(self) -> int:
+        """The length of the shortest text `blank_runs` could change."""
+        return min(SECRET_RUN, len(self.value)) if self.value else sys.maxsize
+
+    def could_quote(self, text: str) -> bool:
         """Whether `text` is long enough to hold a stretch `blank_runs` would blank."""
-        return bool(self.value) and len(text) >= min(run, len(self.value))
+        return len(text) >= self.shortest
 
     def __repr__(self) -> str:
         return f"Secret(…({len(self.value)} chars))"

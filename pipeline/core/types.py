@@ -64,14 +64,14 @@ def freeze_object(value: Mapping[Any, object]) -> JSONObject:
 def thaw(value: JSON) -> Any:
     """Plain dicts and lists again, for JSON output."""
     kind = type(value)
-    if kind is str or kind is int or value is None:
+    if kind is str or kind is int or value is None or kind is bool or kind is float:
         return value
     if type(value) is MappingProxyType:
         return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):  # before the Mapping check, which is slow for no mapping
+        return [thaw(v) for v in value]
     if isinstance(value, OBJECT_TYPES):
         return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [thaw(v) for v in value]
     return value
 
 

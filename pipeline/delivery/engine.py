@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-import certifi
 import httpx
 from returns.result import Failure, Result, Success
 from tenacity import (
@@ -38,13 +36,15 @@ from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError
 from pipeline.core.steps import Final, Step
-from pipeline.delivery.faults import RunFault, probe, probe_once, run_fault
+from pipeline.delivery.faults import RunFault
 from pipeline.delivery.identity import IdentityCache
 from pipeline.delivery.incoming import Incoming
 from pipeline.delivery.outage import Outage, Prober, Verdict
-from pipeline.delivery.outcome import Outcome, Status, Summary
+from pipeline.delivery.outcome import Exchange, Outcome, Status, Summary
 from pipeline.delivery.pacing import Pacer
-from pipeline.runner import Target, adrive, asend, scrub
+from pipeline.delivery.rounds import Held
+from pipeline.delivery.wire import Sent, Wire
+from pipeline.runner import adrive, scrub
 
 Attempt = Result[Final, PipelineError]
 
@@ -122,14 +122,15 @@ class _Run:
     """The mutable state of one run: counters, lanes, slots. Created per `deliver` call."""
 
     def __init__(
-        self, cfg: Config, options: DeliveryOptions, control: Control, app: AppState
+        self, cfg: Config, options: DeliveryOptions, control: Control, app: AppState, wire: Wire
     ) -> None:
         self.cfg = cfg
         self.control = control
         # Lanes with a failed or held event in this run, and the key that holds them.
         self.blocked: dict[str, str] = {}
         self.options = options
-        self.target = Target.of(cfg, options.base_url)
+        self.wire = wire
+        self.target = wire.target
         self.pacer = app.pacer
         self.cache = app.cache
         self.outage = app.outage
@@ -137,7 +138,6 @@ class _Run:
         # Lanes waiting for an answer, so that a stop can leave them after its grace.
         self.requesting: set[asyncio.Task[object]] = set()
         self.abandoned = False
-        self.slots: asyncio.Queue[httpx.AsyncBaseTransport] = asyncio.Queue()
         self.summary = Summary()
         # Group events of different users may name one company: one writer per company at a
         # time, or two lanes could both find it missing and both create it.
@@ -167,27 +167,28 @@ class _Run:
 
     async def _probe(self) -> Answer:
         """The start probe's read, made while the lanes pause: counted like any call."""
-        transport = await self.slots.get()
-        try:
-            answer = await probe_once(self.target, transport)
-        finally:
-            self.slots.put_nowait(transport)
+        sent = await self.wire.probe_once()
+        answer = sent.answer
         self.summary.api_calls += 1
-        got = answer.status if isinstance(answer, Reply) else answer.reason
-        self.summary.calls[f"probe {got}"] += 1
+        self.summary.calls[sent.exchange.endpoint, sent.exchange.answer] += 1
         if isinstance(answer, Reply) and meaning(answer) == "throttled":
             self.pacer.too_many(answer.retry_after)
         return answer
 
-    async def _ask(self, transport: httpx.AsyncBaseTransport, request: Request) -> Answer:
-        """The request's answer; `Stopped` when a stop's grace ran out before it came (its
+    async def _ask(self, request: Request) -> Sent:
+        """The request's answer, on a free connection slot; `Stopped` when a stop came while
+        it waited for the slot, or when a stop's grace ran out before the answer came (its
         event stays pending: a write may have landed, as with a kill, at least once)."""
         lane = asyncio.current_task()
         if lane is None:
-            return await asend(transport, self.target, request)
-        self.requesting.add(lane)
+            return await self.wire.send(request, ready=self._unless_stopping)
+
+        def ready() -> None:
+            self._unless_stopping()
+            self.requesting.add(lane)
+
         try:
-            return await asend(transport, self.target, request)
+            return await self.wire.send(request, ready=ready)
         except asyncio.CancelledError:
             if not self.abandoned:
                 raise
@@ -217,7 +218,7 @@ class _Run:
         for lane in list(self.requesting):
             lane.cancel()
 
-    async def send(self, request: Request, log: list[str]) -> Answer:
+    async def send(self, request: Request, log: list[Exchange]) -> Answer:
         """Send one request: paced, on a free connection slot, counted, logged, learned from.
         A 429 is waited out and sent again without costing the event an attempt. A failure
         (5xx, timeout, lost connection) is the event's own unless the outage watch pauses
@@ -228,19 +229,13 @@ class _Run:
             self._follow(await self.outage.clear(self.control.stopping))
             if not await self.pacer.acquire(self.control.stopping):
                 raise Stopped
-            transport = await self.slots.get()
-            try:
-                self._unless_stopping()
-                answer = await self._ask(transport, request)
-            finally:
-                self.slots.put_nowait(transport)
+            sent = await self._ask(request)
+            answer, exchange = sent.answer, sent.exchange
             self.summary.api_calls += 1
-            got = answer.status if isinstance(answer, Reply) else answer.reason
-            self.summary.calls[f"{request.name} {got}"] += 1
-            log.append(f"{request.method} {request.url(self.cfg.base_url)} -> {got}")
-            fault = run_fault(request, answer, self.target)
-            if fault is not None:
-                raise self._fault(fault)
+            self.summary.calls[exchange.endpoint, exchange.answer] += 1
+            log.append(exchange)
+            if sent.fault is not None:
+                raise self._fault(sent.fault)
             if isinstance(answer, Reply) and meaning(answer) == "throttled":
                 self.pacer.too_many(answer.retry_after)
                 if resends < self.options.max_resends and self.control.reason is None:
@@ -258,7 +253,7 @@ class _Run:
             self.cache.learn(request, answer)
             return answer
 
-    async def attempt(self, job: Job, log: list[str]) -> Attempt:
+    async def attempt(self, job: Job, log: list[Exchange]) -> Attempt:
         """One attempt of the event's flow; the cache answers what it can, the final request
         is sent, and a 404 to a final request with a fallback (a route that may be missing)
         follows it.
@@ -300,7 +295,7 @@ class _Run:
                 turn.release()
 
     async def _attempt_flow(
-        self, step: Step, ask: Callable[[Request], Awaitable[Answer]], log: list[str]
+        self, step: Step, ask: Callable[[Request], Awaitable[Answer]], log: list[Exchange]
     ) -> Attempt:
         """The delivery conversation with the engine's policy: reads through `ask` (the cache,
         a company's turn), the final request straight out, paced and counted (`send`)."""
@@ -351,7 +346,7 @@ class _Run:
             case Success(Job() as job):
                 blocker = self.blocked.get(incoming.lane)
                 if blocker is not None:
-                    held = f"held: an earlier event of this user ({blocker}) did not finish"
+                    held = Held(blocker).reason
                     return Outcome(key, "held", 0, (), held, position=position)
                 outcome = await self.deliver_job(key, position, job)
                 if outcome.status in ("failed", "pending"):
@@ -360,7 +355,7 @@ class _Run:
         return Outcome(key, "rejected", 0, (), "not understood", position=position)
 
     async def deliver_job(self, key: str, position: int, job: Job) -> Outcome:
-        log: list[str] = []
+        log: list[Exchange] = []
         attempts = 1
         try:
             result = await self.attempt(job, log)
@@ -393,13 +388,6 @@ class _Run:
         return Outcome(key, "rejected", attempts, tuple(log), "no result", position=position)
 
 
-def _slot(tls: ssl.SSLContext) -> httpx.AsyncBaseTransport:
-    # One small pool per lane slot: httpcore scans its whole pool on every request, so many
-    # small pools cost far less than one large one. They share one TLS context, which takes
-    # ~20 ms to build.
-    return httpx.AsyncHTTPTransport(verify=tls, limits=httpx.Limits(max_connections=2))
-
-
 async def deliver(
     items: Iterable[Incoming],
     cfg: Config,
@@ -408,24 +396,23 @@ async def deliver(
     transport: httpx.AsyncBaseTransport | None = None,
     control: Control | None = None,
     app: AppState | None = None,
+    wire: Wire | None = None,
 ) -> Summary:
     """Deliver every event; `on_outcome` hears of each as it finishes (any order across users).
 
-    `transport` replaces real HTTPS (tests pass `httpx.MockTransport`); `control` lets the
-    caller stop the run (a signal). A run-level fault stops it too: `Summary.fault` says why.
+    `transport` replaces real HTTPS (tests pass `httpx.MockTransport`); `wire` is connections
+    the caller keeps across runs (the service's, per app), used instead of both. `control`
+    lets the caller stop the run (a signal). A run-level fault stops it too: `Summary.fault`
+    says why.
     """
-    run = _Run(cfg, options, control or Control(), app or AppState.new(options))
+    width = max(1, options.concurrency)
+    owned = wire is None
+    if wire is None:
+        wire = Wire.of(cfg, options.base_url, width, transport)
+    run = _Run(cfg, options, control or Control(), app or AppState.new(options), wire)
     started = time.monotonic()
     lanes: dict[str, deque[Incoming]] = {}
     running: set[asyncio.Task[None]] = set()
-    width = max(1, options.concurrency)
-    owned: list[httpx.AsyncBaseTransport] = []
-    if transport is None:
-        tls = ssl.create_default_context(cafile=certifi.where())
-        owned = [_slot(tls) for _ in range(width)]
-    slots = owned or [transport for _ in range(width) if transport is not None]
-    for slot in slots:
-        run.slots.put_nowait(slot)
     room = asyncio.Semaphore(options.buffer or 16 * width)
 
     broken: list[BaseException] = []
@@ -451,7 +438,7 @@ async def deliver(
     grace = asyncio.create_task(run.leave_after_grace())
     try:
         if options.probe:
-            fault = await run.unless_stopped(probe(run.target, slots[0]))
+            fault = await run.unless_stopped(wire.probe())
             if fault is not None:
                 run.summary.fault = fault
                 return run.summary
@@ -475,8 +462,8 @@ async def deliver(
     finally:
         grace.cancel()
         await run.outage.abandon(run.prober)
-        for slot in owned:
-            await slot.aclose()
+        if owned:
+            await wire.aclose()
     if broken:
         raise broken[0]
     run.summary.seconds = time.monotonic() - started

@@ -2,21 +2,17 @@
 
 A refused key, a wrong URL or an unreachable host stops the run; no event is filed as
 finished because of them. What counts is decided here, purely, from the request's endpoint
-and the answer; `probe` is the one authenticated read every run starts with.
+and the answer; the probe that every run starts with is `wire.Wire.probe`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Literal
 
-import httpx
-
 from pipeline.core.answers import Answer, Kind, Reply, Unreachable, meaning
 from pipeline.core.calls import Request, call
-from pipeline.core.config import Config
-from pipeline.runner import Target, asend
+from pipeline.runner import Target
 
 # A custom id no real user has: the probe expects "not found" (or, rarely, a user).
 PROBE_SUBJECT = "usercom-pipeline-probe"
@@ -118,34 +114,3 @@ def probe_verdict(answer: Answer, target: Target) -> tuple[ProbeVerdict, str]:
             return "failed", f"User.com at {origin} answered the probe with {status}"
         case Unreachable(reason=reason, detail=detail):
             return "failed", f"User.com at {origin} could not be reached ({reason}: {detail})"
-
-
-async def probe_once(target: Target, transport: httpx.AsyncBaseTransport) -> Answer:
-    """The probe's one request, with no retry: a pause's own backoff spaces the next one."""
-    return await asend(transport, target, call("user_by_id", PROBE_SUBJECT))
-
-
-PROBE_TRIES = 3
-
-
-async def probe(target: Target, transport: httpx.AsyncBaseTransport) -> str | None:
-    """Make `usercom check`'s authenticated read; the fault it shows, or None.
-
-    A lost connection or a timeout is tried again (three tries, 0.5 s then 1 s apart), so
-    one dropped packet does not stop a run; a host that never answers does.
-    """
-    request = call("user_by_id", PROBE_SUBJECT)
-    answer = await asend(transport, target, request)
-    for pause in (0.5, 1.0)[: PROBE_TRIES - 1]:
-        if not isinstance(answer, Unreachable):
-            break
-        await asyncio.sleep(pause)
-        answer = await asend(transport, target, request)
-    return probe_fault(answer, target)
-
-
-async def check_app(cfg: Config, origin: str | None = None) -> str | None:
-    """`usercom check`: the probe over a fresh connection; the fault it shows, or None."""
-    target = Target.of(cfg, origin)
-    async with httpx.AsyncHTTPTransport() as transport:
-        return await probe(target, transport)

@@ -43,7 +43,8 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +52,7 @@ from typing import Any, Final, cast
 
 from pipeline.delivery.incoming import repeat_key, repeat_reason
 from pipeline.delivery.lifecycle import FINISHED, STATUSES, UNFINISHED, Status
+from pipeline.delivery.outcome import Logged
 from pipeline.delivery.queue import (
     Admit,
     Admitted,
@@ -67,12 +69,14 @@ __all__ = [
     "FINISHED",
     "STATUSES",
     "UNFINISHED",
+    "ErrorGroup",
     "Ledger",
     "LedgerBusy",
     "LedgerError",
     "Queued",
     "Row",
     "Status",
+    "error_groups",
     "ledger_files",
     "sqlite_errors_as_ledger_errors",
 ]
@@ -88,6 +92,7 @@ LOCK_SUFFIX: Final = ".lock"
 # the rollback journal (used while a new ledger is created).
 SQLITE_SIDECARS: Final = ("-wal", "-shm", "-journal")
 _OLD_COLUMNS: Final = frozenset({"key", "status", "attempts", "requests", "error", "line"})
+_PROBLEM_TERM: Final = "status IN ('failed', 'held', 'rejected')"
 _COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
 _COLUMNS_BY_POSITION: Final = f"position, {_COLUMNS}"
 
@@ -109,6 +114,13 @@ _SCHEMA: Final = (
         forgotten REAL
     )""",
     "CREATE INDEX events_status_position ON events (status, position)",
+)
+# Added after format 2 was first written, by every writer at open (IF NOT EXISTS).
+_ADDED_INDEXES: Final = (
+    # The failed, held and rejected events only (a few of a big ledger), with what the
+    # console's failures page reads of them: no row of the table is visited.
+    f"CREATE INDEX IF NOT EXISTS events_problems ON events (status, position, key, error, "
+    f"updated) WHERE {_PROBLEM_TERM}",
 )
 
 _ENQUEUE: Final = """
@@ -137,6 +149,26 @@ _ADDED_COLUMNS: Final = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorGroup:
+    """The events of one status and one error (the console masks and merges them)."""
+
+    status: Status
+    error: str  # '' when none
+    count: int
+    first: float  # the earliest last change (0 when unknown)
+    last: float
+
+
+def error_groups(sums: Sequence[Sequence[Any]]) -> list[ErrorGroup]:
+    """ErrorGroups from (status, error, count, min updated, max updated) rows (what both
+    backends' queries give)."""
+    return [
+        ErrorGroup(cast(Status, status), str(error), int(count), float(lo or 0), float(hi or 0))
+        for status, error, count, lo, hi in sums
+    ]
+
+
 class LedgerError(Exception):
     """One-line, user-facing reason (exit 2): not a ledger of ours, another app's ledger,
     folder missing, cannot open."""
@@ -163,8 +195,10 @@ class Ledger:
         db: sqlite3.Connection,
         lock_fd: int | None,
         file_fd: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """Use `open_writer` or `open_reader`."""
+        self._clock = clock  # what stamps received/updated (tests pass a fake one)
         self._path = path
         self._app = app
         self._db = db
@@ -180,6 +214,12 @@ class Ledger:
         self._received = "received" if "received" in present else "NULL"
         self._failures = "failures" if "failures" in present else "0"
         self._forgotten = "forgotten" if "forgotten" in present else "NULL"
+        self._problems_indexed = (
+            db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_problems'"
+            ).fetchone()
+            is not None
+        )
         if lock_fd is not None:
             (top,) = db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
             self._next = int(top) + 1
@@ -187,7 +227,14 @@ class Ledger:
     # -- opening and closing ------------------------------------------------------------------
 
     @classmethod
-    def open_writer(cls, path: Path, app: str, *, durable: bool = False) -> Ledger:
+    def open_writer(
+        cls,
+        path: Path,
+        app: str,
+        *,
+        durable: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> Ledger:
         """Open (or create) the ledger of `app` at `path` for writing, holding its lock.
 
         `durable`: every commit is on disk when it returns (SQLite `synchronous=FULL`, for the
@@ -207,7 +254,7 @@ class Ledger:
             try:
                 db = _open_locked(path, app, durable=durable)
                 try:
-                    return cls(path, app, db, lock_fd, file_fd)
+                    return cls(path, app, db, lock_fd, file_fd, clock)
                 except BaseException:
                     db.close()
                     raise
@@ -313,13 +360,42 @@ class Ledger:
                 yield bytes(line)
 
     def counts(self) -> dict[str, int]:
-        """Events per status, every status present (0 when none)."""
-        with self._guard:
-            found = self._db.execute("SELECT status, count(*) FROM events GROUP BY status")
-            result: dict[str, int] = dict.fromkeys(STATUSES, 0)
-            for status, count in found:
-                result[str(status)] = int(count)
+        """Events per status, every status present (0 when none).
+
+        Delivered events are most of a ledger, and counting an index range of a million
+        entries is slow while SQLite counts a whole table from its b-tree at once: the other
+        statuses are counted (index ranges, small but for a backlog) and subtracted from the
+        total, all in one read (a reader's own transaction unless a snapshot is open)."""
+        others = tuple(status for status in STATUSES if status != "delivered")
+        marks = ", ".join("?" * len(others))
+        with self._guard, self._one_read():
+            (total,) = self._db.execute("SELECT count(*) FROM events").fetchone()
+            found = self._db.execute(
+                f"SELECT status, count(*) FROM events WHERE status IN ({marks}) GROUP BY status",
+                others,
+            ).fetchall()
+        result: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        for status, count in found:
+            result[str(status)] = int(count)
+        result["delivered"] = int(total) - sum(result[status] for status in others)
         return result
+
+    @contextlib.contextmanager
+    def _one_read(self) -> Iterator[None]:
+        """Statements that must see one state: a reader's read transaction (a writer's own
+        connection is the only one that changes the ledger, so it sees one state anyway)."""
+        if self._lock_fd is not None or self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._end_read()
+
+    def _end_read(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
 
     def rows(self, statuses: Sequence[Status] | None = None) -> Iterator[Row]:
         """The events in `statuses` (None: every status), in position order, read in pages.
@@ -395,6 +471,96 @@ class Ledger:
                 return
             after = int(page[-1][0])
 
+    # -- what the console reads (pipeline.console.reads) ----------------------------------------
+
+    def problems(self, statuses: Sequence[Status]) -> list[tuple[str, int, Status, str, float]]:
+        """(key, position, status, error, updated) of every event in `statuses` (error ''
+        when none, updated 0 when unknown), one index range per status."""
+        chosen = _statuses(statuses)
+        marks = ", ".join("?" * len(chosen))
+        # The partial index serves a query whose terms imply its own: its term is repeated.
+        indexed = self._problems_indexed and set(chosen) <= {"failed", "held", "rejected"}
+        term = f"{_PROBLEM_TERM} AND " if indexed else ""
+        with self._guard:
+            return [
+                (
+                    str(key),
+                    int(position),
+                    cast(Status, status),
+                    str(error or ""),
+                    float(updated or 0),
+                )
+                for status, key, position, error, updated in self._db.execute(
+                    f"SELECT status, key, position, error, updated FROM events "
+                    f"WHERE {term}status IN ({marks})",
+                    chosen,
+                )
+            ]
+
+    def problem_sums(self, statuses: Sequence[Status]) -> list[ErrorGroup]:
+        """The events in `statuses` summed up per status and error (SQL does the counting):
+        how many, and their first and last change."""
+        chosen = _statuses(statuses)
+        with self._guard:
+            found = self._db.execute(
+                "SELECT status, coalesce(error, ''), count(*), min(updated), max(updated) "
+                f"FROM events WHERE {self._problem_where(chosen)} "
+                "GROUP BY status, coalesce(error, '')",
+                chosen,
+            ).fetchall()
+        return error_groups(found)
+
+    def problem_stream(self, status: Status) -> Iterator[tuple[int, str, str]]:
+        """(position, key, error or '') of the events in `status`, in position order, read in
+        pages (the console stops once it has its samples)."""
+        chosen = _statuses((status,))
+        after = 0
+        while True:
+            with self._guard:
+                page = self._db.execute(
+                    "SELECT position, key, coalesce(error, '') FROM events "
+                    f"WHERE {self._problem_where(chosen)} AND position > ? "
+                    "ORDER BY position LIMIT ?",
+                    (*chosen, after, PAGE),
+                ).fetchall()
+            yield from ((int(pos), str(key), str(error)) for pos, key, error in page)
+            if len(page) < PAGE:
+                return
+            after = int(page[-1][0])
+
+    def _problem_where(self, chosen: Sequence[Status]) -> str:
+        """`status IN (?, ...)`, led by the partial index's own term when it can serve it (a
+        partial index serves a query whose terms imply its own)."""
+        marks = ", ".join("?" * len(chosen))
+        indexed = self._problems_indexed and set(chosen) <= {"failed", "held", "rejected"}
+        return f"{_PROBLEM_TERM + ' AND ' if indexed else ''}status IN ({marks})"
+
+    def latencies(self, since: float, limit: int) -> list[float]:
+        """Seconds from arrival to the delivering answer (the row's last change) of the
+        delivered events among the last `limit` positions delivered, those delivered at
+        `since` or later (an index range: no index on the time of change is kept)."""
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT updated, {self._received} FROM events WHERE status = 'delivered' "
+                "ORDER BY position DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            max(0.0, float(updated) - float(received))
+            for updated, received in found
+            if updated is not None and received is not None and updated >= since
+        ]
+
+    def rows_containing(self, needle: bytes, limit: int) -> list[Row]:
+        """Up to `limit` events whose line contains `needle`, in position order (a scan: the
+        caller parses them to tell whose they are)."""
+        with self._guard:
+            found = self._db.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE instr(line, ?) > 0 ORDER BY position LIMIT ?",
+                (needle, limit),
+            ).fetchall()
+        return [_row(item) for item in found]
+
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads inside see one consistent state of the ledger (a read transaction), even while
@@ -435,7 +601,7 @@ class Ledger:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
             position = self._next
-            now = time.time()
+            now = self._clock()
             status = "pending" if rejected is None else "rejected"
             self._db.execute(
                 _ENQUEUE,
@@ -488,7 +654,7 @@ class Ledger:
         key: str,
         status: Status,
         attempts: int,
-        requests: Sequence[str],
+        requests: Sequence[Logged],
         error: str | None,
         warnings: Sequence[str],
         *,
@@ -512,10 +678,10 @@ class Ledger:
                 (
                     status,
                     attempts,
-                    json.dumps(list(requests)),
+                    json.dumps([str(request) for request in requests]),
                     error,
                     json.dumps(list(warnings)),
-                    time.time(),
+                    self._clock(),
                     status,
                     key,
                 ),
@@ -536,7 +702,7 @@ class Ledger:
         with self._guard:
             self._require_writer()
             self._commit()
-            now = time.time()
+            now = self._clock()
             changed = 0
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -636,7 +802,7 @@ class Ledger:
                     "UPDATE events SET line = x'', forgotten = ? WHERE rowid IN (SELECT rowid "
                     "FROM events WHERE status IN ('delivered', 'rejected') AND updated < ? "
                     "AND forgotten IS NULL LIMIT ?)",
-                    (time.time(), before, limit),
+                    (self._clock(), before, limit),
                 ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
@@ -769,11 +935,11 @@ class Ledger:
             for record in records:
                 current = now.get(record.key)
                 status = filed_as(current, record)
-                if status is None:
-                    continue
-                position = current.position if current is not None else 0
                 if current is None:  # its row went with a rolled-back batch: store it again
                     position = self.enqueue(record.key, record.content_hash, record.line)
+                    current = now[record.key] = Known("pending", record.content_hash, position)
+                if status is None:
+                    continue
                 self.record(
                     record.key,
                     status,
@@ -783,7 +949,7 @@ class Ledger:
                     record.warnings,
                     commit=False,
                 )
-                now[record.key] = Known(status, record.content_hash, position)
+                now[record.key] = Known(status, record.content_hash, current.position)
                 finished += status in FINISHED
         return finished
 
@@ -1078,6 +1244,8 @@ def _prepare(
         for name, kind in _ADDED_COLUMNS:
             if name not in present:
                 db.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+        for statement in _ADDED_INDEXES:
+            db.execute(statement)
         mode = str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     except sqlite3.Error as problem:

@@ -15,6 +15,7 @@ from typing import Final, Literal, TypeGuard, get_args
 
 __all__ = [
     "FINISHED",
+    "SETTLED",
     "STATUSES",
     "TRANSITIONS",
     "UNFINISHED",
@@ -39,6 +40,8 @@ Reported = Status | Literal["planned"]
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 FINISHED: Final[tuple[Status, ...]] = ("delivered", "rejected")
 UNFINISHED: Final[tuple[Status, ...]] = tuple(s for s in STATUSES if s not in FINISHED)
+# What a run's attempt ends in (finished or not); `pending` is what it did not reach.
+SETTLED: Final[tuple[Status, ...]] = tuple(s for s in STATUSES if s != "pending")
 
 
 class Happening(Enum):

@@ -6,7 +6,12 @@ import html
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
+from pipeline.core.answers import Answer, Reply
+from pipeline.core.calls import Request
+from pipeline.core.config import API_PATH
+from pipeline.core.endpoints import CATALOGUE, SUBJECT
 from pipeline.delivery.lifecycle import FINISHED, UNFINISHED, Reported
 
 __all__ = [
@@ -14,6 +19,8 @@ __all__ = [
     "MIN_RATE_EVENTS",
     "MIN_RATE_SECONDS",
     "UNFINISHED",
+    "Exchange",
+    "Logged",
     "Outcome",
     "Status",
     "Summary",
@@ -27,14 +34,93 @@ MIN_RATE_SECONDS = 1.0
 Status = Reported
 
 
+# The endpoint of a stored request whose text names none the catalogue knows.
+UNKNOWN_ENDPOINT = ""
+# The endpoint the probe's read is counted under (it is a `user_by_id` on the wire).
+PROBE = "probe"
+
+
+def answered(answer: Answer) -> str:
+    """An answer as requests are logged: its status, or why there was none."""
+    return str(answer.status) if isinstance(answer, Reply) else answer.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request made and what came back (DELIVERY §2): the catalogue's endpoint name (or
+    "probe"), the method, the real URL (never the sandbox's) and the answer: a status, or
+    "timeout" / "connection". Its text, `METHOD URL -> answer`, is how it is stored in the
+    ledger and written to `--out`, as it always was.
+
+    >>> text = "GET https://acme.user.com/api/public/users-by-id/u1/ -> 404"
+    >>> read = Exchange.read(text)
+    >>> read.endpoint, read.method, read.answer, str(read) == text
+    ('user_by_id', 'GET', '404', True)
+    """
+
+    endpoint: str
+    method: str
+    url: str
+    answer: str
+
+    @classmethod
+    def of(cls, request: Request, answer: Answer, base_url: str, endpoint: str = "") -> Exchange:
+        url = request.url(base_url)
+        return cls(endpoint or request.name, request.method, url, answered(answer))
+
+    @classmethod
+    def read(cls, text: str) -> Exchange:
+        """A stored request back as a value; text that is not `METHOD URL -> answer` (from a
+        hand-edited ledger) keeps its words as the URL, with "?" for method and answer."""
+        head, arrow, answer = text.rpartition(" -> ")
+        if not arrow:
+            return cls(UNKNOWN_ENDPOINT, "?", text, "?")
+        method, _, url = head.partition(" ")
+        return cls(endpoint_at(method, url), method, url, answer)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.url} -> {self.answer}"
+
+
+def endpoint_at(method: str, url: str) -> str:
+    """The catalogue's name for a request read back from its method and URL ("" if none).
+
+    >>> endpoint_at("GET", "https://acme.user.com/api/public/users/search/?email=a%40b.io")
+    'user_by_email'
+    >>> endpoint_at("POST", "https://acme.user.com/api/public/users-by-id/u%2F1/events/")
+    'user_event_by_id'
+    """
+    parts = urlsplit(url)
+    path = parts.path
+    if path.startswith(API_PATH + "/"):
+        path = path[len(API_PATH) :]
+    segments = tuple(path.strip("/").split("/"))
+    names = tuple(name for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+    for endpoint in CATALOGUE.values():
+        query = () if endpoint.query is None else (endpoint.query,)
+        if endpoint.method != method or names != query or len(segments) != len(endpoint.path):
+            continue
+        if all(
+            (part == SUBJECT and bool(seg)) or part == seg
+            for part, seg in zip(endpoint.path, segments, strict=True)
+        ):
+            return endpoint.name
+    return UNKNOWN_ENDPOINT
+
+
+# A request as an outcome lists it: an exchange made, or (a dry run's plan) a step planned.
+Logged = Exchange | str
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One event's result. `requests` lists every call made for it, as `METHOD URL -> status`."""
+    """One event's result. `requests` lists every call made for it, in order (for a dry run,
+    the steps planned, as text)."""
 
     key: str
     status: Status
     attempts: int = 0
-    requests: tuple[str, ...] = ()
+    requests: tuple[Logged, ...] = ()
     error: str | None = None
     warnings: tuple[str, ...] = ()
     position: int = 0
@@ -45,7 +131,7 @@ class Outcome:
             "status": self.status,
             "position": self.position,
             "attempts": self.attempts,
-            "requests": list(self.requests),
+            "requests": [str(request) for request in self.requests],
             "error": self.error,
             "warnings": list(self.warnings),
         }
@@ -68,7 +154,7 @@ class Summary:
     skipped: Counter[str] = field(default_factory=Counter)  # finished earlier, by status
     changed: int = 0  # finished earlier, but edited since: attempted again
     api_calls: int = 0
-    calls: Counter[str] = field(default_factory=Counter)  # "endpoint status" -> count
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (endpoint, answer)
     errors: Counter[str] = field(default_factory=Counter)
     errors_by_status: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, error)
     warnings: int = 0

@@ -11,9 +11,10 @@ on its one ledger thread (`serve.store.Store`, group commit), and a PostgreSQL b
 connection per queue blocks the same way. Whoever must not block (an event loop) hands the
 call to a thread; the queue itself never owns a loop.
 
-The rules that decide what an arrival or an outcome does to a stored event are pure functions
-here (`admission`, `filed_as`) over the lifecycle table (`lifecycle.py`, the only status
-vocabulary), so every backend applies the same ones and only stores their result.
+The rules that decide what an arrival or an outcome does to a stored event, and when a failed
+one is due again, are pure functions here (`admission`, `filed_as`, `readiness`) over the
+lifecycle table (`lifecycle.py`, the only status vocabulary), so every backend applies the
+same ones and only stores their result; which due events a round takes is `rounds.Picking`.
 
 Read models are frozen values: `Row` (one event as stored), `Queued` (a row as the queue hands
 it out, with its timings), `Admitted` (what admitting one event did).
@@ -22,19 +23,21 @@ it out, with its timings), `Admitted` (what admitting one event did).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from pipeline.delivery.lifecycle import (
     UNFINISHED,
+    Happening,
     Reported,
     Status,
     files,
     happening_of,
     next_status,
 )
+from pipeline.delivery.outcome import Exchange, Logged
 
 __all__ = [
     "Admit",
@@ -44,10 +47,12 @@ __all__ = [
     "Known",
     "QueueReader",
     "Queued",
+    "Readiness",
     "Record",
     "Row",
     "admission",
     "filed_as",
+    "readiness",
 ]
 
 
@@ -64,9 +69,14 @@ class Row:
     content_hash: str
     line: bytes
     attempts: int
-    requests: tuple[str, ...]
+    requests: tuple[str, ...]  # as stored: each `METHOD URL -> answer` (an Exchange's text)
     error: str | None
     warnings: tuple[str, ...]
+
+    @property
+    def exchanges(self) -> tuple[Exchange, ...]:
+        """The stored requests as values (a ledger of any version stores their text)."""
+        return tuple(Exchange.read(text) for text in self.requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +155,7 @@ class Record:
     line: bytes
     status: Reported
     attempts: int
-    requests: tuple[str, ...]
+    requests: tuple[Logged, ...]
     error: str | None
     warnings: tuple[str, ...]
 
@@ -179,8 +189,8 @@ def admission(before: Known | None, arrival: Arrival, *, retry_rejected: bool = 
 def filed_as(now: Known | None, record: Record) -> Status | None:
     """The status `record` files its event as, or None when nothing is written: a plan (never
     filed), an outcome of content replaced meanwhile, or one the lifecycle table keeps as it
-    is (held again, deferred, a second finished outcome). A key the queue lost (its row went
-    with a rolled-back batch) is filed as if pending.
+    is (held again, deferred without an attempt, a second finished outcome). A key the queue
+    lost (its row went with a rolled-back batch) is filed as if pending.
 
     >>> rec = Record("k", "h", b"{}", "delivered", 1, (), None, ())
     >>> filed_as(Known("pending", "h", 1), rec), filed_as(Known("pending", "h2", 1), rec)
@@ -194,9 +204,49 @@ def filed_as(now: Known | None, record: Record) -> Status | None:
     before: Status = "pending" if now is None else now.status
     if now is not None and now.content_hash != record.content_hash:
         return None
+    if happening is Happening.DEFERRED and before == "pending" and record.attempts:
+        # §4 explain tells every attempt: a run fault (a refused key) ends an attempt with
+        # its event still pending, and the row keeps the requests that met the fault.
+        return "pending"
     if not files(before, happening):  # the table has no row from a finished status
         return None
     return next_status(before, happening)
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether a taken event is to be tried now (DELIVERY §6): `ready`; `later` (a failed
+    event whose backoff has not passed: it is not attempted and holds its user until `at`);
+    or `given up` (failed, and older than --give-up-after: it stays failed, holds nobody)."""
+
+    kind: Literal["ready", "later", "given up"]
+    at: float | None = None
+    received: float | None = None  # when it arrived, else last changed (its age counts from it)
+
+
+def readiness(
+    queued: Queued, now: float, *, retry_delay: Callable[[int], float], give_up_after: float
+) -> Readiness:
+    """A taken event's readiness at `now` (a clock the caller owns): a failed one is tried
+    again `retry_delay(failures)` after its last failure, until its age passes `give_up_after`.
+
+    >>> row = Row("k", 1, "failed", "h", b"{}", 1, (), None, ())
+    >>> def wait(failures: int) -> float:
+    ...     return 60.0 * failures
+    >>> readiness(Queued(row, 0.0, 100.0, 2), 130.0, retry_delay=wait, give_up_after=1e9)
+    Readiness(kind='later', at=220.0, received=0.0)
+    >>> readiness(Queued(row, 0.0, 100.0, 2), 230.0, retry_delay=wait, give_up_after=200).kind
+    'given up'
+    """
+    received = queued.received if queued.received is not None else queued.updated
+    if queued.row.status != "failed":
+        return Readiness("ready", received=received)
+    if received is not None and now - received > give_up_after:
+        return Readiness("given up", received=received)
+    due = (queued.updated or 0.0) + retry_delay(max(queued.failures, 1))
+    if due > now:
+        return Readiness("later", due, received)
+    return Readiness("ready", received=received)
 
 
 # -- the interface ------------------------------------------------------------------------------
@@ -232,6 +282,11 @@ class QueueReader(Protocol):
 
     def updated_at(self, key: str) -> float | None:
         """When the event last changed (seconds since the epoch), if known."""
+        ...
+
+    def doubt(self, key: str) -> str | None:
+        """Why the event may have been sent twice (§7: its lane was taken over from an
+        instance that stopped mid-write), or None."""
         ...
 
     def rows(self, statuses: Sequence[Status] | None = None) -> Iterator[Row]:
@@ -310,8 +365,9 @@ class DeliveryQueue(QueueReader, Protocol):
     def file(self, records: Sequence[Record]) -> int:
         """File outcomes (§2: one outcome per event per run) as `filed_as` decides: a `failed`
         one counts one more failure (`Queued.failures`), an outcome of replaced content and a
-        second finished outcome are dropped. Returns how many events finished (left the
-        queue). Staged: see `commit`."""
+        second finished outcome are dropped; an event whose row went with a rolled-back
+        batch is stored again (pending) first, whatever its outcome. Returns how many events
+        finished (left the queue). Staged: see `commit`."""
         ...
 
     def requeue(self, keys: Sequence[str] | None, *, rejected: bool) -> int:

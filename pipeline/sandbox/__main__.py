@@ -97,6 +97,11 @@ def parser() -> argparse.ArgumentParser:
         "--lost-response-rate", type=_share, default=0.0, help="share of writes done, answer lost"
     )
     cli.add_argument("--rate-limit", type=_positive, help="token bucket, requests per second")
+    cli.add_argument(
+        "--rate-limit-per-key",
+        action="store_true",
+        help="one --rate-limit bucket per API key (one sandbox standing in for many apps)",
+    )
     cli.add_argument("--seed", type=int, default=0, help="seed of the random source")
     cli.add_argument(
         "--log-level",
@@ -119,6 +124,7 @@ def options_from(args: argparse.Namespace) -> SandboxOptions:
         drop_rate=args.drop_rate,
         lost_response_rate=args.lost_response_rate,
         rate_limit_rps=args.rate_limit,
+        rate_limit_per_key=args.rate_limit_per_key,
         forced=tuple(parse_forced(spec, called="--force") for spec in args.force),
         seed=args.seed,
     )

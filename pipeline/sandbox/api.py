@@ -118,13 +118,17 @@ class PublicApi:
         match = resolve(method, api_path if api_path.endswith("/") else api_path + "/")
         route_name = match.route.name if match is not None and match.route is not None else None
         here = full_path + (f"?{query}" if query else "")
-        early = self.faults.before_handler(method, route_name, (api_path, full_path), location=here)
+        authorization = _header(headers, "authorization")
+        key = authorization.partition(" ")[2].strip()
+        early = self.faults.before_handler(
+            method, route_name, (api_path, full_path), location=here, key=key
+        )
         if early is not None:
             return early
         if not full_path.endswith("/"):
             target = full_path + "/" + (f"?{query}" if query else "")
             return Answer(301, None, {"Location": quote(target, safe=LOCATION_SAFE)})
-        if not self._authorized(_header(headers, "authorization")):
+        if not self._authorized(authorization):
             return status_answer(401)
         if match is None:
             return Answer(404, not_found_body())

@@ -99,6 +99,8 @@ class Faults:
     bucket: TokenBucket | None = None
     forced_left: list[int | None] = field(default_factory=list)
     """Requests each rule of ``options.forced`` may still force (``None``: unlimited)."""
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    """With ``options.rate_limit_per_key``: each API key's bucket, made on its first request."""
 
     @classmethod
     def build(cls, options: SandboxOptions, rng: random.Random) -> Faults:
@@ -108,14 +110,20 @@ class Faults:
         return cls(options, rng, bucket, [rule.times for rule in options.forced])
 
     def before_handler(
-        self, method: str, route_name: str | None, paths: tuple[str, ...], location: str = "/"
+        self,
+        method: str,
+        route_name: str | None,
+        paths: tuple[str, ...],
+        location: str = "/",
+        key: str = "",
     ) -> Answer | None:
         """Rate limit, then forced status, then random throttle / 5xx / drop; None = go on.
 
         ``paths`` are the request's path (API-relative first); a forced 3xx points at
-        ``location``.
+        ``location``; ``key`` is the request's API key (its bucket, when each key has one).
         """
-        wait = self.bucket.take() if self.bucket is not None else 0.0
+        bucket = self._bucket_of(key)
+        wait = bucket.take() if bucket is not None else 0.0
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             detail = f"Request was throttled. Expected available in {seconds} seconds."
@@ -131,6 +139,14 @@ class Faults:
         if self._chance(self.options.drop_rate):
             return DROPPED
         return None
+
+    def _bucket_of(self, key: str) -> TokenBucket | None:
+        if self.bucket is None or not self.options.rate_limit_per_key:
+            return self.bucket
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = TokenBucket(self.bucket.rate, self.bucket.capacity)
+        return bucket
 
     def lose_response(self, method: str) -> bool:
         """Whether to drop the connection after a write was performed."""

@@ -162,6 +162,9 @@ class SandboxOptions:
     """Share of non-GET API requests that are performed, then their connection is dropped."""
     rate_limit_rps: float | None = None
     """Token-bucket limit in requests per second (burst = max(1, rps)); ``None`` = unlimited."""
+    rate_limit_per_key: bool = False
+    """One bucket of ``rate_limit_rps`` per API key rather than one for all: a sandbox that
+    accepts any key stands in for many User.com apps, each with its own limit."""
     forced_status: Mapping[str, int] = field(default_factory=dict)
     """Route name (``"users-by-id"``) or path prefix (``"/users-by-id/"``) -> forced status,
     for every request (any method) of that route."""

@@ -35,7 +35,6 @@ import contextlib
 import json
 import logging
 import sqlite3
-import ssl
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -43,22 +42,22 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 
-import certifi
-import httpx
 from returns.result import Success
 
 from pipeline.core.answers import Reply, Unreachable
-from pipeline.core.calls import call
 from pipeline.core.compose import Job
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
-from pipeline.delivery.faults import PROBE_SUBJECT, RESUME, probe_fault
+from pipeline.delivery.faults import RESUME, probe_fault
+from pipeline.delivery.filing import record_of
 from pipeline.delivery.incoming import Incoming, stored
 from pipeline.delivery.lifecycle import Status, files, happening_of
 from pipeline.delivery.outcome import Outcome, Summary
 from pipeline.delivery.pg import PgLedger, shared
-from pipeline.delivery.queue import DeliveryQueue, Queued, Record
-from pipeline.runner import Target, asend
+from pipeline.delivery.queue import DeliveryQueue, Queued, Record, readiness
+from pipeline.delivery.rounds import Held, Picking
+from pipeline.delivery.wire import Wire
+from pipeline.runner import Target
 from pipeline.serve.ingest import type_label
 from pipeline.serve.logs import emit
 from pipeline.serve.metrics import Metrics
@@ -192,58 +191,6 @@ def pause_reason(fault: str) -> str:
     return f"{fault.removesuffix('; ' + RESUME)}; {tail}"
 
 
-class Pools(httpx.AsyncBaseTransport):
-    """The app's connections, kept for the service's life: at most `width` requests at once
-    (--concurrency, over every round), each on the least busy of `width` small pools.
-
-    httpcore looks at every connection of its pool (and polls each idle one) on every request,
-    so one pool of 64 connections costs more CPU than the requests themselves; as the engine
-    does with its slots, many pools of 2 connections cost far less. They share one TLS context
-    (about 20 ms to build)."""
-
-    def __init__(self, width: int) -> None:
-        self.room = asyncio.Semaphore(max(1, width))
-        tls = ssl.create_default_context(cafile=certifi.where())
-        self.pools = [
-            httpx.AsyncHTTPTransport(
-                verify=tls, limits=httpx.Limits(max_connections=2, max_keepalive_connections=2)
-            )
-            for _ in range(max(1, width))
-        ]
-        self.busy = [0] * len(self.pools)
-        self.next = 0
-
-    def _choose(self) -> int:
-        count = len(self.pools)
-        hint = self.next % count
-        self.next += 1
-        if self.busy[hint] == 0:
-            return hint
-        return min(range(count), key=self.busy.__getitem__)
-
-    @property
-    def on_the_wire(self) -> int:
-        """Requests sent and not yet answered: what is really in flight."""
-        return sum(self.busy)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        async with self.room:
-            chosen = self._choose()
-            self.busy[chosen] += 1
-            try:
-                return await self.pools[chosen].handle_async_request(request)
-            finally:
-                self.busy[chosen] -= 1
-
-    async def aclose(self) -> None:
-        for pool in self.pools:
-            await pool.aclose()
-
-
-def _transport(options: ServeOptions) -> Pools:
-    return Pools(options.concurrency)
-
-
 @dataclass(slots=True)
 class AppDelivery:
     """One app's delivery loop and what `/health` and `/metrics` read of it."""
@@ -261,7 +208,7 @@ class AppDelivery:
     state: AppState | None = None
     fault: str | None = None  # met by a round, not yet acted upon
     next_due: float | None = None
-    _transport: Pools | None = None
+    _wire: Wire | None = None  # the app's connections, kept for the service's life
     _parsed: OrderedDict[tuple[str, str, int], Incoming] = field(default_factory=OrderedDict)
     _outbox: list[_Record] = field(default_factory=list)
     _flushing: asyncio.Task[None] | None = None
@@ -282,7 +229,7 @@ class AppDelivery:
     def in_flight(self) -> int:
         """Requests to User.com on the wire now (at most --concurrency; 0 while the lanes wait
         out an outage): events handed to a round may be waiting for their turn, or the pause."""
-        return 0 if self._transport is None else self._transport.on_the_wire
+        return 0 if self._wire is None else self._wire.on_the_wire
 
     @property
     def waiting_for(self) -> str | None:
@@ -316,7 +263,7 @@ class AppDelivery:
         """Deliver until the service stops: probe, then rounds; pause on a run-level fault."""
         self.state = AppState.new(self.delivery_options())
         self.state.outage.heard = self._outage_heard
-        self._transport = _transport(self.options)
+        self._wire = Wire.of(self.cfg, self.options.base_url, self.options.concurrency)
         self.metrics.in_flight.labels(app=self.app).set_function(lambda: self.in_flight)
         seats = (
             [asyncio.create_task(meetings(self, self.ledger.shared_budget()))]
@@ -362,7 +309,7 @@ class AppDelivery:
                     hint="the ledger could not commit them: those events are sent again at the "
                     "next start",
                 )
-            await self._transport.aclose()
+            await self._wire.aclose()
             for seat in seats:
                 seat.cancel()  # it leaves the budget's meetings on its way out
             if seats:
@@ -451,10 +398,10 @@ class AppDelivery:
 
     async def probe(self) -> str | None:
         """`usercom check`'s read; the problem it shows (a 5xx or 429 is one too), or None."""
-        if self._transport is None:
+        if self._wire is None:
             return "not started"
         target = self.target
-        answer = await asend(self._transport, target, call("user_by_id", PROBE_SUBJECT))
+        answer = (await self._wire.probe_once()).answer
         fault = probe_fault(answer, target)
         if fault is not None:
             return fault
@@ -523,12 +470,11 @@ class AppDelivery:
         """Take, in position order, up to a page of due events of users (and companies) no
         running round holds, and deliver them in a round of their own. True when the page
         was full (more may be waiting)."""
-        busy_lanes = {lane for r in self.rounds for lane in r.lanes}
         unfiled = self._unfiled_lanes()  # never attempted again before its outcome is on disk
-        busy_lanes |= unfiled
-        busy_companies = {company for r in self.rounds for company in r.companies}
-        skipped: set[str] = set()
-        blockers: dict[str, str] = {}
+        picking = Picking(
+            {lane for r in self.rounds for lane in r.lanes} | unfiled,
+            {company for r in self.rounds for company in r.companies},
+        )
         taken: list[tuple[Incoming, _Filed]] = []
         after = scanned = 0
         now = time.time()
@@ -539,19 +485,13 @@ class AppDelivery:
             after = page[-1].row.position
             scanned += len(page)
             for item, filed in await asyncio.to_thread(self._build, page, now):
-                lane, company = item.lane, item.company
-                busy = lane in busy_lanes or (company is not None and company in busy_companies)
-                if busy or lane in skipped:
-                    skipped.add(lane)  # its later events wait too: its order is kept
-                    self._skipped_unfiled |= lane in unfiled
-                elif item.deferred is not None:
-                    blockers.setdefault(lane, item.key)  # failed, not due: holds its user
-                elif lane in blockers:
-                    self._hold(item, filed, blockers[lane])
-                else:
+                placed = picking.place(item)
+                if placed == "take":
                     taken.append((item, filed))
-                    if company is not None:
-                        busy_companies.add(company)
+                elif placed == "busy":
+                    self._skipped_unfiled |= item.lane in unfiled
+                elif isinstance(placed, Held):
+                    self._hold(item, filed, placed)
         if not taken or self.ledger_fault is not None:  # it failed while the page was read
             return False
         for item, filed in taken:
@@ -582,28 +522,30 @@ class AppDelivery:
         items: list[tuple[Incoming, _Filed]] = []
         for queued in page:
             row = queued.row
-            received = queued.received if queued.received is not None else queued.updated
-            given_up = received is not None and now - received > self.options.give_up_after
-            if row.status == "failed" and given_up:
+            ready = readiness(
+                queued,
+                now,
+                retry_delay=self.options.retry_delay,
+                give_up_after=self.options.give_up_after,
+            )
+            if ready.kind == "given up":
                 self._give_up(row.key, row.position, row.error)
                 continue  # stays failed, holds nobody
             item = self._parse(row.key, row.content_hash, row.position, row.line, row.error)
-            if row.status == "failed":
-                due = (queued.updated or 0.0) + self.options.retry_delay(max(queued.failures, 1))
-                if due > now:
-                    self._due(due)
-                    item = replace(item, deferred=f"failed; tried again after {_when(due)}")
-            filed = _Filed(row.status, row.attempts, received, event_type(item), queued.failures)
+            if ready.kind == "later" and ready.at is not None:
+                self._due(ready.at)
+                item = replace(item, deferred=f"failed; tried again after {_when(ready.at)}")
+            kind = event_type(item)
+            filed = _Filed(row.status, row.attempts, ready.received, kind, queued.failures)
             items.append((item, filed))
         return items
 
-    def _hold(self, item: Incoming, filed: _Filed, blocker: str) -> None:
+    def _hold(self, item: Incoming, filed: _Filed, held: Held) -> None:
         """File `held` for an event behind its user's failed one (once: held stays held)."""
         if filed.status == "held":
             return
         self._filed[item.key] = filed
-        held = f"held: an earlier event of this user ({blocker}) did not finish"
-        self._file(item, Outcome(item.key, "held", 0, (), held, position=item.position))
+        self._file(item, Outcome(item.key, "held", 0, (), held.reason, position=item.position))
 
     def _due(self, when: float) -> None:
         self.next_due = when if self.next_due is None else min(self.next_due, when)
@@ -637,7 +579,7 @@ class AppDelivery:
                 self.cfg,
                 options,
                 on_outcome,
-                transport=self._transport,
+                wire=self._wire,
                 control=running.control,
                 app=self.state,
             )
@@ -647,8 +589,7 @@ class AppDelivery:
         return summary.fault
 
     def _account(self, summary: Summary) -> None:
-        for name, count in summary.calls.items():
-            endpoint, _, status = name.rpartition(" ")
+        for (endpoint, status), count in summary.calls.items():
             self.metrics.api_calls.labels(app=self.app, endpoint=endpoint, status=status).inc(count)
         if self.state is not None:
             throttled = self.state.pacer.throttled
@@ -668,16 +609,7 @@ class AppDelivery:
         attempts = outcome.attempts
         if before == "failed" and filed is not None:
             attempts += filed.attempts
-        filing = Record(
-            item.key,
-            item.content_hash,
-            item.line,
-            outcome.status,
-            attempts,
-            outcome.requests,
-            outcome.error,
-            outcome.warnings,
-        )
+        filing = replace(record_of(item, outcome), attempts=attempts)
         self._outbox.append(_Record(filing, item.lane))
         kind = filed.type if filed is not None else event_type(item)
         labels = {"app": self.app, "type": kind}

@@ -105,5 +105,17 @@ class Metrics:
         self.given_up.labels(app=app)
         self.repeated.labels(app=app)
 
+    @staticmethod
+    def total(counter: Counter, app: str) -> int:
+        """A counter's value for one app, summed over its other labels (the console's charts)."""
+        return int(
+            sum(
+                sample.value
+                for metric in counter.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total") and sample.labels.get("app") == app
+            )
+        )
+
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -244,6 +244,7 @@ class ServeOptions:
     max_queued: int = 1_000_000
     keep_days: float = 7.0
     transformer_token: str | None = field(default=None, repr=False)
+    console_token: str | None = field(default=None, repr=False)  # None: no /console/ at all
     max_outage: float = 1800.0
     lease_ttl: float = 30.0  # a PostgreSQL ledger's lane leases (DELIVERY §7)
     max_connections: int = 1000  # client connections served at once (a few more get 503)

@@ -13,6 +13,7 @@ Routes (DELIVERY §6):
 - `POST /v0/destinations/user`, `POST /routerTransform`: the transformer API (no write key;
   `Authorization: Bearer T` when --transformer-token is set).
 - `GET /health`, `GET /metrics`.
+- `/console/...`: the web console (DELIVERY §8, `pipeline.console`), only with a console token.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from pipeline.console import Console
 from pipeline.delivery.incoming import json_bytes
-from pipeline.delivery.ledger import LedgerError
+from pipeline.delivery.ledger import Ledger, LedgerError
 from pipeline.delivery.lifecycle import UNFINISHED
-from pipeline.delivery.pg import Leasing, PgLedger, open_writer_at
+from pipeline.delivery.pg import Leasing, PgLedger, open_reader_at, open_writer_at
 from pipeline.delivery.queue import Admit, Arrival, DeliveryQueue
 from pipeline.serve import transformer
 from pipeline.serve.delivery import AppDelivery, ledger_reason
@@ -155,11 +157,17 @@ class Service:
         self.via: httpx.AsyncBaseTransport | None = None
         self._disk_at = 0.0
         self._disk_free = True
+        token = options.console_token
+        self.console = None if token is None else Console(self, token)
         self.app = Starlette(
             routes=self._routes(),
             lifespan=self._lifespan,
             exception_handlers={404: _not_found, 405: _not_allowed},
         )
+
+    def reader(self, app: str) -> Ledger:
+        """A new reader of `app`'s ledger, for the console (no lock: works while we write)."""
+        return open_reader_at(self.options.ledgers[app])
 
     @classmethod
     def open(cls, options: ServeOptions) -> Service:
@@ -203,6 +211,9 @@ class Service:
                 for name, app in self.apps.items()
             ]
             self.tasks.append(asyncio.create_task(self._retention(), name="retention"))
+            if self.console is not None:
+                sampler = self.console.sample_forever(self.stopping)
+                self.tasks.append(asyncio.create_task(sampler, name="console-charts"))
             emit(
                 logging.INFO,
                 "service_started",
@@ -228,6 +239,8 @@ class Service:
                 emit(logging.ERROR, "task_failed", task=task.get_name(), error=task.exception())
         if self.via is not None:
             await self.via.aclose()
+        if self.console is not None:
+            self.console.close()
         await asyncio.to_thread(self.store.close)
         emit(
             logging.INFO,
@@ -257,8 +270,8 @@ class Service:
 
     # -- routes ----------------------------------------------------------------------------------
 
-    def _routes(self) -> list[Route]:
-        routes = [
+    def _routes(self) -> list[BaseRoute]:
+        routes: list[BaseRoute] = [
             Route(f"/v1/{kind}", self._counted(f"/v1/{kind}", self._ingest(kind)), methods=["POST"])
             for kind in (*SINGLE_TYPES, "batch")
         ]
@@ -277,7 +290,39 @@ class Service:
             Route("/health", self._health, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
         ]
+        if self.console is not None:
+            routes += self.console.routes()
         return routes
+
+    # -- what the console asks of the service -----------------------------------------------------
+
+    async def requeue(self, app: str, keys: Sequence[str]) -> int:
+        """Make these events of `app` pending again (its ledger's writer, as `usercom requeue
+        --rejected` does), count the queue again and wake the app's delivery loop, which
+        takes them in position order."""
+        delivery = self.apps[app]
+
+        def work() -> tuple[int, Mapping[str, int]]:
+            changed = delivery.ledger.requeue(list(keys), rejected=True)
+            return changed, delivery.ledger.counts()
+
+        changed, counts = await self.store.call(work, writes=True)
+        delivery.queued = sum(counts[status] for status in UNFINISHED)
+        self.metrics.queued.labels(app=app).set(delivery.queued)
+        delivery.wake.set()
+        emit(logging.INFO, "events_requeued", app=app, count=changed, by="console")
+        return changed
+
+    def totals(self, app: str) -> tuple[dict[str, int], int]:
+        """The app's delivered, failed and 429 counts since start, and its queue depth."""
+        metrics = self.metrics
+        counted = {
+            "delivered": metrics.total(metrics.delivered, app),
+            "failed": metrics.total(metrics.failed, app),
+            "throttled": metrics.total(metrics.throttled, app),
+            "requests": metrics.total(metrics.api_calls, app),
+        }
+        return counted, self.apps[app].queued
 
     def _counted(self, route: str, handler: Handler) -> Handler:
         async def counted(request: Request) -> Response:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from returns.result import Failure, Result
 
-from pipeline.compat import _router_item, arun_item, processor_item
+from pipeline.compat import Targets, _router_item, arun_item, processor_item
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError, instrumentation
 from pipeline.core.steps import Final
@@ -57,7 +57,7 @@ def transport(base_url: str | None) -> httpx.AsyncBaseTransport:
 
 
 async def _run(
-    item: object, suspect: bool, via: httpx.AsyncBaseTransport
+    item: object, suspect: bool, via: httpx.AsyncBaseTransport, targets: Targets
 ) -> tuple[object, Outcome]:
     """The item (as it can be echoed) and its outcome. An item holding a number Python cannot
     hold (`1e999`, an integer over its digit limit) is that item's error, never its
@@ -68,14 +68,15 @@ async def _run(
     why = unheld(item) if suspect else None
     if why is not None:
         return plain(item), Failure(instrumentation(why))
-    return item, await arun_item(item, via)
+    return item, await arun_item(item, via, targets)
 
 
 async def processor(parsed: Parsed, via: httpx.AsyncBaseTransport) -> list[dict[str, Any]]:
     document = parsed.document
     if not isinstance(document, list):
         raise Refused(400, "invalid_request", "the body must be a JSON array of processor items")
-    return [processor_item(*await _run(item, parsed.suspect, via)) for item in document]
+    targets = Targets()  # one body's items mostly share one destination: its Target once
+    return [processor_item(*await _run(item, parsed.suspect, via, targets)) for item in document]
 
 
 async def router(parsed: Parsed, via: httpx.AsyncBaseTransport) -> dict[str, Any]:
@@ -96,4 +97,6 @@ async def router(parsed: Parsed, via: httpx.AsyncBaseTransport) -> dict[str, Any
     items = document.get("input")
     if not isinstance(items, list):
         raise Refused(400, "invalid_request", "input must be a JSON array of router items")
-    return {"output": [_router_item(*await _run(item, parsed.suspect, via)) for item in items]}
+    targets = Targets()
+    outputs = [_router_item(*await _run(item, parsed.suspect, via, targets)) for item in items]
+    return {"output": outputs}

@@ -76,6 +76,7 @@ class FakeOptions(TypedDict, total=False):
     drop_rate: float
     lost_response_rate: float
     rate_limit_rps: float | None
+    rate_limit_per_key: bool
     forced_status: Mapping[str, int]
     forced: Sequence[ForcedStatus | str] | ForcedStatus | str
     seed: int
@@ -98,7 +99,7 @@ class Received:
 
     @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+        return httpx.URL(self.url).host
 
     @property
     def raw_path(self) -> str:
@@ -282,6 +283,7 @@ _OPTION_CHECKS: Mapping[str, tuple[str, Callable[[object], bool]]] = {
     "drop_rate": ("a number", _is_number),
     "lost_response_rate": ("a number", _is_number),
     "rate_limit_rps": ("a number or None", lambda value: value is None or _is_number(value)),
+    "rate_limit_per_key": ("a bool", lambda value: isinstance(value, bool)),
     "forced_status": (
         "a mapping of route to status",
         lambda value: (

@@ -32,11 +32,16 @@ def final(name: EndpointName, payload: Payload, subject: str | None = None) -> F
     return Final(call(name, subject, clean_body(payload.fields)), payload.warnings)
 
 
+def missing_id(thing: JSONObject, what: str) -> PipelineError | None:
+    """The failure of an answered `what` that holds no id, else None."""
+    if is_present(thing.get("id")):
+        return None
+    return errors.aborted(f"User.com answered a {what} without an id")
+
+
 def with_id(thing: JSONObject, what: str) -> Result[str, PipelineError]:
-    ident = thing.get("id")
-    if not is_present(ident):
-        return Failure(errors.aborted(f"User.com answered a {what} without an id"))
-    return Success(as_text(ident))
+    error = missing_id(thing, what)
+    return Success(as_text(thing.get("id"))) if error is None else Failure(error)
 
 
 def lookup_call(lookup: Lookup, found: Found) -> Call:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from returns.result import Failure, Result
+from returns.result import Failure, Result, Success
 
 from pipeline.core import errors, messages, paths
 from pipeline.core.calls import call, clean_body
 from pipeline.core.config import Config, EventRule
 from pipeline.core.errors import PipelineError
-from pipeline.core.flows.common import StepResult, final, lookup_call, require, with_id
+from pipeline.core.flows.common import StepResult, final, lookup_call, missing_id, require
 from pipeline.core.lookup import Lookup
 from pipeline.core.mapping import TRACK_TIMESTAMP, Payload, apply_table
 from pipeline.core.overlay import overlay_fields
@@ -30,23 +30,23 @@ def track_payload(cfg: Config, message: JSONObject) -> Result[Payload, PipelineE
     rule = event_rule(cfg, name)
     properties = message.get("properties")
     fields: dict[str, JSON] = {"name": rule.user_event_name if rule else name}
-    if isinstance(properties, OBJECT_TYPES):
+    if properties is not None and isinstance(properties, OBJECT_TYPES):
         fields["data"] = (
             overlay_fields(properties, rule.properties, frozenset()) if rule else properties
         )
-    return (
-        require(message, paths.USER_ID, messages.MISSING_USER_ID)
-        .bind(lambda _: apply_table((TRACK_TIMESTAMP,), message))
-        .map(lambda stamp: stamp.merged(fields))
-    )
+    # Plain checks, not a chain of Results: a track is most of the events of any stream.
+    if paths.read(message, paths.USER_ID) is None:
+        return Failure(errors.instrumentation(messages.MISSING_USER_ID))
+    return apply_table((TRACK_TIMESTAMP,), message).map(lambda stamp: stamp.merged(fields))
 
 
 def _write(payload: Payload, user: JSONObject | None) -> StepResult:
     if user is None:
         return Failure(errors.not_found(messages.TRACK_NOT_FOUND))
-    return with_id(user, "user").map(
-        lambda _: final("event", payload.merged({"user_id": user.get("id")}))
-    )
+    error = missing_id(user, "user")
+    if error is not None:
+        return Failure(error)
+    return Success(final("event", payload.merged({"user_id": user.get("id")})))
 
 
 def check_track(message: JSONObject) -> Result[JSON, PipelineError]:

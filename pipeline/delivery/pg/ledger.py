@@ -35,12 +35,15 @@ from pipeline.delivery.ledger import (
     PAGE,
     STATUSES,
     UNFINISHED,
+    ErrorGroup,
     Ledger,
     LedgerError,
     Queued,
     Row,
     Status,
+    error_groups,
 )
+from pipeline.delivery.outcome import Logged
 from pipeline.delivery.pg import budget, lanes
 from pipeline.delivery.pg.location import PgLocation, masked, password_of
 from pipeline.delivery.queue import Admitted, Arrival, Known
@@ -393,6 +396,71 @@ class PgLedger(Ledger):
         )
         return None if found is None or found[0] is None else float(found[0])
 
+    # -- what the console reads (pipeline.console.reads), as the SQLite ledger answers it ------
+
+    def problems(self, statuses: Sequence[Status]) -> list[tuple[str, int, Status, str, float]]:
+        found = self._all(
+            "SELECT status, key, position, error, updated FROM events WHERE status = ANY(%s)"
+            f"{self._and_app}",
+            list(_statuses(statuses)),
+        )
+        return [
+            (str(key), int(position), cast(Status, status), str(error or ""), float(updated or 0))
+            for status, key, position, error, updated in found
+        ]
+
+    def problem_sums(self, statuses: Sequence[Status]) -> list[ErrorGroup]:
+        found = self._all(
+            "SELECT status, coalesce(error, ''), count(*), min(updated), max(updated) "
+            f"FROM events WHERE status = ANY(%s){self._and_app} "
+            "GROUP BY status, coalesce(error, '')",
+            list(_statuses(statuses)),
+        )
+        return error_groups(found)
+
+    def problem_stream(self, status: Status) -> Iterator[tuple[int, str, str]]:
+        _statuses((status,))
+        after = 0
+        while True:
+            page = self._all(
+                "SELECT position, key, coalesce(error, '') FROM events WHERE status = %s "
+                f"AND position > %s{self._and_app} ORDER BY position LIMIT %s",
+                status,
+                after,
+                *self._app_args,
+                PAGE,
+                with_app=False,
+            )
+            yield from ((int(pos), str(key), str(error)) for pos, key, error in page)
+            if len(page) < PAGE:
+                return
+            after = int(page[-1][0])
+
+    def latencies(self, since: float, limit: int) -> list[float]:
+        found = self._all(
+            f"SELECT updated, received FROM events WHERE status = 'delivered'{self._and_app} "
+            "ORDER BY position DESC LIMIT %s",
+            *self._app_args,
+            limit,
+            with_app=False,
+        )
+        return [
+            max(0.0, float(updated) - float(received))
+            for updated, received in found
+            if updated is not None and received is not None and updated >= since
+        ]
+
+    def rows_containing(self, needle: bytes, limit: int) -> list[Row]:
+        found = self._all(
+            f"SELECT {_COLUMNS} FROM events WHERE position(%s IN line) > 0{self._and_app} "
+            "ORDER BY position LIMIT %s",
+            needle,
+            *self._app_args,
+            limit,
+            with_app=False,
+        )
+        return [_row(item) for item in found]
+
     def state(self, key: str) -> tuple[Status, str] | None:
         found = self._one(f"SELECT status, hash FROM events WHERE key = %s{self._and_app}", key)
         return None if found is None else (cast(Status, found[0]), str(found[1]))
@@ -646,7 +714,7 @@ class PgLedger(Ledger):
         key: str,
         status: Status,
         attempts: int,
-        requests: Sequence[str],
+        requests: Sequence[Logged],
         error: str | None,
         warnings: Sequence[str],
         *,
@@ -664,7 +732,7 @@ class PgLedger(Ledger):
                 (
                     status,
                     attempts,
-                    json.dumps(list(requests)),
+                    json.dumps([str(request) for request in requests]),
                     error,
                     json.dumps(list(warnings)),
                     time.time(),

@@ -7,27 +7,27 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-import httpx
 from e2e_helpers import API_KEY, config, lines_of
 
 from pipeline.delivery import DeliveryOptions, Outcome, deliver, read_jsonl
 from pipeline.delivery.loop import run as run_loop
-from pipeline.testing import FakeUserCom
+from pipeline.testing import FakeUserCom, Received, Reply
 
 FAST = DeliveryOptions(concurrency=2, backoff_initial=0.01, backoff_max=0.02, max_seconds=10)
 
 
-class DownAfterWrites(httpx.AsyncBaseTransport):
+def down_after_writes(writes: int) -> FakeUserCom:
     """User.com that answers its first `writes` writes, then 503 to everything, the probe too."""
+    left = writes
 
-    def __init__(self, writes: int) -> None:
-        self.fake, self.left = FakeUserCom(api_key=API_KEY), writes
+    def answer(seen: Received) -> Reply | None:
+        nonlocal left
+        if left <= 0:
+            return Reply(503, {"detail": "Service unavailable."})
+        left -= seen.method != "GET"
+        return None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.left <= 0:
-            return httpx.Response(503, json={"detail": "Service unavailable."})
-        self.left -= request.method != "GET"
-        return await self.fake.handle_async_request(request)
+    return FakeUserCom(api_key=API_KEY, routes={"* *": answer})
 
 
 def test_a_stop_after_max_outage_does_not_say_nothing_was_filed_when_some_was() -> None:
@@ -42,7 +42,7 @@ def test_a_stop_after_max_outage_does_not_say_nothing_was_filed_when_some_was() 
             config(),
             replace(FAST, max_outage=0.5),
             lambda _incoming, outcome: heard.append(outcome),
-            transport=DownAfterWrites(4),
+            transport=down_after_writes(4),
         )
     )
     statuses = Counter(outcome.status for outcome in heard)

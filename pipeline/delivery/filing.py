@@ -1,4 +1,4 @@
-"""`usercom send`'s filing of outcomes in its ledger, and what it does when the ledger cannot
+"""A run's filing of outcomes in its queue (`usercom send`), and what it does when the ledger cannot
 commit (a full disk, a quota, an I/O error: issue 13.2).
 
 An event whose outcome is not on disk is `pending` for the next run, which sends it again. So
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from itertools import chain, repeat
 
 from pipeline.delivery.incoming import Incoming
-from pipeline.delivery.ledger import FINISHED, Ledger
-from pipeline.delivery.lifecycle import filed_status
+from pipeline.delivery.lifecycle import FINISHED
 from pipeline.delivery.outcome import Outcome
+from pipeline.delivery.queue import DeliveryQueue, Record
 
 PATIENCE_S = 60.0  # how long a stopped run keeps trying to file what it kept
 WAITS_S = (0.5, 1.0, 2.0, 4.0)  # between two tries, then the last one again
@@ -29,21 +29,18 @@ SHOWN_POSITIONS = 20
 TICK_S = 0.1  # how soon a signal ends the waiting
 
 
-def record_outcome(ledger: Ledger, item: Incoming, outcome: Outcome, *, commit: bool) -> None:
-    """File one outcome. The event is stored again first when its row went with a
-    transaction that a failed commit rolled back (events are batched until a commit)."""
-    fields = (
-        filed_status(outcome.status),
+def record_of(item: Incoming, outcome: Outcome) -> Record:
+    """The outcome as the queue files it, for the content it was sent with."""
+    return Record(
+        item.key,
+        item.content_hash,
+        item.line,
+        outcome.status,
         outcome.attempts,
         outcome.requests,
         outcome.error,
         outcome.warnings,
     )
-    try:
-        ledger.record(outcome.key, *fields, commit=commit)
-    except KeyError:
-        ledger.enqueue(item.key, item.content_hash, item.line)
-        ledger.record(outcome.key, *fields, commit=commit)
 
 
 @dataclass(slots=True)
@@ -52,7 +49,7 @@ class Filing:
 
     `on_problem` hears (once) that the ledger cannot commit: the caller stops the run."""
 
-    ledger: Ledger
+    ledger: DeliveryQueue
     on_problem: Callable[[str], None]
     kept: list[tuple[Incoming, Outcome]] = field(default_factory=list)
     problem: str | None = None
@@ -62,7 +59,8 @@ class Filing:
         """File it now; False when it is kept instead (the ledger cannot commit)."""
         if self.problem is None:
             try:
-                record_outcome(self.ledger, item, outcome, commit=True)
+                self.ledger.file([record_of(item, outcome)])
+                self.ledger.commit()
             except sqlite3.Error as error:
                 self.failed(error)
             else:
@@ -84,9 +82,8 @@ class Filing:
         if not self.kept:
             return True
         try:
-            for item, outcome in self.kept:
-                record_outcome(self.ledger, item, outcome, commit=False)
-            self.ledger.flush()
+            self.ledger.file([record_of(item, outcome) for item, outcome in self.kept])
+            self.ledger.commit()
         except sqlite3.Error as error:
             self.failed(error)
             return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -20,18 +21,10 @@ from pipeline.delivery.faults import probe_verdict
 from pipeline.delivery.loop import run as run_loop
 from pipeline.delivery.pacing import WINDOW, OutageWatch
 from pipeline.runner import Target
-from pipeline.testing import FakeUserCom
+from pipeline.testing import FakeClock, FakeUserCom, Received, routes
 
 BASE = "https://acme.user.com/api/public"
-PROBE_PATH = "/api/public/users-by-id/usercom-pipeline-probe/"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+PROBE = "/users-by-id/usercom-pipeline-probe/"
 
 
 def users(count: int, tracks: int) -> list[dict[str, Any]]:
@@ -108,29 +101,27 @@ def test_a_real_outage_pauses_probes_and_stops_after_max_outage() -> None:
     assert len(writes) <= 2 * WINDOW
 
 
-class DownUntilProbe(httpx.AsyncBaseTransport):
+def down_until_probe(nth: int) -> Callable[[Received], routes.Reply | None]:
     """Every request answers 503 (the probes too) until the `nth` probe, which the fake answers
     like everything after it: an outage that ends during the pause."""
+    probes = 0
 
-    def __init__(self, fake: FakeUserCom, nth: int) -> None:
-        self.fake, self.nth, self.probes = fake, nth, 0
+    def answer(seen: Received) -> routes.Reply | None:
+        nonlocal probes
+        probes += seen.path.endswith("usercom-pipeline-probe/")
+        return routes.Reply(503, {"detail": "Service unavailable."}) if probes < nth else None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.probes += request.url.path.endswith("usercom-pipeline-probe/")
-        if self.probes < self.nth:
-            return httpx.Response(503, json={"detail": "Service unavailable."})
-        return await self.fake.handle_async_request(request)
+    return answer
 
 
 def test_an_outage_that_ends_costs_no_event_an_attempt() -> None:
-    fake = FakeUserCom(api_key=API_KEY)
     # The start probe (a 5xx is User.com's answer at the start) and the first pause probe
     # meet the outage; the second pause probe is answered: the waiting requests go again.
-    down = DownUntilProbe(fake, nth=3)
-    summary, heard = run(users(8, 2), down, replace(FAST, max_outage=5.0))
+    fake = FakeUserCom(api_key=API_KEY, routes={"* *": down_until_probe(nth=3)})
+    summary, heard = run(users(8, 2), fake, replace(FAST, max_outage=5.0))
     assert Counter(o.status for o in heard) == {"delivered": 24}, summary.errors
     assert summary.fault is None
-    assert summary.calls["probe 503"] == 1
+    assert summary.calls["probe", "503"] == 1
     # Only the failures before the window filled (10 over 4 lanes) cost attempts; the waits
     # of the pause cost none.
     assert max(o.attempts for o in heard) <= 3
@@ -141,7 +132,7 @@ def test_an_outage_that_ends_costs_no_event_an_attempt() -> None:
 
 
 def test_the_window_pauses_once_half_of_it_failed() -> None:
-    watch = OutageWatch(clock=Clock())
+    watch = OutageWatch(clock=FakeClock(100.0))
     for _ in range(WINDOW // 2):
         assert watch.answer(False) is False
     starts = [watch.answer(True) for _ in range(WINDOW // 2)]
@@ -151,7 +142,7 @@ def test_the_window_pauses_once_half_of_it_failed() -> None:
 
 
 def test_an_answered_probe_is_no_outage_and_starts_the_window_afresh() -> None:
-    watch = OutageWatch(clock=Clock())
+    watch = OutageWatch(clock=FakeClock(100.0))
     for _ in range(WINDOW // 2 - 1):
         watch.answer(True)
     assert watch.answer(True) is True
@@ -161,7 +152,7 @@ def test_an_answered_probe_is_no_outage_and_starts_the_window_afresh() -> None:
 
 
 def test_failed_probes_back_off_together_capped_and_stop_at_max_outage() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     watch = OutageWatch(clock=clock)
     for _ in range(WINDOW // 2):
         watch.answer(True)
@@ -182,7 +173,7 @@ def test_failed_probes_back_off_together_capped_and_stop_at_max_outage() -> None
 
 
 def test_the_last_wait_ends_at_max_outage_not_after() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     watch = OutageWatch(clock=clock, backoff_first=50.0)
     watch.probe_failed("down", max_outage=60.0)
     clock.now += 50.0
@@ -205,14 +196,10 @@ def test_what_a_pause_probe_answer_means() -> None:
     assert "refused the API key (401)" in why
 
 
-class Hangs(httpx.AsyncBaseTransport):
+def hangs() -> FakeUserCom:
     """The probe is answered; every other request never is (a host that stopped answering)."""
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("usercom-pipeline-probe/"):
-            return httpx.Response(404, json={"detail": "Not found."})
-        await asyncio.sleep(3600)
-        return httpx.Response(503)
+    probe = routes.Reply(404, {"detail": "Not found."})
+    return FakeUserCom(routes={f"GET {PROBE}": probe}, otherwise=routes.Reply(503, delay=3600))
 
 
 def test_a_stop_leaves_requests_that_hang_after_a_short_grace_and_files_them_pending() -> None:
@@ -229,7 +216,7 @@ def test_a_stop_leaves_requests_that_hang_after_a_short_grace_and_files_them_pen
                 config(),
                 replace(FAST, stop_grace=0.5),
                 lambda _incoming, outcome: heard.append(outcome),
-                transport=Hangs(),
+                transport=hangs(),
                 control=control,
             ),
             timeout=10,
@@ -239,10 +226,8 @@ def test_a_stop_leaves_requests_that_hang_after_a_short_grace_and_files_them_pen
     assert Counter(o.status for o in heard) == {"pending": 8}
 
 
-class NeverAnswers(httpx.AsyncBaseTransport):
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(3600)
-        return httpx.Response(503)
+def never_answers() -> FakeUserCom:
+    return FakeUserCom(otherwise=routes.Reply(503, delay=3600))
 
 
 def test_a_stop_during_the_start_probe_ends_the_run_at_once_with_nothing_filed() -> None:
@@ -257,7 +242,7 @@ def test_a_stop_during_the_start_probe_ends_the_run_at_once_with_nothing_filed()
                 config(),
                 FAST,
                 lambda _incoming, outcome: heard.append(outcome),
-                transport=NeverAnswers(),
+                transport=never_answers(),
                 control=control,
             ),
             timeout=10,  # the probe would wait for its 30 s timeout, three times

@@ -7,32 +7,31 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-import httpx
 from e2e_helpers import FAST, config, lines_of
 
 from pipeline.delivery import Outcome, Summary, deliver, read_jsonl
 from pipeline.delivery.engine import Control
 from pipeline.delivery.loop import run as run_loop
-from pipeline.testing import FakeUserCom
+from pipeline.testing import FakeUserCom, Received
 
 
-class StopsAtTheThirdWrite(httpx.AsyncBaseTransport):
+class StopsAtTheThirdWrite:
     """User.com, with a signal arriving while the third write is on the wire."""
 
     def __init__(self, control: Control) -> None:
-        self.fake = FakeUserCom(latency_ms=5)
+        self.fake = FakeUserCom(latency_ms=5, routes={"* *": self.watch})
         self.control = control
         self.writes = 0
         self.after_stop = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def watch(self, seen: Received) -> None:
+        """Counts what comes after the stop; every request is answered as User.com would."""
         if self.control.reason is not None:
             self.after_stop += 1
-        if request.method != "GET":
+        if seen.method != "GET":
             self.writes += 1
             if self.writes == 3:
                 self.control.stop("interrupted (SIGINT)")
-        return await self.fake.handle_async_request(request)
 
 
 def identifies(users: int) -> list[str]:
@@ -52,7 +51,7 @@ def run_until_stopped(concurrency: int) -> tuple[StopsAtTheThirdWrite, Summary, 
             config(),
             replace(FAST, concurrency=concurrency),
             lambda _incoming, outcome: heard.append(outcome),
-            transport=transport,
+            transport=transport.fake,
             control=control,
         )
     )
