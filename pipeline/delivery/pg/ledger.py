@@ -470,7 +470,7 @@ class PgLedger(Ledger):
         if not unique:
             return {}
         found = self._all(
-            f"SELECT key, status, hash FROM events WHERE key = ANY(%s){self._and_app}", unique
+            "SELECT key, status, hash FROM events WHERE key = ANY(%s)", unique, with_app=False
         )
         return {str(key): (cast(Status, status), str(digest)) for key, status, digest in found}
 
@@ -599,9 +599,12 @@ class PgLedger(Ledger):
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
+        # By key alone, the primary key: keys carry their app (`<app>:...`), and an app filter
+        # here lets the planner scan the app's rows instead (30 ms per 100 keys at 30k rows).
         found = self._all(
-            f"SELECT key, status, hash, position FROM events WHERE key = ANY(%s){self._and_app}",
+            "SELECT key, status, hash, position FROM events WHERE key = ANY(%s)",
             unique,
+            with_app=False,
         )
         return {
             str(key): Known(cast(Status, status), str(digest), int(position))
