@@ -58,6 +58,7 @@ VERSION: Final = 1
 INSTALL: Final = "pip install 'usercom-pipeline[postgres]'"
 CONNECT_TIMEOUT: Final = 10  # seconds, unless the URI says otherwise
 BATCH: Final = 1000  # enqueues per committed transaction, as in the SQLite ledger
+KEEP_ROWS_S: Final = 30 * 86400.0  # a finished row outlives its body by this much
 _COLUMNS: Final = "key, position, status, hash, line, attempts, requests, error, warnings"
 _E_COLUMNS: Final = ", ".join(f"e.{column.strip()}" for column in _COLUMNS.split(","))
 
@@ -103,9 +104,11 @@ _SCHEMA: Final = (
     "CREATE INDEX lanes_ready ON lanes (app) WHERE ready",
     "CREATE INDEX lanes_owner ON lanes (owner) WHERE owner IS NOT NULL",
     *budget.create_sql(),
-    # Retention's scan: finished rows that still have their body, oldest change first.
+    # Retention's scans: finished rows that still have their body, oldest change first; and
+    # rows whose body went long ago (deleted in bounded batches).
     "CREATE INDEX events_retention ON events (updated) "
     "WHERE forgotten IS NULL AND status IN ('delivered', 'rejected')",
+    "CREATE INDEX events_forgotten ON events (forgotten) WHERE forgotten IS NOT NULL",
 )
 
 _ENQUEUE: Final = """
@@ -784,16 +787,27 @@ class PgLedger(Ledger):
             )
 
     def forget_lines(self, before: float, limit: int = 5000) -> int:
+        """Retention: shed the bodies of up to `limit` finished rows last changed before
+        `before`, then delete up to `limit` rows whose bodies went `KEEP_ROWS_S` ago (their
+        key, status and hash kept a late retry one event meanwhile); rows another writer holds
+        locked are skipped, so retention never waits on ingest. Returns the bodies shed."""
         app = self._writer_app()
         self._commit()
+        now = time.time()
         with self._errors(aborts=True):
             self._begin()
             changed = self._pg.execute(
                 "UPDATE events SET line = '', forgotten = %s WHERE key IN (SELECT key "
                 "FROM events WHERE forgotten IS NULL AND status IN ('delivered', 'rejected') "
                 "AND updated < %s AND app = %s LIMIT %s FOR UPDATE SKIP LOCKED)",
-                (time.time(), before, app, limit),
+                (now, before, app, limit),
             ).rowcount
+            self._pg.execute(
+                "DELETE FROM events WHERE key IN (SELECT key FROM events WHERE app = %s "
+                "AND forgotten < %s AND status IN ('delivered', 'rejected') LIMIT %s "
+                "FOR UPDATE SKIP LOCKED)",
+                (app, now - KEEP_ROWS_S, limit),
+            )
         self._commit()
         return int(changed)
 
