@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["meetings"]
 
 SLICES = 5  # looks for a new 429 this often within a meeting's interval
+COUNT_EVERY = 20  # meetings between two counts of the app's queue (about 2 s)
 
 
 def apply(app: AppDelivery, pacer: Pacer, shared: Shared) -> None:
@@ -51,8 +52,16 @@ async def _until_next_meeting(app: AppDelivery) -> None:
 async def meetings(app: AppDelivery, seat: SharedBudget) -> None:
     """Meet every `SYNC_S` until the service stops; a meeting that fails keeps the last share
     (the next one tries again)."""
+    met = 0
     try:
         while not app.stopping.is_set():
+            met += 1
+            if met % COUNT_EVERY == 0:
+                # Others store and deliver this app's events too: this instance's own tally
+                # (what it stored, what it filed) would drift, and --max-queued with it.
+                with contextlib.suppress(LedgerError):
+                    app.queued = await asyncio.to_thread(seat.queued)
+                    app.metrics.queued.labels(app=app.app).set(app.queued)
             if app.state is not None:
                 pacer = app.state.pacer
                 resumed, app.resumed = app.resumed, False
