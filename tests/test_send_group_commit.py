@@ -91,3 +91,18 @@ def test_send_commits_pending_rows_and_outcomes_in_groups_each_row_on_disk_befor
     assert statuses == {"delivered": EVENTS}
     # One commit per event read and one per outcome was 2 x EVENTS; groups take far fewer.
     assert commits <= EVENTS // 4, commits
+
+
+def test_an_events_lane_is_worked_out_once_and_again_when_it_is_replaced() -> None:
+    from dataclasses import fields, replace
+
+    from pipeline.delivery.incoming import incoming, repeated
+
+    event = incoming(config(), 1, identifies(1).strip())
+    assert event.lane == "user:u0"
+    # A stored field, not a property the engine and the rounds pay for at each look.
+    assert "lane" in {f.name for f in fields(event)}
+    again = repeated(event, 1)  # no job: only its own order
+    assert again.lane == f"key:{again.key}"
+    assert again.key != event.key
+    assert replace(event, position=7).lane == "user:u0"

@@ -47,9 +47,9 @@ def record_of(item: Incoming, outcome: Outcome) -> Record:
 
 @dataclass(slots=True)
 class Filing:
-    """Files outcomes as they arrive, committed in groups; keeps those the ledger could not take.
+    """Files outcomes as they arrive, in groups; keeps those the ledger could not take.
 
-    In a running loop an outcome is staged and committed with the others of its group: once
+    In a running loop an outcome is staged, then filed and committed with its group: once
     GROUP_OUTCOMES are staged, or GROUP_SECONDS after the first of them (one commit per
     outcome cost more than the rest of its bookkeeping, issue 18.2). A crash loses at most
     those, and their events are sent again by the next run, as an attempt in flight would be.
@@ -69,14 +69,9 @@ class Filing:
         """File it (staged, or committed now outside a loop); False when it is kept instead
         (the ledger cannot commit)."""
         if self.problem is None:
-            try:
-                self.ledger.file([record_of(item, outcome)])
-            except sqlite3.Error as error:
-                self.failed(error)
-            else:
-                self.staged.append((item, outcome))
-                self._commit_in_time()
-                return self.problem is None
+            self.staged.append((item, outcome))
+            self._commit_in_time()
+            return self.problem is None
         self.kept.append((item, outcome))
         return False
 
@@ -99,6 +94,8 @@ class Filing:
         if self.due is not None:
             self.due.cancel()
             self.due = None
+        if self.staged:  # one lookup of their rows for the group, not one per outcome
+            self.ledger.file([record_of(item, outcome) for item, outcome in self.staged])
         self.ledger.commit()
         self.staged.clear()
 
