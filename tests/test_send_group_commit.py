@@ -101,7 +101,8 @@ def test_an_events_lane_is_worked_out_once_and_again_when_it_is_replaced() -> No
     event = incoming(config(), 1, identifies(1).strip())
     assert event.lane == "user:u0"
     # A stored field, not a property the engine and the rounds pay for at each look.
-    assert "lane" in {f.name for f in fields(event)}
+    assert {"lane", "company"} <= {f.name for f in fields(event)}
+    assert event.company is None
     again = repeated(event, 1)  # no job: only its own order
     assert again.lane == f"key:{again.key}"
     assert again.key != event.key

@@ -68,16 +68,12 @@ class Incoming:
     # Whose order this event keeps: its user, else only its own. Worked out once (`replace`
     # works it out again): the engine and the rounds ask for it about ten times per event.
     lane: str = field(init=False, repr=False, compare=False)
+    company: str | None = field(init=False, repr=False, compare=False)  # the group's, if any
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lane", _lane_of(self.job, self.key))
-
-    @property
-    def company(self) -> str | None:
-        match self.job:
-            case Success(Job() as job):
-                return job.company
-        return None
+        job = self.job.unwrap() if isinstance(self.job, Success) else None
+        object.__setattr__(self, "company", None if job is None else job.company)
 
 
 def _lane_of(job: Result[Job, PipelineError] | None, key: str) -> str:
