@@ -89,8 +89,13 @@ def feed(
     position = 0
     for line in reader:
         position += 1
-        event = _first_version(incoming(cfg, position, line, MAX_EVENT_BYTES), seen, taken)
-        if seen.get(event.key, event.content_hash) is not None:
+        read = incoming(cfg, position, line, MAX_EVENT_BYTES)
+        read_before = seen.get(read.key, read.content_hash)
+        event = _first_version(read, read_before, taken)
+        # One look per event read: only a repeat (another key) is looked up again.
+        if event is not read:
+            read_before = seen.get(event.key, event.content_hash)
+        if read_before is not None:
             continue  # read twice in this file: one event
         if queue is not None:
             admitted = _admit(queue, event, retry_rejected and event.key not in taken)
@@ -153,10 +158,11 @@ def _admit(queue: DeliveryQueue, event: Incoming, retry_rejected: bool) -> Admit
     return admitted
 
 
-def _first_version(event: Incoming, seen: FirstSeen, taken: dict[str, tuple[str, int]]) -> Incoming:
+def _first_version(
+    event: Incoming, earlier: tuple[bool, int] | None, taken: dict[str, tuple[str, int]]
+) -> Incoming:
     """`event`, or its `repeated` self when another version of its key was read before it in
-    this input or is still queued."""
-    earlier = seen.get(event.key, event.content_hash)
+    this input (`earlier`, what `FirstSeen.get` says of it) or is still queued."""
     if earlier is None and event.key in taken:
         queued_hash, queued_position = taken[event.key]
         earlier = (queued_hash == event.content_hash, queued_position)
