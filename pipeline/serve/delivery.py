@@ -103,11 +103,13 @@ class _Round:
     wake_at: int = 0  # let the loop look for work when this few lanes are left
 
     @classmethod
-    def of(cls, items: Sequence[Incoming]) -> _Round:
+    def of(
+        cls, items: Sequence[Incoming], licensed: Callable[[str, str | None], bool] | None = None
+    ) -> _Round:
         lanes = Counter(item.lane for item in items)
         companies = Counter(item.company for item in items if item.company is not None)
         return cls(
-            Control(),
+            Control(licensed=licensed),
             set(lanes),
             set(companies),
             left=lanes,
@@ -497,7 +499,9 @@ class AppDelivery:
         for item, filed in taken:
             self._filed[item.key] = filed
         items = [item for item, _ in taken]
-        running = _Round.of(items)
+        # On a shared queue no request starts for a lane whose lease may have lapsed (§7).
+        fenced = self.ledger.licensed if isinstance(self.ledger, PgLedger) else None
+        running = _Round.of(items, fenced)
         running.task = asyncio.create_task(self._round(running, items))
         self.rounds.append(running)
         return len(taken) >= self.options.page

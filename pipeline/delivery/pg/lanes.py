@@ -96,13 +96,13 @@ def mark_ready(
 
 def claim(
     db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, ttl: float, room: int
-) -> int:
+) -> list[str]:
     """Take up to `room` free (or expired) ready lanes of `app` that have unfinished events;
     clear `ready` on those that have none. Marks the first unfinished event of a lane taken
-    over from an instance whose lease expired "possibly sent twice". Returns how many lanes
-    were taken. A serialization failure (an ingest meanwhile) takes none: the next call will."""
+    over from an instance whose lease expired "possibly sent twice". Returns the lanes
+    taken. A serialization failure (an ingest meanwhile) takes none: the next call will."""
     if room <= 0:
-        return 0
+        return []
     import psycopg
 
     try:
@@ -115,7 +115,7 @@ def claim(
                 (app, owner, room),
             ).fetchall()
             if not free:
-                return 0
+                return []
             lanes = [str(lane) for lane, _ in free]
             busy = {
                 str(lane)
@@ -142,9 +142,9 @@ def claim(
             orphans = [str(lane) for lane, was in free if was is not None and lane in busy]
             if orphans:
                 _doubt_heads(db, app, orphans)
-            return len(taken)
+            return taken
     except psycopg.errors.SerializationFailure:
-        return 0
+        return []
 
 
 def _doubt_heads(db: psycopg.Connection[tuple[Any, ...]], app: str, lanes: list[str]) -> None:
@@ -212,21 +212,23 @@ def hold_companies(
     return {str(lane) for (lane,) in held}
 
 
-def renew(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, ttl: float) -> int:
-    """Extend every lease this owner holds (rows an ingest holds locked are renewed next time,
-    well within the TTL)."""
+def renew(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, ttl: float) -> list[str]:
+    """Extend every lease this owner still holds; returns those lanes (rows an ingest holds
+    locked are renewed next time, well within the TTL; a lane another writer took over after
+    it expired is not this owner's any more, and is not among them)."""
     changed = db.execute(
         "UPDATE lanes SET until = now() + make_interval(secs => %s) WHERE (app, lane) IN "
-        "(SELECT app, lane FROM lanes WHERE app = %s AND owner = %s FOR UPDATE SKIP LOCKED)",
+        "(SELECT app, lane FROM lanes WHERE app = %s AND owner = %s FOR UPDATE SKIP LOCKED) "
+        "RETURNING lane",
         (ttl, app, owner),
-    ).rowcount
-    return int(changed)
+    ).fetchall()
+    return [str(lane) for (lane,) in changed]
 
 
-def release_idle(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) -> int:
+def release_idle(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) -> list[str]:
     """Give back the lanes this owner holds that have no unfinished event left (user lanes:
     `ready` cleared too), and company lanes no unfinished group event of its own lanes needs
-    (another instance's group event of that company may be waiting for it)."""
+    (another instance's group event of that company may be waiting for it). Returns them."""
     import psycopg
 
     try:
@@ -240,7 +242,7 @@ def release_idle(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) 
                 ).fetchall()
             ]
             if not mine:
-                return 0
+                return []
             users = [lane for lane in mine if not lane.startswith(COMPANY)]
             companies = [lane for lane in mine if lane.startswith(COMPANY)]
             needed = {
@@ -262,9 +264,9 @@ def release_idle(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) 
                     "WHERE app = %s AND lane = ANY(%s)",
                     (app, idle),
                 )
-            return len(idle)
+            return idle
     except psycopg.errors.SerializationFailure:
-        return 0
+        return []
 
 
 def release_all(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) -> None:
