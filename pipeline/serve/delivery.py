@@ -222,6 +222,11 @@ class AppDelivery:
     _skipped_unfiled: bool = False  # a round left a user out: its outcome was not filed yet
     paused_on: str | None = None  # the run-level fault of the pause (told to other instances)
     resumed: bool = False  # a probe ended a pause since the other instances last heard
+    # A shared queue (serve/sharing.py): this pause was another instance's fault (not told
+    # back); this instance's own fault is not told yet; the shared pause ended: probe now.
+    borrowed: bool = False
+    untold: bool = False
+    recheck: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def app(self) -> str:
@@ -348,9 +353,20 @@ class AppDelivery:
         if self.next_due is not None and self.next_due <= time.time():
             self.next_due = None
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+    async def _sleep(self, seconds: float, cut_short: asyncio.Event | None = None) -> None:
+        if cut_short is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), seconds)
+            return
+        waits = [
+            asyncio.ensure_future(self.stopping.wait()),
+            asyncio.ensure_future(cut_short.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     def _outage_heard(self, reason: str | None) -> None:
         """The lanes wait out an outage silently: say when one is known, and when it ends."""
@@ -370,6 +386,7 @@ class AppDelivery:
 
     def _pause(self, fault: str) -> None:
         self.paused_on = fault
+        self.untold = not self.borrowed
         reason = pause_reason(fault)
         if self.paused != reason:
             emit(logging.ERROR, "delivery_paused", app=self.app, reason=reason)
@@ -379,14 +396,18 @@ class AppDelivery:
     async def _probe_until_ok(self, *, first: bool) -> None:
         """Probe (at start, or while paused) until User.com answers it, with a doubling wait."""
         wait = self.options.probe_initial
+        rechecked = False  # one early probe per pause when the shared pause ends: no storm
+        self.recheck.clear()
         while not self.stopping.is_set():
             if not first:
-                await self._sleep(wait)
+                await self._sleep(wait, None if rechecked else self.recheck)
                 if self.stopping.is_set():
                     return
+                rechecked = rechecked or self.recheck.is_set()
                 wait = min(wait * 2, self.options.probe_max)
             first = False
             problem = await self.probe()
+            self.borrowed = False  # from here on the pause is what this instance's probe met
             if problem is None:
                 if self.paused is not None:
                     emit(logging.WARNING, "delivery_resumed", app=self.app)
