@@ -19,6 +19,8 @@ renewals and releases never wait on a lock, so they cannot deadlock with ingest.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.core import paths
@@ -79,7 +81,9 @@ def mark_ready(
     if holder is None:
         db.execute(
             "INSERT INTO lanes (app, lane, ready) SELECT %s, unnest(%s::text[]), true "
-            "ON CONFLICT (app, lane) DO UPDATE SET ready = true",
+            "ON CONFLICT (app, lane) DO UPDATE SET ready = true, "
+            # A lane given back until a retry is due: a requeue means now.
+            "until = CASE WHEN lanes.owner IS NULL THEN NULL ELSE lanes.until END",
             (app, sorted(set(lanes))),
         )
         return
@@ -110,7 +114,7 @@ def claim(
             db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             free = db.execute(
                 "SELECT lane, owner FROM lanes WHERE app = %s AND ready "
-                "AND (owner IS NULL OR until < now()) AND owner IS DISTINCT FROM %s "
+                "AND (until IS NULL OR until < now()) AND owner IS DISTINCT FROM %s "
                 f"AND lane NOT LIKE '{COMPANY}%%' LIMIT %s FOR UPDATE SKIP LOCKED",
                 (app, owner, room),
             ).fetchall()
@@ -265,6 +269,76 @@ def release_idle(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) 
                     (app, idle),
                 )
             return idle
+    except psycopg.errors.SerializationFailure:
+        return []
+
+
+# A lane's first unfinished event, as `release_waiting` asks its caller about it: received,
+# last changed (seconds since the epoch), failures; and whether other unfinished events follow.
+Head = tuple[float | None, float | None, int, bool]
+# The caller's answer: keep the lane (None), give it back until then (seconds since the epoch),
+# or give it back for good (-inf: only a given-up event is left; a requeue or a new event
+# makes it ready again).
+Until = float | None
+
+
+def release_waiting(
+    db: psycopg.Connection[tuple[Any, ...]],
+    app: str,
+    owner: str,
+    until_due: Callable[[Head], Until],
+) -> list[str]:
+    """Give back the user lanes this owner holds whose first unfinished event is a failed
+    one not due yet (`until_due` says until when): nobody may claim them before then, and
+    they take no slot meanwhile. Returns them. As in `release_idle`, a REPEATABLE READ
+    transaction: an ingest into one of them meanwhile makes this take none (a serialization
+    failure), and rows an ingest holds are skipped."""
+    import psycopg
+
+    try:
+        with db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            heads = db.execute(
+                "SELECT l.lane, h.received, h.updated, h.failures, EXISTS (SELECT 1 FROM events x "
+                "WHERE x.app = l.app AND x.lane = l.lane AND x.position > h.position "
+                f"AND x.status IN {UNFINISHED_SQL}) FROM (SELECT app, lane FROM lanes "
+                "WHERE app = %s AND owner = %s AND lane NOT LIKE 'company:%%' "
+                "FOR UPDATE SKIP LOCKED) l CROSS JOIN LATERAL (SELECT e.position, e.status, "
+                "e.received, e.updated, e.failures FROM events e WHERE e.app = l.app "
+                f"AND e.lane = l.lane AND e.status IN {UNFINISHED_SQL} ORDER BY e.position "
+                "LIMIT 1) h WHERE h.status = 'failed'",
+                (app, owner),
+            ).fetchall()
+            later: list[tuple[str, float]] = []
+            done: list[str] = []
+            for lane, received, updated, failures, more in heads:
+                until = until_due(
+                    (
+                        None if received is None else float(received),
+                        None if updated is None else float(updated),
+                        int(failures),
+                        bool(more),
+                    )
+                )
+                if until is None:
+                    continue
+                if until == -math.inf:
+                    done.append(str(lane))
+                else:
+                    later.append((str(lane), until))
+            for lane, until in later:
+                db.execute(
+                    "UPDATE lanes SET owner = NULL, until = to_timestamp(%s) "
+                    "WHERE app = %s AND lane = %s",
+                    (until, app, lane),
+                )
+            if done:
+                db.execute(
+                    "UPDATE lanes SET owner = NULL, until = NULL, ready = false "
+                    "WHERE app = %s AND lane = ANY(%s)",
+                    (app, done),
+                )
+            return [lane for lane, _ in later] + done
     except psycopg.errors.SerializationFailure:
         return []
 

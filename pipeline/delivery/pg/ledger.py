@@ -47,7 +47,7 @@ from pipeline.delivery.outcome import Logged
 from pipeline.delivery.pg import budget, lanes
 from pipeline.delivery.pg.fence import LeaseBook
 from pipeline.delivery.pg.location import PgLocation, masked, password_of
-from pipeline.delivery.queue import Admitted, Arrival, Known, Record
+from pipeline.delivery.queue import Admitted, Arrival, Known, Record, readiness
 
 if TYPE_CHECKING:
     import psycopg
@@ -618,6 +618,10 @@ class PgLedger(Ledger):
         self._claimed_at = now
         with self._errors():
             self._leases.dropped(lanes.release_idle(self._pg, app, self._owner))
+            if self._leasing.retry_delay is not None:
+                self._leases.dropped(
+                    lanes.release_waiting(self._pg, app, self._owner, self._until_due)
+                )
             room = min(
                 self._leasing.claim_batch,
                 self._leasing.max_lanes - lanes.held_count(self._pg, app, self._owner),
@@ -627,6 +631,25 @@ class PgLedger(Ledger):
                 lanes.claim(self._pg, app, self._owner, self._leasing.ttl, room), asked
             )
         self._start_renewing(app)
+
+    def _until_due(self, head: lanes.Head) -> lanes.Until:
+        """Whether a held lane whose first unfinished event is a failed one is given back, and
+        until when: its retry time (the service's own rule, `readiness`), or for good when it
+        is given up and nothing follows it."""
+        received, updated, failures, more = head
+        row = Row("", 0, "failed", "", b"", 0, (), None, ())
+        assert self._leasing.retry_delay is not None  # asked only then
+        ready = readiness(
+            Queued(row, received, updated, failures),
+            time.time(),
+            retry_delay=self._leasing.retry_delay,
+            give_up_after=self._leasing.give_up_after,
+        )
+        if ready.kind == "later" and ready.at is not None:
+            return ready.at
+        if ready.kind == "given up" and not more:
+            return -math.inf
+        return None
 
     def known(self, keys: Sequence[str]) -> dict[str, Known]:
         unique = list(dict.fromkeys(keys))
@@ -1104,6 +1127,11 @@ class Leasing:
     hold_on_admit: bool = False
     # The writer's own clock for its leases (`fence.LeaseBook`); tests pass a fake one.
     clock: Callable[[], float] = time.monotonic
+    # The service's retry policy (--give-up-after, the doubling retry wait): a lane whose
+    # first event waits for its retry is given back until then, so it takes no slot (None:
+    # a `send`, which holds its lanes to the end).
+    retry_delay: Callable[[int], float] | None = None
+    give_up_after: float = math.inf
 
 
 class _Renewer(threading.Thread):
