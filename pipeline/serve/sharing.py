@@ -29,12 +29,17 @@ COUNT_EVERY = 20  # meetings between two counts of the app's queue (about 2 s)
 
 
 def apply(app: AppDelivery, pacer: Pacer, shared: Shared) -> None:
-    """Take this instance's share; pause on a fault another instance met."""
+    """Take this instance's share; pause on a fault another instance met, and probe at once
+    when the app's pause is over (another instance's probe succeeded) rather than at this
+    one's next probe, up to a minute later."""
     take_share(pacer, shared)
     if shared.fault is not None and app.paused is None and app.fault is None:
         emit(logging.ERROR, "delivery_paused_by_another_instance", app=app.app)
+        app.borrowed = True  # not told back: only this pause's own probe may renew it
         app.fault = shared.fault  # the loop stops the rounds, pauses and probes
         app.wake.set()
+    elif shared.fault is None and app.paused_on is not None and not app.untold:
+        app.recheck.set()
 
 
 async def _until_next_meeting(app: AppDelivery) -> None:
@@ -65,13 +70,14 @@ async def meetings(app: AppDelivery, seat: SharedBudget) -> None:
             if app.state is not None:
                 pacer = app.state.pacer
                 resumed, app.resumed = app.resumed, False
+                # A fault is told once, when this instance met it: told at every meeting, it
+                # would undo another instance's good probe until this one's own next probe.
+                telling = app.untold and app.paused is not None and app.ledger_fault is None
                 told = learned_by(
                     pacer,
                     app.options.rate,
                     busy=bool(app.rounds),
-                    fault=app.paused_on
-                    if app.paused is not None and app.ledger_fault is None
-                    else None,
+                    fault=app.paused_on if telling else None,
                     resumed=resumed,
                 )
                 try:
@@ -79,6 +85,7 @@ async def meetings(app: AppDelivery, seat: SharedBudget) -> None:
                 except LedgerError as problem:
                     emit(logging.WARNING, "rate_budget_unreachable", app=app.app, error=problem)
                 else:
+                    app.untold = app.untold and not telling
                     apply(app, pacer, shared)
             await _until_next_meeting(app)
     finally:

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -45,8 +45,9 @@ from pipeline.delivery.ledger import (
 )
 from pipeline.delivery.outcome import Logged
 from pipeline.delivery.pg import budget, lanes
+from pipeline.delivery.pg.fence import LeaseBook
 from pipeline.delivery.pg.location import PgLocation, masked, password_of
-from pipeline.delivery.queue import Admitted, Arrival, Known
+from pipeline.delivery.queue import Admitted, Arrival, Known, Record, readiness
 
 if TYPE_CHECKING:
     import psycopg
@@ -197,6 +198,7 @@ class PgLedger(Ledger):
     ) -> None:
         """Use `open_pg_writer` or `open_pg_reader`."""
         self._leasing = leasing or Leasing()
+        self._leases = LeaseBook(self._leasing.ttl, self._leasing.clock)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._claimed_at = -math.inf
         self._renewer: _Renewer | None = None
@@ -502,9 +504,11 @@ class PgLedger(Ledger):
                     (after, limit, app, self._owner, limit),
                 ).fetchall()
                 companies = sorted({str(item[13]) for item in found if item[13] is not None})
+                asked = self._leases.clock()
                 held = lanes.hold_companies(
                     self._pg, app, self._owner, self._leasing.ttl, companies
                 )
+                self._leases.granted(held, asked)
         blocked: set[str] = set()
         taken: list[Queued] = []
         for item in found:
@@ -530,9 +534,11 @@ class PgLedger(Ledger):
         with self._guard:
             self._commit()
             with self._errors():
+                asked = self._leases.clock()
                 taken = lanes.hold(self._pg, app, self._owner, self._leasing.ttl, lane)
                 if not taken:
                     return None
+                self._leases.granted([lane], asked)
                 found = self._pg.execute(
                     f"SELECT position, {_COLUMNS}, received, updated, failures FROM events "
                     "WHERE app = %s AND lane = %s AND status IN ('pending', 'failed', 'held') "
@@ -566,16 +572,37 @@ class PgLedger(Ledger):
         with self._guard:
             self._commit()
             with self._errors():
+                asked = self._leases.clock()
                 held = lanes.hold_companies(
                     self._pg, app, self._owner, self._leasing.ttl, [company]
                 )
+                self._leases.granted(held, asked)
             self._start_renewing(app)
         return company in held
 
     def _start_renewing(self, app: str) -> None:
         if self._renewer is None:
             self._renewer = _Renewer(self._location, app, self._owner, self._leasing.ttl)
+            self._renewer.renewed = self._leases.granted
+            self._renewer.clock = self._leases.clock
             self._renewer.start()
+
+    def licensed(self, lane: str, company: str | None) -> bool:
+        """Whether this writer still knows it holds the lane (and the company's lane) of an
+        event, with a safety margin (`fence.LeaseBook`): the engine starts no request of an
+        event whose lane it may have lost (`Control.licensed`)."""
+        return self._leases.licensed(lane, company)
+
+    def renew_leases(self) -> list[str]:
+        """Renew every lease this writer holds now, on its own connection (what the renewer
+        thread does every third of the TTL); the lanes still held."""
+        app = self._writer_app()
+        with self._guard, self._errors():
+            self._commit()
+            asked = self._leases.clock()
+            renewed = lanes.renew(self._pg, app, self._owner, self._leasing.ttl)
+        self._leases.granted(renewed, asked)
+        return renewed
 
     def shared_budget(self) -> budget.SharedBudget:
         """This writer's seat at its app's rate budget (`pipeline.delivery.pg.budget`)."""
@@ -593,13 +620,39 @@ class PgLedger(Ledger):
             return
         self._claimed_at = now
         with self._errors():
-            lanes.release_idle(self._pg, app, self._owner)
+            self._leases.dropped(lanes.release_idle(self._pg, app, self._owner))
+            if self._leasing.retry_delay is not None:
+                self._leases.dropped(
+                    lanes.release_waiting(self._pg, app, self._owner, self._until_due)
+                )
             room = min(
                 self._leasing.claim_batch,
                 self._leasing.max_lanes - lanes.held_count(self._pg, app, self._owner),
             )
-            lanes.claim(self._pg, app, self._owner, self._leasing.ttl, room)
+            asked = self._leases.clock()
+            self._leases.granted(
+                lanes.claim(self._pg, app, self._owner, self._leasing.ttl, room), asked
+            )
         self._start_renewing(app)
+
+    def _until_due(self, head: lanes.Head) -> lanes.Until:
+        """Whether a held lane whose first unfinished event is a failed one is given back, and
+        until when: its retry time (the service's own rule, `readiness`), or for good when it
+        is given up and nothing follows it."""
+        received, updated, failures, more = head
+        row = Row("", 0, "failed", "", b"", 0, (), None, ())
+        assert self._leasing.retry_delay is not None  # asked only then
+        ready = readiness(
+            Queued(row, received, updated, failures),
+            time.time(),
+            retry_delay=self._leasing.retry_delay,
+            give_up_after=self._leasing.give_up_after,
+        )
+        if ready.kind == "later" and ready.at is not None:
+            return ready.at
+        if ready.kind == "given up" and not more:
+            return -math.inf
+        return None
 
     def known(self, keys: Sequence[str]) -> dict[str, Known]:
         unique = list(dict.fromkeys(keys))
@@ -717,6 +770,39 @@ class PgLedger(Ledger):
         finally:
             self._atomic -= 1
             self._savepoints -= 1
+
+    def file(self, records: Sequence[Record]) -> int:
+        """See `DeliveryQueue.file`, fenced: an outcome of an event whose lane another writer
+        holds now (taken over after this one's lease expired) is dropped, so it never
+        overwrites what the new holder filed. (A lane nobody holds was given back with all
+        its events finished, which the lifecycle never overwrites, or at a clean stop.) The
+        lanes are share-locked until the commit, so no claim takes one over between this
+        check and the write. An event rejected without a request is filed whoever holds its
+        lane: nothing of it was sent."""
+        app = self._writer_app()
+        with self._guard:
+            with self._errors(aborts=True):
+                self._begin()
+                keys = [record.key for record in records]
+                self._pg.execute(
+                    "SELECT 1 FROM lanes WHERE app = %s AND owner = %s AND lane IN "
+                    "(SELECT lane FROM events WHERE key = ANY(%s)) FOR SHARE",
+                    (app, self._owner, keys),
+                )
+                lost = {
+                    str(key)
+                    for (key,) in self._pg.execute(
+                        "SELECT e.key FROM events e JOIN lanes l ON l.app = e.app "
+                        "AND l.lane = e.lane WHERE e.key = ANY(%s) AND l.owner != %s",
+                        (keys, self._owner),
+                    ).fetchall()
+                }
+            kept = [
+                record
+                for record in records
+                if record.key not in lost or (record.status == "rejected" and not record.requests)
+            ]
+            return super().file(kept)
 
     def record(
         self,
@@ -1042,6 +1128,13 @@ class Leasing:
     claim_batch: int = 16
     # A `send` holds the lane of each event it stores from the moment it is stored.
     hold_on_admit: bool = False
+    # The writer's own clock for its leases (`fence.LeaseBook`); tests pass a fake one.
+    clock: Callable[[], float] = time.monotonic
+    # The service's retry policy (--give-up-after, the doubling retry wait): a lane whose
+    # first event waits for its retry is given back until then, so it takes no slot (None:
+    # a `send`, which holds its lanes to the end).
+    retry_delay: Callable[[int], float] | None = None
+    give_up_after: float = math.inf
 
 
 class _Renewer(threading.Thread):
@@ -1052,13 +1145,16 @@ class _Renewer(threading.Thread):
         super().__init__(name=f"usercom-leases-{app}", daemon=True)
         self._location, self._app, self._owner, self._ttl = location, app, owner, ttl
         self._stopped = threading.Event()
+        self.renewed: Callable[[list[str], float], None] = lambda _lanes, _asked: None
+        self.clock: Callable[[], float] = time.monotonic
 
     def run(self) -> None:
         db: psycopg.Connection[tuple[Any, ...]] | None = None
         while not self._stopped.wait(self._ttl / 3):
             try:
                 db = db if db is not None and not db.closed else connect_at(self._location)
-                lanes.renew(db, self._app, self._owner, self._ttl)
+                asked = self.clock()
+                self.renewed(lanes.renew(db, self._app, self._owner, self._ttl), asked)
             except (LedgerError, _driver().Error):
                 if db is not None:
                     db.close()
