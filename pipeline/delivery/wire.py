@@ -15,6 +15,7 @@ that transport, exactly as the library's seam has always worked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import threading
@@ -136,7 +137,7 @@ class AiohttpLink:
     def __init__(
         self,
         width: int,
-        tls: ssl.SSLContext,
+        tls: ssl.SSLContext | None = None,  # None: `verified_tls()`, for https origins only
         timeouts: Timeouts = Timeouts(),
         *,
         counting: bool = False,
@@ -157,7 +158,7 @@ class AiohttpLink:
         if self.session is None:
             tracing = aiohttp.TraceConfig()
             tracing.on_connection_create_end.append(self._counted)
-            connector = aiohttp.TCPConnector(limit=self.width, limit_per_host=0, ssl=self.tls)
+            connector = aiohttp.TCPConnector(limit=self.width, limit_per_host=0)
             self.session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self.timeout,
@@ -165,6 +166,15 @@ class AiohttpLink:
                 trace_configs=[tracing] if self.counting else None,
             )
         return self.session
+
+    def _tls_for(self, url: str) -> ssl.SSLContext | bool:
+        """The verified context for https; plain http needs none (building one costs tens of
+        ms per app at start: certifi's roots are read and parsed)."""
+        if not url.startswith("https:"):
+            return True  # aiohttp's default, unused without TLS
+        if self.tls is None:
+            self.tls = verified_tls()
+        return self.tls
 
     async def _counted(self, *_: object) -> None:
         self.opened += 1
@@ -188,6 +198,7 @@ class AiohttpLink:
                 data=body,
                 headers=self._headers_of(target),
                 allow_redirects=False,
+                ssl=self._tls_for(url),
             ) as response:
                 content = await _bounded(response)
                 said = response.headers.getall("Retry-After", [])
@@ -202,14 +213,16 @@ class AiohttpLink:
             self.session = None
 
 
+@functools.cache
 def verified_tls() -> ssl.SSLContext:
-    """TLS verified against certifi's roots, as httpx does by default."""
+    """TLS verified against certifi's roots, as httpx does by default: made once, on first
+    use, and shared by every app's link (it is only read once made)."""
     return ssl.create_default_context(cafile=certifi.where())
 
 
 def network_link(width: int) -> Link:
     """The link used when no transport is given: aiohttp (benchmarks/wire.py says why)."""
-    return AiohttpLink(width, verified_tls())
+    return AiohttpLink(width)
 
 
 def _go() -> None:

@@ -103,11 +103,13 @@ class _Round:
     wake_at: int = 0  # let the loop look for work when this few lanes are left
 
     @classmethod
-    def of(cls, items: Sequence[Incoming]) -> _Round:
+    def of(
+        cls, items: Sequence[Incoming], licensed: Callable[[str, str | None], bool] | None = None
+    ) -> _Round:
         lanes = Counter(item.lane for item in items)
         companies = Counter(item.company for item in items if item.company is not None)
         return cls(
-            Control(),
+            Control(licensed=licensed),
             set(lanes),
             set(companies),
             left=lanes,
@@ -191,6 +193,25 @@ def pause_reason(fault: str) -> str:
     return f"{fault.removesuffix('; ' + RESUME)}; {tail}"
 
 
+class _Wake(asyncio.Event):
+    """The loop's wake-up. `set` (whatever may free a user: a round's end or its users let
+    go, outcomes filed, a requeue, a resume) makes the next look start at the queue's front;
+    `arrived` (ingest committed events, which join the back) lets it start where a look that
+    found every user held stopped: those users are still held, and reading their events
+    again at every ingest commit was most of the service's CPU with a long held queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held_through = 0  # every event up to this position waits for a held user
+
+    def set(self) -> None:
+        self.held_through = 0
+        super().set()
+
+    def arrived(self) -> None:
+        super().set()
+
+
 @dataclass(slots=True)
 class AppDelivery:
     """One app's delivery loop and what `/health` and `/metrics` read of it."""
@@ -203,7 +224,7 @@ class AppDelivery:
     stopping: asyncio.Event
     queued: int = 0
     paused: str | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: _Wake = field(default_factory=_Wake)
     rounds: list[_Round] = field(default_factory=list)
     state: AppState | None = None
     fault: str | None = None  # met by a round, not yet acted upon
@@ -220,6 +241,11 @@ class AppDelivery:
     _skipped_unfiled: bool = False  # a round left a user out: its outcome was not filed yet
     paused_on: str | None = None  # the run-level fault of the pause (told to other instances)
     resumed: bool = False  # a probe ended a pause since the other instances last heard
+    # A shared queue (serve/sharing.py): this pause was another instance's fault (not told
+    # back); this instance's own fault is not told yet; the shared pause ended: probe now.
+    borrowed: bool = False
+    untold: bool = False
+    recheck: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def app(self) -> str:
@@ -345,10 +371,22 @@ class AppDelivery:
                 waiting.cancel()
         if self.next_due is not None and self.next_due <= time.time():
             self.next_due = None
+            self.wake.held_through = 0  # a failed event came due: look from the front
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+    async def _sleep(self, seconds: float, cut_short: asyncio.Event | None = None) -> None:
+        if cut_short is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), seconds)
+            return
+        waits = [
+            asyncio.ensure_future(self.stopping.wait()),
+            asyncio.ensure_future(cut_short.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     def _outage_heard(self, reason: str | None) -> None:
         """The lanes wait out an outage silently: say when one is known, and when it ends."""
@@ -368,6 +406,7 @@ class AppDelivery:
 
     def _pause(self, fault: str) -> None:
         self.paused_on = fault
+        self.untold = not self.borrowed
         reason = pause_reason(fault)
         if self.paused != reason:
             emit(logging.ERROR, "delivery_paused", app=self.app, reason=reason)
@@ -377,14 +416,18 @@ class AppDelivery:
     async def _probe_until_ok(self, *, first: bool) -> None:
         """Probe (at start, or while paused) until User.com answers it, with a doubling wait."""
         wait = self.options.probe_initial
+        rechecked = False  # one early probe per pause when the shared pause ends: no storm
+        self.recheck.clear()
         while not self.stopping.is_set():
             if not first:
-                await self._sleep(wait)
+                await self._sleep(wait, None if rechecked else self.recheck)
                 if self.stopping.is_set():
                     return
+                rechecked = rechecked or self.recheck.is_set()
                 wait = min(wait * 2, self.options.probe_max)
             first = False
             problem = await self.probe()
+            self.borrowed = False  # from here on the pause is what this instance's probe met
             if problem is None:
                 if self.paused is not None:
                     emit(logging.WARNING, "delivery_resumed", app=self.app)
@@ -476,7 +519,10 @@ class AppDelivery:
             {company for r in self.rounds for company in r.companies},
         )
         taken: list[tuple[Incoming, _Filed]] = []
-        after = scanned = 0
+        # Another instance may let users go at any time: a shared queue is looked at whole.
+        after = 0 if shared(self.ledger) else self.wake.held_through
+        scanned = 0
+        all_held = True
         now = time.time()
         while len(taken) < self.options.page and scanned < SCAN_PAGES * self.options.page:
             page = await self.store.call(self._page(after), writes=False)
@@ -486,18 +532,24 @@ class AppDelivery:
             scanned += len(page)
             for item, filed in await asyncio.to_thread(self._build, page, now):
                 placed = picking.place(item)
+                # Held by its user only: one held by a company may be let go unseen by its
+                # user's later events, which a look from here would then take out of order.
+                all_held &= placed == "busy" and item.lane in picking.busy_lanes
                 if placed == "take":
                     taken.append((item, filed))
                 elif placed == "busy":
                     self._skipped_unfiled |= item.lane in unfiled
                 elif isinstance(placed, Held):
                     self._hold(item, filed, placed)
+        self.wake.held_through = after if all_held and not shared(self.ledger) else 0
         if not taken or self.ledger_fault is not None:  # it failed while the page was read
             return False
         for item, filed in taken:
             self._filed[item.key] = filed
         items = [item for item, _ in taken]
-        running = _Round.of(items)
+        # On a shared queue no request starts for a lane whose lease may have lapsed (§7).
+        fenced = self.ledger.licensed if isinstance(self.ledger, PgLedger) else None
+        running = _Round.of(items, fenced)
         running.task = asyncio.create_task(self._round(running, items))
         self.rounds.append(running)
         return len(taken) >= self.options.page
@@ -571,6 +623,8 @@ class AppDelivery:
             self._file(item, outcome)  # before its user is let go: the outbox holds it now
             if running.done(item):
                 self.wake.set()
+            else:  # its user may be let go without a wake: look from the front next time
+                self.wake.held_through = 0
 
         options = self.delivery_options()
         try:
@@ -705,4 +759,4 @@ class AppDelivery:
         self.metrics.queued.labels(app=self.app).set(self.queued)
         for kind, count in types.items():
             self.metrics.received.labels(app=self.app, type=kind).inc(count)
-        self.wake.set()
+        self.wake.arrived()
