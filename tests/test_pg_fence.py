@@ -147,3 +147,19 @@ def test_a_lane_taken_over_is_never_trusted_again_and_the_old_outcome_is_not_fil
     b.file([outcome(first, "delivered")])  # the holder's own outcome is filed
     b.commit()
     assert b.get(first.key).status == "delivered"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("user", ["ada\x00x", "s\ud800", "plain"])
+def test_a_lane_is_known_by_the_name_the_event_gives_it_whatever_postgresql_stored(
+    user: str,
+) -> None:
+    # The lanes table hands back a NUL as U+FFFD and a lone surrogate as its escape: the lease
+    # book must still find the lane under the event's own name, or that user is never sent.
+    from pipeline.delivery.pg.fence import LeaseBook, as_stored
+    from pipeline.delivery.pg.text import StorableStrDumper
+
+    stored = bytes(StorableStrDumper(str).dump(user) or b"").decode("utf-8")
+    assert as_stored(user) == stored
+    book = LeaseBook(30.0, clock=lambda: 0.0)
+    book.granted([stored], asked_at=0.0)
+    assert book.holds(user)
