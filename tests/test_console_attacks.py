@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from console_helpers import BEARER, console_options
+from starlette.testclient import TestClient
 
+from pipeline.console.auth import MAX_TRACKED, WRONG_TRIES, Gate
 from pipeline.serve import Service
 
 CHUNK = 64 * 1024
@@ -76,3 +78,29 @@ def test_an_oversize_body_is_refused_413_without_reading_all_of_it(
     body = EndlessBody()
     assert post(service, path, headers, body) == 413
     assert body.taken * CHUNK <= 2 << 20, body.taken  # what it read stays near the limit
+
+
+def test_wrong_tries_from_ever_new_addresses_are_not_remembered_without_bound() -> None:
+    now = [0.0]
+    gate = Gate("the-token", lambda: now[0])
+    for n in range(3 * MAX_TRACKED):  # one wrong try from each of many addresses (IPv6 has plenty)
+        now[0] += 0.01
+        gate.sign_in(f"2001:db8::{n:x}", "wrong")
+    assert len(gate.wrong) <= MAX_TRACKED
+    for n in range(3 * MAX_TRACKED // WRONG_TRIES):  # and each one blocked
+        for _ in range(WRONG_TRIES):
+            now[0] += 0.001
+            gate.sign_in(f"2001:db8:1::{n:x}", "wrong")
+    assert len(gate.blocked_until) <= MAX_TRACKED
+    assert gate.retry_after(f"2001:db8:1::{3 * MAX_TRACKED // WRONG_TRIES - 1:x}") is not None
+
+
+def test_a_requeue_of_a_key_that_is_no_unicode_is_400_in_one_line(
+    sandbox: str, ledger: Path
+) -> None:
+    service = Service.open(console_options(ledger, sandbox))
+    with TestClient(service.app) as client:
+        for body in (b'{"keys": ["\\ud800"]}', b'{"keys": ["acme:a\\udfff"], "app": "acme"}'):
+            answer = client.post("/console/api/requeue", content=body, headers=BEARER)
+            assert answer.status_code == 400, body
+            assert "\n" not in answer.json()["message"]

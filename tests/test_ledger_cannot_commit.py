@@ -161,10 +161,10 @@ def test_send_stops_with_exit_3_when_the_ledger_cannot_commit_and_never_sends_tw
     config = write_config(tmp_path / "config.json")
     ledger = tmp_path / "run.sqlite"
     args = ("send", events, "--config", config, "--ledger", ledger, "--base-url", sandbox)
-    # A fresh ledger's WAL grows by a few pages per commit (about 17 KB per event stored, each
-    # committed before it is sent, 10 KB per outcome): 1.2 MB hold the 60 events of the first
-    # burst and about 18 outcomes.
-    child = start_child(args, file_limit=1_200_000)
+    # A fresh ledger's WAL grows by a few pages per commit; the 60 events are stored pending
+    # in one group commit before any is sent, then outcomes are committed in groups (issue
+    # 18.2): 250 KB hold the pending rows and some outcomes (150-300 KB all fill mid-run).
+    child = start_child(args, file_limit=250_000)
     when(lambda: child.saw("cannot commit") or child.process.poll() is not None)
     time.sleep(0.5)  # the attempts in flight end
     sent_while_full = once_each(sandbox)

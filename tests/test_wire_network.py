@@ -259,3 +259,25 @@ def test_destination_deliver_goes_over_the_network_path_from_many_threads() -> N
     assert len(AGENTS) == 40
     assert all("aiohttp" in agent for agent in AGENTS), set(AGENTS)
     assert len(peers) <= 32
+
+
+def test_plain_http_builds_no_tls_context_and_every_https_link_shares_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Reading certifi's roots costs tens of ms per app at start: only https pays it, once.
+    import pipeline.delivery.wire as wire_module
+
+    def no_tls() -> ssl.SSLContext:
+        raise AssertionError("a TLS context was built for plain http")
+
+    with user_com() as (origin, _), monkeypatch.context() as patched:
+        patched.setattr(wire_module, "verified_tls", no_tls)
+
+        async def main() -> Reply | Unreachable:
+            async with Wire.of(config(), origin, 2) as wire:
+                return (await wire.send(call("user_by_id", "u1"))).answer
+
+        answer = asyncio.run(main())
+    assert isinstance(answer, Reply)
+    assert answer.status == 404
+    assert verified_tls() is verified_tls()

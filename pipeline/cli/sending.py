@@ -32,7 +32,7 @@ from rich.text import Text
 from pipeline.cli.plain import plain
 from pipeline.core.config import Config
 from pipeline.delivery.engine import AppState, Control, DeliveryOptions, deliver
-from pipeline.delivery.feed import feed
+from pipeline.delivery.feed import ReadAhead, feed
 from pipeline.delivery.filing import Filing, refile_kept, stop_when_refused
 from pipeline.delivery.incoming import FirstSeen, Incoming
 from pipeline.delivery.ledger import Ledger
@@ -318,6 +318,7 @@ def _run_send(
         sharing = (
             None if seat is None else asyncio.create_task(share_with(seat, app.pacer, options.rate))
         )
+        ahead = ReadAhead()
         try:
             events = feed(
                 source,
@@ -327,6 +328,8 @@ def _run_send(
                 seen,
                 retry_rejected=retry_rejected,
                 counted=tally.count,
+                ahead=ahead,
+                commit=None if filing is None else filing.commit,
             )
             if gate is not None:
                 events = gate(events)
@@ -339,8 +342,16 @@ def _run_send(
                 control=control,
                 app=app,
             )
-            if filing is not None and has_ledger:  # a scratch ledger is deleted anyway
-                await refile_kept(filing, say, lambda: tally.signal is not None)
+            for event in ahead.events:  # stored pending, and the run stopped before them
+                tally.count(event)
+                left = Outcome(event.key, "pending", position=event.position)
+                done.add(left)
+                on_outcome(event, left)
+            ahead.events.clear()
+            if filing is not None:
+                filing.flush()  # every outcome on disk before the summary
+                if has_ledger:  # a scratch ledger is deleted anyway
+                    await refile_kept(filing, say, lambda: tally.signal is not None)
             # The run's own elapsed time, refiling included: the engine's covers delivery only.
             done.seconds = time.monotonic() - started
             return done

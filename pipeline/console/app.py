@@ -605,6 +605,15 @@ def _row_and_time(book: Ledger, key: str) -> tuple[Row, float | None] | None:
     return None if row is None else (row, book.updated_at(row.key))
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (JSON lets a lone surrogate through)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _requeue_request(
     asked: object, apps: set[str]
 ) -> tuple[list[str] | None, str | None, str | None]:
@@ -627,6 +636,8 @@ def _requeue_request(
     if keys is not None:
         if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
             raise ValueError(f"keys must be a list of strings: {usage}")
+        if not all(_is_unicode(key) for key in keys):
+            raise ValueError("a key holds a lone surrogate (\\ud800-\\udfff): no event has it")
         return keys, None, app
     if not isinstance(why, str) or not why:
         raise ValueError("reason must be a group's reason as /console/api/failures gives it")

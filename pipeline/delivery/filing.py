@@ -27,6 +27,8 @@ PATIENCE_S = 60.0  # how long a stopped run keeps trying to file what it kept
 WAITS_S = (0.5, 1.0, 2.0, 4.0)  # between two tries, then the last one again
 SHOWN_POSITIONS = 20
 TICK_S = 0.1  # how soon a signal ends the waiting
+GROUP_OUTCOMES = 64  # outcomes staged before they are committed together, at most
+GROUP_SECONDS = 0.02  # how long the first of them waits for the others, at most
 
 
 def record_of(item: Incoming, outcome: Outcome) -> Record:
@@ -45,7 +47,13 @@ def record_of(item: Incoming, outcome: Outcome) -> Record:
 
 @dataclass(slots=True)
 class Filing:
-    """Files outcomes as they arrive; keeps those the ledger could not take.
+    """Files outcomes as they arrive, in groups; keeps those the ledger could not take.
+
+    In a running loop an outcome is staged, then filed and committed with its group: once
+    GROUP_OUTCOMES are staged, or GROUP_SECONDS after the first of them (one commit per
+    outcome cost more than the rest of its bookkeeping, issue 18.2). A crash loses at most
+    those, and their events are sent again by the next run, as an attempt in flight would be.
+    `flush` commits them at once (before the summary). Outside a loop each commits at once.
 
     `on_problem` hears (once) that the ledger cannot commit: the caller stops the run."""
 
@@ -54,23 +62,63 @@ class Filing:
     kept: list[tuple[Incoming, Outcome]] = field(default_factory=list)
     problem: str | None = None
     refused: str | None = None  # why the ledger first could not commit in this run
+    staged: list[tuple[Incoming, Outcome]] = field(default_factory=list)
+    due: asyncio.TimerHandle | None = None  # the time-bounded commit of what is staged
 
     def file(self, item: Incoming, outcome: Outcome) -> bool:
-        """File it now; False when it is kept instead (the ledger cannot commit)."""
+        """File it (staged, or committed now outside a loop); False when it is kept instead
+        (the ledger cannot commit)."""
         if self.problem is None:
-            try:
-                self.ledger.file([record_of(item, outcome)])
-                self.ledger.commit()
-            except sqlite3.Error as error:
-                self.failed(error)
-            else:
-                return True
+            self.staged.append((item, outcome))
+            self._commit_in_time()
+            return self.problem is None
         self.kept.append((item, outcome))
         return False
+
+    def _commit_in_time(self) -> None:
+        if len(self.staged) >= GROUP_OUTCOMES:
+            self.flush()
+            return
+        if self.due is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to commit later from: commit now
+            self.flush()
+            return
+        self.due = loop.call_later(GROUP_SECONDS, self.flush)
+
+    def commit(self) -> None:
+        """Commit what is staged (outcomes, and admissions of the same transaction); raises
+        what the queue raises, with the staged outcomes kept for `refile`."""
+        if self.due is not None:
+            self.due.cancel()
+            self.due = None
+        if self.staged:  # one lookup of their rows for the group, not one per outcome
+            self.ledger.file([record_of(item, outcome) for item, outcome in self.staged])
+        self.ledger.commit()
+        self.staged.clear()
+
+    def flush(self) -> bool:
+        """Commit the staged outcomes now; False when the ledger could not (they are kept)."""
+        if self.problem is not None:
+            return False
+        try:
+            self.commit()
+        except sqlite3.Error as error:
+            self.failed(error)
+            return False
+        return True
 
     def failed(self, error: sqlite3.Error) -> None:
         """A commit (or a write) failed: what it held is gone, and the run must stop."""
         self.problem = str(error) or type(error).__name__
+        if self.due is not None:
+            self.due.cancel()
+            self.due = None
+        # Staged outcomes went with the transaction: they are filed again from `kept`.
+        self.kept.extend(self.staged)
+        self.staged.clear()
         with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled it back already
             self.ledger.rollback()
         if self.refused is None:

@@ -17,7 +17,7 @@ import math
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, cast
 
@@ -65,21 +65,22 @@ class Incoming:
     # Set (the reason) for an event that failed earlier and is not due for a retry yet: the
     # engine does not attempt it, files nothing new for it, and holds its user's later events.
     deferred: str | None = None
+    # Whose order this event keeps: its user, else only its own. Worked out once (`replace`
+    # works it out again): the engine and the rounds ask for it about ten times per event.
+    lane: str = field(init=False, repr=False, compare=False)
+    company: str | None = field(init=False, repr=False, compare=False)  # the group's, if any
 
-    @property
-    def lane(self) -> str:
-        """Whose order this event keeps: its user, else only its own."""
-        match self.job:
-            case Success(Job(lane=str() as lane)):
-                return lane
-        return f"key:{self.key}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lane", _lane_of(self.job, self.key))
+        job = self.job.unwrap() if isinstance(self.job, Success) else None
+        object.__setattr__(self, "company", None if job is None else job.company)
 
-    @property
-    def company(self) -> str | None:
-        match self.job:
-            case Success(Job() as job):
-                return job.company
-        return None
+
+def _lane_of(job: Result[Job, PipelineError] | None, key: str) -> str:
+    match job:
+        case Success(Job(lane=str() as lane)):
+            return lane
+    return f"key:{key}"
 
 
 def json_bytes(value: object, *, sort_keys: bool = False) -> bytes:

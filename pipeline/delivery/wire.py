@@ -15,6 +15,7 @@ that transport, exactly as the library's seam has always worked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import threading
@@ -39,6 +40,9 @@ from pipeline.runner import AsyncVia, Target, asend, reply_of, retry_after_of, t
 # The start probe tries a lost connection or a timeout again, this long apart, so one dropped
 # packet does not stop a run; a host that never answers does.
 PROBE_PAUSES = (0.5, 1.0)
+# User.com's answers are a user, an event or a list page: a few KB. One that runs past this is
+# not an answer of User.com's but a broken or hostile origin, and is not held in memory.
+MAX_ANSWER_BYTES = 8 << 20
 
 
 class Sent(NamedTuple):
@@ -73,10 +77,20 @@ class Through:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds to connect, and to wait for each read of an answer (httpx's 10 s and 30 s)."""
+    """Seconds to connect, and to wait for each read of an answer (httpx's 10 s and 30 s).
+    A whole request gets at most `total`: an origin that trickles its answer in a byte at a
+    time never lets one read wait long, and would otherwise hold its slot for ever."""
 
     connect: float = 10.0
     read: float = 30.0
+
+    @property
+    def total(self) -> float:
+        return self.connect + 2 * self.read
+
+
+class AnswerTooLarge(Exception):
+    """An answer body past MAX_ANSWER_BYTES."""
 
 
 # What went wrong, in httpx's words: `meaning` and the operator's messages read these names
@@ -91,11 +105,26 @@ def _failure(error: BaseException) -> Unreachable:
             return Unreachable("connection", "ConnectError")
         case aiohttp.ClientOSError():
             return Unreachable("connection", "ReadError")
+        case AnswerTooLarge():
+            return Unreachable("connection", f"RemoteProtocolError: {error}")
         case _:  # disconnected without an answer, a broken answer
             return Unreachable("connection", "RemoteProtocolError")
 
 
-_CLIENT_ERRORS = (aiohttp.ClientError, TimeoutError)
+_CLIENT_ERRORS = (aiohttp.ClientError, TimeoutError, AnswerTooLarge)
+
+
+async def _bounded(response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, at most MAX_ANSWER_BYTES of it (AnswerTooLarge past that)."""
+    declared = response.content_length
+    if declared is not None and declared <= MAX_ANSWER_BYTES:
+        return await response.read()  # the parser stops at the declared length
+    body = bytearray()
+    while chunk := await response.content.readany():
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge(f"an answer over {MAX_ANSWER_BYTES >> 20} MB")
+    return bytes(body)
 
 
 class AiohttpLink:
@@ -108,7 +137,7 @@ class AiohttpLink:
     def __init__(
         self,
         width: int,
-        tls: ssl.SSLContext,
+        tls: ssl.SSLContext | None = None,  # None: `verified_tls()`, for https origins only
         timeouts: Timeouts = Timeouts(),
         *,
         counting: bool = False,
@@ -116,7 +145,7 @@ class AiohttpLink:
         self.width = width
         self.tls = tls
         self.timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeouts.connect, sock_read=timeouts.read
+            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
         self.session: aiohttp.ClientSession | None = None
         # Connections made, when `counting` (the benchmark, the tests): aiohttp's trace hooks
@@ -129,7 +158,7 @@ class AiohttpLink:
         if self.session is None:
             tracing = aiohttp.TraceConfig()
             tracing.on_connection_create_end.append(self._counted)
-            connector = aiohttp.TCPConnector(limit=self.width, limit_per_host=0, ssl=self.tls)
+            connector = aiohttp.TCPConnector(limit=self.width, limit_per_host=0)
             self.session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self.timeout,
@@ -137,6 +166,15 @@ class AiohttpLink:
                 trace_configs=[tracing] if self.counting else None,
             )
         return self.session
+
+    def _tls_for(self, url: str) -> ssl.SSLContext | bool:
+        """The verified context for https; plain http needs none (building one costs tens of
+        ms per app at start: certifi's roots are read and parsed)."""
+        if not url.startswith("https:"):
+            return True  # aiohttp's default, unused without TLS
+        if self.tls is None:
+            self.tls = verified_tls()
+        return self.tls
 
     async def _counted(self, *_: object) -> None:
         self.opened += 1
@@ -160,8 +198,9 @@ class AiohttpLink:
                 data=body,
                 headers=self._headers_of(target),
                 allow_redirects=False,
+                ssl=self._tls_for(url),
             ) as response:
-                content = await response.read()
+                content = await _bounded(response)
                 said = response.headers.getall("Retry-After", [])
                 status = response.status
         except _CLIENT_ERRORS as error:
@@ -174,14 +213,16 @@ class AiohttpLink:
             self.session = None
 
 
+@functools.cache
 def verified_tls() -> ssl.SSLContext:
-    """TLS verified against certifi's roots, as httpx does by default."""
+    """TLS verified against certifi's roots, as httpx does by default: made once, on first
+    use, and shared by every app's link (it is only read once made)."""
     return ssl.create_default_context(cafile=certifi.where())
 
 
 def network_link(width: int) -> Link:
     """The link used when no transport is given: aiohttp (benchmarks/wire.py says why)."""
-    return AiohttpLink(width, verified_tls())
+    return AiohttpLink(width)
 
 
 def _go() -> None:

@@ -193,6 +193,25 @@ def pause_reason(fault: str) -> str:
     return f"{fault.removesuffix('; ' + RESUME)}; {tail}"
 
 
+class _Wake(asyncio.Event):
+    """The loop's wake-up. `set` (whatever may free a user: a round's end or its users let
+    go, outcomes filed, a requeue, a resume) makes the next look start at the queue's front;
+    `arrived` (ingest committed events, which join the back) lets it start where a look that
+    found every user held stopped: those users are still held, and reading their events
+    again at every ingest commit was most of the service's CPU with a long held queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held_through = 0  # every event up to this position waits for a held user
+
+    def set(self) -> None:
+        self.held_through = 0
+        super().set()
+
+    def arrived(self) -> None:
+        super().set()
+
+
 @dataclass(slots=True)
 class AppDelivery:
     """One app's delivery loop and what `/health` and `/metrics` read of it."""
@@ -205,7 +224,7 @@ class AppDelivery:
     stopping: asyncio.Event
     queued: int = 0
     paused: str | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: _Wake = field(default_factory=_Wake)
     rounds: list[_Round] = field(default_factory=list)
     state: AppState | None = None
     fault: str | None = None  # met by a round, not yet acted upon
@@ -352,6 +371,7 @@ class AppDelivery:
                 waiting.cancel()
         if self.next_due is not None and self.next_due <= time.time():
             self.next_due = None
+            self.wake.held_through = 0  # a failed event came due: look from the front
 
     async def _sleep(self, seconds: float, cut_short: asyncio.Event | None = None) -> None:
         if cut_short is None:
@@ -499,7 +519,10 @@ class AppDelivery:
             {company for r in self.rounds for company in r.companies},
         )
         taken: list[tuple[Incoming, _Filed]] = []
-        after = scanned = 0
+        # Another instance may let users go at any time: a shared queue is looked at whole.
+        after = 0 if shared(self.ledger) else self.wake.held_through
+        scanned = 0
+        all_held = True
         now = time.time()
         while len(taken) < self.options.page and scanned < SCAN_PAGES * self.options.page:
             page = await self.store.call(self._page(after), writes=False)
@@ -509,12 +532,16 @@ class AppDelivery:
             scanned += len(page)
             for item, filed in await asyncio.to_thread(self._build, page, now):
                 placed = picking.place(item)
+                # Held by its user only: one held by a company may be let go unseen by its
+                # user's later events, which a look from here would then take out of order.
+                all_held &= placed == "busy" and item.lane in picking.busy_lanes
                 if placed == "take":
                     taken.append((item, filed))
                 elif placed == "busy":
                     self._skipped_unfiled |= item.lane in unfiled
                 elif isinstance(placed, Held):
                     self._hold(item, filed, placed)
+        self.wake.held_through = after if all_held and not shared(self.ledger) else 0
         if not taken or self.ledger_fault is not None:  # it failed while the page was read
             return False
         for item, filed in taken:
@@ -596,6 +623,8 @@ class AppDelivery:
             self._file(item, outcome)  # before its user is let go: the outbox holds it now
             if running.done(item):
                 self.wake.set()
+            else:  # its user may be let go without a wake: look from the front next time
+                self.wake.held_through = 0
 
         options = self.delivery_options()
         try:
@@ -730,4 +759,4 @@ class AppDelivery:
         self.metrics.queued.labels(app=self.app).set(self.queued)
         for kind, count in types.items():
             self.metrics.received.labels(app=self.app, type=kind).inc(count)
-        self.wake.set()
+        self.wake.arrived()

@@ -178,6 +178,9 @@ def _connect(location: PgLocation) -> psycopg.Connection[tuple[Any, ...]]:
             "check the URI, the password (PGPASSWORD or ~/.pgpass) and that the server is "
             "reachable"
         ) from problem
+    from pipeline.delivery.pg.text import hold_storable_text  # psycopg is there: import it now
+
+    hold_storable_text(db)
     return cast("psycopg.Connection[tuple[Any, ...]]", db)
 
 
