@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 from e2e_helpers import FAST, config, lines_of
 from pg_server import Server
+from rich.console import Console
 from serve_helpers import (
     SUBDOMAIN,
     identify,
@@ -26,6 +28,8 @@ from serve_helpers import (
     wait_until,
 )
 
+from pipeline.cli.send_cmd import SEND_LEASING
+from pipeline.cli.sending import run_send
 from pipeline.delivery import Outcome, deliver, read_jsonl
 from pipeline.delivery.engine import Control
 from pipeline.delivery.loop import run as run_loop
@@ -188,3 +192,29 @@ def test_the_service_starts_no_request_for_a_lane_whose_lease_it_does_not_trust(
         assert counts(where)["delivered"] == 0  # still queued, for whoever holds the lane
         monkeypatch.undo()  # a renewal landed: trusted again
         assert wait_until(lambda: counts(where)["delivered"] == 1, timeout=10)
+
+
+def test_send_starts_no_request_for_a_lane_whose_lease_it_does_not_trust(
+    pg_server: Server, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where = PgLocation(pg_server.uri, pg_schema)
+    fake = FakeUserCom()
+    book = PgLedger.open_pg_writer(where, SUBDOMAIN, SEND_LEASING)
+    try:
+        monkeypatch.setattr(book, "licensed", lambda _lane, _company: False)
+        summary, _ = run_send(
+            io.BytesIO(("\n".join(identifies("u1", 2)) + "\n").encode()),
+            config(),
+            ledger=book,
+            options=replace(FAST, probe=False),
+            sink=None,
+            err=Console(file=io.StringIO()),
+            total=None,
+            retry_rejected=False,
+            transport=fake,
+        )
+    finally:
+        book.close()
+    assert fake.requests == []
+    assert summary.counts["delivered"] == 0
+    assert counts(where)["pending"] + counts(where)["held"] == 2
