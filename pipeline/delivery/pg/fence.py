@@ -15,7 +15,24 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
-__all__ = ["MARGIN_SHARE", "LeaseBook"]
+__all__ = ["MARGIN_SHARE", "LeaseBook", "as_stored"]
+
+
+def as_stored(lane: str) -> str:
+    r"""A lane's name as the lanes table holds it (`text.StorableStrDumper`: U+0000 as U+FFFD,
+    a lone surrogate as its escape), so that the engine's name of a lane finds what a claim
+    or a renewal returned.
+
+    >>> as_stored("user:a\x00b") == "user:a\ufffdb", as_stored("user:s\ud800")
+    (True, 'user:s\\ud800')
+    """
+    text = lane.replace("\x00", "\ufffd") if "\x00" in lane else lane
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
 
 # The share of the TTL a lease is distrusted early. Renewals come every third of the TTL, so
 # one renewal missed (a database hiccup) never interrupts delivery; two missed in a row do.
@@ -48,7 +65,7 @@ class LeaseBook:
     def holds(self, lane: str) -> bool:
         """Whether this writer may still start a request for `lane`."""
         with self._guard:
-            until = self._trusted_until.get(lane)
+            until = self._trusted_until.get(as_stored(lane))
         return until is not None and self.clock() < until
 
     def licensed(self, lane: str, company: str | None) -> bool:
