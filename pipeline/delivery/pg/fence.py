@@ -17,21 +17,26 @@ from typing import Final
 
 __all__ = ["MARGIN_SHARE", "LeaseBook", "as_stored"]
 
-# The share of the TTL a lease is distrusted early. Renewals come every third of the TTL, so
-# one renewal missed (a database hiccup) never interrupts delivery; two missed in a row do.
-MARGIN_SHARE: Final = 0.25
 
+def as_stored(lane: str) -> str:
+    r"""A lane's name as the lanes table holds it (`text.StorableStrDumper`: U+0000 as U+FFFD,
+    a lone surrogate as its escape), so that the engine's name of a lane finds what a claim
+    or a renewal returned.
 
-def as_stored(text: str) -> str:
-    """`text` as our PostgreSQL connections store it (pipeline/delivery/pg/text.py): U+0000 as
-    U+FFFD, a lone surrogate as its backslash escape. A lane named by a userId holding either
-    comes back from the lanes table in that form."""
-    text = text.replace("\x00", "\ufffd") if "\x00" in text else text
+    >>> as_stored("user:a\x00b") == "user:a\ufffdb", as_stored("user:s\ud800")
+    (True, 'user:s\\ud800')
+    """
+    text = lane.replace("\x00", "\ufffd") if "\x00" in lane else lane
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+# The share of the TTL a lease is distrusted early. Renewals come every third of the TTL, so
+# one renewal missed (a database hiccup) never interrupts delivery; two missed in a row do.
+MARGIN_SHARE: Final = 0.25
 
 
 class LeaseBook:
@@ -58,8 +63,7 @@ class LeaseBook:
                 self._trusted_until.pop(lane, None)
 
     def holds(self, lane: str) -> bool:
-        """Whether this writer may still start a request for `lane` (named as an event names
-        it: the book holds the names the database gave back, see `as_stored`)."""
+        """Whether this writer may still start a request for `lane`."""
         with self._guard:
             until = self._trusted_until.get(as_stored(lane))
         return until is not None and self.clock() < until
