@@ -104,3 +104,16 @@ def test_a_requeue_of_a_key_that_is_no_unicode_is_400_in_one_line(
             answer = client.post("/console/api/requeue", content=body, headers=BEARER)
             assert answer.status_code == 400, body
             assert "\n" not in answer.json()["message"]
+
+
+def test_api_answers_and_refusals_are_never_cached_or_sniffed(sandbox: str, ledger: Path) -> None:
+    service = Service.open(console_options(ledger, sandbox))
+    with TestClient(service.app) as client:
+        for path, headers in (
+            ("/console/api/overview", BEARER),
+            ("/console/api/events/acme%3Anone", BEARER),
+            ("/console/api/failures", {}),
+        ):
+            answer = client.get(path, headers=headers)
+            assert answer.headers.get("cache-control") == "no-store", path
+            assert answer.headers.get("x-content-type-options") == "nosniff", path

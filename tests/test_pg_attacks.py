@@ -19,6 +19,7 @@ from pipeline.delivery.pg.location import (
     is_uri,
     ledger_location,
     masked,
+    scrubbed,
 )
 from pipeline.serve.options import ServeConfigError, duration, lease_ttl
 
@@ -109,3 +110,23 @@ def test_a_lease_ttl_under_a_second_is_refused() -> None:
     with pytest.raises(ServeConfigError, match="at least 1s"):
         lease_ttl("0.001")
     assert lease_ttl("30s") == 30.0
+
+
+@pytest.mark.parametrize("cut", ["/", "#", "?", "@"])
+def test_a_password_with_an_unencoded_delimiter_is_never_shown(cut: str) -> None:
+    """libpq wants `/ # ? @` in a password percent-encoded; typed as they are, Python and
+    libpq split the URI elsewhere than the password ends, and its pieces were printed."""
+    uri = f"postgresql://u:pa{cut}{SECRET}@127.0.0.1:1/db"
+    try:
+        shown = PgLocation(uri).shown if isinstance(ledger_location(uri), PgLocation) else ""
+    except LocationError as refused:
+        shown = str(refused)
+    assert SECRET not in shown, shown
+    assert "pa" + cut not in shown, shown
+    assert SECRET not in scrubbed(f"invalid port {SECRET}@127.0.0.1", uri)
+
+
+def test_a_driver_message_has_no_piece_of_the_password() -> None:
+    uri = f"postgresql://u:SECRET@{SECRET}@127.0.0.1:1/db"
+    said = scrubbed(f"failed to resolve host '{SECRET}@127.0.0.1'", uri)
+    assert SECRET not in said, said

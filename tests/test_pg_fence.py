@@ -227,9 +227,9 @@ def test_a_lane_is_known_by_the_name_the_event_gives_it_whatever_postgresql_stor
     # The lanes table hands back a NUL as U+FFFD and a lone surrogate as its escape: the lease
     # book must still find the lane under the event's own name, or that user is never sent.
     from pipeline.delivery.pg.fence import LeaseBook, as_stored
-    from pipeline.delivery.pg.text import StorableStrDumper
+    from pipeline.delivery.pg.text import _dumper
 
-    stored = bytes(StorableStrDumper(str).dump(user) or b"").decode("utf-8")
+    stored = bytes(_dumper()(str).dump(user) or b"").decode("utf-8")
     assert as_stored(user) == stored
     book = LeaseBook(30.0, clock=lambda: 0.0)
     book.granted([stored], asked_at=0.0)

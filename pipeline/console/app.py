@@ -195,8 +195,7 @@ class Console:
             ("/api/requeue", self._api_requeue, ["POST"]),
         ]
         inner: list[BaseRoute] = [
-            Route(path, self._form_bounded(handler), methods=methods)
-            for path, handler, methods in pages
+            Route(path, self._guarded(handler), methods=methods) for path, handler, methods in pages
         ]
         inner.append(Mount("/static", StaticFiles(directory=str(static)), name="static"))
         return [
@@ -204,13 +203,21 @@ class Console:
             Mount(PREFIX, routes=inner),
         ]
 
-    def _form_bounded(self, handler: Handler) -> Handler:
+    def _guarded(self, handler: Handler) -> Handler:
         async def answer(request: Request) -> Response:
             try:
-                return await handler(request)
+                response = await handler(request)
             except TooLarge:
                 problem = f"the form is over {MAX_FORM_BODY // 1024} KB"
-                return self._page(request, "refused.html", 413, problem=problem)
+                response = self._page(request, "refused.html", 413, problem=problem)
+            # The API's answers hold events too: no cache keeps them, no browser reads them
+            # as anything but what they say they are.
+            for name, value in (
+                ("Cache-Control", "no-store"),
+                ("X-Content-Type-Options", "nosniff"),
+            ):
+                response.headers.setdefault(name, value)
+            return response
 
         return answer
 

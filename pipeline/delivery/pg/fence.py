@@ -15,23 +15,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from pipeline.delivery.pg.text import storable as as_stored
+
 __all__ = ["MARGIN_SHARE", "LeaseBook", "as_stored"]
-
-
-def as_stored(lane: str) -> str:
-    r"""A lane's name as the lanes table holds it (`text.StorableStrDumper`: U+0000 as U+FFFD,
-    a lone surrogate as its escape), so that the engine's name of a lane finds what a claim
-    or a renewal returned.
-
-    >>> as_stored("user:a\x00b") == "user:a\ufffdb", as_stored("user:s\ud800")
-    (True, 'user:s\\ud800')
-    """
-    text = lane.replace("\x00", "\ufffd") if "\x00" in lane else lane
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 # The share of the TTL a lease is distrusted early. Renewals come every third of the TTL, so

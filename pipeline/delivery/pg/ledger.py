@@ -46,7 +46,8 @@ from pipeline.delivery.ledger import (
 from pipeline.delivery.outcome import Logged
 from pipeline.delivery.pg import budget, lanes
 from pipeline.delivery.pg.fence import LeaseBook, as_stored
-from pipeline.delivery.pg.location import PgLocation, masked, password_of
+from pipeline.delivery.pg.location import PgLocation, masked, scrubbed
+from pipeline.delivery.pg.text import hold_storable_text, storable
 from pipeline.delivery.queue import Admitted, Arrival, Known, Record, readiness
 
 if TYPE_CHECKING:
@@ -147,10 +148,7 @@ def _driver() -> Any:
 def _words(location: PgLocation, problem: BaseException) -> str:
     """A driver's message on one line, with the URI's password never in it."""
     text = " ".join(str(problem).split()) or type(problem).__name__
-    secret = password_of(location.uri)
-    if secret:
-        text = text.replace(secret, "***")
-    return text.replace(location.uri, masked(location.uri))
+    return scrubbed(text.replace(location.uri, masked(location.uri)), location.uri)
 
 
 def driver() -> Any:
@@ -178,8 +176,6 @@ def _connect(location: PgLocation) -> psycopg.Connection[tuple[Any, ...]]:
             "check the URI, the password (PGPASSWORD or ~/.pgpass) and that the server is "
             "reachable"
         ) from problem
-    from pipeline.delivery.pg.text import hold_storable_text  # psycopg is there: import it now
-
     hold_storable_text(db)
     return cast("psycopg.Connection[tuple[Any, ...]]", db)
 
@@ -538,7 +534,7 @@ class PgLedger(Ledger):
                 taken = lanes.hold(self._pg, app, self._owner, self._leasing.ttl, lane)
                 if not taken:
                     return None
-                self._leases.granted([lane], asked)
+                self._leases.granted([storable(lane)], asked)
                 found = self._pg.execute(
                     f"SELECT position, {_COLUMNS}, received, updated, failures FROM events "
                     "WHERE app = %s AND lane = %s AND status IN ('pending', 'failed', 'held') "
@@ -591,7 +587,8 @@ class PgLedger(Ledger):
         """Whether this writer still knows it holds the lane (and the company's lane) of an
         event, with a safety margin (`fence.LeaseBook`): the engine starts no request of an
         event whose lane it may have lost (`Control.licensed`)."""
-        return self._leases.licensed(lane, company)
+        # The leases' lanes are as PostgreSQL gave them back: compare like with like.
+        return self._leases.licensed(storable(lane), None if company is None else storable(company))
 
     def renew_leases(self) -> list[str]:
         """Renew every lease this writer holds now, on its own connection (what the renewer

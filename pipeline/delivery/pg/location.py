@@ -49,31 +49,48 @@ def is_uri(raw: str) -> bool:
 
 
 def masked(uri: str) -> str:
-    """`uri` with any password replaced by `***`.
+    """`uri` with any password replaced by `***`. The user part ends at the last `@`, not
+    where a URI parser would end it: a password typed with an unencoded `/`, `#`, `?` or `@`
+    (libpq wants them percent-encoded) is masked whole all the same.
 
     >>> masked("postgresql://ann:s3cret@db.example:5432/queue?sslmode=require&password=x")
     'postgresql://ann:***@db.example:5432/queue?sslmode=require&password=%2A%2A%2A'
-    >>> masked("postgres://db/queue")
-    'postgres://db/queue'
+    >>> masked("postgres://db/queue"), masked("postgresql://u:pa/ss@h/db")
+    ('postgres://db/queue', 'postgresql://u:***@h/db')
     """
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return f"{uri.split('://', 1)[0]}://{MASK}"
-    netloc = parts.netloc
-    if "@" in netloc:
-        users, hosts = netloc.rsplit("@", 1)
-        if ":" in users:
-            users = users.split(":", 1)[0] + ":" + MASK
-        netloc = f"{users}@{hosts}"
-    query = parts.query
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    prefix = f"{scheme}://"
+    if "@" in rest:
+        users, rest = rest.rsplit("@", 1)
+        user, colon, _ = users.partition(":")
+        prefix += f"{user}:{MASK}@" if colon else f"{user}@"
+    head, mark, query = rest.partition("?")
+    query, hashmark, fragment = query.partition("#")
     pairs = parse_qsl(query, keep_blank_values=True)
     if any(name == "password" for name, _ in pairs):
         query = urlencode([(n, MASK if n == "password" else v) for n, v in pairs])
-    # Not urlunsplit: it drops the `//` of an empty host (`postgres:///db` became
-    # `postgres:/db`, which no command reads as a URI any more).
-    shown = f"{parts.scheme}://{netloc}{parts.path}"
-    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    return prefix + head + mark + query + hashmark + fragment
+
+
+def _raw_password(uri: str) -> str | None:
+    """The password as typed: from the user's `:` to the last `@`."""
+    rest = uri.partition("://")[2]
+    if "@" not in rest:
+        return None
+    users = rest.rsplit("@", 1)[0]
+    return users.partition(":")[2] or None
+
+
+def scrubbed(text: str, uri: str) -> str:
+    """`text` (a driver's or a parser's words) with the URI's password masked: whole, and each
+    piece of it a parser may have split off at `/ # ? @ :` (3 characters or more)."""
+    found = {p for p in (_raw_password(uri), password_of(uri)) if p}
+    pieces = {piece for p in found for piece in re.split(r"[/#?@:]", p) if len(piece) >= 3}
+    for secret in sorted(found | pieces, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def password_of(uri: str) -> str | None:
@@ -85,15 +102,6 @@ def password_of(uri: str) -> str | None:
         return None
     in_query = [value for name, value in pairs if name == "password" and value]
     return parts.password or (in_query[0] if in_query else None)
-
-
-def _without_password(text: str, uri: str) -> str:
-    """`text` with the password of `uri` masked, found without urlsplit (which may be what
-    could not read the URI)."""
-    netloc = re.split(r"[/?#]", uri.split("://", 1)[-1], maxsplit=1)[0]
-    users = netloc.rsplit("@", 1)[0] if "@" in netloc else ""
-    password = users.split(":", 1)[1] if ":" in users else ""
-    return text.replace(password, MASK) if password else text
 
 
 def schema_name(raw: str) -> str:
@@ -122,8 +130,13 @@ def ledger_location(raw: str, schema: str = DEFAULT_SCHEMA) -> Path | PgLocation
             if "," not in parts.netloc:  # libpq's several hosts (h1:p1,h2:p2) have no one port
                 parts.port  # noqa: B018 - a port that is not a number raises here
         except ValueError as problem:
-            # Python's words may quote the whole host part, password included.
-            said = _without_password(str(problem), raw)
+            # Python's words quote the host part or the port, where a password typed with an
+            # unencoded delimiter has spilled over: say what to fix without quoting them.
+            said = (
+                "its host or port cannot be read (a password's / # ? @ are written %2F %23 %3F %40)"
+                if _raw_password(raw)
+                else str(problem)
+            )
             raise LocationError(f"ledger URI {masked(raw)} is not valid: {said}") from problem
         return PgLocation(raw, schema_name(schema))
     return Path(raw)
