@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field, replace
@@ -284,14 +285,23 @@ def _retry_after(response: httpx.Response) -> float | None:
     return retry_after_of(response.headers.get_list("retry-after"))
 
 
+# The longest wait a Retry-After may impose: past it (or at "inf") an origin would stop
+# delivery for good; README "Rate" says why ten minutes.
+MAX_RETRY_AFTER_S = 600.0
+
+
 def retry_after_of(said: list[str]) -> float | None:
-    """Retry-After in seconds from the header's values (none, or not a number: None)."""
+    """Retry-After in seconds from the header's values (none, not a number or NaN: None),
+    at most MAX_RETRY_AFTER_S."""
     if not said:
         return None
     try:
-        return max(0.0, float(", ".join(said)))
+        seconds = float(", ".join(said))
     except ValueError:
         return None
+    if math.isnan(seconds):
+        return None
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
 
 
 # Shorter "keys" are not secrets worth blanking, and blanking them would garble real text

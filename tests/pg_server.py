@@ -113,8 +113,9 @@ def _run(command: Sequence[str], what: str, log: Path | None = None) -> None:
 
 
 @contextlib.contextmanager
-def throwaway_server() -> Iterator[Server]:
-    """Start a server in a fresh temporary folder; stop it and remove the folder after."""
+def throwaway_server(*, durable: bool = False) -> Iterator[Server]:
+    """Start a server in a fresh temporary folder; stop it and remove the folder after.
+    `durable` (the benchmarks): fsync on, as a real server runs; the tests run without."""
     existing = os.environ.get(EXISTING)
     if existing:
         yield Server(existing, 0)
@@ -153,7 +154,7 @@ def throwaway_server() -> Iterator[Server]:
             ],
             "initdb",
         )
-        port = _start(binaries, folder, data, log)
+        port = _start(binaries, folder, data, log, durable=durable)
         try:
             yield Server(f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres", port)
         finally:
@@ -165,14 +166,12 @@ def throwaway_server() -> Iterator[Server]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _start(binaries: Path, folder: Path, data: Path, log: Path) -> int:
+def _start(binaries: Path, folder: Path, data: Path, log: Path, *, durable: bool) -> int:
     last: NoPostgres | None = None
+    speed = "" if durable else "-c fsync=off -c full_page_writes=off "
     for _ in range(_START_TRIES):
         port = _free_port()
-        options = (
-            f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c full_page_writes=off "
-            "-c max_connections=200"
-        )
+        options = f"-h 127.0.0.1 -p {port} -k {folder} {speed}-c max_connections=200"
         try:
             _run(
                 [

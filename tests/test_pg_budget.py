@@ -5,6 +5,7 @@ an instance that leaves stops taking a share."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator
@@ -12,13 +13,29 @@ from pathlib import Path
 
 import pytest
 from pg_server import Server
-from serve_helpers import API_KEY, SUBDOMAIN, health, options, post, service_in_thread, track
+from serve_helpers import (
+    API_KEY,
+    SUBDOMAIN,
+    health,
+    identify,
+    options,
+    post,
+    service_in_thread,
+    track,
+    wait_until,
+)
 
-from pipeline.delivery.pg import PgLocation
+from pipeline.delivery.pg import PgLocation, open_reader_at
 from pipeline.delivery.pg.budget import Learned, SharedBudget
 from pipeline.delivery.pg.ledger import PgLedger
 from pipeline.sandbox import SandboxOptions, serve_in_thread
 from pipeline.sandbox.options import ForcedStatus
+
+
+def counts(where: PgLocation) -> dict[str, int]:
+    with contextlib.closing(open_reader_at(where)) as book:
+        return book.counts()
+
 
 QUIET = Learned(accepted=0.0, throttled=0, retry_after=0.0, fault=None, resumed=False, cap=None)
 
@@ -102,3 +119,35 @@ def test_a_refused_key_met_by_one_service_pauses_the_other(
             for url, reason in seen.items():
                 assert reason is not None, url
                 assert "401" in reason, (url, reason)
+
+
+def test_when_one_instance_s_probe_succeeds_every_paused_instance_resumes_within_seconds(
+    tmp_path: Path, pg_server: Server, pg_schema: str
+) -> None:
+    where = PgLocation(pg_server.uri, pg_schema)
+    # The first write is refused (a key rotated back, say); then User.com answers again.
+    once = (ForcedStatus("/users/", 401, method="POST", times=1),)
+    with serve_in_thread(SandboxOptions(api_key=API_KEY, forced=once)) as sandbox:
+        quick, slow = (
+            dataclasses.replace(
+                options(tmp_path / "unused.sqlite", sandbox, probe_initial=wait, probe_max=wait),
+                ledgers={SUBDOMAIN: where},
+            )
+            for wait in (0.3, 60.0)
+        )
+        with service_in_thread(quick) as one, service_in_thread(slow) as two:
+            assert post(one.url, "/v1/identify", identify("u1")).status_code == 200
+            seen: dict[str, str | None] = {one.url: None, two.url: None}
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not all(seen.values()):
+                for url in seen:
+                    seen[url] = seen[url] or health(url)["paused"]
+                time.sleep(0.02)
+            assert all(seen.values()), seen  # whichever met the 401, both paused
+            # The quick one's probe succeeds; the slow one (next own probe in 60 s) follows.
+            resumed = time.monotonic()
+            assert wait_until(
+                lambda: all(health(url)["paused"] is None for url in seen), timeout=10
+            ), {url: health(url)["paused"] for url in seen}
+            assert time.monotonic() - resumed < 10
+            assert wait_until(lambda: counts(where)["delivered"] == 1, timeout=10)

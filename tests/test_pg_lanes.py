@@ -122,3 +122,48 @@ def test_a_lane_released_when_empty_comes_back_with_its_next_event(open_writer: 
     b.admit([event("2", "u1")])
     b.commit()
     assert keys(b) == ["acme:2"]
+
+
+def failed(item: Arrival) -> Record:
+    return Record(item.key, item.content_hash, item.line, "failed", 1, (), "500", ())
+
+
+def test_a_lane_waiting_for_a_retry_frees_its_slot_until_the_retry_is_due(
+    open_writer: Opener, pg_server: Server, pg_schema: str
+) -> None:
+    waiting = Leasing(
+        ttl=30.0, max_lanes=1, claim_every=0.0, retry_delay=lambda _n: 600.0, give_up_after=1e9
+    )
+    a, b = open_writer(waiting), open_writer(waiting)
+    first = event("1", "u1")
+    a.admit([first])
+    a.commit()
+    assert keys(a) == ["acme:1"]
+    a.file([failed(first)])  # its retry is 10 minutes away
+    a.admit([event("2", "u2")])
+    a.commit()
+    # Before, u1's lane kept a's one slot for those 10 minutes and u2 waited for room.
+    assert keys(a) == ["acme:2"]
+    assert keys(b) == []  # u1 waits for its retry time; nobody holds it meanwhile
+    with psycopg.connect(pg_server.uri, autocommit=True) as db:  # ten minutes later
+        db.execute(
+            f"UPDATE {pg_schema}.lanes SET until = now() - interval '1 second' "
+            "WHERE lane = 'user:u1'"
+        )
+    assert keys(b) == ["acme:1"]
+    assert b.doubt("acme:1") is None  # given back, not taken over from a live sender
+
+
+def test_a_lane_left_with_a_given_up_event_only_is_given_back(open_writer: Opener) -> None:
+    gives_up = Leasing(
+        ttl=30.0, max_lanes=1, claim_every=0.0, retry_delay=lambda _n: 0.0, give_up_after=0.0
+    )
+    a = open_writer(gives_up)
+    first = event("1", "u1")
+    a.admit([first])
+    a.commit()
+    assert keys(a) == ["acme:1"]
+    a.file([failed(first)])  # and older than --give-up-after: it stays failed, holds nobody
+    a.admit([event("2", "u2")])
+    a.commit()
+    assert keys(a) == ["acme:2"]

@@ -4,6 +4,7 @@ its own, for many writers (DELIVERY §2, §4, §7)."""
 from __future__ import annotations
 
 import sys
+import time
 
 import psycopg
 import pytest
@@ -127,3 +128,26 @@ def test_without_psycopg_the_refusal_is_the_install_line(
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(LedgerError, match=r"pip install 'usercom-pipeline\[postgres\]'"):
         open_reader_at(_at(pg_server, pg_schema))
+
+
+def test_retention_sheds_bodies_then_deletes_old_rows_in_bounded_batches(
+    pg_server: Server, pg_schema: str
+) -> None:
+    where = _at(pg_server, pg_schema)
+    with open_writer_at(where, "acme") as book:
+        for name in ("a", "b", "c"):
+            book.enqueue(f"acme:{name}", "h", b'{"n":1}')
+            book.record(f"acme:{name}", "delivered", 1, [], None, [])
+        book.enqueue("acme:open", "h", b'{"n":2}')
+        book.flush()
+        later = time.time() + 1
+        assert book.forget_lines(later, limit=2) == 2  # bounded: two bodies per batch
+        assert book.forget_lines(later, limit=2) == 1
+        assert list(book.lines(["delivered"])) == []
+        assert book.state("acme:a") == ("delivered", "h")  # a late retry is still one event
+        with psycopg.connect(pg_server.uri, autocommit=True) as db:  # 31 days pass
+            db.execute(f"UPDATE {pg_schema}.events SET forgotten = forgotten - 31 * 86400")
+        book.forget_lines(later, limit=2)
+        assert book.counts()["delivered"] == 1
+        book.forget_lines(later, limit=2)
+        assert book.counts() == {**book.counts(), "delivered": 0, "pending": 1}

@@ -55,3 +55,6 @@ def test_two_services_on_one_database_deliver_everything_once_in_order(
             assert positions == list(range(12)), user
         for door in doors:
             assert health(door)["paused"] is None
+        # Each one's queue depth is the database's, not its own tally of what it stored and
+        # filed (which would drift: one stores, the other delivers).
+        assert wait_until(lambda: [health(door)["queued"] for door in doors] == [0, 0], 10)

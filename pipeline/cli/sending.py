@@ -227,7 +227,8 @@ def _run_send(
     transport: httpx.AsyncBaseTransport | None,
 ) -> tuple[Summary, Tally]:
     tally = Tally()
-    control = Control()
+    # On a shared queue no request starts for a lane whose lease may have lapsed (§7).
+    control = Control(licensed=ledger.licensed if isinstance(ledger, PgLedger) else None)
 
     def say(words: str) -> None:
         err.print(plain(words), highlight=False, markup=False)

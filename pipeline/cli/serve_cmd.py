@@ -57,6 +57,7 @@ from pipeline.serve import (
 from pipeline.serve import serve as run_service
 from pipeline.serve.logs import configure as configure_logs
 from pipeline.serve.logs import emit, ignored_entries
+from pipeline.serve.options import lease_ttl as lease_ttl_of
 
 DEMO_WRITE_KEY = "demo-write-key"
 
@@ -162,7 +163,7 @@ def _serve_options(
         transformer_token=transformer_token,
         console_token=console_token,
         max_outage=duration("--max-outage", max_outage),
-        lease_ttl=duration("--lease-ttl", lease_ttl),
+        lease_ttl=lease_ttl_of(lease_ttl),
         max_connections=max_connections,
         header_timeout=duration("--header-timeout", header_timeout),
         body_timeout=duration("--body-timeout", body_timeout),

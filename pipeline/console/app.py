@@ -195,13 +195,24 @@ class Console:
             ("/api/requeue", self._api_requeue, ["POST"]),
         ]
         inner: list[BaseRoute] = [
-            Route(path, handler, methods=methods) for path, handler, methods in pages
+            Route(path, self._form_bounded(handler), methods=methods)
+            for path, handler, methods in pages
         ]
         inner.append(Mount("/static", StaticFiles(directory=str(static)), name="static"))
         return [
             Route(PREFIX, lambda _r: RedirectResponse(f"{PREFIX}/", 308)),
             Mount(PREFIX, routes=inner),
         ]
+
+    def _form_bounded(self, handler: Handler) -> Handler:
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except TooLarge:
+                problem = f"the form is over {MAX_FORM_BODY // 1024} KB"
+                return self._page(request, "refused.html", 413, problem=problem)
+
+        return answer
 
     async def _read(self, app: str, work: Callable[[Ledger], T]) -> T:
         """Run `work` on the console's own reader of `app`'s ledger, in a worker thread."""
@@ -294,7 +305,13 @@ class Console:
 
     @staticmethod
     def _api_refusal(status: int, message: str, **headers: str) -> Response:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 400: "bad_request"}
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            400: "bad_request",
+            413: "too_large",
+        }
         body = {"code": code.get(status, "error"), "message": message}
         return JSONResponse(body, status_code=status, headers=headers or None)
 
@@ -538,9 +555,9 @@ class Console:
             return self._api_refusal(
                 403, f"a request made with the session cookie needs its CSRF token in {CSRF_HEADER}"
             )
-        body = await request.body()
-        if len(body) > MAX_REQUEUE_BODY:
-            return self._api_refusal(400, "the body is over 1 MB")
+        body = await _bounded_body(request, MAX_REQUEUE_BODY)
+        if body is None:
+            return self._api_refusal(413, "the body is over 1 MB: requeue fewer keys at a time")
         try:
             asked = json.loads(body)
             keys, why, app = _requeue_request(asked, set(self.host.apps))
@@ -553,12 +570,30 @@ def _address(request: Request) -> str:
     return request.client.host if request.client is not None else "?"
 
 
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it passes `limit`: reading stops there, so a client (signed in
+    or not) cannot make the service hold a body of any size in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+class TooLarge(Exception):
+    """A form body over MAX_FORM_BODY (answered 413)."""
+
+
 async def _form(request: Request) -> dict[str, str]:
     """An urlencoded form (the console's forms are no more), read without a multipart parser;
-    a field given twice counts once (its first value), one over 64 KB is not read."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BODY:
-        return {}
+    a field given twice counts once (its first value); TooLarge over 64 KB."""
+    body = await _bounded_body(request, MAX_FORM_BODY)
+    if body is None:
+        raise TooLarge
     fields: dict[str, str] = {}
     for name, value in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
         fields.setdefault(name, value)
@@ -568,6 +603,15 @@ async def _form(request: Request) -> dict[str, str]:
 def _row_and_time(book: Ledger, key: str) -> tuple[Row, float | None] | None:
     row = reads.event(book, key)
     return None if row is None else (row, book.updated_at(row.key))
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (JSON lets a lone surrogate through)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _requeue_request(
@@ -592,6 +636,8 @@ def _requeue_request(
     if keys is not None:
         if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
             raise ValueError(f"keys must be a list of strings: {usage}")
+        if not all(_is_unicode(key) for key in keys):
+            raise ValueError("a key holds a lone surrogate (\\ud800-\\udfff): no event has it")
         return keys, None, app
     if not isinstance(why, str) or not why:
         raise ValueError("reason must be a group's reason as /console/api/failures gives it")

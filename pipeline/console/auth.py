@@ -31,6 +31,7 @@ WRONG_WINDOW_S: Final = 60.0
 BLOCKED_S: Final = 60.0
 SESSION_S: Final = 12 * 3600.0
 MAX_SESSIONS: Final = 10_000
+MAX_TRACKED: Final = 10_000  # addresses whose wrong tries or block are remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,27 @@ class Gate:
         if len(tries) >= WRONG_TRIES:
             self.blocked_until[address] = now + BLOCKED_S
             tries.clear()
+        self._forget_old_tries(now)
+
+    def _forget_old_tries(self, now: float) -> None:
+        """Keep what is remembered of wrong tries bounded, whatever number of addresses they
+        come from: past MAX_TRACKED, tries out of their minute and ended blocks go, then
+        (a flood within one minute) the longest-remembered, down to three quarters."""
+        keep = MAX_TRACKED * 3 // 4
+        if len(self.wrong) > MAX_TRACKED:
+            for old in [
+                a
+                for a, tries in self.wrong.items()
+                if not tries or tries[-1] <= now - WRONG_WINDOW_S
+            ]:
+                del self.wrong[old]
+            while len(self.wrong) > keep:
+                del self.wrong[next(iter(self.wrong))]
+        if len(self.blocked_until) > MAX_TRACKED:
+            for old in [a for a, until in self.blocked_until.items() if until <= now]:
+                del self.blocked_until[old]
+            while len(self.blocked_until) > keep:
+                del self.blocked_until[next(iter(self.blocked_until))]
 
     def sign_out(self, cookies: Mapping[str, str]) -> None:
         self.sessions.pop(cookies.get(COOKIE, ""), None)

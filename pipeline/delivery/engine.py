@@ -71,6 +71,10 @@ class Control:
 
     reason: str | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # A shared queue's lease check (DELIVERY §7): whether this instance still knows it holds
+    # the lane (and company) of an event, looked at before each of its requests goes out. An
+    # instance whose lease lapsed must not write behind the back of the one that took over.
+    licensed: Callable[[str, str | None], bool] | None = None
 
     def stop(self, reason: str) -> None:
         if self.reason is None:
@@ -88,6 +92,11 @@ def _user_com_failed(answer: Answer) -> bool:
 
 class Stopped(Exception):
     """The run is stopping: this attempt does not start."""
+
+
+class LeaseLost(Stopped):
+    """This instance no longer knows it holds the event's lane: its request does not start,
+    and the event stays pending for whoever holds the lane now."""
 
 
 def _retryable(result: Attempt) -> bool:
@@ -165,6 +174,19 @@ class _Run:
         if self.control.reason is not None:
             raise Stopped
 
+    def look_for(self, lane: str, company: str | None) -> Callable[[], None]:
+        """An event's last look before each of its requests (and before each attempt): the
+        run is not stopping, and its lane's lease (a shared queue's) is still known to hold;
+        a request may have waited long for the pace, a slot or an outage meanwhile."""
+        licensed = self.control.licensed
+
+        def look() -> None:
+            self._unless_stopping()
+            if licensed is not None and not licensed(lane, company):
+                raise LeaseLost
+
+        return look
+
     async def _probe(self) -> Answer:
         """The start probe's read, made while the lanes pause: counted like any call."""
         sent = await self.wire.probe_once()
@@ -175,16 +197,16 @@ class _Run:
             self.pacer.too_many(answer.retry_after)
         return answer
 
-    async def _ask(self, request: Request) -> Sent:
+    async def _ask(self, request: Request, look: Callable[[], None]) -> Sent:
         """The request's answer, on a free connection slot; `Stopped` when a stop came while
         it waited for the slot, or when a stop's grace ran out before the answer came (its
         event stays pending: a write may have landed, as with a kill, at least once)."""
         lane = asyncio.current_task()
         if lane is None:
-            return await self.wire.send(request, ready=self._unless_stopping)
+            return await self.wire.send(request, ready=look)
 
         def ready() -> None:
-            self._unless_stopping()
+            look()
             self.requesting.add(lane)
 
         try:
@@ -218,7 +240,7 @@ class _Run:
         for lane in list(self.requesting):
             lane.cancel()
 
-    async def send(self, request: Request, log: list[Exchange]) -> Answer:
+    async def send(self, request: Request, log: list[Exchange], look: Callable[[], None]) -> Answer:
         """Send one request: paced, on a free connection slot, counted, logged, learned from.
         A 429 is waited out and sent again without costing the event an attempt. A failure
         (5xx, timeout, lost connection) is the event's own unless the outage watch pauses
@@ -229,7 +251,7 @@ class _Run:
             self._follow(await self.outage.clear(self.control.stopping))
             if not await self.pacer.acquire(self.control.stopping):
                 raise Stopped
-            sent = await self._ask(request)
+            sent = await self._ask(request, look)
             answer, exchange = sent.answer, sent.exchange
             self.summary.api_calls += 1
             self.summary.calls[exchange.endpoint, exchange.answer] += 1
@@ -253,7 +275,7 @@ class _Run:
             self.cache.learn(request, answer)
             return answer
 
-    async def attempt(self, job: Job, log: list[Exchange]) -> Attempt:
+    async def attempt(self, job: Job, log: list[Exchange], look: Callable[[], None]) -> Attempt:
         """One attempt of the event's flow; the cache answers what it can, the final request
         is sent, and a 404 to a final request with a fallback (a route that may be missing)
         follows it.
@@ -263,8 +285,7 @@ class _Run:
         their company writes run freely. Waiting for a turn, or for the pace, holds no
         connection: a slot is taken per request.
         """
-        if self.control.reason is not None:
-            raise Stopped
+        look()
         turn: asyncio.Lock | None = None
 
         async def ask(request: Request) -> Answer:
@@ -282,26 +303,30 @@ class _Run:
                     turn = None
                     return cached
             try:
-                return await self.send(request, log)
+                return await self.send(request, log, look)
             finally:
                 if turn is not None and request.name in COMPANY_WRITES:
                     turn.release()
                     turn = None
 
         try:
-            return await self._attempt_flow(job.step, ask, log)
+            return await self._attempt_flow(job.step, ask, log, look)
         finally:
             if turn is not None:
                 turn.release()
 
     async def _attempt_flow(
-        self, step: Step, ask: Callable[[Request], Awaitable[Answer]], log: list[Exchange]
+        self,
+        step: Step,
+        ask: Callable[[Request], Awaitable[Answer]],
+        log: list[Exchange],
+        look: Callable[[], None],
     ) -> Attempt:
         """The delivery conversation with the engine's policy: reads through `ask` (the cache,
         a company's turn), the final request straight out, paced and counted (`send`)."""
 
         async def send_final(final: Final) -> Answer:
-            return await self.send(final.request, log)
+            return await self.send(final.request, log, look)
 
         delivered = await adrive(Success(step), ask, send_final)
         if isinstance(delivered, Failure):
@@ -348,17 +373,20 @@ class _Run:
                 if blocker is not None:
                     held = Held(blocker).reason
                     return Outcome(key, "held", 0, (), held, position=position)
-                outcome = await self.deliver_job(key, position, job)
+                look = self.look_for(incoming.lane, incoming.company)
+                outcome = await self.deliver_job(key, position, job, look)
                 if outcome.status in ("failed", "pending"):
                     self.blocked[incoming.lane] = key
                 return outcome
         return Outcome(key, "rejected", 0, (), "not understood", position=position)
 
-    async def deliver_job(self, key: str, position: int, job: Job) -> Outcome:
+    async def deliver_job(
+        self, key: str, position: int, job: Job, look: Callable[[], None]
+    ) -> Outcome:
         log: list[Exchange] = []
         attempts = 1
         try:
-            result = await self.attempt(job, log)
+            result = await self.attempt(job, log, look)
             if _retryable(result) and self.options.max_attempts > 1:
                 # Most events succeed at once; tenacity takes over only when a retry is due.
                 await self.sleep(self.first_wait(result))
@@ -370,7 +398,7 @@ class _Run:
                     retry=retry_if_result(_retryable),
                     retry_error_callback=_last_result,
                 )
-                result = await retrying(self.attempt, job, log)
+                result = await retrying(self.attempt, job, log, look)
                 attempts += int(retrying.statistics.get("attempt_number", 1))
         except (RunFault, Stopped):
             # Not this event's fault: it stays pending, to be tried when the run resumes. One

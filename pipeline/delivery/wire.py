@@ -40,6 +40,9 @@ from pipeline.runner import AsyncVia, Target, asend, reply_of, retry_after_of, t
 # The start probe tries a lost connection or a timeout again, this long apart, so one dropped
 # packet does not stop a run; a host that never answers does.
 PROBE_PAUSES = (0.5, 1.0)
+# User.com's answers are a user, an event or a list page: a few KB. One that runs past this is
+# not an answer of User.com's but a broken or hostile origin, and is not held in memory.
+MAX_ANSWER_BYTES = 8 << 20
 
 
 class Sent(NamedTuple):
@@ -74,10 +77,20 @@ class Through:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds to connect, and to wait for each read of an answer (httpx's 10 s and 30 s)."""
+    """Seconds to connect, and to wait for each read of an answer (httpx's 10 s and 30 s).
+    A whole request gets at most `total`: an origin that trickles its answer in a byte at a
+    time never lets one read wait long, and would otherwise hold its slot for ever."""
 
     connect: float = 10.0
     read: float = 30.0
+
+    @property
+    def total(self) -> float:
+        return self.connect + 2 * self.read
+
+
+class AnswerTooLarge(Exception):
+    """An answer body past MAX_ANSWER_BYTES."""
 
 
 # What went wrong, in httpx's words: `meaning` and the operator's messages read these names
@@ -92,11 +105,26 @@ def _failure(error: BaseException) -> Unreachable:
             return Unreachable("connection", "ConnectError")
         case aiohttp.ClientOSError():
             return Unreachable("connection", "ReadError")
+        case AnswerTooLarge():
+            return Unreachable("connection", f"RemoteProtocolError: {error}")
         case _:  # disconnected without an answer, a broken answer
             return Unreachable("connection", "RemoteProtocolError")
 
 
-_CLIENT_ERRORS = (aiohttp.ClientError, TimeoutError)
+_CLIENT_ERRORS = (aiohttp.ClientError, TimeoutError, AnswerTooLarge)
+
+
+async def _bounded(response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, at most MAX_ANSWER_BYTES of it (AnswerTooLarge past that)."""
+    declared = response.content_length
+    if declared is not None and declared <= MAX_ANSWER_BYTES:
+        return await response.read()  # the parser stops at the declared length
+    body = bytearray()
+    while chunk := await response.content.readany():
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge(f"an answer over {MAX_ANSWER_BYTES >> 20} MB")
+    return bytes(body)
 
 
 class AiohttpLink:
@@ -117,7 +145,7 @@ class AiohttpLink:
         self.width = width
         self.tls = tls
         self.timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeouts.connect, sock_read=timeouts.read
+            total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read
         )
         self.session: aiohttp.ClientSession | None = None
         # Connections made, when `counting` (the benchmark, the tests): aiohttp's trace hooks
@@ -172,7 +200,7 @@ class AiohttpLink:
                 allow_redirects=False,
                 ssl=self._tls_for(url),
             ) as response:
-                content = await response.read()
+                content = await _bounded(response)
                 said = response.headers.getall("Retry-After", [])
                 status = response.status
         except _CLIENT_ERRORS as error:

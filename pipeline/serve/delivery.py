@@ -103,11 +103,13 @@ class _Round:
     wake_at: int = 0  # let the loop look for work when this few lanes are left
 
     @classmethod
-    def of(cls, items: Sequence[Incoming]) -> _Round:
+    def of(
+        cls, items: Sequence[Incoming], licensed: Callable[[str, str | None], bool] | None = None
+    ) -> _Round:
         lanes = Counter(item.lane for item in items)
         companies = Counter(item.company for item in items if item.company is not None)
         return cls(
-            Control(),
+            Control(licensed=licensed),
             set(lanes),
             set(companies),
             left=lanes,
@@ -239,6 +241,11 @@ class AppDelivery:
     _skipped_unfiled: bool = False  # a round left a user out: its outcome was not filed yet
     paused_on: str | None = None  # the run-level fault of the pause (told to other instances)
     resumed: bool = False  # a probe ended a pause since the other instances last heard
+    # A shared queue (serve/sharing.py): this pause was another instance's fault (not told
+    # back); this instance's own fault is not told yet; the shared pause ended: probe now.
+    borrowed: bool = False
+    untold: bool = False
+    recheck: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def app(self) -> str:
@@ -366,9 +373,20 @@ class AppDelivery:
             self.next_due = None
             self.wake.held_through = 0  # a failed event came due: look from the front
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+    async def _sleep(self, seconds: float, cut_short: asyncio.Event | None = None) -> None:
+        if cut_short is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), seconds)
+            return
+        waits = [
+            asyncio.ensure_future(self.stopping.wait()),
+            asyncio.ensure_future(cut_short.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     def _outage_heard(self, reason: str | None) -> None:
         """The lanes wait out an outage silently: say when one is known, and when it ends."""
@@ -388,6 +406,7 @@ class AppDelivery:
 
     def _pause(self, fault: str) -> None:
         self.paused_on = fault
+        self.untold = not self.borrowed
         reason = pause_reason(fault)
         if self.paused != reason:
             emit(logging.ERROR, "delivery_paused", app=self.app, reason=reason)
@@ -397,14 +416,18 @@ class AppDelivery:
     async def _probe_until_ok(self, *, first: bool) -> None:
         """Probe (at start, or while paused) until User.com answers it, with a doubling wait."""
         wait = self.options.probe_initial
+        rechecked = False  # one early probe per pause when the shared pause ends: no storm
+        self.recheck.clear()
         while not self.stopping.is_set():
             if not first:
-                await self._sleep(wait)
+                await self._sleep(wait, None if rechecked else self.recheck)
                 if self.stopping.is_set():
                     return
+                rechecked = rechecked or self.recheck.is_set()
                 wait = min(wait * 2, self.options.probe_max)
             first = False
             problem = await self.probe()
+            self.borrowed = False  # from here on the pause is what this instance's probe met
             if problem is None:
                 if self.paused is not None:
                     emit(logging.WARNING, "delivery_resumed", app=self.app)
@@ -524,7 +547,9 @@ class AppDelivery:
         for item, filed in taken:
             self._filed[item.key] = filed
         items = [item for item, _ in taken]
-        running = _Round.of(items)
+        # On a shared queue no request starts for a lane whose lease may have lapsed (§7).
+        fenced = self.ledger.licensed if isinstance(self.ledger, PgLedger) else None
+        running = _Round.of(items, fenced)
         running.task = asyncio.create_task(self._round(running, items))
         self.rounds.append(running)
         return len(taken) >= self.options.page

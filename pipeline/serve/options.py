@@ -33,6 +33,9 @@ _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|sec|m|min|h|d)?\s*", re.I
 _UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+MAX_DURATION_S = 3650 * 86400.0
+
+
 class ServeConfigError(ValueError):
     """A problem with the service's config or options: `str(error)` is the one line to print."""
 
@@ -60,6 +63,17 @@ def duration(option: str, raw: str | float) -> float:
         seconds = float(found.group(1)) * _UNITS[unit]
     if not math.isfinite(seconds) or seconds <= 0:
         raise ServeConfigError(f"{option} must be a duration > 0: got {raw!r}")
+    if seconds > MAX_DURATION_S:  # a wait that long overflows the clocks' timeouts
+        raise ServeConfigError(f"{option} must be a duration of at most 3650d: got {raw!r}")
+    return seconds
+
+
+def lease_ttl(raw: str | float) -> float:
+    """`--lease-ttl`: a duration of at least a second (a lease is renewed every third of it,
+    each time a PostgreSQL round trip)."""
+    seconds = duration("--lease-ttl", raw)
+    if seconds < 1.0:
+        raise ServeConfigError(f"--lease-ttl must be a duration of at least 1s: got {raw!r}")
     return seconds
 
 

@@ -184,6 +184,8 @@ class Service:
                         ttl=options.lease_ttl,
                         max_lanes=max(64, 4 * options.concurrency),
                         claim_batch=max(4, 2 * options.concurrency),
+                        retry_delay=options.retry_delay,
+                        give_up_after=options.give_up_after,
                     ),
                 )
         except LedgerError:

@@ -214,6 +214,24 @@ class SharedBudget:
             self.close()
             raise LedgerError(f"the shared rate budget could not be read: {problem}") from problem
 
+    def queued(self) -> int:
+        """The app's unfinished events, whichever instance stored them (the partial index of
+        unfinished events: it costs what is queued, not what the table holds)."""
+        from pipeline.delivery.pg.ledger import connect_at, driver
+
+        try:
+            if self._db is None or self._db.closed:
+                self._db = connect_at(self._location)
+            found = self._db.execute(
+                "SELECT count(*) FROM events WHERE app = %s "
+                "AND status IN ('pending', 'failed', 'held')",
+                (self._app,),
+            ).fetchone()
+        except driver().Error as problem:
+            self.close()
+            raise LedgerError(f"the queue could not be counted: {problem}") from problem
+        return 0 if found is None else int(found[0])
+
     def leave(self) -> None:
         """At a clean stop: this instance's share goes to the others at once."""
         with contextlib.suppress(Exception):

@@ -19,12 +19,12 @@ renewals and releases never wait on a lock, so they cannot deadlock with ingest.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from returns.result import Success
-
-from pipeline.core.compose import company_of, lane_of
-from pipeline.core.normalize import normalize
+from pipeline.core import paths
+from pipeline.core.types import as_text
 
 if TYPE_CHECKING:
     import psycopg
@@ -38,19 +38,32 @@ DOUBT: Final = (
 
 
 def lanes_of(key: str, line: bytes) -> tuple[str, str | None]:
-    """The event's user lane (as the delivery engine orders it, or a coarser one) and its
-    company lane when it is a group event: read from the stored line alone, so that the lane
-    is known at ingest, before any config is applied."""
+    """The event's user lane (as the delivery engine orders it: `compose.lane_of`, the SPEC's
+    userId list, else email) and its company lane when it is a group event: read from the
+    stored line alone, so that the lane is known at ingest, before any config is applied.
+    An event the engine will never send (no type, not an object) gets a lane of its own.
+
+    >>> lanes_of("k", b'{"type": "group", "userId": 7, "groupId": "g"}')
+    ('user:7', 'company:g')
+    >>> lanes_of("k", b'{"type": "track", "traits": {"email": "a@b.co"}}')
+    ('user:a@b.co', None)
+    >>> lanes_of("acme:k", b'[1]')
+    ('key:acme:k', None)
+    """
     try:
         message = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return f"key:{key}", None
-    match normalize(message):
-        case Success(event):
-            lane = lane_of(event)
-            company = company_of(event)
-            return (lane or f"key:{key}"), (None if company is None else COMPANY + company)
-    return f"key:{key}", None
+    kind = message.get("type") if isinstance(message, dict) else None
+    if not isinstance(kind, str) or not kind:
+        return f"key:{key}", None
+    # The same reads as `compose.lane_of` and `company_of`, on the parsed line: `normalize`
+    # only freezes the message and checks its type.
+    who = paths.read(message, paths.USER_ID)
+    who = who if who is not None else paths.read(message, paths.EMAIL)
+    lane = f"user:{as_text(who)}" if who is not None else f"key:{key}"
+    group = paths.read(message, paths.GROUP_ID) if kind.lower() == "group" else None
+    return lane, None if group is None else COMPANY + as_text(group)
 
 
 def mark_ready(
@@ -68,7 +81,9 @@ def mark_ready(
     if holder is None:
         db.execute(
             "INSERT INTO lanes (app, lane, ready) SELECT %s, unnest(%s::text[]), true "
-            "ON CONFLICT (app, lane) DO UPDATE SET ready = true",
+            "ON CONFLICT (app, lane) DO UPDATE SET ready = true, "
+            # A lane given back until a retry is due: a requeue means now.
+            "until = CASE WHEN lanes.owner IS NULL THEN NULL ELSE lanes.until END",
             (app, sorted(set(lanes))),
         )
         return
@@ -85,13 +100,13 @@ def mark_ready(
 
 def claim(
     db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, ttl: float, room: int
-) -> int:
+) -> list[str]:
     """Take up to `room` free (or expired) ready lanes of `app` that have unfinished events;
     clear `ready` on those that have none. Marks the first unfinished event of a lane taken
-    over from an instance whose lease expired "possibly sent twice". Returns how many lanes
-    were taken. A serialization failure (an ingest meanwhile) takes none: the next call will."""
+    over from an instance whose lease expired "possibly sent twice". Returns the lanes
+    taken. A serialization failure (an ingest meanwhile) takes none: the next call will."""
     if room <= 0:
-        return 0
+        return []
     import psycopg
 
     try:
@@ -99,12 +114,12 @@ def claim(
             db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             free = db.execute(
                 "SELECT lane, owner FROM lanes WHERE app = %s AND ready "
-                "AND (owner IS NULL OR until < now()) AND owner IS DISTINCT FROM %s "
+                "AND (until IS NULL OR until < now()) AND owner IS DISTINCT FROM %s "
                 f"AND lane NOT LIKE '{COMPANY}%%' LIMIT %s FOR UPDATE SKIP LOCKED",
                 (app, owner, room),
             ).fetchall()
             if not free:
-                return 0
+                return []
             lanes = [str(lane) for lane, _ in free]
             busy = {
                 str(lane)
@@ -131,9 +146,9 @@ def claim(
             orphans = [str(lane) for lane, was in free if was is not None and lane in busy]
             if orphans:
                 _doubt_heads(db, app, orphans)
-            return len(taken)
+            return taken
     except psycopg.errors.SerializationFailure:
-        return 0
+        return []
 
 
 def _doubt_heads(db: psycopg.Connection[tuple[Any, ...]], app: str, lanes: list[str]) -> None:
@@ -201,21 +216,23 @@ def hold_companies(
     return {str(lane) for (lane,) in held}
 
 
-def renew(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, ttl: float) -> int:
-    """Extend every lease this owner holds (rows an ingest holds locked are renewed next time,
-    well within the TTL)."""
+def renew(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str, ttl: float) -> list[str]:
+    """Extend every lease this owner still holds; returns those lanes (rows an ingest holds
+    locked are renewed next time, well within the TTL; a lane another writer took over after
+    it expired is not this owner's any more, and is not among them)."""
     changed = db.execute(
         "UPDATE lanes SET until = now() + make_interval(secs => %s) WHERE (app, lane) IN "
-        "(SELECT app, lane FROM lanes WHERE app = %s AND owner = %s FOR UPDATE SKIP LOCKED)",
+        "(SELECT app, lane FROM lanes WHERE app = %s AND owner = %s FOR UPDATE SKIP LOCKED) "
+        "RETURNING lane",
         (ttl, app, owner),
-    ).rowcount
-    return int(changed)
+    ).fetchall()
+    return [str(lane) for (lane,) in changed]
 
 
-def release_idle(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) -> int:
+def release_idle(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) -> list[str]:
     """Give back the lanes this owner holds that have no unfinished event left (user lanes:
     `ready` cleared too), and company lanes no unfinished group event of its own lanes needs
-    (another instance's group event of that company may be waiting for it)."""
+    (another instance's group event of that company may be waiting for it). Returns them."""
     import psycopg
 
     try:
@@ -229,7 +246,7 @@ def release_idle(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) 
                 ).fetchall()
             ]
             if not mine:
-                return 0
+                return []
             users = [lane for lane in mine if not lane.startswith(COMPANY)]
             companies = [lane for lane in mine if lane.startswith(COMPANY)]
             needed = {
@@ -251,9 +268,79 @@ def release_idle(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) 
                     "WHERE app = %s AND lane = ANY(%s)",
                     (app, idle),
                 )
-            return len(idle)
+            return idle
     except psycopg.errors.SerializationFailure:
-        return 0
+        return []
+
+
+# A lane's first unfinished event, as `release_waiting` asks its caller about it: received,
+# last changed (seconds since the epoch), failures; and whether other unfinished events follow.
+Head = tuple[float | None, float | None, int, bool]
+# The caller's answer: keep the lane (None), give it back until then (seconds since the epoch),
+# or give it back for good (-inf: only a given-up event is left; a requeue or a new event
+# makes it ready again).
+Until = float | None
+
+
+def release_waiting(
+    db: psycopg.Connection[tuple[Any, ...]],
+    app: str,
+    owner: str,
+    until_due: Callable[[Head], Until],
+) -> list[str]:
+    """Give back the user lanes this owner holds whose first unfinished event is a failed
+    one not due yet (`until_due` says until when): nobody may claim them before then, and
+    they take no slot meanwhile. Returns them. As in `release_idle`, a REPEATABLE READ
+    transaction: an ingest into one of them meanwhile makes this take none (a serialization
+    failure), and rows an ingest holds are skipped."""
+    import psycopg
+
+    try:
+        with db.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            heads = db.execute(
+                "SELECT l.lane, h.received, h.updated, h.failures, EXISTS (SELECT 1 FROM events x "
+                "WHERE x.app = l.app AND x.lane = l.lane AND x.position > h.position "
+                f"AND x.status IN {UNFINISHED_SQL}) FROM (SELECT app, lane FROM lanes "
+                "WHERE app = %s AND owner = %s AND lane NOT LIKE 'company:%%' "
+                "FOR UPDATE SKIP LOCKED) l CROSS JOIN LATERAL (SELECT e.position, e.status, "
+                "e.received, e.updated, e.failures FROM events e WHERE e.app = l.app "
+                f"AND e.lane = l.lane AND e.status IN {UNFINISHED_SQL} ORDER BY e.position "
+                "LIMIT 1) h WHERE h.status = 'failed'",
+                (app, owner),
+            ).fetchall()
+            later: list[tuple[str, float]] = []
+            done: list[str] = []
+            for lane, received, updated, failures, more in heads:
+                until = until_due(
+                    (
+                        None if received is None else float(received),
+                        None if updated is None else float(updated),
+                        int(failures),
+                        bool(more),
+                    )
+                )
+                if until is None:
+                    continue
+                if until == -math.inf:
+                    done.append(str(lane))
+                else:
+                    later.append((str(lane), until))
+            for lane, until in later:
+                db.execute(
+                    "UPDATE lanes SET owner = NULL, until = to_timestamp(%s) "
+                    "WHERE app = %s AND lane = %s",
+                    (until, app, lane),
+                )
+            if done:
+                db.execute(
+                    "UPDATE lanes SET owner = NULL, until = NULL, ready = false "
+                    "WHERE app = %s AND lane = ANY(%s)",
+                    (app, done),
+                )
+            return [lane for lane, _ in later] + done
+    except psycopg.errors.SerializationFailure:
+        return []
 
 
 def release_all(db: psycopg.Connection[tuple[Any, ...]], app: str, owner: str) -> None:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 SCHEMES: Final = ("postgresql://", "postgres://")
 DEFAULT_SCHEMA: Final = "usercom"
@@ -70,7 +70,10 @@ def masked(uri: str) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
     if any(name == "password" for name, _ in pairs):
         query = urlencode([(n, MASK if n == "password" else v) for n, v in pairs])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # Not urlunsplit: it drops the `//` of an empty host (`postgres:///db` became
+    # `postgres:/db`, which no command reads as a URI any more).
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def password_of(uri: str) -> str | None:
@@ -82,6 +85,15 @@ def password_of(uri: str) -> str | None:
         return None
     in_query = [value for name, value in pairs if name == "password" and value]
     return parts.password or (in_query[0] if in_query else None)
+
+
+def _without_password(text: str, uri: str) -> str:
+    """`text` with the password of `uri` masked, found without urlsplit (which may be what
+    could not read the URI)."""
+    netloc = re.split(r"[/?#]", uri.split("://", 1)[-1], maxsplit=1)[0]
+    users = netloc.rsplit("@", 1)[0] if "@" in netloc else ""
+    password = users.split(":", 1)[1] if ":" in users else ""
+    return text.replace(password, MASK) if password else text
 
 
 def schema_name(raw: str) -> str:
@@ -106,8 +118,12 @@ def ledger_location(raw: str, schema: str = DEFAULT_SCHEMA) -> Path | PgLocation
     """A ledger argument as given: a PostgreSQL URI (with the schema) or a file path."""
     if is_uri(raw):
         try:
-            urlsplit(raw).port  # noqa: B018 - a port that is not a number raises here
+            parts = urlsplit(raw)
+            if "," not in parts.netloc:  # libpq's several hosts (h1:p1,h2:p2) have no one port
+                parts.port  # noqa: B018 - a port that is not a number raises here
         except ValueError as problem:
-            raise LocationError(f"ledger URI {masked(raw)} is not valid: {problem}") from problem
+            # Python's words may quote the whole host part, password included.
+            said = _without_password(str(problem), raw)
+            raise LocationError(f"ledger URI {masked(raw)} is not valid: {said}") from problem
         return PgLocation(raw, schema_name(schema))
     return Path(raw)
