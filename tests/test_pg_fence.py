@@ -5,22 +5,43 @@ what that one filed. Deterministic: a lease book on a fake clock, leases expired
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import psycopg
 import pytest
 from e2e_helpers import FAST, config, lines_of
 from pg_server import Server
+from rich.console import Console
+from serve_helpers import (
+    SUBDOMAIN,
+    identify,
+    options,
+    post,
+    sandbox_state,
+    service_in_thread,
+    wait_until,
+)
 
+from pipeline.cli.send_cmd import SEND_LEASING
+from pipeline.cli.sending import run_send
 from pipeline.delivery import Outcome, deliver, read_jsonl
 from pipeline.delivery.engine import Control
 from pipeline.delivery.loop import run as run_loop
-from pipeline.delivery.pg import PgLocation
+from pipeline.delivery.pg import PgLocation, open_reader_at
 from pipeline.delivery.pg.ledger import Leasing, PgLedger
 from pipeline.delivery.queue import Arrival, Record
 from pipeline.testing import FakeUserCom, Received
+
+
+def counts(where: PgLocation) -> dict[str, int]:
+    with contextlib.closing(open_reader_at(where)) as book:
+        return book.counts()
 
 
 def identifies(user: str, count: int) -> list[str]:
@@ -147,3 +168,69 @@ def test_a_lane_taken_over_is_never_trusted_again_and_the_old_outcome_is_not_fil
     b.file([outcome(first, "delivered")])  # the holder's own outcome is filed
     b.commit()
     assert b.get(first.key).status == "delivered"  # type: ignore[union-attr]
+
+
+def test_the_service_starts_no_request_for_a_lane_whose_lease_it_does_not_trust(
+    sandbox: str, tmp_path: Path, pg_server: Server, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where = PgLocation(pg_server.uri, pg_schema)
+    shared = dataclasses.replace(
+        options(tmp_path / "unused.sqlite", sandbox), ledgers={SUBDOMAIN: where}
+    )
+    with service_in_thread(shared) as one:
+        ledger = one.app().ledger
+        asked: list[str] = []
+
+        def untrusted(lane: str, _company: str | None) -> bool:
+            asked.append(lane)
+            return False  # as if every renewal since the claim had come late
+
+        monkeypatch.setattr(ledger, "licensed", untrusted)
+        assert post(one.url, "/v1/identify", identify("u1")).status_code == 200
+        assert wait_until(lambda: "user:u1" in asked, timeout=10)
+        assert sandbox_state(sandbox)["users"] == []
+        assert counts(where)["delivered"] == 0  # still queued, for whoever holds the lane
+        monkeypatch.undo()  # a renewal landed: trusted again
+        assert wait_until(lambda: counts(where)["delivered"] == 1, timeout=10)
+
+
+def test_send_starts_no_request_for_a_lane_whose_lease_it_does_not_trust(
+    pg_server: Server, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where = PgLocation(pg_server.uri, pg_schema)
+    fake = FakeUserCom()
+    book = PgLedger.open_pg_writer(where, SUBDOMAIN, SEND_LEASING)
+    try:
+        monkeypatch.setattr(book, "licensed", lambda _lane, _company: False)
+        summary, _ = run_send(
+            io.BytesIO(("\n".join(identifies("u1", 2)) + "\n").encode()),
+            config(),
+            ledger=book,
+            options=replace(FAST, probe=False),
+            sink=None,
+            err=Console(file=io.StringIO()),
+            total=None,
+            retry_rejected=False,
+            transport=fake,
+        )
+    finally:
+        book.close()
+    assert fake.requests == []
+    assert summary.counts["delivered"] == 0
+    assert counts(where)["pending"] + counts(where)["held"] == 2
+
+
+@pytest.mark.parametrize("user", ["ada\x00x", "s\ud800", "plain"])
+def test_a_lane_is_known_by_the_name_the_event_gives_it_whatever_postgresql_stored(
+    user: str,
+) -> None:
+    # The lanes table hands back a NUL as U+FFFD and a lone surrogate as its escape: the lease
+    # book must still find the lane under the event's own name, or that user is never sent.
+    from pipeline.delivery.pg.fence import LeaseBook, as_stored
+    from pipeline.delivery.pg.text import _dumper
+
+    stored = bytes(_dumper()(str).dump(user) or b"").decode("utf-8")
+    assert as_stored(user) == stored
+    book = LeaseBook(30.0, clock=lambda: 0.0)
+    book.granted([stored], asked_at=0.0)
+    assert book.holds(user)

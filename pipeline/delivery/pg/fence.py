@@ -15,7 +15,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
-__all__ = ["MARGIN_SHARE", "LeaseBook"]
+from pipeline.delivery.pg.text import storable as as_stored
+
+__all__ = ["MARGIN_SHARE", "LeaseBook", "as_stored"]
+
 
 # The share of the TTL a lease is distrusted early. Renewals come every third of the TTL, so
 # one renewal missed (a database hiccup) never interrupts delivery; two missed in a row do.
@@ -48,7 +51,7 @@ class LeaseBook:
     def holds(self, lane: str) -> bool:
         """Whether this writer may still start a request for `lane`."""
         with self._guard:
-            until = self._trusted_until.get(lane)
+            until = self._trusted_until.get(as_stored(lane))
         return until is not None and self.clock() < until
 
     def licensed(self, lane: str, company: str | None) -> bool:

@@ -45,7 +45,7 @@ from pipeline.delivery.ledger import (
 )
 from pipeline.delivery.outcome import Logged
 from pipeline.delivery.pg import budget, lanes
-from pipeline.delivery.pg.fence import LeaseBook
+from pipeline.delivery.pg.fence import LeaseBook, as_stored
 from pipeline.delivery.pg.location import PgLocation, masked, scrubbed
 from pipeline.delivery.pg.text import hold_storable_text, storable
 from pipeline.delivery.queue import Admitted, Arrival, Known, Record, readiness
@@ -797,7 +797,8 @@ class PgLedger(Ledger):
             kept = [
                 record
                 for record in records
-                if record.key not in lost or (record.status == "rejected" and not record.requests)
+                if as_stored(record.key) not in lost
+                or (record.status == "rejected" and not record.requests)
             ]
             return super().file(kept)
 
