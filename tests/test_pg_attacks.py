@@ -75,6 +75,8 @@ def test_a_nul_in_an_event_is_stored_and_delivered_on_postgresql(
         assert answer.status_code == 200, answer.text
         assert wait_until(lambda: delivered(where) == 2), delivered(where)
         assert health(service.url)["paused"] is None
+        again = post(service.url, "/v1/batch", {"batch": [nul, identify("bob")]})
+        assert again.json()["duplicates"] == 2, again.text  # a client's retry is one event
 
 
 def delivered(where: PgLocation) -> int:
@@ -157,3 +159,16 @@ def test_a_writer_whose_connection_was_cut_connects_again(
         book.admit([Arrival("acme:2", "h2", b'{"type": "identify"}', None)], received=2.0)
         book.flush()
         assert book.counts()["pending"] == 2
+
+
+def test_the_state_of_a_key_with_a_nul_is_found_under_that_key(
+    pg_server: Server, pg_schema: str
+) -> None:
+    """Ingest and Replay ask `states` which keys are known: a NUL key stored as U+FFFD came
+    back under another key, so a client's retry of that event looked new."""
+    where = PgLocation(pg_server.uri, pg_schema)
+    key = "acme:m\x001"
+    with contextlib.closing(open_writer_at(where, "acme")) as book:
+        book.admit([Arrival(key, "h1", b'{"type": "identify"}', None)], received=1.0)
+        book.flush()
+        assert set(book.states([key, "acme:other"])) == {key}

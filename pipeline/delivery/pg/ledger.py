@@ -476,7 +476,12 @@ class PgLedger(Ledger):
         found = self._all(
             "SELECT key, status, hash FROM events WHERE key = ANY(%s)", unique, with_app=False
         )
-        return {str(key): (cast(Status, status), str(digest)) for key, status, digest in found}
+        # Under the key asked for, not as PostgreSQL holds it (`text.storable`).
+        asked = {storable(key): key for key in unique}
+        return {
+            asked.get(str(key), str(key)): (cast(Status, status), str(digest))
+            for key, status, digest in found
+        }
 
     def take(self, after: int, limit: int) -> list[Queued]:
         """See `DeliveryQueue.take`: only events of lanes this writer holds the lease of, in
@@ -662,8 +667,9 @@ class PgLedger(Ledger):
             unique,
             with_app=False,
         )
+        asked = {storable(key): key for key in unique}  # as `states`: under the key asked for
         return {
-            str(key): Known(cast(Status, status), str(digest), int(position))
+            asked.get(str(key), str(key)): Known(cast(Status, status), str(digest), int(position))
             for key, status, digest, position in found
         }
 
