@@ -14,6 +14,7 @@ from console_helpers import BEARER, console_options
 from starlette.testclient import TestClient
 
 from pipeline.console.auth import MAX_TRACKED, WRONG_TRIES, Gate
+from pipeline.delivery.ledger import Ledger, LedgerError
 from pipeline.serve import Service
 
 CHUNK = 64 * 1024
@@ -117,3 +118,26 @@ def test_api_answers_and_refusals_are_never_cached_or_sniffed(sandbox: str, ledg
             answer = client.get(path, headers=headers)
             assert answer.headers.get("cache-control") == "no-store", path
             assert answer.headers.get("x-content-type-options") == "nosniff", path
+
+
+def test_a_ledger_that_cannot_be_read_is_503_in_one_line_then_read_again(
+    sandbox: str, ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL down: the console said 500 with a traceback in the log."""
+    service = Service.open(console_options(ledger, sandbox))
+    opened = service.reader
+
+    def unreachable(app: str) -> Ledger:
+        raise LedgerError("ledger postgresql://u:***@db/q: connection refused")
+
+    monkeypatch.setattr(service, "reader", unreachable)
+    with TestClient(service.app, raise_server_exceptions=False) as client:
+        api = client.get("/console/api/overview", headers=BEARER)
+        assert api.status_code == 503
+        assert "connection refused" in api.json()["message"]
+        assert "\n" not in api.json()["message"]
+        page = client.get("/console/failures", headers=BEARER)
+        assert page.status_code == 503
+        assert "connection refused" in page.text
+        monkeypatch.setattr(service, "reader", opened)  # the database is back
+        assert client.get("/console/api/overview", headers=BEARER).status_code == 200

@@ -8,11 +8,13 @@ import contextlib
 import dataclasses
 from pathlib import Path
 
+import psycopg
 import pytest
 from pg_server import Server
 from serve_helpers import SUBDOMAIN, health, identify, options, post, service_in_thread, wait_until
 
-from pipeline.delivery.pg import open_reader_at
+from pipeline.delivery.ledger import LedgerError
+from pipeline.delivery.pg import open_reader_at, open_writer_at
 from pipeline.delivery.pg.location import (
     LocationError,
     PgLocation,
@@ -21,6 +23,7 @@ from pipeline.delivery.pg.location import (
     masked,
     scrubbed,
 )
+from pipeline.delivery.queue import Arrival
 from pipeline.serve.options import ServeConfigError, duration, lease_ttl
 
 SECRET = "SECRETPW"
@@ -130,3 +133,27 @@ def test_a_driver_message_has_no_piece_of_the_password() -> None:
     uri = f"postgresql://u:SECRET@{SECRET}@127.0.0.1:1/db"
     said = scrubbed(f"failed to resolve host '{SECRET}@127.0.0.1'", uri)
     assert SECRET not in said, said
+
+
+def test_a_writer_whose_connection_was_cut_connects_again(
+    pg_server: Server, pg_schema: str
+) -> None:
+    """A database restart (or failover) cuts every connection: the service's writer kept its
+    closed one, and ingest answered 503 for ever after the database was back."""
+    where = PgLocation(pg_server.uri, pg_schema)
+    with contextlib.closing(open_writer_at(where, "acme")) as book:
+        book.admit([Arrival("acme:1", "h1", b'{"type": "identify"}', None)], received=1.0)
+        book.flush()
+        with psycopg.connect(pg_server.uri, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND query NOT LIKE '%%pg_stat_activity%%' "
+                "AND backend_type = 'client backend' AND datname = current_database() "
+                "AND application_name = ''"
+            )
+        with contextlib.suppress(LedgerError):  # the statement the cut met
+            book.counts()
+        assert book.counts()["pending"] == 1
+        book.admit([Arrival("acme:2", "h2", b'{"type": "identify"}', None)], received=2.0)
+        book.flush()
+        assert book.counts()["pending"] == 2

@@ -31,7 +31,7 @@ from pipeline.console.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, SESSION_S, Ga
 from pipeline.console.charts import Series, chart
 from pipeline.core.answers import Reply, meaning
 from pipeline.core.config import Config
-from pipeline.delivery.ledger import Ledger, Row
+from pipeline.delivery.ledger import Ledger, LedgerError, Row
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -210,6 +210,8 @@ class Console:
             except TooLarge:
                 problem = f"the form is over {MAX_FORM_BODY // 1024} KB"
                 response = self._page(request, "refused.html", 413, problem=problem)
+            except LedgerError as trouble:  # the database is down, the file gone: say so, once
+                response = self._unreadable(request, trouble)
             # The API's answers hold events too: no cache keeps them, no browser reads them
             # as anything but what they say they are.
             for name, value in (
@@ -221,15 +223,29 @@ class Console:
 
         return answer
 
+    def _unreadable(self, request: Request, trouble: LedgerError) -> Response:
+        words = " ".join(str(trouble).split())
+        problem = f"the ledger cannot be read now ({words}): try again shortly"
+        if request.url.path.startswith(f"{PREFIX}/api/"):
+            return self._api_refusal(503, problem, **{"Retry-After": "5"})
+        return self._page(request, "refused.html", 503, problem=problem)
+
     async def _read(self, app: str, work: Callable[[Ledger], T]) -> T:
-        """Run `work` on the console's own reader of `app`'s ledger, in a worker thread."""
+        """Run `work` on the console's own reader of `app`'s ledger, in a worker thread; a
+        reader that failed is closed and opened again by the next request."""
         lock = self._locks.setdefault(app, asyncio.Lock())
         async with lock:
             book = self._readers.get(app)
             if book is None:
                 book = await asyncio.to_thread(self.host.reader, app)
                 self._readers[app] = book
-            return await asyncio.to_thread(work, book)
+            try:
+                return await asyncio.to_thread(work, book)
+            except LedgerError:
+                del self._readers[app]
+                with contextlib.suppress(Exception):  # it is broken already: closing is tidying
+                    book.close()
+                raise
 
     def close(self) -> None:
         for book in self._readers.values():
@@ -318,6 +334,7 @@ class Console:
             404: "not_found",
             400: "bad_request",
             413: "too_large",
+            503: "unavailable",
         }
         body = {"code": code.get(status, "error"), "message": message}
         return JSONResponse(body, status_code=status, headers=headers or None)

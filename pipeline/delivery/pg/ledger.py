@@ -1018,12 +1018,30 @@ class PgLedger(Ledger):
         self._in_tx = self._positions = False
         self._batched = 0
 
+    def _reconnect_if_cut(self) -> None:
+        """A connection the server cut (a restart, a failover) is not used again: a new one
+        is opened (LedgerError while the database is still away), so that the service's
+        retries succeed once it is back. What the cut transaction held is lost, as its
+        error said; the next `flush` reports it."""
+        if not self._pg.closed:
+            return
+        db = _connect(self._location)
+        try:
+            _prepare(db, self._location, create=False)
+        except BaseException:
+            db.close()
+            raise
+        self._pg = db
+        self._in_tx = self._positions = False
+        self._batched = 0
+
     @contextlib.contextmanager
     def _errors(self, *, aborts: bool = False) -> Iterator[None]:
         """A database error as a LedgerError; one that `aborts` a write transaction marks it
         lost (the next `flush` says so), unless an `atomic` block will roll back to its
         savepoint."""
         driver = _driver()
+        self._reconnect_if_cut()
         try:
             yield
         except driver.Error as problem:
