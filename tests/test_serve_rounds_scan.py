@@ -68,3 +68,24 @@ def test_arrivals_behind_a_held_queue_do_not_rescan_it_a_freed_user_does(tmp_pat
     assert first >= SCAN_PAGES - 2
     assert arrivals <= 2, arrivals  # only what joined the back since the last look
     assert freed >= first
+
+
+def test_a_look_overtaken_by_a_user_let_go_records_nothing_and_the_next_starts_at_the_front() -> (
+    None
+):
+    # A look awaits its pages; a round may let a user go meanwhile. Had the look still
+    # recorded "all held up to here", the next ingest's look would start past that user's
+    # earlier events and take a later one of them first (seen: a user's tracks 1, 2, 6, 3).
+    from pipeline.serve.delivery import _Wake
+
+    async def main() -> tuple[int, int]:
+        wake = _Wake()
+        token = wake.looking()
+        wake.looked(token, 50)
+        undisturbed = wake.held_through
+        token = wake.looking()
+        wake.set()  # a round let a user go while the look read its pages
+        wake.looked(token, 80)
+        return undisturbed, wake.held_through
+
+    assert asyncio.run(main()) == (50, 0)

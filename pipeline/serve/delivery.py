@@ -198,18 +198,37 @@ class _Wake(asyncio.Event):
     go, outcomes filed, a requeue, a resume) makes the next look start at the queue's front;
     `arrived` (ingest committed events, which join the back) lets it start where a look that
     found every user held stopped: those users are still held, and reading their events
-    again at every ingest commit was most of the service's CPU with a long held queue."""
+    again at every ingest commit was most of the service's CPU with a long held queue.
+
+    A look awaits its pages, so a user may be let go while it reads: what it found is
+    recorded only if nothing was let go since it started (`looking` / `looked`), or the next
+    look would start past the freed user's events and take a later one of them first."""
 
     def __init__(self) -> None:
         super().__init__()
         self.held_through = 0  # every event up to this position waits for a held user
+        self._resets = 0  # how many times a user may have been let go
+
+    def forget(self) -> None:
+        """A user may have been let go: the next look starts at the front."""
+        self.held_through = 0
+        self._resets += 1
 
     def set(self) -> None:
-        self.held_through = 0
+        self.forget()
         super().set()
 
     def arrived(self) -> None:
         super().set()
+
+    def looking(self) -> int:
+        """A look starts: the token `looked` wants back."""
+        return self._resets
+
+    def looked(self, token: int, held_through: int) -> None:
+        """A look that started at `token` found every event up to `held_through` waiting for
+        a held user (0: not so); kept only while no user was let go meanwhile."""
+        self.held_through = held_through if token == self._resets else 0
 
 
 @dataclass(slots=True)
@@ -371,7 +390,7 @@ class AppDelivery:
                 waiting.cancel()
         if self.next_due is not None and self.next_due <= time.time():
             self.next_due = None
-            self.wake.held_through = 0  # a failed event came due: look from the front
+            self.wake.forget()  # a failed event came due: look from the front
 
     async def _sleep(self, seconds: float, cut_short: asyncio.Event | None = None) -> None:
         if cut_short is None:
@@ -520,6 +539,7 @@ class AppDelivery:
         )
         taken: list[tuple[Incoming, _Filed]] = []
         # Another instance may let users go at any time: a shared queue is looked at whole.
+        token = self.wake.looking()
         after = 0 if shared(self.ledger) else self.wake.held_through
         scanned = 0
         all_held = True
@@ -541,7 +561,7 @@ class AppDelivery:
                     self._skipped_unfiled |= item.lane in unfiled
                 elif isinstance(placed, Held):
                     self._hold(item, filed, placed)
-        self.wake.held_through = after if all_held and not shared(self.ledger) else 0
+        self.wake.looked(token, after if all_held and not shared(self.ledger) else 0)
         if not taken or self.ledger_fault is not None:  # it failed while the page was read
             return False
         for item, filed in taken:
@@ -624,7 +644,7 @@ class AppDelivery:
             if running.done(item):
                 self.wake.set()
             else:  # its user may be let go without a wake: look from the front next time
-                self.wake.held_through = 0
+                self.wake.forget()
 
         options = self.delivery_options()
         try:
