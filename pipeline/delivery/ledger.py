@@ -339,7 +339,7 @@ class Ledger:
             found = self._db.execute(
                 f"SELECT {_COLUMNS} FROM events WHERE key = ?", (key,)
             ).fetchone()
-        return None if found is None else _row(found)
+        return None if found is None else row_of(found)
 
     def unfinished(self) -> Iterator[Row]:
         """The pending, failed and held events, in position order.
@@ -349,13 +349,13 @@ class Ledger:
         no row is yielded twice. Safe to write to the ledger while iterating.
         """
         for found in self._ordered(UNFINISHED, _COLUMNS_BY_POSITION):
-            yield _row(found[1:])
+            yield row_of(found[1:])
 
     def lines(self, statuses: Sequence[Status]) -> Iterator[bytes]:
         """The original lines of the events in `statuses`, byte for byte, in position order
         (events whose line retention dropped are left out)."""
         columns = f"position, line, {self._forgotten}"
-        for _, line, forgotten in self._ordered(_statuses(statuses), columns):
+        for _, line, forgotten in self._ordered(known_statuses(statuses), columns):
             if forgotten is None:  # else retention dropped the line (`forget_lines`)
                 yield bytes(line)
 
@@ -403,9 +403,9 @@ class Ledger:
         Like `unfinished`: a row that changes after its page was read is yielded as it was, and
         no row is yielded twice. Works on a reader while a writer commits.
         """
-        chosen = STATUSES if statuses is None else _statuses(statuses)
+        chosen = STATUSES if statuses is None else known_statuses(statuses)
         for found in self._ordered(chosen, _COLUMNS_BY_POSITION):
-            yield _row(found[1:])
+            yield row_of(found[1:])
 
     def find(self, key: str) -> Row | None:
         """The event with this key, or with this key under the ledger's app (`<app>:<key>`)."""
@@ -440,7 +440,7 @@ class Ledger:
         self, top: int, statuses: Sequence[Status] = ("rejected", "failed")
     ) -> list[tuple[str, int]]:
         """The `top` most common errors of the events in `statuses`, with their counts."""
-        chosen = _statuses(statuses)
+        chosen = known_statuses(statuses)
         marks = ", ".join("?" * len(chosen))
         with self._guard:
             found = self._db.execute(
@@ -476,7 +476,7 @@ class Ledger:
     def problems(self, statuses: Sequence[Status]) -> list[tuple[str, int, Status, str, float]]:
         """(key, position, status, error, updated) of every event in `statuses` (error ''
         when none, updated 0 when unknown), one index range per status."""
-        chosen = _statuses(statuses)
+        chosen = known_statuses(statuses)
         marks = ", ".join("?" * len(chosen))
         # The partial index serves a query whose terms imply its own: its term is repeated.
         indexed = self._problems_indexed and set(chosen) <= {"failed", "held", "rejected"}
@@ -500,7 +500,7 @@ class Ledger:
     def problem_sums(self, statuses: Sequence[Status]) -> list[ErrorGroup]:
         """The events in `statuses` summed up per status and error (SQL does the counting):
         how many, and their first and last change."""
-        chosen = _statuses(statuses)
+        chosen = known_statuses(statuses)
         with self._guard:
             found = self._db.execute(
                 "SELECT status, coalesce(error, ''), count(*), min(updated), max(updated) "
@@ -513,7 +513,7 @@ class Ledger:
     def problem_stream(self, status: Status) -> Iterator[tuple[int, str, str]]:
         """(position, key, error or '') of the events in `status`, in position order, read in
         pages (the console stops once it has its samples)."""
-        chosen = _statuses((status,))
+        chosen = known_statuses((status,))
         after = 0
         while True:
             with self._guard:
@@ -559,7 +559,7 @@ class Ledger:
                 f"SELECT {_COLUMNS} FROM events WHERE instr(line, ?) > 0 ORDER BY position LIMIT ?",
                 (needle, limit),
             ).fetchall()
-        return [_row(item) for item in found]
+        return [row_of(item) for item in found]
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -666,7 +666,7 @@ class Ledger:
         Raises KeyError for a key that was never enqueued. `commit=False` leaves the commit
         to a later `flush` (the service commits many outcomes at once).
         """
-        _statuses((status,))
+        known_statuses((status,))
         with self._guard:
             self._require_writer()
             if not self._db.in_transaction:
@@ -750,7 +750,7 @@ class Ledger:
         found.sort(key=itemgetter(0))
         return [
             Queued(
-                _row(item[1:10]),
+                row_of(item[1:10]),
                 None if item[10] is None else float(item[10]),
                 None if item[11] is None else float(item[11]),
                 int(item[12]),
@@ -995,7 +995,9 @@ class Ledger:
             after = int(page[-1][0])
 
 
-def _row(found: Sequence[Any]) -> Row:
+def row_of(found: Sequence[Any]) -> Row:
+    """A stored row (key, position, status, hash, line, attempts, requests, error, warnings)
+    as a `Row`; every backend stores these columns alike."""
     key, position, status, content_hash, line, attempts, requests, error, warnings = found
     return Row(
         key=str(key),
@@ -1010,7 +1012,8 @@ def _row(found: Sequence[Any]) -> Row:
     )
 
 
-def _statuses(statuses: Sequence[str]) -> tuple[Status, ...]:
+def known_statuses(statuses: Sequence[str]) -> tuple[Status, ...]:
+    """`statuses` checked against the status table (ValueError names an unknown one)."""
     unknown = [s for s in statuses if s not in STATUSES]
     if unknown:
         raise ValueError(f"unknown status {unknown[0]!r}: expected one of {', '.join(STATUSES)}")

@@ -42,6 +42,8 @@ from pipeline.delivery.ledger import (
     Row,
     Status,
     error_groups,
+    known_statuses,
+    row_of,
 )
 from pipeline.delivery.outcome import Logged
 from pipeline.delivery.pg import budget, lanes
@@ -290,7 +292,7 @@ class PgLedger(Ledger):
 
     def get(self, key: str) -> Row | None:
         found = self._one(f"SELECT {_COLUMNS} FROM events WHERE key = %s{self._and_app}", key)
-        return None if found is None else _row(found)
+        return None if found is None else row_of(found)
 
     def unfinished(self) -> Iterator[Row]:
         return self.rows(UNFINISHED)
@@ -311,7 +313,7 @@ class PgLedger(Ledger):
     def rows(self, statuses: Sequence[Status] | None = None) -> Iterator[Row]:
         chosen = STATUSES if statuses is None else statuses
         for found in self._ordered(chosen, _COLUMNS):
-            yield _row(found[1:])
+            yield row_of(found[1:])
 
     def find(self, key: str) -> Row | None:
         row = self.get(key)
@@ -346,7 +348,7 @@ class PgLedger(Ledger):
             "SELECT error, count(*) AS n FROM events WHERE status = ANY(%s) "
             f"AND error IS NOT NULL{self._and_app} GROUP BY error ORDER BY n DESC, error "
             "LIMIT %s",
-            list(_statuses(statuses)),
+            list(known_statuses(statuses)),
             *self._app_args,
             top,
             with_app=False,
@@ -384,7 +386,7 @@ class PgLedger(Ledger):
         )
         return [
             Queued(
-                _row(item[1:10]),
+                row_of(item[1:10]),
                 None if item[10] is None else float(item[10]),
                 None if item[11] is None else float(item[11]),
                 int(item[12]),
@@ -406,7 +408,7 @@ class PgLedger(Ledger):
         found = self._all(
             "SELECT status, key, position, error, updated FROM events WHERE status = ANY(%s)"
             f"{self._and_app}",
-            list(_statuses(statuses)),
+            list(known_statuses(statuses)),
         )
         return [
             (str(key), int(position), cast(Status, status), str(error or ""), float(updated or 0))
@@ -418,12 +420,12 @@ class PgLedger(Ledger):
             "SELECT status, coalesce(error, ''), count(*), min(updated), max(updated) "
             f"FROM events WHERE status = ANY(%s){self._and_app} "
             "GROUP BY status, coalesce(error, '')",
-            list(_statuses(statuses)),
+            list(known_statuses(statuses)),
         )
         return error_groups(found)
 
     def problem_stream(self, status: Status) -> Iterator[tuple[int, str, str]]:
-        _statuses((status,))
+        known_statuses((status,))
         after = 0
         while True:
             page = self._all(
@@ -463,7 +465,7 @@ class PgLedger(Ledger):
             limit,
             with_app=False,
         )
-        return [_row(item) for item in found]
+        return [row_of(item) for item in found]
 
     def state(self, key: str) -> tuple[Status, str] | None:
         found = self._one(f"SELECT status, hash FROM events WHERE key = %s{self._and_app}", key)
@@ -514,7 +516,7 @@ class PgLedger(Ledger):
         taken: list[Queued] = []
         for item in found:
             queued = Queued(
-                _row(item[1:10]),
+                row_of(item[1:10]),
                 None if item[10] is None else float(item[10]),
                 None if item[11] is None else float(item[11]),
                 int(item[12]),
@@ -549,7 +551,7 @@ class PgLedger(Ledger):
             self._start_renewing(app)
         return [
             Queued(
-                _row(item[1:10]),
+                row_of(item[1:10]),
                 None if item[10] is None else float(item[10]),
                 None if item[11] is None else float(item[11]),
                 int(item[12]),
@@ -819,7 +821,7 @@ class PgLedger(Ledger):
         *,
         commit: bool = True,
     ) -> None:
-        _statuses((status,))
+        known_statuses((status,))
         app = self._writer_app()
         with self._errors(aborts=True):
             self._begin()
@@ -959,7 +961,7 @@ class PgLedger(Ledger):
         """Rows of `statuses` in position order, `position` first, read in pages up to the
         back of the queue as it was at the call (a row enqueued again later is not yielded
         again); one app at a time when the reader sees several."""
-        chosen = list(_statuses(statuses))
+        chosen = list(known_statuses(statuses))
         apps = [self._only] if self._only is not None else self._apps()
         for app in apps:
             top = self._one_app_top(app)
@@ -1187,25 +1189,3 @@ class _Renewer(threading.Thread):
     def stop(self) -> None:
         self._stopped.set()
         self.join(5)
-
-
-def _row(found: Sequence[Any]) -> Row:
-    key, position, status, content_hash, line, attempts, requests, error, warnings = found
-    return Row(
-        key=str(key),
-        position=int(position),
-        status=cast(Status, status),
-        content_hash=str(content_hash),
-        line=bytes(line),
-        attempts=int(attempts),
-        requests=tuple(str(r) for r in json.loads(requests)),
-        error=None if error is None else str(error),
-        warnings=tuple(str(w) for w in json.loads(warnings)),
-    )
-
-
-def _statuses(statuses: Sequence[str]) -> tuple[Status, ...]:
-    unknown = [s for s in statuses if s not in STATUSES]
-    if unknown:
-        raise ValueError(f"unknown status {unknown[0]!r}: expected one of {', '.join(STATUSES)}")
-    return tuple(cast(Status, s) for s in statuses)
